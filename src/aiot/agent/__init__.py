@@ -1,0 +1,1 @@
+"""The node agent: runs the workloads the control plane assigns to this node and reports their state."""

@@ -1,0 +1,359 @@
+"""Workload virtual environments: built by `uv`, cached by content hash, shared, with `platform_sdk` injected.
+
+Why a cache keyed by content: ten replicas of one model (or two apps with the same requirements) must not
+build ten environments, and a restarted agent must find yesterday's environment ready. The key is the sha256
+of the normalised requirements (the package's plus the SDK's own), the Python version and interpreter, and
+the SDK's files, so changing any of them gives a fresh environment and nothing stale is ever reused.
+
+Why temp dir + rename: a build killed halfway (agent SIGKILLed, disk full) must never leave something that
+looks like a finished environment. Each build happens in `envs/.build-<key>-*` and is renamed onto
+`envs/<key>` only when complete (`uv venv --relocatable` keeps it valid after the move); leftovers of killed
+builds are removed by the next build of that key.
+
+Why two locks: an `asyncio.Lock` per key makes concurrent `build()` calls in one agent wait for one build;
+an `fcntl.flock` on `locks/<key>.lock` does the same across processes (several agents on one machine may
+share the cache directory).
+
+The uv download/wheel cache lives at `<cache_dir>/uv-cache` (`UV_CACHE_DIR`), so warm builds use our own
+cache and hard-link from it (same file system as the environments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from importlib import util as importlib_util
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+log = logging.getLogger(__name__)
+
+# Used only while platform_sdk ships no requirements.txt of its own (see `sdk_requirements`).
+FALLBACK_SDK_REQUIREMENTS = ["nats-py", "httpx", "numpy", "starlette", "uvicorn", "prometheus-client"]
+MARKER = "aiot-env.json"
+PTH_NAME = "aiot_platform_sdk.pth"
+_STDERR_TAIL = 3000
+
+
+class EnvBuildError(RuntimeError):
+    """An environment could not be built; the message says which step failed and ends with uv's stderr."""
+
+
+def find_uv() -> str:
+    """The `uv` binary beside the running interpreter (our venv ships it), else the one on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("uv")
+    if found:
+        return found
+    raise EnvBuildError(
+        "the `uv` binary was not found beside the Python interpreter nor on PATH; "
+        "install it with `pip install uv`"
+    )
+
+
+def find_sdk_dir() -> Path:
+    """The folder of the `platform_sdk` package this agent would inject."""
+    spec = importlib_util.find_spec("platform_sdk")
+    if spec is None or not spec.submodule_search_locations:
+        raise EnvBuildError(
+            "the platform_sdk package cannot be found; install the platform (pip install aiot)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def normalise_requirements(lines: Iterable[str], source: str = "requirements") -> list[str]:
+    """Sorted, de-duplicated requirement specifiers; comments and blank lines dropped.
+
+    Options (`-r`, `--index-url`, `-e`, ...) are refused: a package must not choose where the node downloads
+    code from, and every requirement must be part of the cache key.
+    """
+    out: set[str] = set()
+    for number, raw in enumerate(lines, start=1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            raise EnvBuildError(
+                f"{source} line {number}: options such as {line.split()[0]!r} are not allowed; "
+                "list plain requirement specifiers (e.g. numpy>=1.26)"
+            )
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as exc:
+            raise EnvBuildError(
+                f"{source} line {number}: {line!r} is not a valid requirement ({exc})"
+            ) from None
+        req.name = canonicalize_name(req.name)
+        out.add(str(req))
+    return sorted(out)
+
+
+def read_requirements_file(path: Path) -> list[str]:
+    """The lines of a requirements.txt (an absent file means no requirements)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnvBuildError(f"{path}: cannot read requirements ({exc})") from exc
+
+
+def hash_tree(root: Path) -> str:
+    """sha256 over the relative paths and bytes of the files under `root` (bytecode caches skipped)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
+            continue
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class EnvBuilder:
+    """Builds (once) and returns cached virtual environments. Safe to share between workloads and agents."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        uv: str | None = None,
+        python: str | None = None,
+        sdk_dir: Path | None = None,
+        timeout: float = 1800.0,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.envs_dir = self.cache_dir / "envs"
+        self.locks_dir = self.cache_dir / "locks"
+        self.uv_cache = self.cache_dir / "uv-cache"
+        self._uv = uv
+        # The agent's own base interpreter: uv must not try to download a Python (no internet on nodes).
+        self.python = python or getattr(sys, "_base_executable", None) or sys.executable
+        self._sdk_dir = sdk_dir
+        self.timeout = timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._python_version: str | None = None
+        self.builds = 0
+        """How many environments this builder actually built (cache misses), for metrics and tests."""
+        self.last_build_seconds: float | None = None
+
+    # ----------------------------------------------------------------- keys
+
+    @property
+    def sdk_dir(self) -> Path:
+        if self._sdk_dir is None:
+            self._sdk_dir = find_sdk_dir()
+        return self._sdk_dir
+
+    def sdk_requirements(self) -> list[str]:
+        """platform_sdk/requirements.txt, or the fallback list while the SDK ships none."""
+        path = self.sdk_dir / "requirements.txt"
+        if path.exists():
+            return read_requirements_file(path)
+        return list(FALLBACK_SDK_REQUIREMENTS)
+
+    def python_version(self) -> str:
+        """Version of the interpreter environments are built from (asked once, it may not be ours)."""
+        if self._python_version is None:
+            if (
+                Path(self.python).resolve()
+                == Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+            ):
+                self._python_version = ".".join(str(v) for v in sys.version_info[:3])
+            else:
+                self._python_version = self._probe_version()
+        return self._python_version
+
+    def _probe_version(self) -> str:
+        out = subprocess.run(
+            [self.python, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise EnvBuildError(f"cannot run the interpreter {self.python}: {out.stderr.strip()[-500:]}")
+        return out.stdout.strip()
+
+    def resolve(self, requirements: Iterable[str]) -> tuple[str, list[str], str]:
+        """(cache key, the full normalised requirement list, SDK hash) for the package's `requirements`."""
+        reqs = normalise_requirements([*requirements, *self.sdk_requirements()])
+        sdk_hash = hash_tree(self.sdk_dir)
+        doc = {
+            "requirements": reqs,
+            "python": self.python_version(),
+            "interpreter": str(self.python),
+            "sdk": sdk_hash,
+        }
+        key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+        return key, reqs, sdk_hash
+
+    def env_dir(self, key: str) -> Path:
+        return self.envs_dir / key
+
+    @staticmethod
+    def python_of(env: Path) -> Path:
+        return env / "bin" / "python"
+
+    def _ready(self, env: Path) -> bool:
+        return (env / MARKER).is_file() and self.python_of(env).exists()
+
+    # ----------------------------------------------------------------- building
+
+    async def build(self, requirements: list[str]) -> Path:
+        """The python of an environment with `requirements` + the SDK's; built now unless cached."""
+        key, reqs, sdk_hash = await asyncio.to_thread(self.resolve, requirements)
+        env = self.env_dir(key)
+        if self._ready(env):
+            return self.python_of(env)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if self._ready(env):
+                return self.python_of(env)
+            async with self._file_lock(key):
+                if self._ready(env):  # another agent built it while we waited
+                    return self.python_of(env)
+                await self._build_locked(key, reqs, sdk_hash, env)
+        return self.python_of(env)
+
+    @contextlib.asynccontextmanager
+    async def _file_lock(self, key: str):  # type: ignore[no-untyped-def]
+        """Exclusive flock on locks/<key>.lock, polled so waiting stays cancellable."""
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.locks_dir / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    await asyncio.sleep(0.2)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _uv_env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("UV_", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "CONDA_"))
+        }
+        env.update(
+            UV_CACHE_DIR=str(self.uv_cache), UV_NO_PROGRESS="1", UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1"
+        )
+        return env
+
+    async def _run(self, step: str, argv: list[str], cwd: Path) -> None:
+        """Run one uv/python step; raise EnvBuildError with the stderr tail when it fails."""
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=self._uv_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            await self._kill(proc)
+            raise EnvBuildError(f"{step} took longer than {self.timeout:.0f}s; gave up") from None
+        except BaseException:  # cancelled: the uv child must not outlive the build
+            await self._kill(proc)
+            raise
+        if proc.returncode != 0:
+            tail = (err or out).decode(errors="replace").strip()[-_STDERR_TAIL:]
+            raise EnvBuildError(f"{step} failed (exit {proc.returncode}):\n{tail}")
+
+    @staticmethod
+    async def _kill(proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            await proc.wait()
+
+    async def _build_locked(self, key: str, reqs: list[str], sdk_hash: str, env: Path) -> None:
+        self.envs_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.envs_dir.glob(f".build-{key}-*"):  # killed builds of this key; we hold its lock
+            await asyncio.to_thread(shutil.rmtree, stale, True)
+        if env.exists():  # a folder without the marker is not ours to trust
+            await asyncio.to_thread(shutil.rmtree, env, True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=self.envs_dir))
+        started = time.monotonic()
+        log.info("building environment %s (%d requirements)", key[:12], len(reqs))
+        try:
+            uv = self._uv or find_uv()
+            venv = tmp / "venv"
+            await self._run(
+                "uv venv",
+                [uv, "venv", "--quiet", "--relocatable", "--python", str(self.python), str(venv)],
+                tmp,
+            )
+            req_file = venv / "aiot-requirements.txt"
+            req_file.write_text("\n".join(reqs) + "\n", encoding="utf-8")
+            if reqs:
+                await self._run(
+                    "uv pip install",
+                    [uv, "pip", "install", "--python", str(self.python_of(venv)), "-r", str(req_file)],
+                    tmp,
+                )
+            await asyncio.to_thread(self._inject_sdk, venv)
+            await self._run(
+                "import check of platform_sdk",
+                [
+                    str(self.python_of(venv)),
+                    "-I",
+                    "-c",
+                    "import platform_sdk, sys; sys.exit(0 if '/sdk/' in platform_sdk.__file__ else 3)",
+                ],
+                tmp,
+            )
+            seconds = round(time.monotonic() - started, 3)
+            (venv / MARKER).write_text(
+                json.dumps(
+                    {
+                        "key": key,
+                        "requirements": reqs,
+                        "sdk": sdk_hash,
+                        "python": self.python_version(),
+                        "build_seconds": seconds,
+                        "built_at": time.time(),
+                    },
+                    indent=2,
+                ),
+                encoding="utf-8",
+            )
+            os.rename(venv, env)
+            self.builds += 1
+            self.last_build_seconds = seconds
+            log.info("environment %s built in %.1fs", key[:12], seconds)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    def _inject_sdk(self, venv: Path) -> None:
+        """Copy platform_sdk into <venv>/sdk/ and add that folder to sys.path with a .pth file.
+
+        The .pth line is relative to site-packages (the `site` module resolves it so), which keeps the
+        environment valid after the rename from its build folder.
+        """
+        target = venv / "sdk" / "platform_sdk"
+        shutil.copytree(self.sdk_dir, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        site_dirs = sorted(venv.glob("lib/python*/site-packages"))
+        if not site_dirs:
+            raise EnvBuildError(f"{venv}: no lib/python*/site-packages folder after `uv venv`")
+        site = site_dirs[0]
+        (site / PTH_NAME).write_text(os.path.relpath(venv / "sdk", site) + "\n", encoding="utf-8")

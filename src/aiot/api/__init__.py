@@ -1,0 +1,1 @@
+"""HTTP API of the control plane (FastAPI): routes, authentication, errors and metrics."""

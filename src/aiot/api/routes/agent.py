@@ -1,0 +1,96 @@
+"""The node agents' API: register with a join token, then poll assignments, fetch packages, report status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.background import BackgroundTask
+
+from aiot.api.security import JoinAuth, NodeAuth
+from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer import nodes as node_rules
+from aiot.deployer.workloads import assignment
+from aiot.errors import NotFound, ServiceUnavailable
+from aiot.secrets_store import platform_secret
+from aiot.store.catalog import AppPackage, ModelPackage
+from aiot.store.runtime import DesiredState, Node, Workload
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+
+
+class RegisterIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    address: str = Field("127.0.0.1", max_length=200)
+    labels: dict[str, str] = Field(default_factory=dict)
+    capacity: dict[str, Any]
+    provider: str = Field("manual", max_length=40)
+
+
+class ReportIn(BaseModel):
+    load: dict[str, Any] = Field(default_factory=dict)
+    workloads: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def nats_servers(request: Request) -> list[str]:
+    ctx = request.app.state.ctx
+    if ctx.embedded is not None:
+        return [ctx.embedded.url]
+    if ctx.settings.nats_url:
+        return [u.strip() for u in ctx.settings.nats_url.split(",") if u.strip()]
+    raise ServiceUnavailable("this control plane does not know the NATS address to give agents")
+
+
+@router.post("/register")
+def register(request: Request, body: RegisterIn, _join: str = Depends(JoinAuth)) -> dict:
+    ctx = request.app.state.ctx
+    secret = platform_secret(ctx.settings)
+    with ctx.db.session() as session:
+        node, token = node_rules.register_node(session, secret, name=body.name, address=body.address,
+                                               labels=body.labels, capacity=body.capacity, provider=body.provider)
+        node_id = node.id
+    return {"node_id": node_id, "node_token": token,
+            "nats": {"servers": nats_servers(request), "user": node_id,
+                     "password": node_rules.node_nats_password(secret, node_id)}}
+
+
+@router.get("/assignments")
+def assignments(request: Request, node: Node = Depends(NodeAuth)) -> dict:
+    ctx = request.app.state.ctx
+    secret = platform_secret(ctx.settings)
+    servers = nats_servers(request)
+    with ctx.db.session() as session:
+        rows = session.scalars(select(Workload).where(Workload.node_id == node.id,
+                                                      Workload.desired == DesiredState.running)
+                               .order_by(Workload.created_at))
+        return {"node_id": node.id, "assignments": [assignment(w, node, secret, servers) for w in rows]}
+
+
+@router.get("/packages/{sha256}", response_class=FileResponse)
+async def package(request: Request, sha256: str, node: Node = Depends(NodeAuth)) -> FileResponse:
+    """The archive of a package this node is assigned (by content hash)."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        assigned = session.scalar(select(Workload.id).where(Workload.node_id == node.id,
+                                                            Workload.package_sha256 == sha256).limit(1))
+        known = any(session.scalar(select(t.id).where(t.sha256 == sha256).limit(1)) for t in (ModelPackage,
+                                                                                               AppPackage))
+    if not assigned or not known:
+        raise NotFound(f"no package {sha256[:12]}… assigned to this node", field="sha256")
+    if ctx.bus is None:
+        raise ServiceUnavailable("the message bus is not connected")
+    path = await ArtifactRepository(ctx.db, ctx.bus).download(sha256)
+    return FileResponse(path, media_type="application/zip",
+                        background=BackgroundTask(path.unlink, missing_ok=True))
+
+
+@router.post("/report")
+def report(request: Request, body: ReportIn, node: Node = Depends(NodeAuth)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        row = session.get(Node, node.id)
+        assert row is not None
+        node_rules.record_report(session, row, body.load, body.workloads)
+        return {"status": row.status.value}

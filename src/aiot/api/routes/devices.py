@@ -1,0 +1,297 @@
+"""Locations and devices (admins register; everyone logged in may browse), credentials, readings, commands.
+
+Credential changes are announced on the bus so the NATS auth service applies them within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from aiot.api.security import Allow, AnyUser, Principal
+from aiot.artifacts.manifests import DeviceTypeDefinition
+from aiot.bus import codec
+from aiot.devices import registry, subjects
+from aiot.devices.ingest import LATEST_BUCKET, PRESENCE_BUCKET, StoredRecord, decode_record, read_history
+from aiot.errors import Conflict, ServiceUnavailable, ValidationFailed
+from aiot.ids import new_id
+from aiot.services.nats_auth import announce_auth_change
+from aiot.store.devices import Device, DeviceState, Location
+from aiot.store.models import Role
+
+router = APIRouter(tags=["devices"])
+ADMIN = Allow(Role.admin)
+COMMAND_SENDERS = Allow(Role.admin)
+
+
+class LocationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    kind: str = Field("site", max_length=40, description="school, bank, junction, home, ...")
+    address: str = Field("", max_length=300)
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone, e.g. Asia/Kolkata")
+    parent: str | None = Field(None, description="id or name of the enclosing location")
+
+
+class DeviceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    device_type: str = Field(description="device type name or id")
+    location: str = Field(description="location name or id")
+
+
+class DevicePatch(BaseModel):
+    state: DeviceState
+
+
+class CommandIn(BaseModel):
+    command: str = Field(min_length=1, max_length=64)
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout: float = Field(5.0, gt=0, le=60, description="seconds to wait for the controller's acknowledgement")
+
+
+def location_out(row: Location, device_count: int | None = None) -> dict[str, Any]:
+    out = {"id": row.id, "name": row.name, "kind": row.kind, "address": row.address, "timezone": row.timezone,
+           "parent_id": row.parent_id, "created_at": row.created_at.isoformat()}
+    if device_count is not None:
+        out["device_count"] = device_count
+    return out
+
+
+def device_out(row: Device, credential: str | None = None) -> dict[str, Any]:
+    out = {"id": row.id, "name": row.name, "device_type": row.device_type.name, "kind": row.device_type.kind.value,
+           "location_id": row.location_id, "location": row.location.name, "state": row.state.value,
+           "created_at": row.created_at.isoformat()}
+    if credential is not None:
+        out["credential"] = credential
+    return out
+
+
+def _connect_info(request: Request, device_id: str, password: str) -> dict[str, Any]:
+    ctx = request.app.state.ctx
+    info: dict[str, Any] = {"username": device_id, "password": password,
+                            "topics": {ch: subjects.mqtt_topic(device_id, ch) for ch in subjects.CHANNELS},
+                            "subjects": {ch: subjects.device_subject(device_id, ch) for ch in subjects.CHANNELS}}
+    if ctx.embedded is not None:
+        info.update(nats_url=ctx.embedded.url, mqtt_host=ctx.embedded._connect_host,
+                    mqtt_port=ctx.embedded.mqtt_port)
+    elif ctx.settings.nats_url:
+        info.update(nats_url=ctx.settings.nats_url.split(",")[0])
+    return info
+
+
+# ---------------------------------------------------------------------- locations
+
+
+@router.post("/locations", status_code=status.HTTP_201_CREATED)
+def add_location(request: Request, body: LocationIn, _: Principal = Depends(ADMIN)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        row = registry.create_location(session, name=body.name, kind=body.kind, address=body.address,
+                                       timezone=body.timezone, parent=body.parent)
+        return location_out(row)
+
+
+@router.get("/locations")
+def list_locations(request: Request, device_type: str | None = None, _: Principal = Depends(AnyUser)) -> list[dict]:
+    """All locations with their device counts; `device_type` keeps only locations having that type."""
+    with request.app.state.ctx.db.session() as session:
+        devices = list(session.scalars(select(Device).where(Device.state == DeviceState.enabled)))
+        out = []
+        for loc in session.scalars(select(Location).order_by(Location.name)):
+            here = [d for d in devices if d.location_id == loc.id]
+            if device_type and not any(d.device_type.name == device_type for d in here):
+                continue
+            out.append(location_out(loc, len(here)))
+        return out
+
+
+@router.get("/locations/{ref}")
+def show_location(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        loc = registry.get_location(session, ref)
+        devices = list(session.scalars(select(Device).where(Device.location_id == loc.id).order_by(Device.name)))
+        return {**location_out(loc, len(devices)), "devices": [device_out(d) for d in devices]}
+
+
+@router.delete("/locations/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_location(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> Response:
+    with request.app.state.ctx.db.session() as session:
+        registry.delete_location(session, registry.get_location(session, ref))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------------- devices
+
+
+@router.post("/devices", status_code=status.HTTP_201_CREATED)
+async def add_device(request: Request, body: DeviceIn, _: Principal = Depends(ADMIN)) -> dict:
+    """Register a device; the answer holds its credential and where to connect. The password is shown once."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        device, issued = registry.create_device(session, name=body.name, device_type=body.device_type,
+                                                location=body.location)
+        out = device_out(device, "active")
+    await announce_auth_change(ctx)
+    return {**out, "connect": _connect_info(request, issued.username, issued.password)}
+
+
+@router.get("/devices")
+def list_devices(request: Request, location: str | None = None, device_type: str | None = None,
+                 _: Principal = Depends(AnyUser)) -> list[dict]:
+    with request.app.state.ctx.db.session() as session:
+        query = select(Device).order_by(Device.location_id, Device.name)
+        if location:
+            query = query.where(Device.location_id == registry.get_location(session, location).id)
+        rows = [d for d in session.scalars(query) if not device_type or d.device_type.name == device_type]
+        return [device_out(d, registry.credential_status(session, d)) for d in rows]
+
+
+@router.get("/devices/{device_id}")
+def show_device(request: Request, device_id: str, _: Principal = Depends(AnyUser)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        row = registry.get_device(session, device_id)
+        return {**device_out(row, registry.credential_status(session, row)), "definition": row.device_type.definition}
+
+
+@router.patch("/devices/{device_id}")
+async def update_device(request: Request, device_id: str, body: DevicePatch, _: Principal = Depends(ADMIN)) -> dict:
+    """Enable or disable a device; a disabled device is disconnected and its messages are dropped."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        row = registry.get_device(session, device_id)
+        registry.set_state(session, row, body.state)
+        out = device_out(row, registry.credential_status(session, row))
+    await announce_auth_change(ctx)
+    return out
+
+
+@router.delete("/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_device(request: Request, device_id: str, _: Principal = Depends(ADMIN)) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        session.delete(registry.get_device(session, device_id))
+    await announce_auth_change(ctx)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/devices/{device_id}/credentials/rotate")
+async def rotate_credential(request: Request, device_id: str, _: Principal = Depends(ADMIN)) -> dict:
+    """Issue a new password (shown once); the old one stops working within seconds."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        issued = registry.issue_credential(session, registry.get_device(session, device_id))
+    await announce_auth_change(ctx)
+    return _connect_info(request, issued.username, issued.password)
+
+
+@router.post("/devices/{device_id}/credentials/revoke", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_credential(request: Request, device_id: str, _: Principal = Depends(ADMIN)) -> Response:
+    """Cut the device off: its connections are closed and it cannot reconnect until rotated."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        registry.revoke_credential(session, registry.get_device(session, device_id))
+    await announce_auth_change(ctx)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------------- readings and commands
+
+
+def record_out(record: StoredRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"device_id": record.device_id, "channel": record.channel, "ts": record.ts.isoformat(),
+                           "values": record.values}
+    if record.frame is not None:
+        out.update(frame={"encoding": record.frame.encoding, "bytes": len(record.frame.data),
+                          "width": record.frame.width, "height": record.frame.height})
+    if record.cmd_id:
+        out["cmd_id"] = record.cmd_id
+    if record.seq is not None:
+        out["seq"] = record.seq
+    return out
+
+
+def _bus(request: Request) -> Any:
+    bus = request.app.state.ctx.bus
+    if bus is None:
+        raise ServiceUnavailable("the message bus is not connected")
+    return bus
+
+
+def _existing_device(request: Request, device_id: str) -> Device:
+    with request.app.state.ctx.db.session() as session:
+        return registry.get_device(session, device_id)
+
+
+@router.get("/devices/{device_id}/latest")
+async def latest_reading(request: Request, device_id: str, _: Principal = Depends(AnyUser)) -> dict:
+    """The latest validated reading (or controller state) and the device's presence."""
+    _existing_device(request, device_id)
+    bus = _bus(request)
+    result: dict[str, Any] = {"device_id": device_id, "latest": None, "presence": None}
+    for bucket, key in ((LATEST_BUCKET, "latest"), (PRESENCE_BUCKET, "presence")):
+        try:
+            entry = await (await bus.kv(bucket)).get(device_id)
+        except Exception:  # noqa: BLE001 - nats-py raises KeyNotFoundError when the device never reported
+            continue
+        if entry.value:
+            result[key] = (record_out(decode_record(entry.value, device_id, entry.revision)) if key == "latest"
+                           else json.loads(entry.value))
+    return result
+
+
+@router.get("/devices/{device_id}/history")
+async def reading_history(request: Request, device_id: str, since: datetime | None = None, limit: int = 100,
+                          _: Principal = Depends(AnyUser)) -> list[dict]:
+    if not 1 <= limit <= 1000:
+        raise ValidationFailed("limit must be between 1 and 1000", field="limit")
+    _existing_device(request, device_id)
+    records = await read_history(_bus(request).js, device_id, since=since, limit=limit)
+    return [record_out(r) for r in records]
+
+
+@router.post("/devices/{device_id}/commands")
+async def send_command(request: Request, device_id: str, body: CommandIn,
+                       _: Principal = Depends(COMMAND_SENDERS)) -> dict:
+    """Send a command to a controller and wait for its acknowledged new state."""
+    device = _existing_device(request, device_id)
+    if device.device_type.kind.value != "controller":
+        raise ValidationFailed(f"device {device_id} is a {device.device_type.kind.value}, not a controller",
+                               field="device_id")
+    if device.state != DeviceState.enabled:
+        raise Conflict(f"device {device_id} is disabled", field="device_id")
+    type_def = DeviceTypeDefinition.model_validate(device.device_type.definition)
+    cmd_id = new_id("cmd")
+    try:
+        payload = codec.encode_command(cmd_id, body.command, body.args, type_def=type_def)
+    except codec.PayloadError as exc:
+        raise ValidationFailed(exc.message, field=f"args.{exc.field}" if exc.field else "command") from exc
+    bus = _bus(request)
+    acked: asyncio.Future[codec.StateReport] = asyncio.get_running_loop().create_future()
+
+    async def on_state(msg: Any) -> None:
+        try:
+            report = codec.decode_state(msg.data)
+        except codec.PayloadError:
+            return
+        if report.cmd_id == cmd_id and not acked.done():
+            acked.set_result(report)
+
+    sub = await bus.subscribe(subjects.state_subject(device_id), on_state)
+    try:
+        await bus.publish(subjects.cmd_subject(device_id), payload)
+        try:
+            report = await asyncio.wait_for(acked, timeout=body.timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable(
+                f"controller {device_id} did not acknowledge {body.command!r} within {body.timeout:g} s "
+                "(is it online?)", field="device_id", details={"cmd_id": cmd_id}) from exc
+    finally:
+        await sub.unsubscribe()
+    if report.error:
+        raise Conflict(f"controller {device_id} refused {body.command!r}: {report.error}", field="command",
+                       details={"cmd_id": cmd_id})
+    return {"cmd_id": cmd_id, "state": report.state, "ts": report.ts.isoformat()}

@@ -1,0 +1,126 @@
+"""App instances (end users): bind an app at a location, run it now or by schedule, see status and address."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from aiot.api.routes.devices import location_out
+from aiot.api.security import Allow, AnyUser, Principal
+from aiot.apps.bindings import locations_for_app
+from aiot.apps.instances import create_instance, get_instance
+from aiot.apps.service import DeployerInstanceController
+from aiot.artifacts.repository import ArtifactRepository
+from aiot.errors import NotFound
+from aiot.store.apps import AppInstance, InstanceState
+from aiot.store.catalog import AppPackage
+from aiot.store.models import Role
+from aiot.store.runtime import Workload, WorkloadStatus
+from aiot.timeutil import utcnow
+
+router = APIRouter(tags=["instances"])
+USERS = Allow(Role.end_user, Role.admin)
+
+
+class InstanceIn(BaseModel):
+    app: str = Field(description="app id, name or name:version")
+    location: str = Field(description="location id or name")
+    bindings: dict[str, list[str]] = Field(default_factory=dict, description="alias -> device ids, when ambiguous")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("", max_length=100)
+
+
+class RunIn(BaseModel):
+    minutes: float | None = Field(None, gt=0, le=7 * 24 * 60, description="run length; none: until stopped")
+
+
+def instance_out(session: Any, instance: AppInstance) -> dict[str, Any]:
+    app = session.get(AppPackage, instance.app_id)
+    workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
+    observed = session.get(WorkloadStatus, workload.id) if workload else None
+    return {
+        "id": instance.id, "name": instance.name, "app_id": instance.app_id,
+        "app": f"{app.name}:{app.version}" if app else None, "kind": app.kind if app else None,
+        "location_id": instance.location_id, "owner_id": instance.owner_id, "bindings": instance.bindings,
+        "settings": instance.settings, "state": instance.state.value, "workload_id": instance.workload_id,
+        "workload_state": observed.state if observed and instance.state == InstanceState.running else None,
+        "node_id": workload.node_id if workload and instance.state == InstanceState.running else None,
+        "address": instance.address, "run_until": instance.run_until.isoformat() if instance.run_until else None,
+        "current_occurrence_id": instance.current_occurrence_id, "created_at": instance.created_at.isoformat(),
+    }
+
+
+def _owned(session: Any, principal: Principal, instance_id: str) -> AppInstance:
+    instance = get_instance(session, instance_id)
+    if principal.role != Role.admin and instance.owner_id != principal.user.id:
+        raise NotFound(f"no app instance {instance_id!r}", field="instance")  # others' instances are invisible
+    return instance
+
+
+@router.get("/apps/{ref}/locations")
+def app_locations(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> list[dict]:
+    """Locations that have every device type the app needs (what a schedule form should offer)."""
+    with request.app.state.ctx.db.session() as session:
+        app = ArtifactRepository.resolve(session, AppPackage, ref)
+        return [location_out(loc) for loc in locations_for_app(session, app)]
+
+
+@router.post("/instances", status_code=status.HTTP_201_CREATED)
+def add_instance(request: Request, body: InstanceIn, principal: Principal = Depends(USERS)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        instance = create_instance(session, app_ref=body.app, location_ref=body.location,
+                                   owner_id=principal.user.id, bindings=body.bindings, settings=body.settings,
+                                   name=body.name)
+        return instance_out(session, instance)
+
+
+@router.get("/instances")
+def list_instances(request: Request, principal: Principal = Depends(USERS)) -> list[dict]:
+    with request.app.state.ctx.db.session() as session:
+        query = select(AppInstance).where(AppInstance.state != InstanceState.retired).order_by(AppInstance.created_at)
+        if principal.role != Role.admin:
+            query = query.where(AppInstance.owner_id == principal.user.id)
+        return [instance_out(session, i) for i in session.scalars(query)]
+
+
+@router.get("/instances/{instance_id}")
+def show_instance(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        return instance_out(session, _owned(session, principal, instance_id))
+
+
+@router.post("/instances/{instance_id}/run")
+async def run_now(request: Request, instance_id: str, body: RunIn, principal: Principal = Depends(USERS)) -> dict:
+    """Start the instance now (for `minutes`, or until stopped), outside any schedule."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        _owned(session, principal, instance_id)
+    until = utcnow() + timedelta(minutes=body.minutes) if body.minutes else None
+    await DeployerInstanceController(ctx).start(instance_id, None, until)
+    with ctx.db.session() as session:
+        return instance_out(session, get_instance(session, instance_id))
+
+
+@router.post("/instances/{instance_id}/stop")
+async def stop_now(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        _owned(session, principal, instance_id)
+    await DeployerInstanceController(ctx).stop(instance_id, None)
+    with ctx.db.session() as session:
+        return instance_out(session, get_instance(session, instance_id))
+
+
+@router.delete("/instances/{instance_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_instance(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        _owned(session, principal, instance_id)
+    await DeployerInstanceController(ctx).stop(instance_id, None)
+    with ctx.db.session() as session:
+        get_instance(session, instance_id).state = InstanceState.retired
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,193 @@
+"""Central logs: query (newest first), live tail (server-sent events) and the daily archives.
+
+Who may read what: admins read everything; other users read only the logs of workloads they own and of the
+workloads of app instances they own. The scope is applied as *subject* filters (`aiot.logs.<workload_id>`),
+which NATS permissions make trustworthy, never as a filter on what a record's body claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from nats.js.errors import NotFoundError
+from sqlalchemy import or_, select
+
+from aiot.api.security import AdminOnly, AnyUser, Principal
+from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
+from aiot.logs import archive
+from aiot.logs.query import LogFilter, LogTail, query_logs
+from aiot.logs.records import parse_level
+from aiot.logs.stream import ensure_logs_stream
+from aiot.store.apps import AppInstance
+from aiot.store.models import Role
+from aiot.store.runtime import Workload, WorkloadKind
+from aiot.timeutil import utcnow
+
+router = APIRouter(tags=["logs"])
+HEARTBEAT_SECONDS = 15.0
+MAX_LIMIT = 5000
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_when(value: str | None, field: str, now: datetime | None = None) -> datetime | None:
+    """ISO time (naive = UTC) or a duration ago ('90s', '15m', '2h', '7d') -> aware UTC datetime."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        return (now or utcnow()) - timedelta(**{_UNITS[match[2]]: float(match[1])})
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(f"{field}={value!r}: expected an ISO time (2024-05-01T08:00:00Z) or a duration "
+                               "ago such as 15m, 2h, 7d", field=field) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _bus(request: Request) -> Any:
+    bus = request.app.state.ctx.bus
+    if bus is None:
+        raise ServiceUnavailable("the message bus is not connected; logs are unavailable")
+    return bus
+
+
+def _scope(request: Request, principal: Principal, workload_id: str | None,
+           app_instance_id: str | None, service: str | None) -> tuple[str, ...] | None:
+    """The workload ids the caller may read and asked for (None: no restriction, admins only)."""
+    admin = principal.role == Role.admin
+    if not admin and service and service != "workload":
+        raise Forbidden("platform service logs are for admins; filter by your workloads or app instances",
+                        field="service")
+    with request.app.state.ctx.db.session() as session:
+        allowed: set[str] | None = None
+        if not admin:
+            mine = select(AppInstance.id).where(AppInstance.owner_id == principal.user.id)
+            allowed = set(session.scalars(select(Workload.id).where(
+                or_(Workload.owner_id == principal.user.id, Workload.group_id.in_(mine)))))
+            allowed |= {w for w in session.scalars(select(AppInstance.workload_id).where(
+                AppInstance.owner_id == principal.user.id)) if w}
+        chosen: set[str] | None = allowed
+        if app_instance_id:
+            instance = session.get(AppInstance, app_instance_id)
+            if instance is None:
+                raise NotFound(f"no app instance {app_instance_id}", field="app_instance_id")
+            if not admin and instance.owner_id != principal.user.id:
+                raise Forbidden(f"app instance {app_instance_id} is not yours", field="app_instance_id")
+            ids = set(session.scalars(select(Workload.id).where(Workload.group_id == app_instance_id)))
+            ids |= {instance.workload_id} if instance.workload_id else set()
+            chosen = ids if chosen is None else chosen & ids
+        if workload_id:
+            if allowed is not None and workload_id not in allowed:
+                raise Forbidden(f"workload {workload_id} is not yours", field="workload_id")
+            chosen = {workload_id} if chosen is None else chosen & {workload_id}
+    return None if chosen is None else tuple(sorted(chosen))
+
+
+def _filter(request: Request, principal: Principal, service: str | None, workload_id: str | None,
+            app_instance_id: str | None, level: str | None, since: str | None, until: str | None,
+            text: str | None) -> LogFilter:
+    try:
+        min_level = parse_level(level) if level else None
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), field="level") from None
+    start, end = parse_when(since, "since"), parse_when(until, "until")
+    if start and end and start > end:
+        raise ValidationFailed("since is after until", field="since")
+    workload_ids = _scope(request, principal, workload_id, app_instance_id, service)
+    return LogFilter(service=service or None, workload_ids=workload_ids, min_level=min_level, since=start,
+                     until=end, text=text or None)
+
+
+def _instances_of(request: Request, workload_ids: set[str]) -> dict[str, str]:
+    """workload id -> app instance id, to label stdout lines (the agent does not know the instance)."""
+    if not workload_ids:
+        return {}
+    with request.app.state.ctx.db.session() as session:
+        rows = session.execute(select(Workload.id, Workload.group_id).where(
+            Workload.id.in_(workload_ids), Workload.kind == WorkloadKind.app))
+        return {wid: group for wid, group in rows}
+
+
+@router.get("/logs")
+async def search_logs(request: Request, service: str | None = None, workload_id: str | None = None,
+                      app_instance_id: str | None = None, level: str | None = None, since: str | None = None,
+                      until: str | None = None, text: str | None = None, limit: int = 200,
+                      principal: Principal = Depends(AnyUser)) -> dict:
+    """Newest first. `level` is a minimum (WARNING shows ERROR too); `text` is a case-insensitive substring;
+    `since`/`until` are ISO times or durations ago (15m, 2h, 7d)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+    flt = _filter(request, principal, service, workload_id, app_instance_id, level, since, until, text)
+    bus = _bus(request)
+    await ensure_logs_stream(bus, request.app.state.ctx.settings)
+    result = await query_logs(bus.js, flt, limit=limit)
+    records = [found.to_json() for found in result.records]
+    labels = _instances_of(request, {r["workload_id"] for r in records
+                                     if r["workload_id"] and not r["app_instance_id"]})
+    for record in records:
+        if not record["app_instance_id"] and record["workload_id"] in labels:
+            record["app_instance_id"] = labels[record["workload_id"]]
+    return {"records": records, "count": len(records), "scanned": result.scanned, "truncated": result.truncated}
+
+
+@router.get("/logs/stream")
+async def tail_logs(request: Request, service: str | None = None, workload_id: str | None = None,
+                    app_instance_id: str | None = None, level: str | None = None, text: str | None = None,
+                    principal: Principal = Depends(AnyUser)) -> StreamingResponse:
+    """Server-sent events: `event: log` with one JSON record per new matching line; a comment every 15 s."""
+    flt = _filter(request, principal, service, workload_id, app_instance_id, level, None, None, text)
+    bus = _bus(request)
+    labels = _instances_of(request, set(flt.workload_ids or ()))
+
+    async def events() -> AsyncIterator[str]:
+        async with LogTail(bus, flt) as tail:
+            yield ": connected\n\n"
+            while True:
+                record = await tail.next(timeout=HEARTBEAT_SECONDS)
+                if record is None:
+                    yield ": heartbeat\n\n"
+                    continue
+                body = record.to_json()
+                if not body["app_instance_id"] and body["workload_id"] in labels:
+                    body["app_instance_id"] = labels[body["workload_id"]]
+                yield f"event: log\ndata: {json.dumps(body)}\n\n"
+                await asyncio.sleep(0)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _day(value: str) -> Any:
+    try:
+        return archive.parse_day(value)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), field="day") from None
+
+
+@router.get("/logs/archives")
+async def list_log_archives(request: Request, _: Principal = Depends(AdminOnly)) -> list[dict]:
+    store = await _bus(request).object_store(archive.BUCKET)
+    return [info.to_json() for info in await archive.list_archives(store)]
+
+
+@router.get("/logs/archives/{day}")
+async def download_log_archive(request: Request, day: str, _: Principal = Depends(AdminOnly)) -> Response:
+    """The day's gzipped JSON-lines archive (one record per line, stream order)."""
+    when = _day(day)
+    store = await _bus(request).object_store(archive.BUCKET)
+    try:
+        data = await archive.read_archive(store, when)
+    except NotFoundError:
+        raise NotFound(f"no log archive for {when.isoformat()}", field="day") from None
+    name = archive.archive_name(when)
+    return Response(content=data, media_type="application/gzip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -1,0 +1,74 @@
+"""The e-mail outbox: everyone sees the mails addressed to them, admins see all and may retry a failed one."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from aiot.api.security import AdminOnly, AnyUser, Principal
+from aiot.errors import NotFound, ValidationFailed
+from aiot.notify import outbox
+from aiot.notify.service import KICK_SUBJECT
+from aiot.store.models import Role
+from aiot.store.notify import OutboxEmail, OutboxStatus
+
+router = APIRouter(tags=["outbox"])
+
+
+def email_out(row: OutboxEmail) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {"id": row.id, "to": row.to_address, "user_id": row.user_id, "subject": row.subject, "body": row.body,
+            "html": row.html, "kind": row.kind, "status": row.status.value, "dedupe_key": row.dedupe_key,
+            "created_at": iso(row.created_at), "sent_at": iso(row.sent_at), "attempts": row.attempts,
+            "last_error": row.last_error, "next_attempt_at": iso(row.next_attempt_at)}
+
+
+def _visible(row: OutboxEmail | None, principal: Principal, email_id: str) -> OutboxEmail:
+    # Someone else's mail answers 404 like a missing one: its existence is not the caller's business.
+    if row is None or (principal.role != Role.admin and row.user_id != principal.user.id):
+        raise NotFound(f"no e-mail {email_id} in your outbox", field="id")
+    return row
+
+
+@router.get("/outbox")
+def list_outbox(request: Request, status: OutboxStatus | None = None, kind: str | None = None, limit: int = 100,
+                principal: Principal = Depends(AnyUser)) -> list[dict]:
+    """Newest first. Admins see every mail; others the mails sent to them."""
+    if not 1 <= limit <= 1000:
+        raise ValidationFailed("limit must be between 1 and 1000", field="limit")
+    query = select(OutboxEmail).order_by(OutboxEmail.created_at.desc(), OutboxEmail.id).limit(limit)
+    if principal.role != Role.admin:
+        query = query.where(OutboxEmail.user_id == principal.user.id)
+    if status is not None:
+        query = query.where(OutboxEmail.status == status)
+    if kind:
+        query = query.where(OutboxEmail.kind == kind)
+    with request.app.state.ctx.db.session() as session:
+        return [email_out(row) for row in session.scalars(query)]
+
+
+@router.get("/outbox/{email_id}")
+def show_email(request: Request, email_id: str, principal: Principal = Depends(AnyUser)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        return email_out(_visible(session.get(OutboxEmail, email_id), principal, email_id))
+
+
+@router.post("/outbox/{email_id}/retry")
+async def retry_email(request: Request, email_id: str, principal: Principal = Depends(AdminOnly)) -> dict:
+    """Send a failed (or waiting) mail again now, with a fresh attempt budget; a sent mail is a 409."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        row = outbox.retry(session, _visible(session.get(OutboxEmail, email_id), principal, email_id))
+        out = email_out(row)
+    service = ctx.services.get("notify")
+    if service is not None and hasattr(service, "kick"):
+        service.kick()
+    elif ctx.bus is not None:
+        with contextlib.suppress(Exception):  # only makes it faster; the next poll sends it anyway
+            await ctx.bus.publish(KICK_SUBJECT, b"")
+    return out

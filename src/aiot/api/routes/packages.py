@@ -1,0 +1,236 @@
+"""Model packages, app packages, device types and their published JSON Schemas.
+
+Who may do what: AI developers upload models, app developers upload apps, admins register device types and may
+act on anything; everyone logged in may browse the catalogue (end users choose apps from it). Changing or
+downloading a package is for its owner and admins only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import select
+from starlette.background import BackgroundTask
+
+from aiot.api.security import Allow, AnyUser, Principal, Public
+from aiot.api.uploads import received_upload
+from aiot.artifacts.repository import ArtifactRepository, PackageRow
+from aiot.artifacts.schemas import schema_for
+from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
+from aiot.store.catalog import AppPackage, DeviceType, ModelPackage, PackageStatus
+from aiot.store.models import Role
+
+router = APIRouter(tags=["packages"])
+
+MODEL_WRITERS = Allow(Role.ai_developer, Role.admin)
+APP_WRITERS = Allow(Role.app_developer, Role.admin)
+ADMIN = Allow(Role.admin)
+SCHEMA_KINDS = ("model", "app", "device-type")
+
+
+def _repo(request: Request) -> ArtifactRepository:
+    ctx = request.app.state.ctx
+    if ctx.bus is None:
+        raise ServiceUnavailable("the message bus is not connected; packages cannot be stored right now")
+    return ArtifactRepository(ctx.db, ctx.bus)
+
+
+def package_out(row: PackageRow) -> dict[str, Any]:
+    out = {"id": row.id, "name": row.name, "version": row.version, "sha256": row.sha256, "size": row.size,
+           "status": row.status.value, "owner_id": row.owner_id, "created_at": row.created_at.isoformat(),
+           "manifest": row.manifest}
+    if isinstance(row, AppPackage):
+        out["kind"] = row.kind
+    return out
+
+
+def device_type_out(row: DeviceType) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "kind": row.kind.value, "definition": row.definition,
+            "created_at": row.created_at.isoformat()}
+
+
+def _check_owner(principal: Principal, row: PackageRow) -> None:
+    if principal.role != Role.admin and row.owner_id != principal.user.id:
+        raise Forbidden(f"{row.name} {row.version} belongs to another user; only its owner or an admin may do this")
+
+
+async def _upload(request: Request, principal: Principal, table: type[PackageRow]) -> JSONResponse:
+    repo = _repo(request)
+    async with received_upload(request) as (path, _filename):
+        put = repo.put_model if table is ModelPackage else repo.put_app
+        stored = await put(path, principal.user.id)
+    code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
+    return JSONResponse(package_out(stored.row), status_code=code)
+
+
+def _list(request: Request, table: type[PackageRow], name: str | None, include_deprecated: bool) -> list[dict]:
+    with request.app.state.ctx.db.session() as session:
+        query = select(table).order_by(table.name, table.created_at)
+        if name:
+            query = query.where(table.name == name)
+        if not include_deprecated:
+            query = query.where(table.status == PackageStatus.active)
+        return [package_out(r) for r in session.scalars(query)]
+
+
+async def _download(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> FileResponse:
+    repo = _repo(request)
+    with request.app.state.ctx.db.session() as session:
+        row = repo.resolve(session, table, ref)
+        _check_owner(principal, row)
+        filename, sha = f"{row.name}-{row.version}.zip", row.sha256
+    path = await repo.download(sha)
+    return FileResponse(path, media_type="application/zip", filename=filename,
+                        background=BackgroundTask(path.unlink, missing_ok=True))
+
+
+def _set_status(request: Request, principal: Principal, table: type[PackageRow], ref: str,
+                new: PackageStatus) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        row = ArtifactRepository.resolve(session, table, ref)
+        _check_owner(principal, row)
+        row.status = new
+        session.flush()
+        return package_out(row)
+
+
+async def _delete(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> Response:
+    repo = _repo(request)
+    with request.app.state.ctx.db.session() as session:
+        row = repo.resolve(session, table, ref)
+        _check_owner(principal, row)
+        await repo.delete_package(session, row)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------------- models
+
+
+@router.post("/models", status_code=status.HTTP_201_CREATED)
+async def upload_model(request: Request, principal: Principal = Depends(MODEL_WRITERS)) -> JSONResponse:
+    """Upload a model package (zip as the body, or multipart field `file`). 201 new, 200 identical re-upload."""
+    return await _upload(request, principal, ModelPackage)
+
+
+@router.get("/models")
+def list_models(request: Request, name: str | None = None, include_deprecated: bool = False,
+                _: Principal = Depends(AnyUser)) -> list[dict]:
+    return _list(request, ModelPackage, name, include_deprecated)
+
+
+@router.get("/models/{ref}")
+def show_model(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+    """`ref`: an id (`mdl_…`), `name:version`, or a name (its newest active version)."""
+    with request.app.state.ctx.db.session() as session:
+        return package_out(ArtifactRepository.resolve(session, ModelPackage, ref))
+
+
+@router.get("/models/{ref}/download", response_class=FileResponse)
+async def download_model(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> FileResponse:
+    return await _download(request, principal, ModelPackage, ref)
+
+
+@router.post("/models/{ref}/deprecate")
+def deprecate_model(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
+    return _set_status(request, principal, ModelPackage, ref, PackageStatus.deprecated)
+
+
+@router.delete("/models/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_model(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
+    """Delete one version; refused (409) while an app package refers to it."""
+    return await _delete(request, principal, ModelPackage, ref)
+
+
+# ---------------------------------------------------------------------- apps
+
+
+@router.post("/apps", status_code=status.HTTP_201_CREATED)
+async def upload_app(request: Request, principal: Principal = Depends(APP_WRITERS)) -> JSONResponse:
+    """Upload an app package; every model and device type it names must already exist."""
+    return await _upload(request, principal, AppPackage)
+
+
+@router.get("/apps")
+def list_apps(request: Request, name: str | None = None, include_deprecated: bool = False,
+              _: Principal = Depends(AnyUser)) -> list[dict]:
+    return _list(request, AppPackage, name, include_deprecated)
+
+
+@router.get("/apps/{ref}")
+def show_app(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        return package_out(ArtifactRepository.resolve(session, AppPackage, ref))
+
+
+@router.get("/apps/{ref}/download", response_class=FileResponse)
+async def download_app(request: Request, ref: str, principal: Principal = Depends(APP_WRITERS)) -> FileResponse:
+    return await _download(request, principal, AppPackage, ref)
+
+
+@router.post("/apps/{ref}/deprecate")
+def deprecate_app(request: Request, ref: str, principal: Principal = Depends(APP_WRITERS)) -> dict:
+    return _set_status(request, principal, AppPackage, ref, PackageStatus.deprecated)
+
+
+@router.delete("/apps/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_app(request: Request, ref: str, principal: Principal = Depends(APP_WRITERS)) -> Response:
+    return await _delete(request, principal, AppPackage, ref)
+
+
+# ---------------------------------------------------------------------- device types
+
+
+@router.post("/device-types", status_code=status.HTTP_201_CREATED)
+async def add_device_type(request: Request, principal: Principal = Depends(ADMIN)) -> JSONResponse:
+    """Register a device type from its JSON definition (the request body). 200 when identical, 409 when not."""
+    body = await request.body()
+    if len(body) > 1024 * 1024:
+        raise ValidationFailed("a device type definition must be under 1 MiB", field="body")
+    filename = request.headers.get("x-filename", "device-type.json")
+    with request.app.state.ctx.db.session() as session:
+        stored = ArtifactRepository.put_device_type(session, body, filename, principal.user.id)
+        out = device_type_out(stored.row)
+    return JSONResponse(out, status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK)
+
+
+@router.get("/device-types")
+def list_device_types(request: Request, kind: str | None = None, _: Principal = Depends(AnyUser)) -> list[dict]:
+    with request.app.state.ctx.db.session() as session:
+        query = select(DeviceType).order_by(DeviceType.name)
+        if kind:
+            query = query.where(DeviceType.kind == kind)
+        return [device_type_out(r) for r in session.scalars(query)]
+
+
+def _device_type(session: Any, ref: str) -> DeviceType:
+    row = session.get(DeviceType, ref) or session.scalar(select(DeviceType).where(DeviceType.name == ref))
+    if row is None:
+        raise NotFound(f"no device type {ref!r}", field="device_type")
+    return row
+
+
+@router.get("/device-types/{ref}")
+def show_device_type(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+    with request.app.state.ctx.db.session() as session:
+        return device_type_out(_device_type(session, ref))
+
+
+@router.delete("/device-types/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_device_type(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> Response:
+    with request.app.state.ctx.db.session() as session:
+        ArtifactRepository.delete_device_type(session, _device_type(session, ref))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------------- schemas
+
+
+@router.get("/schemas/{kind}", dependencies=[Depends(Public)])
+def package_schema(kind: str) -> JSONResponse:
+    """The published JSON Schema of `model` (model.json), `app` (app.json) or `device-type` files."""
+    if kind not in SCHEMA_KINDS:
+        raise NotFound(f"no schema {kind!r}; known: {', '.join(SCHEMA_KINDS)}", field="kind")
+    return JSONResponse(json.loads(json.dumps(schema_for(kind))))

@@ -1,0 +1,253 @@
+"""Schedules (end users for their own app instances, admins for any): create, list, show with the next runs in
+UTC and local time, enable/disable, delete (stopping a running occurrence), the occurrence history, and a
+preview of the runs a spec yields without storing anything (the schedule form uses it as the user types)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, Field, WithJsonSchema
+from sqlalchemy import delete, select
+
+from aiot.api.security import Allow, AnyUser, Principal
+from aiot.errors import NotFound, ValidationFailed
+from aiot.scheduler import ledger
+from aiot.scheduler.rules import ScheduleSpec, SpecError, next_occurrences, parse_spec
+from aiot.scheduler.service import controller_for
+from aiot.store.apps import AppInstance, InstanceState
+from aiot.store.models import Role
+from aiot.store.scheduling import Occurrence, OccurrenceState, OverlapPolicy, Schedule
+from aiot.timeutil import utcnow
+
+router = APIRouter(tags=["schedules"])
+USERS = Allow(Role.end_user, Role.admin)
+MAX_DEADLINE_S = 7 * 24 * 3600
+
+
+
+def _inline_schema() -> dict[str, Any]:
+    """ScheduleSpec's JSON Schema with its `$defs` inlined (a `#/$defs/...` ref would dangle inside OpenAPI)."""
+    schema = ScheduleSpec.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
+# Validated by hand (`parse_spec`), so the end date is checked against today and each error names its field.
+SpecBody = Annotated[dict[str, Any], WithJsonSchema(_inline_schema())]
+
+
+class PolicyIn(BaseModel):
+    late_start_deadline_s: int = Field(300, ge=0, le=MAX_DEADLINE_S,
+                                       description="a run missed while the platform was down starts late only "
+                                                   "within this many seconds, else it is skipped")
+    overlap: OverlapPolicy = Field(OverlapPolicy.forbid, description="forbid: skip a start while the instance "
+                                                                     "still runs; replace: stop the old run")
+
+
+class ScheduleIn(BaseModel):
+    app_instance_id: str
+    spec: SpecBody
+    policy: PolicyIn = Field(default_factory=PolicyIn)
+    name: str = Field("", max_length=100)
+    enabled: bool = True
+
+
+class SchedulePatch(BaseModel):
+    enabled: bool | None = None
+    name: str | None = Field(None, max_length=100)
+    policy: PolicyIn | None = None
+
+
+class PreviewIn(BaseModel):
+    spec: SpecBody
+    count: int = Field(10, ge=1, le=100)
+    after: datetime | None = Field(None, description="list runs starting at or after this instant (default now)")
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+def _spec(data: dict[str, Any], now: datetime) -> ScheduleSpec:
+    try:
+        return parse_spec(data, now)
+    except SpecError as exc:
+        raise ValidationFailed(f"spec.{exc.field}: {exc.message}", field=f"spec.{exc.field}") from exc
+
+
+def run_out(start: datetime, end: datetime, zone: str) -> dict[str, Any]:
+    """One run in UTC and in the schedule's local time (with its offset, so DST is visible)."""
+    tz = ZoneInfo(zone)
+    return {"start_utc": start.isoformat(), "end_utc": end.isoformat(),
+            "start_local": start.astimezone(tz).isoformat(), "end_local": end.astimezone(tz).isoformat()}
+
+
+def occurrence_out(row: Occurrence, zone: str) -> dict[str, Any]:
+    return {"id": row.id, "schedule_id": row.schedule_id, "app_instance_id": row.app_instance_id,
+            **run_out(row.start_at, row.end_at, zone), "state": row.state.value, "reason": row.reason,
+            "fired_by": row.fired_by, "fired_at": row.fired_at.isoformat() if row.fired_at else None,
+            "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None}
+
+
+def schedule_out(row: Schedule) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "app_instance_id": row.app_instance_id, "owner_id": row.owner_id,
+            "spec": row.spec, "timezone": row.timezone, "enabled": row.enabled,
+            "policy": {"late_start_deadline_s": row.late_start_deadline_s, "overlap": row.overlap.value},
+            "created_at": row.created_at.isoformat()}
+
+
+def _upcoming(row: Schedule, now: datetime, count: int) -> list[dict[str, Any]]:
+    if not row.enabled:
+        return []
+    spec = ScheduleSpec.stored(row.spec)
+    return [run_out(s, e, row.timezone) for s, e in next_occurrences(spec, now, count)]
+
+
+def _owned(session: Any, principal: Principal, schedule_id: str) -> Schedule:
+    row = session.get(Schedule, schedule_id)
+    if row is None or (principal.role != Role.admin and row.owner_id != principal.user.id):
+        raise NotFound(f"no schedule {schedule_id!r}", field="schedule_id")  # others' schedules are invisible
+    return row
+
+
+def _wake(request: Request) -> None:
+    service = request.app.state.ctx.services.get("scheduler")
+    if service is not None and hasattr(service, "wake"):
+        service.wake()
+
+
+async def _stop_running(request: Request, schedule_id: str, reason: str) -> list[str]:
+    ctx = request.app.state.ctx
+    running = await asyncio.to_thread(ledger.claim_running_for_schedule, ctx.db, schedule_id, utcnow(), reason)
+    controller = controller_for(ctx)
+    for instance_id, occurrence_id in running:
+        await controller.stop(instance_id, occurrence_id)
+    return [occurrence_id for _, occurrence_id in running]
+
+
+# ---------------------------------------------------------------------- routes
+
+
+@router.post("/schedules/preview")
+def preview(body: PreviewIn, _: Principal = Depends(AnyUser)) -> dict:
+    """The next `count` runs a spec yields, in UTC and local time; nothing is stored."""
+    now = utcnow()
+    spec = _spec(body.spec, now)
+    after = body.after or now
+    if after.tzinfo is None:
+        raise ValidationFailed("after must carry a time zone offset (e.g. 2026-03-08T00:00:00Z)", field="after")
+    return {"timezone": spec.timezone,
+            "occurrences": [run_out(s, e, spec.timezone) for s, e in next_occurrences(spec, after, body.count)]}
+
+
+@router.post("/schedules", status_code=status.HTTP_201_CREATED)
+def add_schedule(request: Request, body: ScheduleIn, principal: Principal = Depends(USERS)) -> dict:
+    now = utcnow()
+    spec = _spec(body.spec, now)
+    with request.app.state.ctx.db.session() as session:
+        instance = session.get(AppInstance, body.app_instance_id)
+        if instance is None or instance.state == InstanceState.retired or \
+                (principal.role != Role.admin and instance.owner_id != principal.user.id):
+            raise NotFound(f"no app instance {body.app_instance_id!r}", field="app_instance_id")
+        row = Schedule(app_instance_id=instance.id, owner_id=instance.owner_id, name=body.name,
+                       spec=spec.model_dump(mode="json"), timezone=spec.timezone,
+                       late_start_deadline_s=body.policy.late_start_deadline_s, overlap=body.policy.overlap,
+                       enabled=body.enabled, active_since=now, created_at=now)
+        session.add(row)
+        session.flush()
+        out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
+    _wake(request)
+    return out
+
+
+@router.get("/schedules")
+def list_schedules(request: Request, app_instance_id: str | None = None,
+                   principal: Principal = Depends(USERS)) -> list[dict]:
+    with request.app.state.ctx.db.session() as session:
+        query = select(Schedule).order_by(Schedule.created_at, Schedule.id)
+        if principal.role != Role.admin:
+            query = query.where(Schedule.owner_id == principal.user.id)
+        if app_instance_id:
+            query = query.where(Schedule.app_instance_id == app_instance_id)
+        return [schedule_out(row) for row in session.scalars(query)]
+
+
+@router.get("/schedules/{schedule_id}")
+def show_schedule(request: Request, schedule_id: str, count: int = 5, principal: Principal = Depends(USERS)) -> dict:
+    """The schedule with its next `count` runs, in UTC and in the schedule's local time."""
+    if not 1 <= count <= 100:
+        raise ValidationFailed("count must be between 1 and 100", field="count")
+    with request.app.state.ctx.db.session() as session:
+        row = _owned(session, principal, schedule_id)
+        running = session.scalar(select(Occurrence).where(Occurrence.schedule_id == row.id,
+                                                          Occurrence.state == OccurrenceState.started))
+        return {**schedule_out(row), "next": _upcoming(row, utcnow(), count),
+                "running": occurrence_out(running, row.timezone) if running else None}
+
+
+@router.patch("/schedules/{schedule_id}")
+def update_schedule(request: Request, schedule_id: str, body: SchedulePatch,
+                    principal: Principal = Depends(USERS)) -> dict:
+    """Enable or disable (a disabled schedule starts nothing new; a run in progress still ends at its time),
+    rename, or change its policy."""
+    now = utcnow()
+    with request.app.state.ctx.db.session() as session:
+        row = _owned(session, principal, schedule_id)
+        if body.name is not None:
+            row.name = body.name
+        if body.policy is not None:
+            row.late_start_deadline_s, row.overlap = body.policy.late_start_deadline_s, body.policy.overlap
+        if body.enabled is not None and body.enabled != row.enabled:
+            row.enabled = body.enabled
+            row.materialized_until = None
+            if body.enabled:
+                row.active_since = now  # runs from before re-enabling are not fired late
+            else:
+                session.execute(delete(Occurrence).where(Occurrence.schedule_id == row.id,
+                                                         Occurrence.state == OccurrenceState.planned))
+        out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
+    _wake(request)
+    return out
+
+
+@router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_schedule(request: Request, schedule_id: str, principal: Principal = Depends(USERS)) -> Response:
+    """Delete the schedule and its history; a run in progress is stopped first."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        _owned(session, principal, schedule_id)
+        session.execute(delete(Occurrence).where(Occurrence.schedule_id == schedule_id,
+                                                 Occurrence.state == OccurrenceState.planned))
+        session.get(Schedule, schedule_id).enabled = False  # no replica fires anything of it from here on
+    await _stop_running(request, schedule_id, "the schedule was deleted")
+    with ctx.db.session() as session:
+        session.execute(delete(Occurrence).where(Occurrence.schedule_id == schedule_id))
+        session.execute(delete(Schedule).where(Schedule.id == schedule_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/schedules/{schedule_id}/occurrences")
+def list_occurrences(request: Request, schedule_id: str, state: OccurrenceState | None = None, limit: int = 100,
+                     principal: Principal = Depends(USERS)) -> list[dict]:
+    """Materialised runs (the next ~48 h and the history), newest first; `state` filters."""
+    if not 1 <= limit <= 1000:
+        raise ValidationFailed("limit must be between 1 and 1000", field="limit")
+    with request.app.state.ctx.db.session() as session:
+        row = _owned(session, principal, schedule_id)
+        query = select(Occurrence).where(Occurrence.schedule_id == row.id)
+        if state is not None:
+            query = query.where(Occurrence.state == state)
+        query = query.order_by(Occurrence.start_at.desc()).limit(limit)
+        return [occurrence_out(o, row.timezone) for o in session.scalars(query)]

@@ -1,0 +1,52 @@
+"""Liveness (/healthz, public) and platform status (/api/v1/status, any logged-in user)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from aiot import __version__
+from aiot.api.schemas import StatusOut
+from aiot.api.security import AnyUser, Principal
+
+health_router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"])
+
+
+def _database_status(request: Request) -> dict[str, Any]:
+    ctx = request.app.state.ctx
+    try:
+        with ctx.db.session() as session:
+            session.execute(text("SELECT 1"))
+        return {"ok": True, "backend": ctx.db.engine.dialect.name}
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the health probe
+        return {"ok": False, "backend": ctx.db.engine.dialect.name, "error": type(exc).__name__}
+
+
+def _nats_status(request: Request) -> dict[str, Any]:
+    bus = request.app.state.ctx.bus
+    if bus is None:
+        return {"ok": False, "detail": "not connected"}
+    url = bus.nc.connected_url
+    server = f"{url.hostname}:{url.port}" if url is not None else None
+    return {"ok": bool(bus.is_connected), "server": server}
+
+
+@health_router.get("/healthz")
+def healthz(request: Request) -> JSONResponse:
+    """Liveness and readiness: 200 `ok` when the database answers, 503 otherwise."""
+    database = _database_status(request)
+    nats = _nats_status(request)
+    body = {"status": "ok" if database["ok"] else "unavailable", "database": database["ok"], "nats": nats["ok"]}
+    return JSONResponse(body, status_code=200 if database["ok"] else 503)
+
+
+@router.get("/status", response_model=StatusOut)
+def status(request: Request, _: Principal = Depends(AnyUser)) -> StatusOut:
+    ctx = request.app.state.ctx
+    services = {name: svc.health().to_dict() for name, svc in ctx.services.items()}
+    return StatusOut(version=__version__, database=_database_status(request), nats=_nats_status(request),
+                     services=services)

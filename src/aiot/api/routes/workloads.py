@@ -1,0 +1,146 @@
+"""Model deployments and workloads: deploy a model with N replicas, see where each replica runs and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from aiot.api.security import Allow, AnyUser, Principal
+from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer.service import wake_deployer
+from aiot.deployer.workloads import deploy_model, stop_workload
+from aiot.errors import Forbidden, NotFound
+from aiot.secrets_store import platform_secret
+from aiot.services.nats_auth import announce_auth_change
+from aiot.store.catalog import ModelPackage
+from aiot.store.models import Role
+from aiot.store.runtime import (
+    DesiredState,
+    ModelDeployment,
+    PlacementDecision,
+    Workload,
+    WorkloadEvent,
+    WorkloadStatus,
+)
+
+router = APIRouter(tags=["workloads"])
+MODEL_WRITERS = Allow(Role.ai_developer, Role.admin)
+OPERATORS = Allow(Role.admin, Role.ai_developer, Role.app_developer)
+
+
+class DeployIn(BaseModel):
+    replicas: int = Field(1, ge=1, le=32)
+
+
+def workload_out(session: Any, workload: Workload, detail: bool = False) -> dict[str, Any]:
+    observed = session.get(WorkloadStatus, workload.id)
+    out: dict[str, Any] = {
+        "id": workload.id, "kind": workload.kind.value, "package_id": workload.package_id,
+        "group_id": workload.group_id, "desired": workload.desired.value, "generation": workload.generation,
+        "node_id": workload.node_id, "resources": workload.resources,
+        "state": observed.state if observed else "pending", "reason": observed.reason if observed else "",
+        "restarts": observed.restarts if observed else 0,
+        "endpoint": observed.endpoint if observed and observed.generation == workload.generation else None,
+        "last_heartbeat": observed.last_heartbeat.isoformat() if observed and observed.last_heartbeat else None,
+    }
+    if detail:
+        out["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "node_id": e.node_id, **e.detail}
+                         for e in session.scalars(select(WorkloadEvent).where(WorkloadEvent.workload_id ==
+                                                                              workload.id).order_by(WorkloadEvent.id))]
+        out["placements"] = [{"at": d.at.isoformat(), "node_id": d.node_id, "reason": d.reason, "score": d.score,
+                              "scores": d.scores}
+                             for d in session.scalars(select(PlacementDecision).where(
+                                 PlacementDecision.workload_id == workload.id).order_by(PlacementDecision.id))]
+    return out
+
+
+def deployment_out(session: Any, deployment: ModelDeployment) -> dict[str, Any]:
+    model = session.get(ModelPackage, deployment.model_id)
+    workloads = list(session.scalars(select(Workload).where(Workload.group_id == deployment.id,
+                                                            Workload.desired == DesiredState.running)))
+    replicas = [workload_out(session, w) for w in workloads]
+    return {"id": deployment.id, "model_id": deployment.model_id, "model": f"{model.name}:{model.version}",
+            "replicas": deployment.replicas, "workloads": replicas,
+            "endpoints": [r["endpoint"] for r in replicas if r["endpoint"] and r["state"] == "running"],
+            "created_at": deployment.created_at.isoformat()}
+
+
+@router.post("/models/{ref}/deploy", status_code=status.HTTP_201_CREATED)
+async def deploy(request: Request, ref: str, body: DeployIn, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
+    """Serve a model version as an HTTP endpoint with N replicas spread over nodes (idempotent; resizes)."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        model = ArtifactRepository.resolve(session, ModelPackage, ref)
+        if principal.role != Role.admin and model.owner_id != principal.user.id:
+            raise Forbidden(f"model {model.name} belongs to another user")
+        deployment = deploy_model(session, platform_secret(ctx.settings), model, body.replicas, principal.user.id)
+        session.flush()
+        out = deployment_out(session, deployment)
+    await wake_deployer(ctx)
+    return out
+
+
+@router.get("/deployments")
+def list_deployments(request: Request, _: Principal = Depends(AnyUser)) -> list[dict]:
+    with request.app.state.ctx.db.session() as session:
+        return [deployment_out(session, d) for d in session.scalars(select(ModelDeployment)
+                                                                      .order_by(ModelDeployment.created_at))]
+
+
+def _deployment(session: Any, ref: str) -> ModelDeployment:
+    deployment = session.get(ModelDeployment, ref)
+    if deployment is None:
+        model = ArtifactRepository.resolve(session, ModelPackage, ref)
+        deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))
+    if deployment is None:
+        raise NotFound(f"{ref!r} is not deployed", field="deployment")
+    return deployment
+
+
+@router.get("/deployments/{ref}")
+def show_deployment(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+    """`ref`: a deployment id, or the model (id, name, name:version)."""
+    with request.app.state.ctx.db.session() as session:
+        return deployment_out(session, _deployment(session, ref))
+
+
+@router.delete("/deployments/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+async def undeploy(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        deployment = _deployment(session, ref)
+        if principal.role != Role.admin and deployment.owner_id != principal.user.id:
+            raise Forbidden("this deployment belongs to another user")
+        for workload in session.scalars(select(Workload).where(Workload.group_id == deployment.id,
+                                                               Workload.desired == DesiredState.running)):
+            stop_workload(session, workload, reason="undeployed")
+        session.delete(deployment)
+    await announce_auth_change(ctx)
+    await wake_deployer(ctx)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/workloads")
+def list_workloads(request: Request, include_stopped: bool = False,
+                   principal: Principal = Depends(OPERATORS)) -> list[dict]:
+    """Admins see every workload; developers see their own."""
+    with request.app.state.ctx.db.session() as session:
+        query = select(Workload).order_by(Workload.created_at)
+        if not include_stopped:
+            query = query.where(Workload.desired == DesiredState.running)
+        if principal.role != Role.admin:
+            query = query.where(Workload.owner_id == principal.user.id)
+        return [workload_out(session, w) for w in session.scalars(query)]
+
+
+@router.get("/workloads/{workload_id}")
+def show_workload(request: Request, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
+    """A workload with its state history and every placement decision (each node's score or exclusion)."""
+    with request.app.state.ctx.db.session() as session:
+        workload = session.get(Workload, workload_id)
+        if workload is None or (principal.role != Role.admin and workload.owner_id != principal.user.id):
+            raise NotFound(f"no workload {workload_id!r}", field="workload_id")
+        return workload_out(session, workload, detail=True)

@@ -1,0 +1,123 @@
+"""Creating app instances and starting/stopping them as workloads (rules; the scheduler and API call these)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aiot.apps.bindings import resolve_devices, resolve_model
+from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer.workloads import HEARTBEAT_INTERVAL, deploy_model, new_workload, stop_workload
+from aiot.devices.registry import get_location
+from aiot.errors import Conflict, NotFound, ValidationFailed
+from aiot.store.apps import AppInstance, InstanceState
+from aiot.store.catalog import AppPackage, PackageStatus
+from aiot.store.devices import Device
+from aiot.store.runtime import DesiredState, ModelDeployment, Workload, WorkloadKind
+
+log = logging.getLogger(__name__)
+APP_RESOURCES = {"cpu": 0.25, "memory_mb": 256}
+
+
+def _settings(app: AppPackage, given: dict[str, Any]) -> dict[str, Any]:
+    declared = (app.manifest.get("context") or {}).get("settings") or {}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ValidationFailed(f"the app declares no setting(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(sorted(declared)) or 'none'}", field=f"settings.{unknown[0]}")
+    return {name: given.get(name, spec.get("default")) for name, spec in declared.items()}
+
+
+def create_instance(session: Session, *, app_ref: str, location_ref: str, owner_id: str,
+                    bindings: dict[str, list[str]] | None = None, settings: dict[str, Any] | None = None,
+                    name: str = "") -> AppInstance:
+    app = ArtifactRepository.resolve(session, AppPackage, app_ref)
+    if app.status != PackageStatus.active:
+        raise Conflict(f"app {app.name} {app.version} is deprecated", field="app")
+    location = get_location(session, location_ref)
+    bound = resolve_devices(session, app, location, bindings)
+    for alias, ref in ((app.manifest.get("context") or {}).get("models") or {}).items():
+        try:
+            resolve_model(session, ref["name"], ref.get("version", ""))
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"model '{alias}': {exc.message}", field=f"models.{alias}") from exc
+    instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=owner_id, bindings=bound,
+                           settings=_settings(app, settings or {}), name=name or f"{app.name} at {location.name}")
+    session.add(instance)
+    session.flush()
+    return instance
+
+
+def get_instance(session: Session, instance_id: str) -> AppInstance:
+    instance = session.get(AppInstance, instance_id)
+    if instance is None or instance.state == InstanceState.retired:
+        raise NotFound(f"no app instance {instance_id!r}", field="instance")
+    return instance
+
+
+def _device_binding(session: Session, device_ids: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for device_id in device_ids:
+        device = session.get(Device, device_id)
+        if device is not None:
+            out.append({"device_id": device.id, "name": device.name, "device_type": device.device_type.definition})
+    return out
+
+
+def _ensure_model_deployed(session: Session, secret: bytes, name: str, spec: str, owner_id: str | None) -> dict:
+    model = resolve_model(session, name, spec)
+    if session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id)) is None:
+        log.info("deploying model %s %s for an app instance (1 replica)", model.name, model.version)
+        deploy_model(session, secret, model, 1, owner_id)
+    return {"model_id": model.id, "name": model.name, "version": model.version}
+
+
+def start_instance(session: Session, secret: bytes, instance: AppInstance, *, occurrence_id: str | None,
+                   until: datetime | None) -> Workload:
+    """Make the instance run (idempotent: an already running instance just takes the new end time)."""
+    app = session.get(AppPackage, instance.app_id)
+    assert app is not None
+    if instance.workload_id:
+        current = session.get(Workload, instance.workload_id)
+        if current is not None and current.desired == DesiredState.running:
+            instance.current_occurrence_id, instance.run_until = occurrence_id, until
+            return current
+    context = app.manifest.get("context") or {}
+    models = {alias: _ensure_model_deployed(session, secret, ref["name"], ref.get("version", ""), instance.owner_id)
+              for alias, ref in (context.get("models") or {}).items()}
+    config: dict[str, Any] = {
+        "kind": "app", "app_instance_id": instance.id,
+        "package": {"id": app.id, "name": app.name, "version": app.version, "manifest": app.manifest},
+        "models": models,
+        "sensors": {a: _device_binding(session, ids) for a, ids in (instance.bindings.get("sensors") or {}).items()},
+        "controllers": {a: _device_binding(session, ids)
+                        for a, ids in (instance.bindings.get("controllers") or {}).items()},
+        "settings": dict(instance.settings), "heartbeat": {"interval": HEARTBEAT_INTERVAL},
+    }
+    if app.kind == "web":
+        config["serve"] = {"port": 0}
+    workload = new_workload(session, secret, kind=WorkloadKind.app, package_id=app.id, sha256=app.sha256,
+                            owner_id=instance.owner_id, group_id=instance.id, config=config,
+                            resources=dict(APP_RESOURCES))
+    instance.workload_id, instance.state = workload.id, InstanceState.running
+    instance.current_occurrence_id, instance.run_until = occurrence_id, until
+    instance.address = instance.notified_address = None
+    return workload
+
+
+def stop_instance(session: Session, instance: AppInstance, *, occurrence_id: str | None, reason: str) -> bool:
+    """Stop the instance's run; a stop for an occurrence other than the current one is ignored (stale)."""
+    if occurrence_id is not None and instance.current_occurrence_id not in (None, occurrence_id):
+        return False
+    if instance.workload_id:
+        workload = session.get(Workload, instance.workload_id)
+        if workload is not None and workload.desired == DesiredState.running:
+            stop_workload(session, workload, reason=reason)
+    instance.state = InstanceState.idle if instance.state != InstanceState.retired else instance.state
+    instance.current_occurrence_id = instance.run_until = None
+    instance.address = None
+    return True

@@ -1,0 +1,147 @@
+"""Watches running app instances: records their address once the workload runs, mails it to the end user,
+and ends manual runs at their end time. Also the scheduler's `InstanceController` (start/stop by occurrence)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+
+from aiot.apps.instances import get_instance, start_instance, stop_instance
+from aiot.deployer.service import wake_deployer
+from aiot.secrets_store import platform_secret
+from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.context import ServiceContext
+from aiot.services.nats_auth import announce_auth_change
+from aiot.store.apps import AppInstance, InstanceState
+from aiot.store.catalog import AppPackage
+from aiot.store.models import User
+from aiot.store.runtime import Workload, WorkloadStatus
+from aiot.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+INTERVAL = 1.0
+
+
+def public_base(ctx: ServiceContext) -> str:
+    if ctx.settings.public_url:
+        return ctx.settings.public_url.rstrip("/")
+    api = ctx.services.get("api")
+    url = getattr(api, "url", "") if api is not None else ""
+    return url or f"http://{ctx.settings.host}:{ctx.settings.port}"
+
+
+def instance_address(ctx: ServiceContext, instance_id: str) -> str:
+    return f"{public_base(ctx)}/apps/{instance_id}/"
+
+
+class DeployerInstanceController:
+    """Starts and stops app instances for the scheduler (and the API's "run now")."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def start(self, instance_id: str, occurrence_id: str | None, until: datetime | None) -> None:
+        secret = platform_secret(self.ctx.settings)
+
+        def run() -> None:
+            with self.ctx.db.session() as session:
+                start_instance(session, secret, get_instance(session, instance_id), occurrence_id=occurrence_id,
+                               until=until)
+
+        await asyncio.to_thread(run)
+        await announce_auth_change(self.ctx)
+        await wake_deployer(self.ctx)
+
+    async def stop(self, instance_id: str, occurrence_id: str | None) -> None:
+        def run() -> None:
+            with self.ctx.db.session() as session:
+                stop_instance(session, get_instance(session, instance_id), occurrence_id=occurrence_id,
+                              reason="occurrence ended" if occurrence_id else "stopped")
+
+        await asyncio.to_thread(run)
+        await announce_auth_change(self.ctx)
+        await wake_deployer(self.ctx)
+
+
+class AppsService(PlatformService):
+    name = "apps"
+
+    def __init__(self) -> None:
+        self._ctx: ServiceContext | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error = ""
+        self.mailed = 0
+
+    async def start(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._task = asyncio.create_task(self._loop(), name="apps-watch")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check()
+                self._error = ""
+            except Exception as exc:  # noqa: BLE001 - keep watching
+                self._error = f"{type(exc).__name__}: {exc}"
+                log.exception("app instance check failed")
+            await asyncio.sleep(INTERVAL)
+
+    async def check(self) -> None:
+        ctx = self._ctx
+        assert ctx is not None
+        expired = await asyncio.to_thread(self._check_sync, ctx)
+        for instance_id in expired:
+            await DeployerInstanceController(ctx).stop(instance_id, None)
+
+    def _check_sync(self, ctx: ServiceContext) -> list[str]:
+        expired = []
+        now = utcnow()
+        with ctx.db.session() as session:
+            for instance in session.scalars(select(AppInstance).where(AppInstance.state == InstanceState.running)):
+                if instance.run_until is not None and instance.run_until <= now and \
+                        instance.current_occurrence_id is None:
+                    expired.append(instance.id)
+                    continue
+                workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
+                status = session.get(WorkloadStatus, workload.id) if workload else None
+                if workload is None or status is None or status.state != "running" or \
+                        status.generation != workload.generation:
+                    continue
+                address = instance_address(ctx, instance.id)
+                instance.address = address
+                if instance.notified_address == address:
+                    continue
+                owner = session.get(User, instance.owner_id)
+                app = session.get(AppPackage, instance.app_id)
+                if owner is not None and owner.email and app is not None:
+                    from aiot.notify.outbox import enqueue
+
+                    direct = f"\nDirectly on its node: {status.endpoint}/" if status.endpoint else ""
+                    enqueue(session, owner.email, f"Your app {app.name} is running",
+                            f"Hello {owner.username},\n\nyour app instance {instance.name} ({instance.id}) is "
+                            f"running.\n\nOpen it at: {address}{direct}\n\n"
+                            f"It runs until {instance.run_until.isoformat() if instance.run_until else 'stopped'}"
+                            " (UTC).\n\n-- the AIoT platform\n",
+                            kind="app_running", user_id=owner.id,
+                            dedupe_key=f"app_running:{instance.id}:{workload.id}:{workload.generation}")
+                    self.mailed += 1
+                instance.notified_address = address
+        return expired
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def health(self) -> ServiceHealth:
+        if self._task is None:
+            return ServiceHealth(HealthState.stopped)
+        if self._error:
+            return ServiceHealth(HealthState.degraded, self._error)
+        return ServiceHealth(HealthState.ok, f"{self.mailed} address mails queued")

@@ -1,0 +1,261 @@
+"""Accepting, storing and serving packages: validation first, then the object store, then the database.
+
+Order matters for "nothing half-written": a package is validated completely before anything is stored; the
+archive goes into the NATS object store under its SHA-256 (so a retry or a duplicate upload stores nothing new);
+the database row comes last. If the row cannot be written, the object is removed again unless another row
+already points at the same bytes. A name plus version is immutable: the same bytes again return the existing
+row, different bytes are a 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aiot.artifacts.validate import (
+    ValidationReport,
+    validate_app_package,
+    validate_device_type,
+    validate_model_package,
+)
+from aiot.bus.client import Bus
+from aiot.errors import Conflict, NotFound, ValidationFailed
+from aiot.store.catalog import AppPackage, DeviceKind, DeviceType, ModelPackage, PackageStatus
+from aiot.store.devices import Device
+from aiot.store.engine import Database
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_BUCKET = "aiot_artifacts"
+PackageRow = ModelPackage | AppPackage
+
+
+class DatabaseCatalog:
+    """The validator's view of what the platform has (models by version, device types by kind)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def model_versions(self, name: str) -> list[str]:
+        return list(self.session.scalars(select(ModelPackage.version).where(ModelPackage.name == name)))
+
+    def device_type_kind(self, name: str) -> str | None:
+        kind = self.session.scalar(select(DeviceType.kind).where(DeviceType.name == name))
+        return kind.value if kind is not None else None
+
+
+def _rejected(report: ValidationReport, what: str) -> ValidationFailed:
+    problems = [p.to_dict() for p in report.problems]
+    head = "; ".join(f"{p['file']}{' [' + p['field'] + ']' if p['field'] else ''}: {p['message']}"
+                     for p in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return ValidationFailed(f"{what} rejected: {head}{more}", details={"problems": problems})
+
+
+@dataclass
+class Stored:
+    row: Any
+    created: bool
+
+
+class ArtifactRepository:
+    def __init__(self, db: Database, bus: Bus) -> None:
+        self.db = db
+        self.bus = bus
+
+    async def _bucket(self):  # type: ignore[no-untyped-def]
+        return await self.bus.object_store(ARTIFACT_BUCKET)
+
+    # ------------------------------------------------------------------ packages
+
+    async def put_model(self, archive: Path, owner_id: str | None) -> Stored:
+        report = await asyncio.to_thread(validate_model_package, archive)
+        if not report.ok:
+            raise _rejected(report, "model package")
+        return await self._store(ModelPackage, archive, report, owner_id, {})
+
+    async def put_app(self, archive: Path, owner_id: str | None) -> Stored:
+        def validate() -> ValidationReport:
+            with self.db.session() as session:
+                return validate_app_package(archive, DatabaseCatalog(session))
+
+        report = await asyncio.to_thread(validate)
+        if not report.ok:
+            raise _rejected(report, "app package")
+        assert report.manifest is not None
+        return await self._store(AppPackage, archive, report, owner_id, {"kind": report.manifest.kind})
+
+    async def _store(self, table: type[PackageRow], archive: Path, report: ValidationReport, owner_id: str | None,
+                     extra: dict[str, Any]) -> Stored:
+        manifest = report.manifest
+        assert manifest is not None
+        name, version = manifest.name, manifest.version
+        with self.db.session() as session:
+            existing = self._find_version(session, table, name, version)
+            if existing is not None:
+                return self._same_or_conflict(existing, report)
+        await self._put_object(report.sha256, archive)
+        try:
+            with self.db.session() as session:
+                row = table(name=name, version=version, sha256=report.sha256, size=report.size,
+                            manifest=manifest.model_dump(mode="json"), owner_id=owner_id, **extra)
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            # Lost a race with an upload of the same name and version: the winner decides.
+            with self.db.session() as session:
+                existing = self._find_version(session, table, name, version)
+            await self._drop_object_if_unused(report.sha256)
+            if existing is None:
+                raise
+            return self._same_or_conflict(existing, report)
+        except BaseException:
+            await self._drop_object_if_unused(report.sha256)
+            raise
+        log.info("stored %s %s %s (%s, %d bytes)", table.__tablename__, name, version, row.id, report.size)
+        return Stored(row, True)
+
+    @staticmethod
+    def _find_version(session: Session, table: type[PackageRow], name: str, version: str) -> PackageRow | None:
+        return session.scalar(select(table).where(table.name == name, table.version == version))
+
+    @staticmethod
+    def _same_or_conflict(existing: PackageRow, report: ValidationReport) -> Stored:
+        if existing.sha256 == report.sha256:
+            return Stored(existing, False)
+        raise Conflict(
+            f"{existing.name} {existing.version} already exists with different content; versions are immutable, "
+            "upload it under a new version",
+            field="version", details={"existing_id": existing.id, "existing_sha256": existing.sha256},
+        )
+
+    async def _put_object(self, sha256: str, archive: Path) -> None:
+        bucket = await self._bucket()
+        try:
+            info = await bucket.get_info(sha256)
+            if info is not None and not getattr(info, "deleted", False):
+                return
+        except Exception:  # noqa: BLE001 - nats-py raises ObjectNotFoundError (and others) when absent
+            pass
+        with archive.open("rb") as handle:
+            await bucket.put(sha256, handle)
+
+    async def _drop_object_if_unused(self, sha256: str) -> None:
+        with self.db.session() as session:
+            used = any(
+                session.scalar(select(t.id).where(t.sha256 == sha256).limit(1)) is not None
+                for t in (ModelPackage, AppPackage)
+            )
+        if not used:
+            bucket = await self._bucket()
+            with contextlib.suppress(Exception):  # already gone
+                await bucket.delete(sha256)
+
+    async def download(self, sha256: str) -> Path:
+        """Copy the archive into a temporary file (streamed, never whole in memory); the caller deletes it."""
+        bucket = await self._bucket()
+        handle = tempfile.NamedTemporaryFile(prefix="aiot-dl-", suffix=".zip", delete=False)  # noqa: SIM115
+        try:
+            await bucket.get(sha256, writeinto=handle)
+        except BaseException:
+            handle.close()
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+        handle.close()
+        return Path(handle.name)
+
+    async def object_names(self) -> list[str]:
+        bucket = await self._bucket()
+        try:
+            return [info.name for info in await bucket.list() if not getattr(info, "deleted", False)]
+        except Exception:  # noqa: BLE001 - nats-py raises NotFoundError on an empty bucket
+            return []
+
+    # ------------------------------------------------------------------ lookups and lifecycle
+
+    @staticmethod
+    def resolve(session: Session, table: type[PackageRow], ref: str) -> PackageRow:
+        """`ref` is an id, `name:version`, or a bare name (its highest active version)."""
+        row = session.get(table, ref)
+        if row is not None:
+            return row
+        name, _, version = ref.partition(":")
+        what = "model" if table is ModelPackage else "app"
+        if version:
+            row = session.scalar(select(table).where(table.name == name, table.version == version))
+            if row is None:
+                raise NotFound(f"no {what} {name} version {version}", field=what)
+            return row
+        rows = list(session.scalars(select(table).where(table.name == name)))
+        if not rows:
+            raise NotFound(f"no {what} {ref!r} (give an id, a name, or name:version)", field=what)
+        active = [r for r in rows if r.status == PackageStatus.active] or rows
+        return max(active, key=lambda r: Version(r.version))
+
+    @staticmethod
+    def apps_using_model(session: Session, model: ModelPackage) -> list[AppPackage]:
+        users = []
+        for app in session.scalars(select(AppPackage)):
+            for ref in (app.manifest.get("context", {}).get("models") or {}).values():
+                if ref.get("name") == model.name and Version(model.version) in SpecifierSet(
+                        ref.get("version") or "", prereleases=True):
+                    users.append(app)
+        return users
+
+    async def delete_package(self, session: Session, row: PackageRow) -> None:
+        if isinstance(row, ModelPackage):
+            users = self.apps_using_model(session, row)
+            if users:
+                names = ", ".join(f"{a.name} {a.version}" for a in users[:5])
+                raise Conflict(f"model {row.name} {row.version} is used by app(s) {names}; delete or update them "
+                               "first, or deprecate the model instead", field="model")
+        sha = row.sha256
+        session.delete(row)
+        session.flush()
+        session.commit()
+        await self._drop_object_if_unused(sha)
+
+    # ------------------------------------------------------------------ device types
+
+    @staticmethod
+    def put_device_type(session: Session, data: bytes, filename: str, owner_id: str | None) -> Stored:
+        report = validate_device_type(data, filename)
+        if not report.ok:
+            raise _rejected(report, "device type")
+        definition = report.manifest
+        assert definition is not None
+        existing = session.scalar(select(DeviceType).where(DeviceType.name == definition.name))
+        body = definition.model_dump(mode="json")
+        if existing is not None:
+            if existing.definition == body:
+                return Stored(existing, False)
+            raise Conflict(f"device type {definition.name!r} already exists with a different definition; "
+                           "give the changed type a new name", field="name", details={"existing_id": existing.id})
+        row = DeviceType(name=definition.name, kind=DeviceKind(definition.kind), definition=body,
+                         sha256=report.sha256, created_by=owner_id)
+        session.add(row)
+        session.flush()
+        return Stored(row, True)
+
+    @staticmethod
+    def delete_device_type(session: Session, row: DeviceType) -> None:
+        if session.scalar(select(Device.id).where(Device.type_id == row.id).limit(1)) is not None:
+            raise Conflict(f"device type {row.name!r} has registered devices; remove them first", field="device_type")
+        for app in session.scalars(select(AppPackage)):
+            context = app.manifest.get("context", {})
+            refs = list((context.get("sensors") or {}).values()) + list((context.get("controllers") or {}).values())
+            if any(ref.get("device_type") == row.name for ref in refs):
+                raise Conflict(f"device type {row.name!r} is used by app {app.name} {app.version}",
+                               field="device_type")
+        session.delete(row)

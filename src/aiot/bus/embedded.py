@@ -1,0 +1,489 @@
+"""The embedded default: a private nats-server child process with its own store under the data directory.
+
+Usage (the control plane is asyncio, so the lifecycle methods are coroutines)::
+
+    nats = EmbeddedNats(settings.data_dir)
+    await nats.start()            # returns once clients can connect and JetStream is ready
+    bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="api")
+    await nats.set_users([...])   # live: rewrites auth.conf and reloads the server (SIGHUP)
+    await nats.stop()
+
+or `async with EmbeddedNats(data_dir) as nats: ...`.
+
+`start()` must be awaited on the thread that stays alive as long as the server should (the event loop thread):
+the child is bound to that thread's life by PR_SET_PDEATHSIG (see `process.py`), so that even a SIGKILL of the
+platform process takes nats-server down with it.
+
+Files under `data_dir/nats/`: `nats.conf` (regenerated on every start), `auth.conf` (users, bcrypt hashes,
+0600), `users.json` (the same user entries, reloaded on the next start), `platform-credentials.json` (the
+platform's own password, generated once, 0600), `state.json` (ports, reused on the next start when still
+free), `nats.pid`, `nats.log`, and `jetstream/` (the JetStream store: streams, KV buckets, object stores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import bcrypt
+import psutil
+
+from aiot.bus import process
+from aiot.bus.auth import (
+    PLATFORM_USER,
+    NatsUser,
+    hash_password,
+    load_or_create_platform_password,
+    render_auth_conf,
+    user_entry,
+    write_private,
+)
+from aiot.bus.binary import find_nats_server, nats_server_version
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "aiot_embedded"
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+class EmbeddedNatsError(RuntimeError):
+    """The embedded nats-server could not be started, reloaded or reached."""
+
+
+def _port_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR like nats-server's own listener, so a port in TIME_WAIT still counts as free.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_free_port(host: str, avoid: set[int]) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+    raise EmbeddedNatsError(f"could not find a free TCP port on {host}")
+
+
+async def _http_get(port: int, path: str, limit_s: float = 2.0) -> tuple[int, str]:
+    """GET http://127.0.0.1:port/path -> (status, body). Tiny on purpose: only the local monitor is asked."""
+
+    async def _get() -> tuple[int, str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].split()
+        if len(status_line) < 2 or not status_line[1].isdigit():
+            raise OSError(f"malformed HTTP answer from monitor port {port}: {head[:80]!r}")
+        return int(status_line[1]), body.decode("utf-8", "replace")
+
+    return await asyncio.wait_for(_get(), limit_s)
+
+
+class EmbeddedNats:
+    """A private nats-server (JetStream, MQTT listener, HTTP monitor, user/password auth) run as a child."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        *,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+        reload_timeout: float = 10.0,
+        binary: Path | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.reload_timeout = reload_timeout
+        self.binary = binary  # None: find_nats_server() at start
+        self.dir = self.data_dir / "nats"
+        self.config_path = self.dir / "nats.conf"
+        self.auth_path = self.dir / "auth.conf"
+        self.users_path = self.dir / "users.json"
+        self.credentials_path = self.dir / "platform-credentials.json"
+        self.state_path = self.dir / "state.json"
+        self.pid_path = self.dir / "nats.pid"
+        self.log_path = self.dir / "nats.log"
+        self.store_dir = self.dir / "jetstream"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ports: dict[str, int] | None = None
+        self._password: str | None = None
+        self._hash_cache: dict[tuple[str, str], str] = {}
+        self._platform_hash: str | None = None
+
+    # ----------------------------------------------------------------- properties
+
+    def _port(self, key: str) -> int:
+        if self._ports is None:
+            raise EmbeddedNatsError("EmbeddedNats has no ports yet: await start() first")
+        return self._ports[key]
+
+    @property
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+
+    @property
+    def client_port(self) -> int:
+        return self._port("client_port")
+
+    @property
+    def mqtt_port(self) -> int:
+        return self._port("mqtt_port")
+
+    @property
+    def monitor_port(self) -> int:
+        return self._port("monitor_port")
+
+    @property
+    def url(self) -> str:
+        """nats://host:port for NATS clients (loopback when bound to all interfaces)."""
+        return f"nats://{self._connect_host}:{self.client_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    @property
+    def platform_user(self) -> str:
+        return PLATFORM_USER
+
+    @property
+    def platform_password(self) -> str:
+        """The platform's own password (generated on first use, then read from the 0600 credentials file)."""
+        if self._password is None:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._password = load_or_create_platform_password(self.credentials_path)
+        return self._password
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start nats-server and return once it accepts clients with JetStream ready.
+
+        Raises `EmbeddedNatsError` with the tail of `nats.log` if it exits or is not ready in `ready_timeout`.
+        """
+        if self.running:
+            return
+        binary = self.binary or find_nats_server()
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._stop_orphan)
+        self._ports = self._choose_ports()
+        write_private(self.state_path, json.dumps(self._ports, indent=2) + "\n")
+        self._write_auth(self._load_user_entries())
+        self.config_path.write_text(self._render_config(nats_server_version(binary)), encoding="utf-8")
+
+        self._proc = self._spawn(binary)
+        self.pid_path.write_text(f"{self._proc.pid}\n", encoding="utf-8")
+        log.info("started nats-server pid %s (%s, MQTT port %s)", self._proc.pid, self.url, self.mqtt_port)
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _spawn(self, binary: Path) -> subprocess.Popen[bytes]:
+        """Fork/exec nats-server. Deliberately synchronous and on the caller's (event loop) thread, because
+        PR_SET_PDEATHSIG ties the child to the life of the thread that forked it."""
+        with open(self.log_path, "ab") as log_fh:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(
+                [str(binary), "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fh,  # start-up errors (bad config) go to stderr before log_file is opened
+                stderr=log_fh,
+                cwd=self.dir,
+                start_new_session=True,  # Ctrl-C in the terminal must not kill it before our orderly stop()
+                preexec_fn=process.pdeathsig_preexec(signal.SIGTERM),
+            )
+
+    async def stop(self) -> None:
+        """SIGTERM the server, wait up to `stop_timeout` s, then SIGKILL; remove the pid file."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("nats-server pid %s ignored SIGTERM for %.0fs; killing it", proc.pid, self.stop_timeout)
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if proc is not None:
+            log.info("stopped nats-server pid %s", proc.pid)
+        # Remove the pid file only when it names our server (another instance may have replaced it).
+        if proc is not None and process.read_pid(self.pid_path) == proc.pid:
+            self.pid_path.unlink(missing_ok=True)
+
+    async def __aenter__(self) -> EmbeddedNats:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------- users
+
+    async def set_users(self, users: list[NatsUser]) -> None:
+        """Make `users` (plus the platform user) the only accounts; applied live when the server runs.
+
+        Existing connections of removed users are closed by the server on reload, and changed permissions
+        apply to existing connections. Returns after the server has loaded the new configuration.
+        """
+        names = [u.username for u in users]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"set_users: duplicate usernames {duplicates}")
+        entries = []
+        for user in users:
+            if user.password_hash is not None:
+                entries.append(user_entry(user, user.password_hash))
+                continue
+            assert user.password is not None
+            key = (user.username, user.password)
+            if key not in self._hash_cache:
+                self._hash_cache[key] = await asyncio.to_thread(hash_password, user.password)
+            entries.append(user_entry(user, self._hash_cache[key]))
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(self.users_path, json.dumps(entries, indent=2) + "\n")
+        changed = self._write_auth(entries)
+        if changed and self.running:
+            await self._reload()
+
+    def _load_user_entries(self) -> list[dict[str, object]]:
+        if not self.users_path.exists():
+            return []
+        try:
+            entries = json.loads(self.users_path.read_text(encoding="utf-8"))
+            if not isinstance(entries, list) or not all(isinstance(e, dict) and "user" in e for e in entries):
+                raise ValueError("expected a JSON list of user objects")
+        except ValueError as exc:
+            raise EmbeddedNatsError(
+                f"{self.users_path}: cannot read saved NATS users ({exc}); delete it and call set_users() again"
+            ) from exc
+        return entries
+
+    def _write_auth(self, entries: list[dict[str, object]]) -> bool:
+        """Rewrite auth.conf; True when its content changed."""
+        old = self.auth_path.read_text(encoding="utf-8") if self.auth_path.exists() else None
+        if self._platform_hash is None:
+            self._platform_hash = self._existing_platform_hash(old) or hash_password(self.platform_password)
+        text = render_auth_conf(self._platform_hash, entries)
+        if text == old:
+            return False
+        write_private(self.auth_path, text)
+        return True
+
+    def _existing_platform_hash(self, auth_text: str | None) -> str | None:
+        """The platform user's hash in the current auth.conf if it still matches the password.
+
+        Reusing it keeps auth.conf byte-identical across restarts (no needless reloads or rewrites).
+        """
+        for line in (auth_text or "").splitlines():
+            line = line.strip().rstrip(",")
+            if not line.startswith("{"):
+                continue
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                stored = entry.get("password", "")
+                if (
+                    entry.get("user") == PLATFORM_USER
+                    and isinstance(stored, str)
+                    and bcrypt.checkpw(self.platform_password.encode(), stored.encode())
+                ):
+                    return stored
+        return None
+
+    # ----------------------------------------------------------------- internals
+
+    def _choose_ports(self) -> dict[str, int]:
+        previous: dict[str, int] = {}
+        if self.state_path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                data = json.loads(self.state_path.read_text(encoding="utf-8"))
+                previous = {k: int(v) for k, v in data.items() if k.endswith("_port")}
+        ports: dict[str, int] = {}
+        for key in ("client_port", "mqtt_port", "monitor_port"):
+            bind_host = "127.0.0.1" if key == "monitor_port" else self.host
+            port = previous.get(key)
+            if port is None or port in ports.values() or not _port_free(bind_host, port):
+                if port is not None:
+                    log.info("NATS %s %s is taken; picking a new one", key, port)
+                port = _pick_free_port(bind_host, set(ports.values()))
+            ports[key] = port
+        return ports
+
+    def _render_config(self, version: tuple[int, int, int]) -> str:
+        q = json.dumps
+        # logfile_max_num (keep 3 rotated logs) exists since nats-server 2.10; older servers reject it.
+        keep_logs = ["logfile_max_num: 3"] if version >= (2, 10, 0) else []
+        return "\n".join(
+            [
+                "# Generated by aiot.bus.embedded on every start. Do not edit by hand.",
+                f"server_name: {q(SERVER_NAME)}",  # MQTT requires a server name
+                f"host: {q(self.host)}",
+                f"port: {self.client_port}",
+                # The monitor (/varz, /connz, /healthz) stays on loopback: it lists every connection.
+                f"http: {q(f'127.0.0.1:{self.monitor_port}')}",
+                f"log_file: {q(str(self.log_path))}",
+                "logfile_size_limit: 10MB",
+                *keep_logs,
+                f"jetstream {{ store_dir: {q(str(self.store_dir))} }}",
+                f"mqtt {{ host: {q(self.host)}, port: {self.mqtt_port} }}",
+                f"include {q(self.auth_path.name)}",
+                "",
+            ]
+        )
+
+    def running_owner(self) -> int | None:
+        """Pid of another live process that runs this data dir's nats-server (None when nobody does).
+
+        A server whose parent is alive (and is not init) belongs to a running platform: starting a second one
+        on the same store would corrupt it, and "cleaning up" the first would cut the running platform off.
+        """
+        server = process.find_orphan(self.pid_path, self.config_path)
+        if server is None:
+            return None
+        with contextlib.suppress(psutil.Error):
+            parent = server.ppid()
+            if parent not in (0, 1) and parent != os.getpid() and psutil.pid_exists(parent):
+                return parent
+        return None
+
+    def attach(self) -> bool:
+        """Use the server another process of this platform runs on this data dir (for `aiot service run`);
+        False when none runs. Attached instances never stop the server."""
+        if self.running_owner() is None or not self.state_path.exists():
+            return False
+        data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        self._ports = {k: int(v) for k, v in data.items() if k.endswith("_port")}
+        return True
+
+    def _stop_orphan(self) -> None:
+        owner = self.running_owner()
+        if owner is not None:
+            raise self._error(f"the nats-server of {self.data_dir} belongs to a running platform process (pid "
+                              f"{owner}); stop it first, use another data directory, or run single services with "
+                              "`aiot service run NAME`")
+        orphan = process.find_orphan(self.pid_path, self.config_path)
+        if orphan is not None:
+            log.warning(
+                "stopping orphaned nats-server pid %s left by an earlier run (%s)", orphan.pid, self.config_path
+            )
+            process.terminate(orphan, self.stop_timeout)
+        self.pid_path.unlink(missing_ok=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last `lines` lines of nats.log (for error messages)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 16384))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _error(self, what: str) -> EmbeddedNatsError:
+        return EmbeddedNatsError(f"{what}. Last lines of {self.log_path}:\n{self.log_tail()}")
+
+    async def _wait_ready(self) -> None:
+        """Poll /healthz (200 means clients are accepted and JetStream is up) until ready or timeout."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self.ready_timeout
+        last = "no answer yet"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise self._error(f"nats-server exited with code {code} during start-up ({self.config_path})")
+            try:
+                status, body = await _http_get(self.monitor_port, "/healthz")
+                if status == 200:
+                    if await asyncio.to_thread(self._client_port_open):
+                        return
+                    last = "monitor up, client port not yet accepting"
+                else:
+                    last = f"/healthz answered {status} {body.strip()[:200]}"
+            except (OSError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise self._error(
+                    f"nats-server pid {self._proc.pid} not ready after {self.ready_timeout:.0f}s ({last})"
+                )
+            await asyncio.sleep(0.05)
+
+    def _client_port_open(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((self._connect_host, self.client_port), 1.0):
+            return True
+        return False
+
+    async def _config_load_time(self) -> str:
+        status, body = await _http_get(self.monitor_port, "/varz")
+        if status != 200:
+            raise OSError(f"/varz answered {status}")
+        return str(json.loads(body).get("config_load_time", ""))
+
+    async def _reload(self) -> None:
+        """SIGHUP the server and wait until /varz shows a new config_load_time (the reload is done)."""
+        assert self._proc is not None
+        before = await self._config_load_time()
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + self.reload_timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(OSError, TimeoutError, ValueError):
+                if await self._config_load_time() != before:
+                    log.info("nats-server reloaded its users (%s)", self.auth_path)
+                    return
+        raise self._error(f"nats-server did not reload {self.auth_path} within {self.reload_timeout:.0f}s")
+
+
+def running_nats_servers_using(config_path: Path) -> list[psutil.Process]:
+    """nats-server processes whose command line names `config_path` (for tests and diagnostics)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmdline = proc.info["cmdline"] or []
+            if (
+                cmdline
+                and cmdline[0].endswith("nats-server")
+                and str(config_path) in cmdline
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(proc)
+    return found

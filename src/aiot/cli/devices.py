@@ -1,0 +1,132 @@
+"""`aiot location ...`, `aiot device ...` and `aiot sim run`: the admin's view of the physical world."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import typer
+
+from aiot.cli.client import ApiClient, CliError
+from aiot.cli.output import console, print_json, print_table
+
+location_app = typer.Typer(help="Locations (admin adds; everyone may list).", no_args_is_help=True)
+device_app = typer.Typer(help="Device instances and their credentials (admin).", no_args_is_help=True)
+sim_app = typer.Typer(help="Device simulators.", no_args_is_help=True)
+
+
+def _print_connect(connect: dict) -> None:
+    console.print("[bold yellow]credential (shown once, keep it now):[/]")
+    console.print(f"  username: {connect['username']}\n  password: {connect['password']}")
+    if connect.get("mqtt_port"):
+        console.print(f"  MQTT: {connect['mqtt_host']}:{connect['mqtt_port']}   NATS: {connect.get('nats_url')}")
+    for channel, topic in connect["topics"].items():
+        console.print(f"  {channel:8} topic {topic}")
+
+
+@location_app.command("add")
+def add_location(name: str, kind: str = typer.Option("site", help="school, bank, junction, home, ..."),
+                 timezone: str = typer.Option("UTC", "--tz", help="IANA time zone, e.g. Asia/Kolkata"),
+                 address: str = "", parent: str | None = None) -> None:
+    row = ApiClient().post("/locations", json={"name": name, "kind": kind, "timezone": timezone,
+                                               "address": address, "parent": parent})
+    console.print(f"location [bold]{row['name']}[/] ({row['id']}, {row['timezone']})")
+
+
+@location_app.command("ls")
+def ls_locations(as_json: bool = typer.Option(False, "--json")) -> None:
+    rows = ApiClient().get("/locations")
+    print_json(rows) if as_json else print_table(rows, ("id", "name", "kind", "timezone", "device_count"))
+
+
+@location_app.command("show")
+def show_location(ref: str) -> None:
+    print_json(ApiClient().get(f"/locations/{ref}"))
+
+
+@device_app.command("add")
+def add_device(name: str, device_type: str = typer.Option(..., "--type"),
+               location: str = typer.Option(..., "--location")) -> None:
+    row = ApiClient().post("/devices", json={"name": name, "device_type": device_type, "location": location})
+    console.print(f"device [bold]{row['name']}[/] ({row['device_type']}) at {row['location']}: {row['id']}")
+    _print_connect(row["connect"])
+
+
+@device_app.command("ls")
+def ls_devices(location: str | None = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    rows = ApiClient().get("/devices", params={"location": location} if location else None)
+    columns = ("id", "name", "device_type", "kind", "location", "state", "credential")
+    print_json(rows) if as_json else print_table(rows, columns)
+
+
+@device_app.command("rotate")
+def rotate(device_id: str) -> None:
+    _print_connect(ApiClient().post(f"/devices/{device_id}/credentials/rotate"))
+
+
+@device_app.command("revoke")
+def revoke(device_id: str) -> None:
+    ApiClient().post(f"/devices/{device_id}/credentials/revoke")
+    console.print(f"{device_id} revoked: disconnected and refused until rotated")
+
+
+@device_app.command("disable")
+def disable(device_id: str) -> None:
+    ApiClient().patch(f"/devices/{device_id}", json={"state": "disabled"})
+    console.print(f"{device_id} disabled")
+
+
+@device_app.command("enable")
+def enable(device_id: str) -> None:
+    ApiClient().patch(f"/devices/{device_id}", json={"state": "enabled"})
+    console.print(f"{device_id} enabled")
+
+
+@device_app.command("latest")
+def latest(device_id: str) -> None:
+    print_json(ApiClient().get(f"/devices/{device_id}/latest"))
+
+
+@device_app.command("history")
+def history(device_id: str, limit: int = 20) -> None:
+    print_json(ApiClient().get(f"/devices/{device_id}/history", params={"limit": limit}))
+
+
+@device_app.command("send")
+def send(device_id: str, command: str, args: str = typer.Option("{}", help="JSON object of arguments")) -> None:
+    try:
+        parsed = json.loads(args)
+    except ValueError as exc:
+        raise CliError(f"--args must be a JSON object: {exc}") from exc
+    print_json(ApiClient().post(f"/devices/{device_id}/commands", json={"command": command, "args": parsed}))
+
+
+@sim_app.command("run")
+def sim_run(location: str = typer.Option(..., help="location name or id"),
+            duration: float = typer.Option(0, help="seconds to run (0: until Ctrl+C)"),
+            scene: str = typer.Option("mixed", help="camera scene: face, empty or mixed")) -> None:
+    """Simulate every device at a location that has a simulator (camera, light, temperature, fan, display, ac,
+    lamp, alarm). Each device's credential is rotated to get a password: real devices there would need the new
+    one."""
+    from aiot.devices.simulators.links import Connection
+    from aiot.devices.simulators.runner import SIM_MODELS, SimDevice, run_simulators
+
+    client = ApiClient()
+    place = client.get(f"/locations/{location}")
+    sims = []
+    for device in place["devices"]:
+        if device["device_type"] not in SIM_MODELS or device["state"] != "enabled":
+            continue
+        connect = client.post(f"/devices/{device['id']}/credentials/rotate")
+        if not connect.get("nats_url"):
+            raise CliError("the control plane did not say where NATS is; simulators need the NATS URL")
+        options = {"scene": scene} if device["device_type"] == "camera" else {}
+        sims.append(SimDevice(device_id=device["id"], model=device["device_type"], options=options,
+                              connection=Connection(nats_url=connect["nats_url"], username=connect["username"],
+                                                    password=connect["password"])))
+    if not sims:
+        raise CliError(f"no simulatable devices at {place['name']}")
+    console.print(f"simulating {len(sims)} devices at {place['name']} ({place['timezone']}); Ctrl+C to stop")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulators(sims, tz=place["timezone"], duration=duration or None))

@@ -1,0 +1,102 @@
+"""`aiot model deploy`, `aiot nodes ...`, `aiot workloads ...`, `aiot instance ...`: the running side."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from aiot.cli.client import ApiClient, CliError
+from aiot.cli.output import console, print_json, print_table
+
+workloads_app = typer.Typer(help="Workloads: model replicas and app instances as processes.", no_args_is_help=True)
+instance_app = typer.Typer(help="App instances (end users): bind an app at a location and run it.",
+                           no_args_is_help=True)
+
+
+def deploy_model(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or model id"),
+                 replicas: int = typer.Option(1, min=1, max=32)) -> None:
+    """Serve a model as an HTTP endpoint with N replicas (resizes an existing deployment)."""
+    out = ApiClient().post(f"/models/{ref}/deploy", json={"replicas": replicas})
+    console.print(f"model {out['model']} ({out['model_id']}): {out['replicas']} replica(s) requested as "
+                  f"deployment {out['id']}; endpoints appear in `aiot model endpoints {ref}` once running")
+
+
+def model_endpoints(ref: str) -> None:
+    out = ApiClient().get(f"/deployments/{ref}")
+    print_table(out["workloads"], ("id", "node_id", "state", "endpoint", "restarts"), title=out["model"])
+
+
+def node_token() -> None:
+    """A join token for `aiot node join --server URL --token T` (admin; valid 7 days)."""
+    console.print(ApiClient().post("/nodes/join-tokens")["token"])
+
+
+def nodes_ls(as_json: bool = typer.Option(False, "--json")) -> None:
+    rows = ApiClient().get("/nodes")
+    for row in rows:
+        load = row.get("load") or {}
+        row["cpu%"] = load.get("cpu_percent")
+        row["mem%"] = load.get("memory_percent")
+        row["workloads#"] = len(row.get("workloads", []))
+    print_json(rows) if as_json else print_table(rows, ("id", "name", "status", "cpu%", "mem%", "workloads#",
+                                                        "report_age_s"))
+
+
+def nodes_drain(node: str) -> None:
+    ApiClient().post(f"/nodes/{node}/drain")
+    console.print(f"{node} draining: its workloads move to other nodes")
+
+
+@workloads_app.command("ls")
+def workloads_ls(as_json: bool = typer.Option(False, "--json")) -> None:
+    rows = ApiClient().get("/workloads")
+    print_json(rows) if as_json else print_table(rows, ("id", "kind", "package_id", "node_id", "state",
+                                                        "restarts", "endpoint"))
+
+
+@workloads_app.command("show")
+def workloads_show(workload_id: str) -> None:
+    print_json(ApiClient().get(f"/workloads/{workload_id}"))
+
+
+@instance_app.command("create")
+def instance_create(app: str, location: str = typer.Option(..., "--location"),
+                    bind: list[str] = typer.Option([], help="alias=dev_id[,dev_id] when ambiguous"),
+                    setting: list[str] = typer.Option([], help="name=JSON value")) -> None:
+    bindings = {}
+    for item in bind:
+        alias, _, ids = item.partition("=")
+        if not ids:
+            raise CliError(f"--bind {item!r}: expected alias=dev_id[,dev_id]")
+        bindings[alias] = ids.split(",")
+    settings = {}
+    for item in setting:
+        name, _, value = item.partition("=")
+        try:
+            settings[name] = json.loads(value)
+        except ValueError:
+            settings[name] = value
+    out = ApiClient().post("/instances", json={"app": app, "location": location, "bindings": bindings,
+                                               "settings": settings})
+    console.print(f"app instance [bold]{out['id']}[/] ({out['app']}) bound: {json.dumps(out['bindings'])}")
+
+
+@instance_app.command("ls")
+def instance_ls(as_json: bool = typer.Option(False, "--json")) -> None:
+    rows = ApiClient().get("/instances")
+    print_json(rows) if as_json else print_table(rows, ("id", "app", "state", "workload_state", "address",
+                                                        "run_until"))
+
+
+@instance_app.command("run")
+def instance_run(instance_id: str, minutes: float | None = typer.Option(None)) -> None:
+    """Run the instance now (for MINUTES, or until stopped)."""
+    out = ApiClient().post(f"/instances/{instance_id}/run", json={"minutes": minutes})
+    console.print(f"{out['id']} starting; its address is mailed to you once it runs")
+
+
+@instance_app.command("stop")
+def instance_stop(instance_id: str) -> None:
+    ApiClient().post(f"/instances/{instance_id}/stop")
+    console.print(f"{instance_id} stopped")

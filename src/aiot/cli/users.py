@@ -1,0 +1,57 @@
+"""`aiot users ...`: user administration through the API (admins)."""
+
+from __future__ import annotations
+
+import typer
+
+from aiot.cli.client import ApiClient
+from aiot.cli.output import console, print_json, print_table
+from aiot.store.models import Role
+
+app = typer.Typer(help="Manage users and roles (admin).", no_args_is_help=True)
+COLUMNS = ("id", "username", "role", "email", "disabled", "created_at")
+
+
+@app.command("ls")
+def list_users(role: Role | None = typer.Option(None, help="Only this role."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    rows = ApiClient().get("/users", params={"role": role.value} if role else None)
+    print_json(rows) if as_json else print_table(rows, COLUMNS, title="users")
+
+
+@app.command("add")
+def add_user(
+    username: str,
+    role: Role = typer.Option(..., help="admin, ai_developer, app_developer or end_user"),
+    email: str | None = typer.Option(None),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    user = ApiClient().post("/users", json={"username": username, "role": role.value, "email": email,
+                                            "password": password})
+    console.print(f"created [bold]{user['username']}[/] ({user['id']}, {user['role']})")
+
+
+@app.command("set-role")
+def set_role(user: str, role: Role) -> None:
+    updated = ApiClient().patch(f"/users/{user}", json={"role": role.value})
+    console.print(f"{updated['username']} is now {updated['role']}")
+
+
+@app.command("disable")
+def disable(user: str) -> None:
+    updated = ApiClient().patch(f"/users/{user}", json={"disabled": True})
+    console.print(f"{updated['username']} disabled; their tokens are revoked")
+
+
+@app.command("enable")
+def enable(user: str) -> None:
+    updated = ApiClient().patch(f"/users/{user}", json={"disabled": False})
+    console.print(f"{updated['username']} enabled")
+
+
+@app.command("reset-password")
+def reset_password(
+    user: str, password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True)
+) -> None:
+    updated = ApiClient().patch(f"/users/{user}", json={"password": password})
+    console.print(f"password of {updated['username']} reset; their tokens are revoked")

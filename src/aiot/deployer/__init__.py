@@ -1,0 +1,1 @@
+"""Turns models and app instances into workloads, places them on nodes, and moves them off lost nodes."""

@@ -1,0 +1,117 @@
+"""One reconcile pass of the deployer: mark silent nodes lost (moving their work), place unassigned workloads.
+
+Safe to run again and again, from several control plane replicas at once: every change is a small transaction
+that re-reads what it changes, and a placement only assigns a workload that is still unassigned.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from aiot.deployer.workloads import bump_generation
+from aiot.placement import NodeView, Request, choose
+from aiot.store.runtime import (
+    DesiredState,
+    Node,
+    NodeStatus,
+    PlacementDecision,
+    Workload,
+    WorkloadEvent,
+)
+from aiot.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassResult:
+    lost_nodes: list[str] = field(default_factory=list)
+    placed: dict[str, str] = field(default_factory=dict)  # workload -> node
+    unplaceable: list[str] = field(default_factory=list)
+    touched_nodes: set[str] = field(default_factory=set)  # nodes whose assignments changed (wake them)
+
+
+def mark_lost_nodes(session: Session, secret: bytes, grace: float, result: PassResult) -> None:
+    cutoff = utcnow() - timedelta(seconds=grace)
+    for node in session.scalars(select(Node).where(Node.status.in_([NodeStatus.ready, NodeStatus.draining]))):
+        if node.last_report_at is not None and node.last_report_at >= cutoff:
+            continue
+        node.status, node.status_changed_at = NodeStatus.lost, utcnow()
+        result.lost_nodes.append(node.id)
+        log.warning("node %s (%s) silent for more than %.0fs: lost; moving its workloads", node.name, node.id,
+                    grace)
+        for workload in session.scalars(select(Workload).where(Workload.node_id == node.id)):
+            bump_generation(session, secret, workload, reason=f"node {node.name} lost", node_id=node.id,
+                            unassign=True)
+
+
+def move_off_draining(session: Session, secret: bytes, result: PassResult) -> None:
+    for node in session.scalars(select(Node).where(Node.status == NodeStatus.draining)):
+        for workload in session.scalars(select(Workload).where(Workload.node_id == node.id,
+                                                               Workload.desired == DesiredState.running)):
+            bump_generation(session, secret, workload, reason=f"node {node.name} draining", node_id=node.id,
+                            unassign=True)
+            result.touched_nodes.add(node.id)
+
+
+def node_views(session: Session) -> list[NodeView]:
+    views = []
+    for node in session.scalars(select(Node).where(Node.status == NodeStatus.ready).order_by(Node.name)):
+        load = node.load or {}
+        view = NodeView(node_id=node.id, name=node.name, labels=dict(node.labels or {}),
+                        capacity_cpu=float(node.capacity.get("cpu", 1)),
+                        capacity_memory_mb=int(node.capacity.get("memory_mb", 1024)),
+                        observed_cpu_percent=float(load.get("cpu_percent", 0.0)),
+                        observed_memory_percent=float(load.get("memory_percent", 0.0)),
+                        max_workloads=int(node.capacity.get("max_workloads", 50)))
+        for workload in session.scalars(select(Workload).where(Workload.node_id == node.id,
+                                                               Workload.desired == DesiredState.running)):
+            view.reserve(_request(workload))
+        views.append(view)
+    return views
+
+
+def _request(workload: Workload) -> Request:
+    return Request(workload_id=workload.id, cpu=float(workload.resources.get("cpu", 0.5)),
+                   memory_mb=int(workload.resources.get("memory_mb", 512)), group_id=workload.group_id,
+                   selector=dict(workload.selector or {}))
+
+
+def place_pending(session: Session, result: PassResult) -> None:
+    pending = list(session.scalars(select(Workload).where(Workload.desired == DesiredState.running,
+                                                          Workload.node_id.is_(None)).order_by(Workload.created_at)))
+    if not pending:
+        return
+    views = node_views(session)
+    for workload in pending:
+        request = _request(workload)
+        decision = choose(views, request)
+        session.add(PlacementDecision(workload_id=workload.id, node_id=decision.node_id, reason=decision.reason,
+                                      scores=decision.scores, score=decision.score))
+        if decision.node_id is None:
+            result.unplaceable.append(workload.id)
+            continue
+        # Assign only if still unassigned: another replica of the control plane may have been quicker.
+        changed = session.execute(update(Workload).where(Workload.id == workload.id, Workload.node_id.is_(None))
+                                  .values(node_id=decision.node_id, updated_at=utcnow())).rowcount
+        if not changed:
+            continue
+        session.add(WorkloadEvent(workload_id=workload.id, kind="placed", node_id=decision.node_id,
+                                  detail={"reason": decision.reason, "generation": workload.generation}))
+        next(v for v in views if v.node_id == decision.node_id).reserve(request)
+        result.placed[workload.id] = decision.node_id
+        result.touched_nodes.add(decision.node_id)
+
+
+def reconcile_once(session: Session, secret: bytes, grace: float) -> PassResult:
+    result = PassResult()
+    mark_lost_nodes(session, secret, grace, result)
+    move_off_draining(session, secret, result)
+    session.flush()
+    place_pending(session, result)
+    return result

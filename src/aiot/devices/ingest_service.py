@@ -1,0 +1,60 @@
+"""Ingest as a platform service: device types come from the registry in the database."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+
+from aiot.artifacts.manifests import DeviceTypeDefinition
+from aiot.devices.ingest import Ingest
+from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.context import ServiceContext
+from aiot.store.catalog import DeviceType
+from aiot.store.devices import Device, DeviceState
+from aiot.store.engine import Database
+
+
+class DatabaseDeviceDirectory:
+    """Answers ingest's "what type is this device?"; None for unknown or disabled devices."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _lookup(self, device_id: str) -> DeviceTypeDefinition | None:
+        with self.db.session() as session:
+            row = session.execute(
+                select(DeviceType.definition).join(Device, Device.type_id == DeviceType.id)
+                .where(Device.id == device_id, Device.state == DeviceState.enabled)
+            ).first()
+        return DeviceTypeDefinition.model_validate(row[0]) if row else None
+
+    async def lookup(self, device_id: str) -> DeviceTypeDefinition | None:
+        return await asyncio.to_thread(self._lookup, device_id)
+
+
+class IngestService(PlatformService):
+    """Validates every device message and keeps latest values, presence and history (see `ingest.Ingest`).
+    Replicas share the work through a NATS queue group, so `aiot service run ingest` scales it out."""
+
+    name = "ingest"
+
+    def __init__(self) -> None:
+        self.ingest: Ingest | None = None
+
+    async def start(self, ctx: ServiceContext) -> None:
+        assert ctx.bus is not None, "ingest needs the message bus"
+        self.ingest = Ingest(ctx.bus.nc, DatabaseDeviceDirectory(ctx.db))
+        await self.ingest.start()
+
+    async def stop(self) -> None:
+        if self.ingest is not None:
+            await self.ingest.stop()
+            self.ingest = None
+
+    def health(self) -> ServiceHealth:
+        if self.ingest is None:
+            return ServiceHealth(HealthState.stopped)
+        rejected = sum(self.ingest.rejected.values())
+        return ServiceHealth(HealthState.ok, f"{self.ingest.accepted} accepted, {rejected} rejected",
+                             {"accepted": self.ingest.accepted, "rejected": dict(self.ingest.rejected)})

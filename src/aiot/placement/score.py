@@ -1,0 +1,107 @@
+"""The placement score (lower is better), documented here and in `README.md` beside this file.
+
+For a workload asking `cpu` cores and `memory_mb` MiB, each ready node that matches the workload's label
+selector and still has room (reserved + asked <= capacity, for CPU and memory) gets
+
+    score = 0.4 * cpu_frac + 0.4 * mem_frac + 0.2 * count_frac + 0.5 * same_group
+
+    cpu_frac   = max(observed CPU %, (reserved cpu + asked cpu) / capacity cpu)        in [0, 1]
+    mem_frac   = max(observed memory %, (reserved MiB + asked MiB) / capacity MiB)      in [0, 1]
+    count_frac = (workloads on the node + 1) / max_workloads (capacity, default 50)
+    same_group = replicas of the same deployment / app instance already on the node
+
+`reserved` counts what the node's assigned workloads asked for, including those not started yet, so a burst of
+placements spreads out before any load report shows it. The observed load is the node's last report, so a node
+busy with work we did not place still looks busy. `same_group` spreads replicas across nodes (anti-affinity),
+so losing one node never takes every replica. Ties go to the node with fewer workloads, then by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+W_CPU, W_MEM, W_COUNT, W_SAME_GROUP = 0.4, 0.4, 0.2, 0.5
+DEFAULT_MAX_WORKLOADS = 50
+
+
+@dataclass
+class Request:
+    workload_id: str
+    cpu: float
+    memory_mb: int
+    group_id: str
+    selector: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class NodeView:
+    node_id: str
+    name: str
+    labels: dict[str, str]
+    capacity_cpu: float
+    capacity_memory_mb: int
+    observed_cpu_percent: float = 0.0
+    observed_memory_percent: float = 0.0
+    reserved_cpu: float = 0.0
+    reserved_memory_mb: int = 0
+    workloads: int = 0
+    groups: dict[str, int] = field(default_factory=dict)
+    max_workloads: int = DEFAULT_MAX_WORKLOADS
+
+    def reserve(self, request: Request) -> None:
+        """Account for a workload just placed here (so the next choice in the same pass sees it)."""
+        self.reserved_cpu += request.cpu
+        self.reserved_memory_mb += request.memory_mb
+        self.workloads += 1
+        self.groups[request.group_id] = self.groups.get(request.group_id, 0) + 1
+
+
+@dataclass
+class Decision:
+    node_id: str | None
+    reason: str
+    score: float | None
+    scores: dict[str, Any]
+
+
+def score_node(node: NodeView, request: Request) -> tuple[float | None, str]:
+    """(score, explanation); score None when the node cannot take the workload, with the reason."""
+    missing = {k: v for k, v in request.selector.items() if node.labels.get(k) != v}
+    if missing:
+        return None, f"labels do not match {missing}"
+    if node.reserved_cpu + request.cpu > node.capacity_cpu + 1e-9:
+        return None, (f"not enough CPU: {node.reserved_cpu:g} of {node.capacity_cpu:g} reserved, "
+                      f"{request.cpu:g} asked")
+    if node.reserved_memory_mb + request.memory_mb > node.capacity_memory_mb:
+        return None, (f"not enough memory: {node.reserved_memory_mb} of {node.capacity_memory_mb} MiB reserved, "
+                      f"{request.memory_mb} asked")
+    if node.workloads + 1 > node.max_workloads:
+        return None, f"already runs {node.workloads} workloads (max {node.max_workloads})"
+    cpu_frac = max(node.observed_cpu_percent / 100, (node.reserved_cpu + request.cpu) / node.capacity_cpu)
+    mem_frac = max(node.observed_memory_percent / 100,
+                   (node.reserved_memory_mb + request.memory_mb) / node.capacity_memory_mb)
+    count_frac = (node.workloads + 1) / node.max_workloads
+    same = node.groups.get(request.group_id, 0)
+    score = W_CPU * min(cpu_frac, 1) + W_MEM * min(mem_frac, 1) + W_COUNT * count_frac + W_SAME_GROUP * same
+    why = f"cpu {cpu_frac:.2f}, mem {mem_frac:.2f}, count {count_frac:.2f}, same-group {same}"
+    return round(score, 6), why
+
+
+def choose(nodes: list[NodeView], request: Request) -> Decision:
+    """The least-scored eligible node, with every node's score or exclusion reason (recorded for the API)."""
+    scores: dict[str, Any] = {}
+    best: tuple[float, int, str, NodeView] | None = None
+    for node in nodes:
+        value, why = score_node(node, request)
+        scores[node.name] = {"node_id": node.node_id, "score": value, "why": why}
+        if value is not None:
+            key = (value, node.workloads, node.name, node)
+            if best is None or key[:3] < best[:3]:
+                best = key
+    if best is None:
+        return Decision(None, "no node can take it: " + "; ".join(f"{n}: {s['why']}" for n, s in scores.items())
+                        if scores else "no ready node", None, scores)
+    node = best[3]
+    return Decision(node.node_id, f"least score {best[0]:.3f} on {node.name} ({scores[node.name]['why']})",
+                    best[0], scores)

@@ -1,0 +1,44 @@
+"""Name -> factory of every platform service, for `aiot up` (all) and `aiot service run NAME` (one).
+
+Later capabilities register their service here with one line; the order is the start order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiot.deployer.nats_users  # noqa: F401 - registers node and workload users with the NATS auth service
+import aiot.devices.nats_users  # noqa: F401 - registers device users with the NATS auth service
+from aiot.apps.service import AppsService
+from aiot.deployer.autoscale import AutoscaleService
+from aiot.deployer.service import DeployerService
+from aiot.devices.ingest_service import IngestService
+from aiot.logs.collector import LogCollectorService
+from aiot.notify.service import NotifyService
+from aiot.registry import RegistryService
+from aiot.scheduler.service import SchedulerService
+from aiot.services.api_service import ApiService
+from aiot.services.base import PlatformService
+from aiot.services.nats_auth import NatsAuthService
+
+SERVICE_FACTORIES: dict[str, Callable[[], PlatformService]] = {
+    "nats-auth": NatsAuthService,
+    "ingest": IngestService,
+    "registry": RegistryService,
+    "deployer": DeployerService,
+    "apps": AppsService,
+    "scheduler": SchedulerService,
+    "notify": NotifyService,
+    "log-collector": LogCollectorService,
+    "api": ApiService,
+    "autoscaler": AutoscaleService,
+}
+
+
+def build_services(names: list[str] | None = None) -> list[PlatformService]:
+    """Instances of the named services (all when `names` is None); unknown names are a clear error."""
+    chosen = list(SERVICE_FACTORIES) if names is None else names
+    unknown = [n for n in chosen if n not in SERVICE_FACTORIES]
+    if unknown:
+        raise KeyError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICE_FACTORIES)}")
+    return [SERVICE_FACTORIES[name]() for name in chosen]

@@ -1,0 +1,113 @@
+"""Keeps the embedded nats-server's user list equal to what the database says may connect.
+
+Sources (devices now; workloads later) each turn database rows into `NatsUser`s. The service rebuilds the list
+when told (`aiot.internal.auth.changed`, published by whoever changed credentials, from any process) and every
+`RESYNC_SECONDS` anyway, so a lost notification only delays a change, never loses it (reconcile, not
+fire-and-forget). Only the process that owns the embedded server runs it; against an external NATS server the
+platform cannot rewrite the server's users, and the service says so in its health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from aiot.bus.auth import NatsUser
+from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.context import ServiceContext
+
+log = logging.getLogger(__name__)
+
+AUTH_CHANGED_SUBJECT = "aiot.internal.auth.changed"
+RESYNC_SECONDS = 15.0
+
+UserSource = Callable[[Session], list[NatsUser]]
+USER_SOURCES: list[UserSource] = []
+
+
+def register_user_source(source: UserSource) -> UserSource:
+    """Add a function that lists NATS users from the database (decorator-friendly)."""
+    if source not in USER_SOURCES:
+        USER_SOURCES.append(source)
+    return source
+
+
+async def announce_auth_change(ctx: ServiceContext) -> None:
+    """Tell the auth service to resync now (call after committing a credential change)."""
+    if ctx.bus is not None:
+        await ctx.bus.publish(AUTH_CHANGED_SUBJECT, b"")
+        with contextlib.suppress(Exception):
+            await ctx.bus.flush(timeout=2)
+
+
+class NatsAuthService(PlatformService):
+    name = "nats-auth"
+
+    def __init__(self) -> None:
+        self._ctx: ServiceContext | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sub = None
+        self._last_error = ""
+        self._users = 0
+        self._syncs = 0
+
+    async def start(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        if ctx.embedded is None or ctx.bus is None:
+            return
+        await self.sync()  # before serving: devices registered earlier may connect as soon as we are up
+        self._sub = await ctx.bus.subscribe(AUTH_CHANGED_SUBJECT, self._on_change)
+        self._task = asyncio.create_task(self._loop(), name="nats-auth-sync")
+
+    async def _on_change(self, _msg: object) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=RESYNC_SECONDS)
+            self._wake.clear()
+            try:
+                await self.sync()
+            except Exception as exc:  # noqa: BLE001 - keep reconciling; report in health
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("NATS user sync failed")
+
+    async def sync(self) -> None:
+        ctx = self._ctx
+        assert ctx is not None and ctx.embedded is not None
+
+        def collect() -> list[NatsUser]:
+            with ctx.db.session() as session:
+                return [user for source in USER_SOURCES for user in source(session)]
+
+        users = await asyncio.to_thread(collect)
+        await ctx.embedded.set_users(users)
+        self._users, self._last_error = len(users), ""
+        self._syncs += 1
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def health(self) -> ServiceHealth:
+        if self._ctx is None:
+            return ServiceHealth(HealthState.stopped)
+        if self._ctx.embedded is None:
+            return ServiceHealth(HealthState.degraded, "external NATS: per-device/workload users are not managed "
+                                 "by the platform; configure them on that server")
+        if self._last_error:
+            return ServiceHealth(HealthState.degraded, self._last_error)
+        return ServiceHealth(HealthState.ok, f"{self._users} users", {"users": self._users, "syncs": self._syncs})

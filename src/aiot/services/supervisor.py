@@ -1,0 +1,173 @@
+"""Runs a set of platform services in one process: database, NATS (embedded or external), services.
+
+`aiot up` runs every service; `aiot service run NAME` runs one. Both go through `ControlPlane`, so a service
+behaves the same alone or together. Start order: migrate the database, create the first admin, bring up NATS,
+connect the bus, start the services; stop runs the other way round and always stops the embedded nats-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiot.accounts.service import ensure_admin
+from aiot.bus.client import Bus
+from aiot.bus.embedded import EmbeddedNats
+from aiot.errors import ServiceUnavailable
+from aiot.ids import new_id
+from aiot.logs.handler import PlatformLogHandler, install_platform_log_handler
+from aiot.services.base import PlatformService
+from aiot.services.catalog import build_services
+from aiot.services.context import ServiceContext
+from aiot.settings import Settings
+from aiot.store import migrate
+from aiot.store.engine import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StartupReport:
+    """What a person starting the platform needs to see once."""
+
+    api_url: str | None
+    nats_url: str
+    database_url: str
+    admin_username: str
+    generated_admin_password: str | None
+
+
+class ControlPlane:
+    def __init__(self, settings: Settings, service_names: list[str] | None = None) -> None:
+        self.settings = settings
+        self.service_names = service_names
+        self.embedded: EmbeddedNats | None = None
+        self._attached: EmbeddedNats | None = None
+        self._log_handler: PlatformLogHandler | None = None
+        self.ctx: ServiceContext | None = None
+        self._started: list[PlatformService] = []
+        self._stop_event = asyncio.Event()
+
+    async def start(self) -> StartupReport:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.effective_database_url
+        await asyncio.to_thread(migrate.upgrade, url)
+        db = Database(url)
+        with db.session() as session:
+            generated = ensure_admin(
+                session, settings.admin_username,
+                settings.admin_password.get_secret_value() if settings.admin_password else None,
+            )
+        try:
+            bus = await self._connect_bus()
+            self._log_handler = install_platform_log_handler(
+                bus, "+".join(self.service_names) if self.service_names else "control-plane")
+            self.ctx = ctx = ServiceContext(settings=settings, db=db, bus=bus, embedded=self.embedded,
+                                            instance_id=new_id("ins"))
+            for service in build_services(self.service_names):
+                ctx.services[service.name] = service
+                await service.start(ctx)
+                self._started.append(service)
+                log.info("service %s started", service.name)
+        except BaseException:
+            await self.stop()
+            raise
+        api = ctx.services.get("api")
+        if "api" in ctx.services and (settings.nodes > 0 or settings.autoscale):
+            self._start_local_nodes(ctx, getattr(api, "url", ""))
+        return StartupReport(
+            api_url=getattr(api, "url", None), nats_url=self._nats_servers()[0], database_url=_redact(url),
+            admin_username=settings.admin_username, generated_admin_password=generated,
+        )
+
+    def _start_local_nodes(self, ctx: ServiceContext, api_url: str) -> None:
+        """`aiot up --nodes N`: N node agents on this machine, joined with a fresh join token."""
+        from aiot.deployer.nodes import create_join_token
+        from aiot.deployer.providers import LocalNodeProvider
+
+        with ctx.db.session() as session:
+            token = create_join_token(session, None)
+        provider = LocalNodeProvider(api_url, token, self.settings.data_dir, self.settings.log_level)
+        ctx.node_provider = provider
+        for _ in range(self.settings.nodes):
+            provider.add_node()
+
+    def _nats_servers(self) -> list[str]:
+        if self.embedded is not None:
+            return [self.embedded.url]
+        if self._attached is not None:
+            return [self._attached.url]
+        return [u.strip() for u in (self.settings.nats_url or "").split(",") if u.strip()]
+
+    async def _connect_bus(self) -> Bus:
+        settings = self.settings
+        if settings.embedded_nats and self.service_names is not None:
+            # A lone service joins the embedded server that `aiot up` runs on this data dir.
+            shared = EmbeddedNats(settings.data_dir)
+            if not shared.attach():
+                raise ServiceUnavailable(
+                    f"no running platform owns {settings.data_dir}: start `aiot up` first, or point "
+                    "AIOT_NATS_URL (and AIOT_DATABASE_URL) at the shared NATS server and database")
+            self._attached = shared
+            user, password = shared.platform_user, shared.platform_password
+        elif settings.embedded_nats:
+            self.embedded = EmbeddedNats(settings.data_dir)
+            await self.embedded.start()
+            user, password = self.embedded.platform_user, self.embedded.platform_password
+        else:
+            user = settings.nats_user
+            password = settings.nats_password.get_secret_value() if settings.nats_password else None
+        return await Bus.connect(
+            self._nats_servers(), user=user, password=password, name=f"aiot-{'+'.join(self.service_names or ['all'])}",
+            connect_timeout=settings.nats_connect_timeout, attempts=settings.nats_connect_attempts,
+        )
+
+    async def stop(self) -> None:
+        if self.ctx is not None and self.ctx.node_provider is not None:
+            stop_all = getattr(self.ctx.node_provider, "stop_all", None)
+            if stop_all is not None:
+                await asyncio.to_thread(stop_all)
+        for service in reversed(self._started):
+            try:
+                await service.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                log.exception("service %s failed to stop cleanly", service.name)
+        self._started.clear()
+        if self._log_handler is not None:
+            with contextlib.suppress(Exception):
+                await self._log_handler.aclose()
+            self._log_handler = None
+        if self.ctx is not None:
+            if self.ctx.bus is not None:
+                with contextlib.suppress(Exception):
+                    await self.ctx.bus.close()
+            self.ctx.db.dispose()
+            self.ctx = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
+    async def run_until_signalled(self) -> None:
+        """Wait for SIGINT/SIGTERM (or `request_stop`), then stop everything."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop_event.set)
+        try:
+            await self._stop_event.wait()
+        finally:
+            await self.stop()
+
+
+def _redact(url: str) -> str:
+    """A database URL safe to print: the password, if any, replaced by ***."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

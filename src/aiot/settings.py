@@ -1,0 +1,129 @@
+"""The platform's one settings class.
+
+Every process (control plane, a lone service, a node agent, the CLI) reads the same `Settings`, so that one
+`AIOT_` environment variable or one TOML file configures the whole platform. Values come, highest first,
+from: constructor arguments, `AIOT_*` environment variables, the TOML file named by `AIOT_CONFIG_FILE`
+(or `<data_dir>/aiot.toml` when it exists), and the defaults below, which are the embedded single-machine
+set-up (SQLite + a private nats-server under the data directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("~/.local/share/aiot").expanduser()
+
+
+def _toml_file() -> Path | None:
+    """The TOML file to read, if any: explicit `AIOT_CONFIG_FILE`, else `<data_dir>/aiot.toml`."""
+    explicit = os.environ.get("AIOT_CONFIG_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    data_dir = Path(os.environ.get("AIOT_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser()
+    candidate = data_dir / "aiot.toml"
+    return candidate if candidate.exists() else None
+
+
+class Settings(BaseSettings):
+    """Configuration of every platform process. See the module docstring for precedence."""
+
+    model_config = SettingsConfigDict(env_prefix="AIOT_", extra="ignore", validate_default=True)
+
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where SQLite, the NATS store, logs and caches live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is SQLite at <data_dir>/aiot.db. postgresql://... for PostgreSQL."
+    )
+    nats_url: str | None = Field(
+        None, description="NATS server(s) to use, comma separated. Unset: start an embedded nats-server."
+    )
+    nats_user: str | None = Field(None, description="User for an external NATS server (with nats_url).")
+    nats_password: SecretStr | None = Field(None, description="Password for an external NATS server.")
+    nats_connect_timeout: float = Field(5.0, description="Seconds to wait for each NATS connection attempt.")
+    nats_connect_attempts: int = Field(
+        0, description="How many times to try NATS at start-up; 0 retries for ever (with a clear log line)."
+    )
+    host: str = Field("127.0.0.1", description="Address the control plane's HTTP server binds to.")
+    port: int = Field(8080, description="Port of the control plane's HTTP server.")
+    public_url: str | None = Field(None, description="URL users reach the control plane at (used in e-mails).")
+    admin_password: SecretStr | None = Field(
+        None, description="Password of the first admin; generated and printed once when unset."
+    )
+    admin_username: str = Field("admin", description="Username of the first admin.")
+    token_ttl_hours: float = Field(24.0 * 7, description="Lifetime of API tokens and web sessions.")
+    cookie_secure: bool = Field(
+        False, description="Mark the session cookie Secure (set true behind HTTPS)."
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Key that derives workload credentials; default: <data_dir>/secret.key, made once. "
+        "Set the same value on every control plane replica.")
+    node_grace_seconds: float = Field(8.0, description="A node silent this long is lost; its work moves.")
+    smtp_host: str | None = Field(None, description="SMTP server for e-mails; unset keeps mail in the outbox.")
+    smtp_port: int = Field(25, description="SMTP port (587 with STARTTLS, 465 with implicit TLS).")
+    smtp_user: str | None = Field(None, description="SMTP login user, if the server needs one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP login password.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_ssl: bool = Field(False, description="Connect with implicit TLS (port 465).")
+    mail_from: str = Field("aiot@localhost", description="Sender address of platform e-mails.")
+    log_retention_days: float = Field(7.0, description="How long the live log stream keeps records.")
+    log_archive_days: float = Field(90.0, description="How long daily log archives stay in the object store.")
+    nodes: int = Field(0, description="Local node agents `aiot up` starts beside the control plane.")
+    autoscale: bool = Field(False, description="Add/remove local nodes by load (the `local` node provider).")
+    autoscale_min_nodes: int = Field(1, description="Never scale below this many provider-started nodes.")
+    autoscale_max_nodes: int = Field(4, description="Never scale above this many provider-started nodes.")
+    autoscale_high_cpu: float = Field(80.0, description="Average node CPU % that, held for the window, adds a node.")
+    autoscale_low_cpu: float = Field(10.0, description="Average node CPU % that, held idle, removes a node.")
+    autoscale_window_s: float = Field(60.0, description="How long the load must stay high before adding a node.")
+    autoscale_idle_window_s: float = Field(300.0, description="How long the cluster must stay idle to remove one.")
+    max_upload_mb: int = Field(200, description="Largest package upload accepted, in MiB (streamed to disk).")
+    log_level: str = Field("INFO", description="Python log level of platform processes.")
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in force: explicit, or SQLite inside the data directory."""
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+            return url
+        return f"sqlite:///{self.data_dir / 'aiot.db'}"
+
+    @property
+    def embedded_nats(self) -> bool:
+        """True when the platform must run its own nats-server (no external URL given)."""
+        return not self.nats_url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _toml_file()
+        if toml_path is not None and toml_path.exists():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings now (environment and TOML are read at call time, not import time)."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Page routers, one module per area (auth, admin, models, developer, store, deployments, logs, health)."""

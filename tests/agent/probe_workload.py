@@ -1,0 +1,68 @@
+"""A tiny workload for the agent's tests: heartbeats like the SDK, and misbehaves on request.
+
+Reads config.json (AIOT_WORKLOAD_CONFIG) like a real workload. Behaviour comes from `settings` in the config:
+  mode "normal": heartbeat every interval for ever;
+  mode "crash": print and exit 3 at once;
+  mode "child": also start a child process (same group) that ignores SIGTERM;
+  mode "probe": try to read/write the paths in settings.read / settings.write, print a JSON verdict, then run.
+A file named `hang` in the scratch dir (next to the heartbeat file) makes it stop heartbeating but stay alive
+(it deletes the file first, so the restarted process heartbeats again).
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+with open(os.environ["AIOT_WORKLOAD_CONFIG"]) as config_file:
+    config = json.load(config_file)
+settings = config.get("settings") or {}
+mode = settings.get("mode", "normal")
+hb_file = config["heartbeat"]["file"]
+interval = float(config["heartbeat"]["interval"])
+scratch = os.path.dirname(hb_file)
+
+print(f"probe started pid={os.getpid()} mode={mode}", flush=True)
+print("probe stderr line", file=sys.stderr, flush=True)
+
+if mode == "crash":
+    sys.exit(3)
+if mode == "child":
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+        ]
+    )
+if mode == "probe":
+    verdict = {"env": sorted(os.environ), "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0]}
+    for path in settings.get("read", []):
+        try:
+            with open(path) as fh:
+                verdict[path] = "read:" + fh.read(20)
+        except OSError as exc:
+            verdict[path] = f"denied:{type(exc).__name__}"
+    for path in settings.get("write", []):
+        try:
+            with open(path, "w") as fh:
+                fh.write("x")
+            verdict[path] = "written"
+        except OSError as exc:
+            verdict[path] = f"denied:{type(exc).__name__}"
+    print("VERDICT " + json.dumps(verdict), flush=True)
+
+while True:
+    flag = os.path.join(scratch, "hang")
+    if os.path.exists(flag):
+        os.unlink(flag)
+        print("hanging now", flush=True)
+        while True:
+            time.sleep(3600)
+    tmp = hb_file + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(str(time.time()))
+    os.replace(tmp, hb_file)
+    time.sleep(interval)

@@ -1,0 +1,65 @@
+"""The admin/developer CLI against a running platform: push folders, register devices, run simulators."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.support.processes import platform_env, run_cli, start_platform
+
+pytestmark = pytest.mark.slow
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _ok(args: list[str], env: dict[str, str]) -> str:
+    result = run_cli(args, env)
+    assert result.returncode == 0, f"aiot {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_cli_push_register_and_simulate(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    env = platform_env(data_dir, port)
+    with start_platform(data_dir, port) as plane:
+        plane.wait_healthy()
+        _ok(["login", "--username", "admin", "--password", "admin-password-1"], env)
+        for path in sorted((EXAMPLES / "device-types").glob("*.json")):
+            _ok(["device-type", "add", str(path)], env)
+        out = _ok(["model", "push", str(EXAMPLES / "models" / "comfort")], env)
+        assert "comfort" in out and "stored as mdl_" in out
+        again = _ok(["model", "push", str(EXAMPLES / "models" / "comfort")], env)  # idempotent
+        assert "stored as mdl_" in again
+        _ok(["model", "push", str(EXAMPLES / "models" / "face-detector")], env)
+        _ok(["app", "push", str(EXAMPLES / "apps" / "smart-classroom")], env)
+        models = json.loads(_ok(["model", "ls", "--json"], env))
+        assert {m["name"] for m in models} == {"comfort", "face-detector"}
+        download = tmp_path / "comfort.zip"
+        _ok(["model", "download", "comfort", "-o", str(download)], env)
+        assert download.stat().st_size > 1000
+
+        bad = run_cli(["app", "push", str(EXAMPLES / "apps" / "no-such-app")], env)
+        assert bad.returncode == 1 and "does not exist" in bad.stderr
+
+        _ok(["location", "add", "Room 101", "--kind", "school", "--tz", "Asia/Kolkata"], env)
+        bad_tz = run_cli(["location", "add", "Mars", "--tz", "Mars/Olympus"], env)
+        assert bad_tz.returncode == 1 and "unknown time zone" in bad_tz.stderr
+        added = _ok(["device", "add", "thermo", "--type", "temperature", "--location", "Room 101"], env)
+        assert "password:" in added and "aiot/dev/dev_" in added
+        _ok(["device", "add", "fan", "--type", "fan", "--location", "Room 101"], env)
+        devices = json.loads(_ok(["device", "ls", "--json"], env))
+        thermo = next(d["id"] for d in devices if d["name"] == "thermo")
+        fan = next(d["id"] for d in devices if d["name"] == "fan")
+
+        sim = run_cli(["sim", "run", "--location", "Room 101", "--duration", "4"], env)
+        assert sim.returncode == 0, sim.stderr
+        assert "simulating 2 devices" in sim.stdout
+        latest = json.loads(_ok(["device", "latest", thermo], env))
+        assert isinstance(latest["latest"]["values"]["temperature"], float)
+        assert latest["presence"]["status"] in ("online", "offline")
+        history = json.loads(_ok(["device", "history", thermo, "--limit", "50"], env))
+        assert len(history) >= 2
+        refused = run_cli(["device", "send", fan, "on"], env)  # simulator stopped: nobody acknowledges
+        assert refused.returncode == 1 and "did not acknowledge" in refused.stderr

@@ -1,0 +1,142 @@
+"""Fixtures for the notify tests: a database with the outbox table, users, and a REAL SMTP server (aiosmtpd).
+
+The outbox table has no Alembic migration yet (the lead generates it), so it is created here with
+`Base.metadata.create_all` on top of the migrated schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from aiot.accounts import service as accounts
+from aiot.services.context import ServiceContext
+from aiot.settings import Settings
+from aiot.store import migrate
+from aiot.store import notify as notify_models
+from aiot.store.base import Base
+from aiot.store.engine import Database
+from aiot.store.models import Role
+from tests.conftest import free_port
+
+PASSWORD = "correct-horse-battery"
+
+
+@dataclass
+class MailSink:
+    """What the SMTP server received: one parsed message per delivery (duplicates included, on purpose)."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)  # recipients answered with 550
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list) -> str:  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(msg)  # type: ignore[arg-type]
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class SmtpServer:
+    port: int
+    sink: MailSink
+    controller: Controller | None = None
+    logins: list[tuple[str, str]] = field(default_factory=list)
+
+    def start(self, **smtp_kwargs: Any) -> None:
+        self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port, **smtp_kwargs)
+        self.controller.start()
+
+    def start_with_login(self, user: str, password: str) -> None:
+        def authenticator(_server: Any, _session: Any, _envelope: Any, mechanism: str, data: Any) -> AuthResult:
+            if isinstance(data, LoginPassword):
+                self.logins.append((data.login.decode(), data.password.decode()))
+                return AuthResult(success=data.login.decode() == user and data.password.decode() == password)
+            return AuthResult(success=False, handled=False)
+
+        self.start(authenticator=authenticator, auth_require_tls=False, auth_required=True)
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """An SMTP server on a free port, NOT started yet (tests decide when it is up)."""
+    server = SmtpServer(port=free_port(), sink=MailSink())
+    yield server
+    server.stop()
+
+
+def make_database(url: str) -> Database:
+    migrate.upgrade(url)
+    db = Database(url)
+    Base.metadata.create_all(db.engine, tables=[notify_models.OutboxEmail.__table__])
+    return db
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = make_database(db_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    db = make_database(f"sqlite:///{tmp_path / 'aiot.db'}")
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def users(sqlite_db: Database) -> dict[str, tuple[str, str]]:
+    """username -> (user id, API token) for one admin and two end users with e-mail addresses."""
+    from datetime import timedelta
+
+    out = {}
+    with sqlite_db.session() as session:
+        for name, role in (("admin1", Role.admin), ("alice", Role.end_user), ("bob", Role.end_user)):
+            user = accounts.create_user(session, username=name, password=PASSWORD, role=role,
+                                        email=f"{name}@example.test")
+            out[name] = (user.id, accounts.issue_token(session, user, ttl=timedelta(hours=1)).token)
+    return out
+
+
+def make_ctx(db: Database, tmp_path: Path, **settings: Any) -> ServiceContext:
+    return ServiceContext(settings=Settings(data_dir=tmp_path / "data", database_url=db.url, **settings), db=db)
+
+
+async def wait_until(predicate: Callable[[], bool], limit_s: float, what: str) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > limit_s:
+            pytest.fail(f"timed out after {limit_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start

@@ -1,0 +1,63 @@
+"""The placement score: spread, load, capacity, labels and anti-affinity, as documented in placement/score.py."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from aiot.placement import NodeView, Request, choose
+
+
+def _nodes(**loads: float) -> list[NodeView]:
+    return [NodeView(node_id=f"nod_{name}", name=name, labels={"zone": "a" if name != "c" else "b"},
+                     capacity_cpu=4, capacity_memory_mb=8192, observed_cpu_percent=cpu)
+            for name, cpu in loads.items()]
+
+
+def _place(nodes: list[NodeView], count: int, group: str = "g", **request: object) -> Counter[str]:
+    spread: Counter[str] = Counter()
+    for i in range(count):
+        req = Request(workload_id=f"wl_{i}", cpu=float(request.get("cpu", 0.25)),
+                      memory_mb=int(request.get("memory_mb", 256)), group_id=f"{group}{i}" if group else "g",
+                      selector=dict(request.get("selector", {})))  # type: ignore[arg-type]
+        decision = choose(nodes, req)
+        assert decision.node_id is not None, decision.reason
+        chosen = next(n for n in nodes if n.node_id == decision.node_id)
+        chosen.reserve(req)
+        spread[chosen.name] += 1
+    return spread
+
+
+def test_three_idle_nodes_ten_workloads_spread_evenly() -> None:
+    spread = _place(_nodes(a=0, b=0, c=0), 10)
+    assert sorted(spread.values()) == [3, 3, 4]
+
+
+def test_busy_node_gets_less_work() -> None:
+    # Node a reports 60 % CPU: its cpu term stays 0.6 until reservations pass that, so b and c fill first.
+    spread = _place(_nodes(a=60, b=0, c=0), 10)
+    assert spread["a"] < spread["b"] and spread["a"] < spread["c"]
+    assert spread["a"] <= 2
+
+
+def test_replicas_of_one_group_spread_across_nodes() -> None:
+    nodes = _nodes(a=0, b=0, c=0)
+    nodes[0].reserve(Request("wl_x", 0.1, 64, "other"))  # a already has more work of another group
+    spread = _place(nodes, 3, group="")  # same group for all three replicas
+    assert sorted(spread) == ["a", "b", "c"]
+
+
+def test_capacity_and_labels_exclude_nodes_with_reasons() -> None:
+    nodes = _nodes(a=0, b=0, c=0)
+    decision = choose(nodes, Request("wl_big", cpu=8, memory_mb=100, group_id="g"))
+    assert decision.node_id is None and "not enough CPU" in decision.reason
+    decision = choose(nodes, Request("wl_z", cpu=0.5, memory_mb=100, group_id="g", selector={"zone": "b"}))
+    assert decision.node_id == "nod_c"
+    assert "labels do not match" in decision.scores["a"]["why"]
+    assert decision.scores["c"]["score"] == decision.score
+
+
+def test_memory_capacity_fills_up() -> None:
+    nodes = [NodeView("nod_a", "a", {}, capacity_cpu=16, capacity_memory_mb=1024)]
+    assert _place(nodes, 4, memory_mb=256) == {"a": 4}
+    decision = choose(nodes, Request("wl_5", cpu=0.1, memory_mb=256, group_id="g"))
+    assert decision.node_id is None and "not enough memory" in decision.reason

@@ -1,0 +1,252 @@
+"""Apps through `python -m platform_sdk.app_runner`: a tiny app for run()/callbacks/heartbeat semantics, and
+the three sample apps in examples/apps, unchanged, against real model replicas and fake controllers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Replicas
+from .harness import COMFORT_ID, EXAMPLES, FACE_ID, Platform
+from .workloads import Proc, bindings, copy_package, free_port, start_app
+
+pytestmark = pytest.mark.slow
+
+TINY_APP = """
+import json, time
+from platform_sdk import get_logger, on_reading, run
+
+log = get_logger()
+
+@on_reading("temperature")
+def on_temperature(reading):
+    value = reading.values["temperature"]
+    print(json.dumps({"temperature": value, "device": reading.device_id}), flush=True)
+    log.info("temperature %s", value)
+    if value == 77:
+        time.sleep(3600)  # a hung callback
+
+@on_reading("light")
+async def on_light(reading):  # async callbacks work too
+    print(json.dumps({"light": reading.values["illuminance"]}), flush=True)
+    raise RuntimeError("boom")  # logged, the app goes on
+
+def main():
+    print(json.dumps({"started": True}), flush=True)
+    run()
+"""
+
+
+def _wait(predicate, timeout: float, what: str, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s" + (f":\n{proc.output()}" if proc else ""))
+
+
+def _seq(path: Path) -> int:
+    try:
+        return json.loads(path.read_text())["seq"]
+    except (OSError, ValueError):
+        return -1
+
+
+def test_run_callbacks_logs_and_heartbeat_until_hung(platform: Platform, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "app.py").write_text(TINY_APP)
+    manifest = {
+        "name": "tiny",
+        "version": "1.0.0",
+        "kind": "backend",
+        "entrypoint": "app:main",
+        "context": {
+            "sensors": {"temperature": {"device_type": "temperature"}, "light": {"device_type": "light"}}
+        },
+    }
+    logs = platform.run(platform.collect("aiot.logs.wl_app"))
+    work = tmp_path / "work"
+    proc = start_app(
+        platform,
+        work,
+        "wl_app",
+        pkg,
+        manifest,
+        interval=0.2,
+        hang_after=1.0,
+        sensors=bindings(temperature=["dev_temp01"], light=["dev_light01"]),
+    )
+    try:
+        proc.next_json(20, lambda d: d.get("started"))
+        hb = work / "heartbeat"
+        first = _seq(hb)
+        _wait(lambda: _seq(hb) >= first + 3, 5, "heartbeat file advancing", proc)
+
+        def publish_until(device: str, values: dict, key: str, expected: float) -> None:
+            for _ in range(50):
+                platform.run(platform.publish_reading(device, values))
+                try:
+                    proc.next_json(0.2, lambda d: d.get(key) == expected)
+                    return
+                except AssertionError:
+                    continue
+            raise AssertionError(f"callback never saw {values}:\n{proc.output()}")
+
+        publish_until("dev_temp01", {"temperature": 21.5}, "temperature", 21.5)
+        publish_until("dev_light01", {"illuminance": 300}, "light", 300)
+        _wait(lambda: any(b"temperature 21.5" in m.data for m in logs), 5, "app log record", proc)
+        _wait(
+            lambda: any(b"boom" in m.data and b"Traceback" in m.data for m in logs), 5, "callback error", proc
+        )
+        record = json.loads(next(m.data for m in logs if b"temperature 21.5" in m.data))
+        assert record["logger"] == "tiny" and record["app_instance_id"] == "ins_wl_app"
+
+        # A callback that hangs: the heartbeat file must stop advancing (the agent then restarts the app)
+        publish_until("dev_temp01", {"temperature": 77}, "temperature", 77)
+        hung_at = time.monotonic()
+        _wait(lambda: time.time() - hb.stat().st_mtime > 0.8, 8, "heartbeat file going stale", proc)
+        assert time.monotonic() - hung_at < 5  # hang_after (1 s) + 3 intervals + slack for a busy machine
+        stale_seq = _seq(hb)
+        time.sleep(0.5)
+        assert _seq(hb) == stale_seq and proc.popen.poll() is None  # alive, but no longer beating
+    finally:
+        proc.popen.kill()
+        proc.popen.wait(5)
+
+
+def test_smart_classroom_sample(platform: Platform, replicas: Replicas, tmp_path: Path) -> None:
+    pkg = copy_package("smart-classroom", "apps", tmp_path)
+    manifest = json.loads((pkg / "app.json").read_text())
+    platform.run(platform.publish_reading("dev_temp01", {"temperature": 31.0}))
+    platform.run(platform.publish_reading("dev_light01", {"illuminance": 120.0}))
+    time.sleep(0.3)  # ingest stores the latest values the app starts from
+    fans = [platform.controllers[d] for d in ("dev_fan01", "dev_ac01", "dev_lamp01")]
+    marks = [len(f.received) for f in fans]
+    proc = start_app(
+        platform,
+        tmp_path / "work",
+        "wl_classroom",
+        pkg,
+        manifest,
+        models={"comfort": {"model_id": COMFORT_ID, "name": "comfort", "version": "1.0.0"}},
+        sensors=bindings(temperature=["dev_temp01"], light=["dev_light01"]),
+        controllers=bindings(fan=["dev_fan01"], ac=["dev_ac01"], lamp=["dev_lamp01"]),
+        settings={"min_interval_s": 0.2},
+    )
+    try:
+        _wait(
+            lambda: all(
+                any(r["command"] == "on" for r in f.received[m:]) for f, m in zip(fans, marks, strict=True)
+            ),
+            20,
+            "fan, AC and lamp switched on",
+            proc,
+        )
+        marks = [len(f.received) for f in fans]
+        for _ in range(40):  # cool, bright room: everything off
+            platform.run(platform.publish_reading("dev_temp01", {"temperature": 20.0}))
+            platform.run(platform.publish_reading("dev_light01", {"illuminance": 900.0}))
+            if all(
+                any(r["command"] == "off" for r in f.received[m:]) for f, m in zip(fans, marks, strict=True)
+            ):
+                break
+            time.sleep(0.25)
+        else:
+            raise AssertionError(f"controllers not switched off:\n{proc.output()}")
+    finally:
+        proc.stop()
+
+
+def test_intruder_alert_sample(platform: Platform, replicas: Replicas, tmp_path: Path) -> None:
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
+    pkg = copy_package("intruder-alert", "apps", tmp_path)
+    manifest = json.loads((pkg / "app.json").read_text())
+    alarm, display = platform.controllers["dev_alarm01"], platform.controllers["dev_display01"]
+    mark = len(alarm.received)
+    proc = start_app(
+        platform,
+        tmp_path / "work",
+        "wl_intruder",
+        pkg,
+        manifest,
+        models={"detector": {"model_id": FACE_ID, "name": "face-detector", "version": "1.0.0"}},
+        sensors=bindings(camera=["dev_cam01"]),
+        controllers=bindings(alarm=["dev_alarm01"], display=["dev_display01"]),
+    )
+    try:
+        for _ in range(60):
+            platform.run(platform.publish_frame("dev_cam01", jpeg))
+            if any(r["command"] == "on" for r in alarm.received[mark:]):
+                break
+            time.sleep(0.25)
+        else:
+            raise AssertionError(f"alarm never switched on:\n{proc.output()}")
+        _wait(lambda: display.state.get("text") == "Intruder detected", 5, "display message", proc)
+        assert alarm.state["power"] is True
+    finally:
+        proc.stop()
+
+
+def test_smart_home_sample(platform: Platform, tmp_path: Path) -> None:
+    pkg = copy_package("smart-home", "apps", tmp_path)
+    manifest = json.loads((pkg / "app.json").read_text())
+    port = free_port()
+    fan = platform.controllers["dev_fan01"]
+    mark = len(fan.received)
+    proc = start_app(
+        platform,
+        tmp_path / "work",
+        "wl_home",
+        pkg,
+        manifest,
+        sensors=bindings(temperature=["dev_temp01"], light=["dev_light01"]),
+        controllers=bindings(fan=["dev_fan01"], ac=["dev_ac01"], lamp=["dev_lamp01"]),
+        settings={"title": "Test home"},
+        serve={"host": "127.0.0.1", "port": port},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: _get(f"{base}/healthz") == 200, 20, "smart-home serving", proc)
+        for _ in range(40):
+            platform.run(platform.publish_reading("dev_temp01", {"temperature": 22.75}))
+            state = httpx.get(f"{base}/api/state").json()
+            if (state["readings"].get("temperature") or {}).get("value") == 22.75:
+                break
+            time.sleep(0.25)
+        else:
+            raise AssertionError(f"reading never shown:\n{proc.output()}")
+        page = httpx.get(base + "/")
+        assert "Test home" in page.text and "22.75" in page.text
+        resp = httpx.post(f"{base}/control", data={"alias": "fan", "command": "off"})
+        assert resp.status_code == 303
+        assert fan.received[mark:] and fan.received[-1]["command"] == "off"
+        assert httpx.get(f"{base}/api/state").json()["controllers"]["fan"]["power"] is False
+        os.kill(proc.popen.pid, signal.SIGTERM)  # graceful stop: run() returns, the process exits
+        proc.popen.wait(10)
+        assert proc.popen.returncode == 0, proc.output()
+    finally:
+        proc.stop()
+
+
+def _get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=1).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+assert EXAMPLES.is_dir()

@@ -1,0 +1,119 @@
+"""Sensors, controllers and logs end to end: readings go device -> ingest -> `aiot.readings.<id>` -> the
+SDK in a separate workload process; commands go SDK -> fake controller -> state ack -> SDK."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+
+from .harness import Platform
+from .workloads import Driver
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def _read_while_publishing(driver: Driver, platform: Platform, alias: str, publish) -> dict:
+    """Ask for the next reading, publishing until it arrives (the subscription starts with the first read)."""
+    driver.send("read", alias=alias, timeout=15.0)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        platform.run(publish())
+        try:
+            return driver.next_json(0.3, lambda d: "ok" in d)
+        except AssertionError:
+            continue
+    raise AssertionError(f"no reading of {alias} reached the workload:\n{driver.output()}")
+
+
+def test_latest_and_read_json_sensor(driver: Driver, platform: Platform) -> None:
+    platform.run(platform.publish_reading("dev_temp01", {"temperature": 23.5}))
+    _wait(lambda: platform.ingest.accepted >= 1, what="ingest stored the reading")
+    latest = driver.ask("latest", alias="temperature")
+    assert latest["ok"], latest
+    assert latest["result"]["device_id"] == "dev_temp01" and latest["result"]["values"] == {
+        "temperature": 23.5
+    }
+    assert driver.ask("latest", alias="spare")["result"] is None  # nothing stored yet
+    answer = _read_while_publishing(
+        driver,
+        platform,
+        "temperature",
+        lambda: platform.publish_reading("dev_temp01", {"temperature": 30.25}),
+    )
+    assert answer["ok"], answer
+    assert answer["result"]["values"] == {"temperature": 30.25} and not answer["result"]["is_frame"]
+
+
+def test_camera_frame_is_decoded_to_numpy(driver: Driver, platform: Platform) -> None:
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=85)
+    jpeg = buf.getvalue()
+    answer = _read_while_publishing(
+        driver, platform, "camera", lambda: platform.publish_frame("dev_cam01", jpeg)
+    )
+    assert answer["ok"], answer
+    assert answer["result"]["is_frame"] and answer["result"]["shape"] == [512, 512, 3]
+
+
+def test_controller_send_returns_acknowledged_state(driver: Driver, platform: Platform) -> None:
+    fan = platform.controllers["dev_fan01"]
+    answer = driver.ask("send", alias="fan", command="on")
+    assert answer == {"ok": True, "result": {"power": True, "speed": 1}}
+    answer = driver.ask("send", alias="fan", command="set_speed", args={"speed": 3})
+    assert answer["result"] == {"power": True, "speed": 3}
+    assert [r["command"] for r in fan.received[-2:]] == ["on", "set_speed"]
+    assert fan.received[-1]["args"] == {"speed": 3} and fan.received[-1]["cmd_id"].startswith("cmd_")
+    both = driver.ask("send", alias="pair", command="on")  # an alias bound to two devices
+    assert both["result"] == {"dev_ac01": {"power": True, "target": 24}, "dev_lamp01": {"power": True}}
+
+
+def test_controller_refusals_and_timeouts(driver: Driver, platform: Platform) -> None:
+    fan = platform.controllers["dev_fan01"]
+    fan.refuse["off"] = "motor is jammed"
+    try:
+        refused = driver.ask("send", alias="fan", command="off")
+    finally:
+        fan.refuse.clear()
+    assert refused["error"] == "CommandRefused" and "motor is jammed" in refused["message"]
+    sent = len(fan.received)
+    local = driver.ask("send", alias="fan", command="explode")
+    assert local["error"] == "CommandRefused" and "unknown command" in local["message"]
+    too_fast = driver.ask("send", alias="fan", command="set_speed", args={"speed": 9})
+    assert too_fast["error"] == "CommandRefused" and "maximum" in too_fast["message"]
+    assert len(fan.received) == sent  # invalid commands never leave the workload
+    started = time.monotonic()
+    silent = driver.ask("send", alias="dead", command="on", cmd_timeout=0.5)
+    assert silent["error"] == "CommandTimeout" and time.monotonic() - started < 5
+
+
+def test_logger_records_reach_the_log_subject(driver: Driver, platform: Platform) -> None:
+    got = platform.run(platform.collect("aiot.logs.wl_driver"))
+    assert driver.ask("log", message="door opened", logger="door")["ok"]
+    _wait(lambda: any(b"door opened" in m.data for m in got), what="log record")
+    record = json.loads(next(m.data for m in got if b"door opened" in m.data))
+    assert record["level"] == "WARNING" and record["logger"] == "door" and record["service"] == "workload"
+    assert record["workload_id"] == "wl_driver" and record["app_instance_id"] == "ins_driver"
+    assert isinstance(record["ts"], float) and record["message"] == "door opened"
+
+
+def test_heartbeats_are_published(driver: Driver, platform: Platform) -> None:
+    got = platform.run(platform.collect("aiot.hb.wl_driver"))
+    _wait(lambda: len(got) >= 3, 5, "three heartbeats")
+    beats = [json.loads(m.data) for m in got[:3]]
+    assert [b["workload_id"] for b in beats] == ["wl_driver"] * 3
+    assert beats[0]["seq"] < beats[1]["seq"] < beats[2]["seq"]

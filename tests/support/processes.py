@@ -1,0 +1,76 @@
+"""Run platform processes (`aiot up`, CLI commands) as real subprocesses in tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+AIOT = str(Path(sys.executable).parent / "aiot")
+
+
+def platform_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
+    env.update(AIOT_DATA_DIR=str(data_dir), AIOT_PORT=str(port), AIOT_ADMIN_PASSWORD="admin-password-1",
+               XDG_CONFIG_HOME=str(data_dir / "xdg"), AIOT_SERVER=f"http://127.0.0.1:{port}")
+    env.update(extra)
+    return env
+
+
+class RunningPlatform:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"control plane exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"control plane not healthy within {timeout}s:\n{self.log()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=20)
+
+
+@contextmanager
+def start_platform(data_dir: Path, port: int, args: tuple[str, ...] = (), **env: str) -> Iterator[RunningPlatform]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"up-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([AIOT, "up", *args], env=platform_env(data_dir, port, **env), stdout=log,
+                                stderr=subprocess.STDOUT)
+    running = RunningPlatform(proc, port, log_path)
+    try:
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_cli(args: list[str], env: dict[str, str], input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AIOT, *args], env=env, capture_output=True, text=True, input=input_text, timeout=60)

@@ -1,0 +1,349 @@
+"""Each role's main path through the web UI, in a real Chromium against a real server, NATS and ingest.
+
+The tests tell one story in order (admin sets up the site, the AI developer brings the comfort model, the app
+developer the smart-classroom app, the end user schedules it); each also makes sure of what it needs through
+the API, so it can run alone. Screenshots land in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zipfile
+from pathlib import Path
+
+import nats
+import pytest
+
+from aiot.artifacts.packing import zip_folder
+from aiot.bus import codec
+from aiot.devices import subjects
+from aiot.store.models import Role
+from tests.web.conftest import EXAMPLES, WebPlatform, shot
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(120)]
+
+CLASSROOM_TYPES = ("temperature", "light", "fan", "ac", "lamp")
+
+
+# ---------------------------------------------------------------------- API helpers (set-up, not under test)
+
+
+async def ensure_device_types(web: WebPlatform, names: tuple[str, ...] = CLASSROOM_TYPES) -> None:
+    for name in names:
+        body = (EXAMPLES / "device-types" / f"{name}.json").read_bytes()
+        r = await web.live.client.post("/api/v1/device-types", content=body, headers=web.live.headers(Role.admin))
+        assert r.status_code in (200, 201), r.text
+
+
+async def ensure_package(web: WebPlatform, collection: str, folder: str, who: Role, tmp: Path) -> dict:
+    archive = zip_folder(EXAMPLES / folder, tmp / f"{folder.replace('/', '_')}.zip")
+    r = await web.live.client.post(f"/api/v1/{collection}", content=archive.read_bytes(),
+                                   headers={**web.live.headers(who), "Content-Type": "application/zip"})
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+async def ensure_location(web: WebPlatform, name: str, devices: dict[str, str]) -> str:
+    headers = web.live.headers(Role.admin)
+    r = await web.live.client.get(f"/api/v1/locations/{name}", headers=headers)
+    if r.status_code == 404:
+        r = await web.live.client.post("/api/v1/locations", json={"name": name}, headers=headers)
+        assert r.status_code == 201, r.text
+    location_id = r.json()["id"]
+    existing = {d["name"] for d in (await web.live.client.get("/api/v1/devices", params={"location": location_id},
+                                                              headers=headers)).json()}
+    for device, type_name in devices.items():
+        if device not in existing:
+            r = await web.live.client.post("/api/v1/devices", json={"name": device, "device_type": type_name,
+                                                                    "location": location_id}, headers=headers)
+            assert r.status_code == 201, r.text
+    return location_id
+
+
+def no_console_errors(web: WebPlatform) -> None:
+    errors, web.console_errors[:] = list(web.console_errors), []
+    assert not errors, "browser console errors:\n" + "\n".join(errors)
+
+
+async def publish_reading(url: str, device_id: str, password: str, values: dict) -> None:
+    """Publish as the device itself, with the credential the page showed (the auth service applies it within
+    seconds, so the first attempts may be refused)."""
+    last: Exception | None = None
+    for _ in range(50):
+        try:
+            nc = await nats.connect(url, user=device_id, password=password, connect_timeout=1, max_reconnect_attempts=0,
+                                    allow_reconnect=False)
+        except Exception as exc:  # noqa: BLE001 - not authorised yet: retry
+            last = exc
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            await nc.publish(subjects.device_subject(device_id, "data"), codec.encode_reading(values))
+            await nc.flush()
+        finally:
+            await nc.close()
+        return
+    raise AssertionError(f"device {device_id} could not connect with its new credential: {last}")
+
+
+# ---------------------------------------------------------------------- admin
+
+
+async def test_admin_registers_location_and_device_and_sees_it_live(web: WebPlatform) -> None:
+    page = await web.page_as("admin")
+    assert page.url.endswith("/admin"), page.url
+    await page.wait_for_selector("#services [data-service=ingest]")
+    await shot(page, "admin-health")
+
+    # users: a bad password is reported next to its field, then a good user is created
+    await page.goto("/admin/users")
+    await page.fill("#f-username", "carol")
+    await page.fill("#f-password", "short")
+    await page.click("#new-user button[type=submit]")
+    assert "8" in await page.inner_text("#err-password")
+    await shot(page, "admin-users-error")
+    await page.fill("#f-password", "long-enough-password")
+    await page.select_option("#f-role", "app_developer")
+    await page.click("#new-user button[type=submit]")
+    await page.wait_for_selector("tr[data-user=carol]")
+    assert "carol created" in await page.inner_text("#flash")
+    await page.select_option("tr[data-user=carol] select[name=role]", "ai_developer")
+    await page.click("tr[data-user=carol] form.row button")
+    assert "is now ai developer" in await page.inner_text("#flash")
+    await shot(page, "admin-users")
+
+    # device types: broken JSON is reported, a good definition is added
+    await page.goto("/admin/device-types")
+    await page.fill("#f-definition", '{"format": 1, "name": "Bad Name", "kind": "sensor"}')
+    await page.click("#new-type button[type=submit]")
+    problems = await page.inner_text("#problems")
+    assert "name" in problems, problems
+    await shot(page, "admin-device-types-error")
+    await page.fill("#f-definition", (EXAMPLES / "device-types" / "temperature.json").read_text())
+    await page.click("#new-type button[type=submit]")
+    await page.wait_for_selector("#type-temperature")
+    await shot(page, "admin-device-types")
+
+    # a location, with a validation error first (no name)
+    await page.goto("/admin/locations")
+    tz = await page.input_value("#f-timezone")
+    assert tz == "UTC", f"browser time zone not filled in: {tz!r}"
+    await page.click("#new-location button[type=submit]")
+    assert await page.inner_text("#err-name")
+    await page.fill("#f-name", "Room 101")
+    await page.fill("#f-kind", "school")
+    await page.fill("#f-timezone", "Asia/Kolkata")
+    await page.click("#new-location button[type=submit]")
+    await page.wait_for_selector("#new-device")
+    assert "Room 101" in await page.inner_text("h1")
+
+    # a device: the credential is shown once; it comes online when it publishes a reading
+    await page.click("#new-device button[type=submit]")
+    assert await page.inner_text("#err-name")
+    await page.fill("#f-name", "thermo-1")
+    await page.select_option("#f-device_type", "temperature")
+    await page.click("#new-device button[type=submit]")
+    await page.wait_for_selector("#credential")
+    device_id = await page.inner_text("#cred-username")
+    password = await page.inner_text("#cred-password")
+    assert device_id.startswith("dev_") and len(password) >= 16
+    await shot(page, "admin-device-credential")
+    row = page.locator("tr[data-device=thermo-1]")
+    assert "never seen" in await row.locator(".presence").inner_text()
+    await publish_reading(web.live.nats.url, device_id, password, {"temperature": 23.5})
+    await row.locator(".latest", has_text="temperature=23.5").wait_for(timeout=10_000)
+    assert "online" in await row.locator(".presence").inner_text()
+    await shot(page, "admin-location-live")
+
+    # rotate: a new password, shown once again
+    await row.locator("button", has_text="Rotate").click()
+    await page.wait_for_selector("#credential")
+    assert await page.inner_text("#cred-password") != password
+
+    await page.goto("/admin/nodes")
+    await page.wait_for_selector("#nodes-live")
+    await shot(page, "admin-nodes")
+    await page.context.close()
+    no_console_errors(web)
+
+
+# ---------------------------------------------------------------------- AI developer
+
+
+def broken_model(tmp: Path) -> Path:
+    """The comfort model with two mistakes in model.json (a bad version and an unknown input type)."""
+    good = zip_folder(EXAMPLES / "models" / "comfort", tmp / "comfort-good.zip")
+    bad = tmp / "comfort-bad.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "model.json":
+                manifest = json.loads(data)
+                manifest["version"] = "one point oh"
+                manifest["inputs"]["temperature"]["type"] = "float"
+                data = json.dumps(manifest).encode()
+            dst.writestr(item, data)
+    return bad
+
+
+async def test_ai_developer_uploads_bad_then_good_model(web: WebPlatform, tmp_path: Path) -> None:
+    page = await web.page_as("ai_developer")
+    assert page.url.endswith("/models"), page.url
+    await page.click("#upload-form button[type=submit]")
+    assert "choose" in await page.inner_text("#err-file")
+
+    await page.set_input_files("#f-file", str(broken_model(tmp_path)))
+    await page.click("#upload-form button[type=submit]")
+    rows = await page.locator("#problems tbody tr").all_inner_texts()
+    assert any("model.json" in r and "version" in r for r in rows), rows
+    assert any("model.json" in r and "inputs.temperature" in r for r in rows), rows
+    await shot(page, "ai-upload-errors")
+
+    await page.set_input_files("#f-file", str(zip_folder(EXAMPLES / "models" / "comfort", tmp_path / "comfort.zip")))
+    await page.click("#upload-form button[type=submit]")
+    await page.wait_for_selector("#deploy-form")
+    assert "comfort" in await page.inner_text("h1")
+    assert "temperature" in await page.inner_text("main")
+    # the prediction form explains why it cannot answer yet, next to the form
+    await page.click("#predict-form button[type=submit]")
+    await page.wait_for_selector("#predict #form-errors")
+    assert "no running replica" in await page.inner_text("#predict #form-errors")
+    # invalid JSON is reported next to the inputs field
+    await page.fill("#f-inputs", "{not json")
+    await page.click("#predict-form button[type=submit]")
+    await page.wait_for_selector("#err-inputs")
+    # a bad replica count is reported next to its field
+    await page.fill("#f-replicas", "0")
+    await page.click("#deploy-form button[type=submit]")
+    assert await page.inner_text("#err-replicas")
+    await shot(page, "ai-model-detail")
+    await page.goto("/models")
+    await page.wait_for_selector("[data-model=comfort]")
+    await shot(page, "ai-models")
+    await page.context.close()
+    no_console_errors(web)
+
+
+# ---------------------------------------------------------------------- app developer
+
+
+async def test_app_developer_browses_and_uploads_app(web: WebPlatform, tmp_path: Path) -> None:
+    await ensure_device_types(web)
+    await ensure_package(web, "models", "models/comfort", Role.ai_developer, tmp_path)
+    page = await web.page_as("app_developer")
+    assert page.url.endswith("/dev/apps"), page.url
+    await page.goto("/catalog")
+    await page.wait_for_selector("[data-model=comfort]")
+    assert "temperature" in await page.inner_text("[data-device-type=temperature]")
+    await shot(page, "appdev-catalog")
+
+    # an app naming a model that does not exist is refused, naming app.json and the field
+    bad = tmp_path / "bad-app"
+    bad.mkdir()
+    for item in (EXAMPLES / "apps" / "smart-classroom").iterdir():
+        (bad / item.name).write_bytes(item.read_bytes())
+    manifest = json.loads((bad / "app.json").read_text())
+    manifest["context"]["models"]["comfort"]["name"] = "no-such-model"
+    (bad / "app.json").write_text(json.dumps(manifest))
+    await page.goto("/dev/apps")
+    await page.set_input_files("#f-file", str(zip_folder(bad, tmp_path / "bad-app.zip")))
+    await page.click("#upload-form button[type=submit]")
+    rows = await page.locator("#problems tbody tr").all_inner_texts()
+    assert any("app.json" in r and "no-such-model" in r for r in rows), rows
+    await shot(page, "appdev-upload-errors")
+
+    archive = zip_folder(EXAMPLES / "apps" / "smart-classroom", tmp_path / "classroom.zip")
+    await page.set_input_files("#f-file", str(archive))
+    await page.click("#upload-form button[type=submit]")
+    await page.wait_for_selector("#instances")
+    assert "smart-classroom" in await page.inner_text("h1")
+    await shot(page, "appdev-app")
+    await page.context.close()
+    no_console_errors(web)
+
+
+# ---------------------------------------------------------------------- end user
+
+
+async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tmp_path: Path) -> None:
+    await ensure_device_types(web)
+    await ensure_package(web, "models", "models/comfort", Role.ai_developer, tmp_path)
+    app = await ensure_package(web, "apps", "apps/smart-classroom", Role.app_developer, tmp_path)
+    room = await ensure_location(web, "Room 101", {"thermo-1": "temperature", "light-1": "light", "fan-1": "fan",
+                                                   "ac-1": "ac", "lamp-1": "lamp"})
+    lobby = await ensure_location(web, "Lobby", {"thermo-lobby": "temperature"})
+
+    page = await web.page_as("end_user", timezone="Europe/Paris")
+    assert page.url.endswith("/store"), page.url
+    await page.wait_for_selector("[data-app=smart-classroom]")
+    await shot(page, "user-store")
+    await page.click("[data-app=smart-classroom] a.button")
+    await page.wait_for_selector("#schedule-form")
+
+    # only locations with every device type the app needs; the browser's time zone is the default
+    offered = await page.eval_on_selector_all("#f-location option", "els => els.map(e => e.value)")
+    assert room in offered and lobby not in offered, offered
+    assert await page.input_value("#f-timezone") == "Europe/Paris"
+
+    # no location chosen: the error is next to the location field
+    await page.click("#schedule-form button[value=schedule]")
+    assert "choose" in await page.inner_text("#err-location")
+    assert await page.input_value("#f-timezone") == "Europe/Paris"
+
+    await page.select_option("#f-location", room)
+    await page.fill("#f-times", "08:00, 14:30")
+    await page.fill("#f-duration_minutes", "45")
+    await page.click("#schedule-form button:has-text('Preview next runs')")
+    await page.wait_for_selector("#preview #runs, #preview .alert")
+    await shot(page, "user-schedule-form")
+
+    scheduled = "not available" not in await page.inner_text("#preview")
+    await page.click("#schedule-form button[value=schedule]" if scheduled else "#run-now")
+    await page.wait_for_selector("#instance-facts")
+    instance_id = (await page.inner_text(".page-head .mono")).strip()
+    assert instance_id.startswith("ins_")
+    assert "Room 101" in await page.inner_text("#instance-facts")
+    await shot(page, "user-deployment")
+
+    await page.goto("/deployments")
+    await page.wait_for_selector(f"tr[data-instance={instance_id}]")
+    await shot(page, "user-deployments")
+
+    # its address: a backend app gets the gateway's status page (a web app would answer itself)
+    await page.goto(f"/deployments/{instance_id}")
+    if await page.locator("#run-now").count():
+        await page.click("#run-now")
+        await page.wait_for_selector("#address")
+    await page.click("#address")
+    await page.wait_for_load_state("load")
+    assert f"/apps/{instance_id}/" in page.url
+    assert app["name"] in await page.inner_text("body")
+    await shot(page, "user-app-address")
+    await page.context.close()
+    no_console_errors(web)
+
+
+async def test_pages_need_login_and_the_right_role(web: WebPlatform) -> None:
+    context = await web.browser.new_context(base_url=web.url)
+    page = await context.new_page()
+    await page.goto("/admin/users")
+    assert "/login?next=/admin/users" in page.url
+    await page.fill("#f-username", "enduser1")
+    await page.fill("#f-password", "wrong-password")
+    await page.click("button[type=submit]")
+    assert "wrong username or password" in await page.inner_text("#err-password")
+    await shot(page, "login-error")
+    await context.close()
+
+    page = await web.page_as("end_user")
+    response = await page.goto("/admin/users")
+    assert response is not None and response.status == 403
+    assert "this page is for: admin" in await page.inner_text("main")
+    await page.click("#logout")
+    await page.wait_for_url("**/login")
+    await page.goto("/deployments")
+    assert "/login" in page.url
+    await page.context.close()
+    web.console_errors[:] = [e for e in web.console_errors if "403" not in e]  # the refused page itself
+    no_console_errors(web)
