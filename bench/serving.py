@@ -1,0 +1,293 @@
+"""Model serving: the sample comfort model and face detector behind our wrapper, behind BentoML, and in-process.
+
+Three ways to run the same model class loaded from the same files (`examples/models/<name>`):
+- ours: `python -m platform_sdk.serving` with a hand-written workload config (what a node agent writes), one
+  process, its default predict thread pool; it talks to a real embedded nats-server (announce, heartbeat);
+- peer: BentoML (`bench/peers/bento_models.py`), `bentoml serve`, the same worker count (1), access log off,
+  from its own venv (`bench/peers/setup`: BentoML pins its own web stack, so it stays out of the platform's);
+- limit: `model.predict(inputs)` called in this process (no HTTP, no JSON), one call after another.
+
+The load generator (`bench/_loadgen.py`) is one separate process per measurement with N keep-alive
+connections sending the same JSON request back to back; it reports throughput and p50/p99 latency.
+
+    bench/peers/setup                                    # once: BentoML in its own venv (bench/.peers-venv)
+    .venv/bin/python bench/serving.py                    # concurrency 1, 8, 64; 3 rounds x 3 s; both models
+    .venv/bin/python bench/serving.py --smoke            # comfort only, c 1 and 8, 1 s, no BentoML (CI)
+    .venv/bin/python bench/serving.py --sizes 1,8,64     # the concurrency levels (the "size" of this bench)
+
+Targets (issue 8): our throughput >= BentoML's at each concurrency; p50 overhead over the in-process call at
+concurrency 1 < 2 ms for the comfort model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    EXAMPLES,
+    PYTHON,
+    ROOT,
+    Sampler,
+    emit,
+    free_port,
+    machine,
+    parser,
+    ratio,
+    sizes,
+    stop,
+    summary,
+    wait_http,
+    workload_env,
+    write_config,
+)
+
+from aiot.bus.embedded import EmbeddedNats
+
+PEERS = Path(__file__).resolve().parent / "peers"
+# BentoML pins its own web stack, so it lives in its own venv (built by `bench/peers/setup`), not the platform's.
+BENTOML = Path(os.environ.get("BENCH_BENTOML", str(PEERS.parent / ".peers-venv" / "bin" / "bentoml")))
+LOADGEN = Path(__file__).resolve().parent / "_loadgen.py"
+MODELS = {
+    "comfort": {"module": "comfort", "cls": "ComfortModel", "bento": "Comfort"},
+    "face-detector": {"module": "detector", "cls": "FaceDetector", "bento": "FaceDetector"},
+}
+
+
+def inputs_for(model: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(in-process inputs, our request body, BentoML's request body) - the same values three ways."""
+    if model == "comfort":
+        values = {"temperature": 31.5, "light": 120}
+        return values, {"inputs": values}, values
+    jpeg = (EXAMPLES / "models" / "face-detector" / "example.jpg").read_bytes()
+    b64 = base64.b64encode(jpeg).decode()
+    return ({"image": jpeg, "min_size": 30}, {"inputs": {"image": {"b64": b64}, "min_size": 30}},
+            {"image_b64": b64, "min_size": 30})
+
+
+def in_process(model: str, seconds: float) -> dict[str, Any]:
+    """The limit: predict() called back to back in this process after load()."""
+    spec = MODELS[model]
+    path = str(EXAMPLES / "models" / model)
+    sys.path.insert(0, path)
+    try:
+        obj = getattr(__import__(spec["module"]), spec["cls"])()
+        obj.load()
+        values = inputs_for(model)[0]
+        for _ in range(20):
+            obj.predict(values)
+        lat: list[float] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            obj.predict(values)
+            lat.append(time.perf_counter() - t0)
+    finally:
+        sys.path.remove(path)
+    s = summary(lat)
+    return {"rps": round(len(lat) / seconds, 1), "p50_ms": s["p50"], "p99_ms": s["p99"], "calls": len(lat)}
+
+
+def start_ours(model: str, work: Path, nats: EmbeddedNats) -> tuple[subprocess.Popen, str]:
+    pkg = work / "ours" / model
+    shutil.copytree(EXAMPLES / "models" / model, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = json.loads((pkg / "model.json").read_text())
+    port = free_port()
+    wid = f"wl_bench_{model.replace('-', '')}"
+    cfg = {
+        "workload_id": wid, "kind": "model", "generation": 1, "node_id": "nod_bench",
+        "nats": {"servers": [nats.url], "user": nats.platform_user, "password": nats.platform_password},
+        "heartbeat": {"file": str(work / "ours" / f"{model}.hb"), "interval": 1.0, "subject": f"aiot.hb.{wid}"},
+        "log_subject": f"aiot.logs.{wid}",
+        "package": {"id": f"mdl_bench{model[:4]}", "name": manifest["name"], "version": manifest["version"],
+                    "manifest": manifest},
+        "package_dir": str(pkg),
+        "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
+    }
+    config = write_config(work / "ours" / f"{model}.json", cfg)
+    proc = subprocess.Popen([PYTHON, "-m", "platform_sdk.serving"], cwd=pkg, env=workload_env(config),
+                            stdout=(work / f"ours-{model}.log").open("wb"), stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_bento(model: str, work: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(work / "bentoml"),
+           "BENCH_WORKERS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(BENTOML), "serve", f"bento_models:{MODELS[model]['bento']}",
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=PEERS, env=env,
+                            stdout=(work / f"bento-{model}.log").open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def load(url: str, body_file: Path, concurrency: int, seconds: float, sampler: Sampler) -> dict[str, Any]:
+    """One load generator process against `url`; samples the server's memory while it runs."""
+    gen = subprocess.Popen([PYTHON, str(LOADGEN), url, str(body_file), str(concurrency), str(seconds)],
+                           stdout=subprocess.PIPE, text=True)
+    cpu0 = sampler.cpu()
+    while gen.poll() is None:
+        sampler.sample()
+        time.sleep(0.2)
+    assert gen.stdout is not None
+    out = json.loads(gen.stdout.read().strip().splitlines()[-1])
+    out["server_cpu_s"] = round(sampler.cpu() - cpu0, 3)
+    out["server_peak_rss_mb"] = sampler.rss_mb()
+    return out
+
+
+def start_server(name: str, model: str, work: Path, nats: EmbeddedNats) -> dict[str, Any]:
+    """Start one server and wait until it is ready; returns its process, URLs, request body and sampler."""
+    _, ours_body, bento_body = inputs_for(model)
+    if name == "ours":
+        proc, base = start_ours(model, work, nats)
+        health, predict, body = f"{base}/healthz", f"{base}/v1/predict", ours_body
+    else:
+        proc, base = start_bento(model, work)
+        health, predict, body = f"{base}/readyz", f"{base}/predict", bento_body
+    body_file = work / f"{name}-{model}.body.json"
+    body_file.write_text(json.dumps(body))
+    server: dict[str, Any] = {"name": name, "proc": proc, "predict": predict, "body_file": body_file,
+                              "log": work / f"{'ours' if name == 'ours' else 'bento'}-{model}.log"}
+    try:
+        server["start_to_ready_s"] = round(wait_http(health, 120, proc), 2)
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON, the other server still runs
+        tail = server["log"].read_text(errors="replace")[-1500:] if server["log"].exists() else ""
+        server["error"] = {"error": f"{type(exc).__name__}: {exc}", "log_tail": tail}
+        stop(proc, 15)
+        return server
+    server["sampler"] = Sampler(proc.pid)
+    server["sampler"].sample()
+    server["idle_rss_mb"] = server["sampler"].rss_mb()
+    return server
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput (its latencies go with it), plus every round's rps."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    mid = dict(ordered[len(ordered) // 2])
+    mid["rps_each_round"] = [r["rps"] for r in runs]
+    mid["errors"] = sum(r["errors"] for r in runs)
+    return mid
+
+
+def measure_pair(model: str, work: Path, concurrencies: list[int], seconds: float, rounds: int,
+                 nats: EmbeddedNats, with_bento: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both servers up at once; at each concurrency the load alternates ours, BentoML, ours, ... `rounds`
+    times, so a burst of load from elsewhere on the machine hits both sides alike."""
+    names = ["ours", "bentoml"] if with_bento else ["ours"]
+    servers = [start_server(n, model, work, nats) for n in names]
+    try:
+        live = [s for s in servers if "error" not in s]
+        per: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in live}
+        for c in concurrencies:
+            rounds_of: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in live}
+            for _ in range(rounds):
+                for s in live:
+                    rounds_of[s["name"]].append(load(s["predict"], s["body_file"], c, seconds, s["sampler"]))
+            for name, runs in rounds_of.items():
+                per[name].append(_median_run(runs))
+        out = []
+        for s in servers:
+            if "error" in s:
+                out.append(s["error"])
+            else:
+                out.append({"start_to_ready_s": s["start_to_ready_s"], "idle_rss_mb": s["idle_rss_mb"],
+                            "runs": per[s["name"]]})
+        if not with_bento:
+            out.append({"error": f"no BentoML at {BENTOML}: run bench/peers/setup (or --no-bentoml was given)"})
+        return out[0], out[1]
+    finally:
+        for s in servers:
+            stop(s["proc"], 15)
+
+
+def compare(model: str, ours: dict, bento: dict, limit: dict) -> dict[str, Any]:
+    rows = []
+    bento_runs = {r["concurrency"]: r for r in bento.get("runs", [])}
+    for r in ours.get("runs", []):
+        b = bento_runs.get(r["concurrency"], {})
+        rows.append({"concurrency": r["concurrency"], "ours_rps": r["rps"], "bentoml_rps": b.get("rps"),
+                     "throughput_ratio_ours_over_bentoml": ratio(r["rps"], b.get("rps")),
+                     "ours_p50_ms": r["p50_ms"], "bentoml_p50_ms": b.get("p50_ms"),
+                     "ours_p99_ms": r["p99_ms"], "bentoml_p99_ms": b.get("p99_ms"),
+                     "ours_errors": r["errors"], "bentoml_errors": b.get("errors")})
+    c1 = next((r for r in ours.get("runs", []) if r["concurrency"] == 1), None)
+    overhead = round(c1["p50_ms"] - limit["p50_ms"], 3) if c1 else None
+    throughput_ok = all(r["throughput_ratio_ours_over_bentoml"] is not None
+                        and r["throughput_ratio_ours_over_bentoml"] >= 1.0 for r in rows) if rows else None
+    return {"rows": rows, "p50_overhead_over_in_process_c1_ms": overhead,
+            "throughput_at_least_bentoml": throughput_ok if bento_runs else None,
+            "overhead_under_2ms": (overhead is not None and overhead < 2.0) if model == "comfort" else None}
+
+
+async def main_async(args: Any) -> dict[str, Any]:
+    concurrencies = sizes(args.sizes, [1, 8] if args.smoke else [1, 8, 64])
+    models = ["comfort"] if args.smoke else list(MODELS)
+    seconds = 1.0 if args.smoke else args.seconds
+    rounds = 1 if args.smoke else args.rounds
+    # The smoke run leaves BentoML out unless asked: its start-up alone is ~15 s of the CI budget.
+    with_bento = BENTOML.exists() and not args.no_bentoml and (args.bentoml or not args.smoke)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="aiot-bench-serving-") as tmp:
+        work = Path(tmp)
+        nats = EmbeddedNats(work / "nats")
+        await nats.start()
+        try:
+            for model in models:
+                limit = in_process(model, min(seconds * rounds, 3.0))
+                ours, bento = await asyncio.to_thread(measure_pair, model, work, concurrencies, seconds, rounds,
+                                                      nats, with_bento)
+                results[model] = {"in_process": limit, "ours": ours, "bentoml": bento,
+                                  "comparison": compare(model, ours, bento, limit)}
+        finally:
+            await nats.stop()
+    comfort = results["comfort"]["comparison"]
+    targets = {
+        "throughput_at_least_bentoml": _all(r["comparison"]["throughput_at_least_bentoml"] for r in results.values()),
+        "comfort_p50_overhead_c1_under_2ms": comfort["overhead_under_2ms"],
+    }
+    return {"benchmark": "serving", "smoke": args.smoke, "machine": machine(),
+            "settings": {"concurrency": concurrencies, "seconds_per_point": seconds, "rounds": rounds,
+                         "workers": 1, "bentoml": _bentoml_version() if with_bento else None,
+                         "load_generator": "bench/_loadgen.py (asyncio, keep-alive, its own process)",
+                         "figure": "median round of `rounds`, ours and BentoML alternating"},
+            "target": "throughput >= BentoML's at each concurrency; comfort p50 overhead at c=1 < 2 ms",
+            "models": results, "targets_met": targets, "ok": all(v is not False for v in targets.values())}
+
+
+def _all(values: Any) -> bool | None:
+    """True/False over the known values; None when none is known (the peer did not run)."""
+    known = [v for v in values if v is not None]
+    return all(known) if known else None
+
+
+def _bentoml_version() -> str | None:
+    if not BENTOML.exists():
+        return None
+    out = subprocess.run([str(BENTOML), "--version"], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip().split()[-1] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def main() -> None:
+    p = parser(__doc__, "comma-separated concurrency levels (default 1,8,64; smoke 1,8)")
+    p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per concurrency level and round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency level")
+    p.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")
+    p.add_argument("--bentoml", action="store_true", help="run the BentoML peer in --smoke too")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    emit(asyncio.run(main_async(args)), args.output)
+
+
+if __name__ == "__main__":
+    main()
