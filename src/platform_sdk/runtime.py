@@ -178,6 +178,12 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await nc.close()
             return None, errors[-1] if errors else exc
+        if not nc.is_connected:
+            # nats-py returns from connect() still "connecting" (no flusher: every publish is silently dropped,
+            # for ever) when the first line after its PING is not PONG, which a busy server sometimes does.
+            with contextlib.suppress(Exception):
+                await nc.close()
+            return None, ConnectionError("the NATS handshake did not complete (no PONG); retrying")
         state["connected"] = True
         return nc, None
 

@@ -53,11 +53,13 @@ class RunningPlatform:
 
 
 @contextmanager
-def start_platform(data_dir: Path, port: int, args: tuple[str, ...] = (), **env: str) -> Iterator[RunningPlatform]:
+def start_platform(data_dir: Path, port: int, args: tuple[str, ...] = (), command: str = "up",
+                   **env: str) -> Iterator[RunningPlatform]:
+    """`aiot <command> *args` (default `aiot up`) on `data_dir`; SIGTERM (then SIGKILL) when the block ends."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"up-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([AIOT, "up", *args], env=platform_env(data_dir, port, **env), stdout=log,
+        proc = subprocess.Popen([AIOT, command, *args], env=platform_env(data_dir, port, **env), stdout=log,
                                 stderr=subprocess.STDOUT)
     running = RunningPlatform(proc, port, log_path)
     try:

@@ -171,6 +171,12 @@ class Bus:
                 await nc.close()
             last = errors[-1] if errors else exc
             return None, last
+        if not nc.is_connected:
+            # nats-py can return from connect() still "connecting" (its flusher never starts, publishes vanish)
+            # when the first line after its PING is not PONG; a busy server sometimes does that. Retry.
+            with contextlib.suppress(Exception):
+                await nc.close()
+            return None, ConnectionError("the NATS handshake did not complete (no PONG)")
         connected = True
         # From now on, never give up: nats-py reads these options at each reconnect.
         nc.options["max_reconnect_attempts"] = -1

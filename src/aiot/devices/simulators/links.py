@@ -63,11 +63,18 @@ class NatsLink(Link):
 
     @classmethod
     async def open(cls, conn: Connection) -> NatsLink:
-        nc = await nats.connect(
-            conn.nats_url, user=conn.username, password=conn.password, max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5, name="aiot-sim",
-        )
-        return cls(nc)
+        while True:
+            nc = await nats.connect(
+                conn.nats_url, user=conn.username, password=conn.password, max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5, name="aiot-sim",
+            )
+            if nc.is_connected:
+                return cls(nc)
+            # nats-py may return still "connecting" (publishes silently dropped) when the server's first
+            # answer to its PING is not PONG; start over with a fresh client.
+            with contextlib.suppress(Exception):
+                await nc.close()
+            await asyncio.sleep(0.2)
 
     async def publish(self, subject: str, payload: bytes, *, retain: bool = False) -> None:
         await self.nc.publish(subject, payload)
