@@ -26,6 +26,10 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 def _platform_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PlatformError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    if exc.status_code == 413:
+        # The rest of an oversized body is never read: close the connection after answering, or the server
+        # would keep reading and discarding whatever the client goes on sending (a declared 10 GiB, or forever).
+        headers = {"Connection": "close"}
     return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status_code, headers=headers)
 
 
