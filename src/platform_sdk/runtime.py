@@ -166,7 +166,7 @@ class Runtime:
                 password=cfg.nats_password,
                 name=f"workload:{cfg.workload_id}",
                 inbox_prefix=f"_INBOX_{cfg.workload_id}",
-                connect_timeout=3,
+                connect_timeout=10,  # a slow link (seconds of delay) must not keep a workload off NATS
                 allow_reconnect=True,
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0,

@@ -92,3 +92,37 @@ class FaultProxy:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+
+
+class ProxiesInThread:
+    """FaultProxies served from a background event loop, for synchronous tests that drive real processes."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fault-proxies", daemon=True)
+        self._thread.start()
+        self.proxies: list[FaultProxy] = []
+
+    def start(self, target_host: str, target_port: int, delay: float = 0.0) -> FaultProxy:
+        proxy = FaultProxy(target_host, target_port, delay=delay)
+        asyncio.run_coroutine_threadsafe(proxy.start(), self.loop).result(10)
+        self.proxies.append(proxy)
+        return proxy
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            for proxy in self.proxies:
+                with contextlib.suppress(Exception):
+                    await proxy.stop()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
