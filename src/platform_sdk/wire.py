@@ -37,8 +37,11 @@ def parse_ts(value: Any) -> datetime:
     if isinstance(value, bool) or value is None:
         raise WireError(f"bad timestamp {value!r}")
     if isinstance(value, int | float):
-        seconds = value / 1000.0 if abs(value) > 1e11 else float(value)
-        return datetime.fromtimestamp(seconds, UTC)
+        try:  # like aiot.bus.codec: an unbounded JSON integer, NaN or a year past 9999 is a bad timestamp
+            seconds = value / 1000.0 if abs(value) > 1e11 else float(value)
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise WireError(f"timestamp {repr(value)[:40]} is out of range") from exc
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -111,9 +114,13 @@ def decode_frame(data: bytes) -> tuple[str, datetime, bytes, int | None, int | N
     image = bytes(data[header_len:])
     if len(image) != data_len:
         raise WireError(f"frame declares {data_len} bytes but carries {len(image)}")
+    try:
+        ts = datetime.fromtimestamp(ts_us / 1_000_000, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise WireError(f"frame timestamp {ts_us} is out of range") from exc
     return (
         ENCODINGS[enc],
-        datetime.fromtimestamp(ts_us / 1_000_000, UTC),
+        ts,
         image,
         width or None,
         height or None,
@@ -128,10 +135,13 @@ def decode_record(data: bytes, device_id: str) -> Reading:
         return Reading(device_id=device_id, ts=ts, frame_bytes=image, encoding=enc, width=w, height=h)
     try:
         obj = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise WireError(f"record from {device_id} is neither a frame nor JSON") from exc
     if not isinstance(obj, dict) or "ts" not in obj:
         raise WireError(f"record from {device_id} lacks 'ts'")
+    if not isinstance(obj.get("values") or {}, dict):
+        raise WireError(f"record from {device_id}: 'values' must be an object")
+    _check_text(obj, ("device_id", "channel", "cmd_id", "error"))
     return Reading(
         device_id=obj.get("device_id") or device_id,
         ts=parse_ts(obj["ts"]),
@@ -151,6 +161,12 @@ def encode_command(cmd_id: str, command: str, args: dict[str, Any], ts: datetime
     ).encode()
 
 
+def _check_text(obj: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise WireError(f"'{key}' must be text, got {type(obj[key]).__name__}")
+
+
 @dataclass(frozen=True)
 class StateMessage:
     cmd_id: str | None
@@ -162,10 +178,11 @@ class StateMessage:
 def decode_state(data: bytes) -> StateMessage:
     try:
         obj = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise WireError("state message is not JSON") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("state"), dict):
         raise WireError("state message needs a 'state' object")
+    _check_text(obj, ("cmd_id",))  # a device sends these: an unhashable cmd_id would break the waiter lookup
     error = obj.get("error")
     return StateMessage(
         cmd_id=obj.get("cmd_id"),

@@ -213,3 +213,71 @@ def test_bit_flipped_readings_only_raise_payload_error(data: st.DataObject, type
         return
     assert isinstance(reading, codec.Reading)
     assert set(reading.values) <= set(type_def.fields)
+
+
+# ------------------------------------------------------------------------------ the SDK's copy of the formats
+# platform_sdk.wire decodes what apps receive: stored records (already checked by ingest) and, for controllers,
+# state messages straight from the device (`aiot.dev.<id>.state`), which nothing checked before. Its callers
+# (platform_sdk.devices) catch WireError and ValueError; anything else escapes into the app's NATS callback.
+
+from platform_sdk import wire  # noqa: E402
+
+ANY_TS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30),
+                   st.lists(st.integers(), max_size=2), TIMESTAMPS.map(lambda t: t.isoformat()),
+                   st.integers(-(10**20), 10**20))
+JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                                 st.text(max_size=8)),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                   max_size=3), max_leaves=10)
+
+
+def _sdk_payload(data: st.DataObject, keys: list[str]) -> bytes:
+    obj = data.draw(st.fixed_dictionaries({}, optional={k: (ANY_TS if k in ("ts", "received_at") else JSONISH)
+                                                         for k in keys}))
+    return json.dumps(obj, allow_nan=True).encode()
+
+
+@FUZZ
+@given(st.data())
+def test_sdk_state_messages_from_devices_raise_only_wire_errors(data: st.DataObject) -> None:
+    if data.draw(st.integers(0, 9)) == 0:
+        raw = data.draw(st.binary(max_size=60))
+    else:
+        raw = _sdk_payload(data, ["cmd_id", "state", "ts", "error"])
+    try:
+        message = wire.decode_state(raw)
+    except wire.WireError:
+        return
+    assert isinstance(message.state, dict)
+    assert message.cmd_id is None or isinstance(message.cmd_id, str)
+    assert message.ts is None or message.ts.tzinfo is not None
+
+
+@FUZZ
+@given(st.data())
+def test_sdk_records_raise_only_wire_errors(data: st.DataObject) -> None:
+    raw = _sdk_payload(data, ["device_id", "channel", "ts", "received_at", "values", "cmd_id", "error"])
+    try:
+        reading = wire.decode_record(raw, "dev_x")
+    except wire.WireError:
+        return
+    assert isinstance(reading.values, dict) and isinstance(reading.device_id, str)
+    assert reading.ts.tzinfo is not None
+
+
+@FUZZ
+@given(st.binary(min_size=24, max_size=64), st.integers(-(2**63), 2**63 - 1))
+def test_sdk_frames_raise_only_wire_errors(tail: bytes, ts_us: int) -> None:
+    header = wire.FRAME_HEADER.pack(wire.FRAME_MAGIC, 1, 1, 24, ts_us, 2, 2, len(tail) - 24)
+    for raw in (header + tail[24:], wire.FRAME_MAGIC + tail):
+        with contextlib.suppress(wire.WireError):
+            wire.decode_record(raw, "dev_x")
+
+
+def test_sdk_deeply_nested_messages_are_wire_errors() -> None:
+    """100 000 levels overflow the JSON parser's recursion: a WireError, not a RecursionError in the app."""
+    nested = '{"a":' * 100_000 + "1" + "}" * 100_000
+    with pytest.raises(wire.WireError):
+        wire.decode_state(f'{{"state": {nested}}}'.encode())
+    with pytest.raises(wire.WireError):
+        wire.decode_record(f'{{"ts": 1, "values": {nested}}}'.encode(), "dev_x")
