@@ -74,6 +74,14 @@ def _when(value: Any) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _local(value: Any) -> str:
+    """A run time in its own zone, as people read it: 'Wed 25 Nov 2026, 14:30' (the zone is said once below)."""
+    if not value:
+        return ""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.strftime("%a %d %b %Y, %H:%M")
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False)
 
@@ -86,7 +94,7 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
-templates.env.filters.update(age=_age, when=_when, pretty=_pretty, compact=_compact, urlquote=quote)
+templates.env.filters.update(age=_age, when=_when, local=_local, pretty=_pretty, compact=_compact, urlquote=quote)
 templates.env.globals.update(version=__version__, CSRF_FIELD=CSRF_FIELD)
 
 
