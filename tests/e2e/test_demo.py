@@ -176,9 +176,13 @@ def test_end_user_gets_the_smart_home_address_by_email_and_it_serves_the_page(de
     page = httpx.get(address, headers={"Authorization": f"Bearer {demo.token('eve')}"}, timeout=30)
     assert page.status_code == 200, page.text[:500]
     assert "<h1>" in page.text and "Home" in page.text, page.text[:500]
+    assert "href='history'" in page.text  # relative links keep the user inside the gateway's /apps/<id>/
+    history = httpx.get(address + "history", headers={"Authorization": f"Bearer {demo.token('eve')}"}, timeout=30)
+    assert history.status_code == 200 and "<h1>" in history.text, history.text[:500]
     others = httpx.get(address, headers={"Authorization": f"Bearer {demo.token('dev')}"}, timeout=30)
     assert others.status_code in (403, 404), others.status_code  # another user's app is not theirs to open
 
-    workload = demo.call("GET", f"/workloads/{home['workload_id']}")
+    running = demo.instance("smart-home")  # now running: it has a workload with its node address
+    workload = demo.call("GET", f"/workloads/{running['workload_id']}")
     direct = httpx.get(workload["endpoint"], timeout=30)  # and directly on its node
     assert direct.status_code == 200 and "<h1>" in direct.text

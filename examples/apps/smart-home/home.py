@@ -92,7 +92,7 @@ def _page(title: str, body: str) -> bytes:
         "<!doctype html><html><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{html.escape(title)} - {site}</title><style>{STYLE}</style></head><body>"
-        f"<nav><a href='/'>Home</a><a href='/history'>History</a></nav><h1>{site}</h1>{body}</body></html>"
+        f"<nav><a href='./'>Home</a><a href='history'>History</a></nav><h1>{site}</h1>{body}</body></html>"
     ).encode()
 
 
@@ -109,7 +109,7 @@ def _home_page() -> bytes:
     switches = []
     for alias, commands in CONTROLLERS.items():
         buttons = "".join(
-            f"<form method='post' action='/control'><input type='hidden' name='alias' value='{alias}'>"
+            f"<form method='post' action='control'><input type='hidden' name='alias' value='{alias}'>"
             f"<button name='command' value='{cmd}'>{cmd}</button></form>"
             for cmd in commands
         )
@@ -165,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(400, _page("Bad request", f"<p>{html.escape(str(exc))}</p>"))
             return
         self.send_response(303)
-        self.send_header("Location", "/")
+        self.send_header("Location", "./")  # relative: right behind the gateway's /apps/<id>/ too
         self.end_headers()
 
     def _send(self, status: int, body: bytes, ctype: str = "text/html; charset=utf-8") -> None:
