@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -51,6 +52,20 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("validation_failed", f"invalid request: {summary}", {"problems": problems}), 422)
 
 
+# Connection-level NATS failures only: other NATS errors (a missing object, a bad request) stay bugs (500).
+BUS_UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoServersError, nats.errors.ConnectionClosedError,
+                   nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+                   nats.errors.FlushTimeoutError, nats.errors.OutboundBufferLimitError)
+
+
+def _bus_error(_request: Request, exc: Exception) -> JSONResponse:
+    """NATS unreachable or not answering (e.g. while the embedded server restarts): retryable, not a bug."""
+    log.warning("message bus unavailable: %s: %s", type(exc).__name__, exc)
+    return JSONResponse(error_body("service_unavailable", "the message bus is not answering right now; "
+                                                          "try again in a few seconds"), 503,
+                        headers={"Retry-After": "2"})
+
+
 def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse(error_body("internal_error", "internal server error; see the control plane log"), 500)
@@ -60,4 +75,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PlatformError, _platform_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for unavailable in BUS_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _bus_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -50,6 +50,7 @@ class ControlPlane:
         self.ctx: ServiceContext | None = None
         self._started: list[PlatformService] = []
         self._stop_event = asyncio.Event()
+        self._nats_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> StartupReport:
         settings = self.settings
@@ -76,6 +77,8 @@ class ControlPlane:
         except BaseException:
             await self.stop()
             raise
+        if self.embedded is not None:
+            self._nats_watch = asyncio.create_task(self._watch_embedded(self.embedded), name="embedded-nats-watch")
         api = ctx.services.get("api")
         if "api" in ctx.services and (settings.nodes > 0 or settings.autoscale):
             self._start_local_nodes(ctx, getattr(api, "url", ""))
@@ -95,6 +98,22 @@ class ControlPlane:
         ctx.node_provider = provider
         for _ in range(self.settings.nodes):
             provider.add_node()
+
+    async def _watch_embedded(self, embedded: EmbeddedNats, every: float = 1.0) -> None:
+        """Start the embedded nats-server again when it dies under us (killed, crashed, OOM): same ports, same
+        store, same users. Every client (services, agents, workloads, devices) reconnects by itself. Runs on
+        the event-loop thread, which the server's parent-death signal is tied to."""
+        while True:
+            await asyncio.sleep(every)
+            if embedded.running:
+                continue
+            log.error("the embedded nats-server exited (pid %s); starting it again", embedded.pid)
+            try:
+                await embedded.stop()  # reap it and clear its pid file
+                await embedded.start()
+            except Exception:  # noqa: BLE001 - keep trying; the log says why it failed
+                log.exception("restarting the embedded nats-server failed; retrying")
+                await asyncio.sleep(every * 4)
 
     def _nats_servers(self) -> list[str]:
         if self.embedded is not None:
@@ -127,6 +146,11 @@ class ControlPlane:
         )
 
     async def stop(self) -> None:
+        if self._nats_watch is not None:
+            self._nats_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._nats_watch
+            self._nats_watch = None
         if self.ctx is not None and self.ctx.node_provider is not None:
             stop_all = getattr(self.ctx.node_provider, "stop_all", None)
             if stop_all is not None:
