@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -206,20 +204,3 @@ def serving_processes() -> dict[str, list[int]]:
 def copies(workload_ids: list[str]) -> Counter[str]:
     running = serving_processes()
     return Counter({w: len(running.get(w, [])) for w in workload_ids})
-
-
-def agent_pids(data_dir: Path) -> dict[str, int]:
-    """Node name -> pid of the `aiot node join` processes started for this data dir."""
-    found = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "join" in cmd and "--name" in cmd and str(data_dir) in " ".join(cmd):
-            found[cmd[cmd.index("--name") + 1]] = proc.pid
-    return found
-
-
-def python_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
-
-
-AIOT = str(Path(sys.executable).parent / "aiot")
