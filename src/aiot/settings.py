@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     )
     nats_user: str | None = Field(None, description="User for an external NATS server (with nats_url).")
     nats_password: SecretStr | None = Field(None, description="Password for an external NATS server.")
+    nats_host: str = Field(
+        "127.0.0.1", description="Address the embedded nats-server's client and MQTT listeners bind to (its "
+        "monitor stays on loopback); 0.0.0.0 lets agents and devices on other hosts reach it."
+    )
     nats_connect_timeout: float = Field(5.0, description="Seconds to wait for each NATS connection attempt.")
     nats_connect_attempts: int = Field(
         0, description="How many times to try NATS at start-up; 0 retries for ever (with a clear log line)."

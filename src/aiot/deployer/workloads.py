@@ -52,6 +52,12 @@ def bump_generation(session: Session, secret: bytes, workload: Workload, *, reas
     workload.updated_at = utcnow()
     if unassign:
         workload.node_id = None
+    # What was observed belongs to the old generation (on a lost node it may still run, out of reach): until a
+    # node reports the new one, the workload is pending, not "running" where nothing has started yet.
+    status = session.get(WorkloadStatus, workload.id)
+    if status is not None:
+        status.state, status.reason, status.pid, status.endpoint = "pending", reason[:500], None, None
+        status.updated_at = utcnow()
     session.add(WorkloadEvent(workload_id=workload.id, kind="moved" if unassign else "respec", node_id=node_id,
                               detail={"reason": reason, "generation": workload.generation}))
 

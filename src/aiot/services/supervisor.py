@@ -126,7 +126,7 @@ class ControlPlane:
         settings = self.settings
         if settings.embedded_nats and self.service_names is not None:
             # A lone service joins the embedded server that `aiot up` runs on this data dir.
-            shared = EmbeddedNats(settings.data_dir)
+            shared = EmbeddedNats(settings.data_dir, settings.nats_host)
             if not shared.attach():
                 raise ServiceUnavailable(
                     f"no running platform owns {settings.data_dir}: start `aiot up` first, or point "
@@ -134,7 +134,7 @@ class ControlPlane:
             self._attached = shared
             user, password = shared.platform_user, shared.platform_password
         elif settings.embedded_nats:
-            self.embedded = EmbeddedNats(settings.data_dir)
+            self.embedded = EmbeddedNats(settings.data_dir, settings.nats_host)
             await self.embedded.start()
             user, password = self.embedded.platform_user, self.embedded.platform_password
         else:
