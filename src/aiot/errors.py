@@ -56,3 +56,10 @@ class PayloadTooLarge(PlatformError):
 class ServiceUnavailable(PlatformError):
     status_code = 503
     code = "service_unavailable"
+
+
+class InsufficientStorage(PlatformError):
+    """The disk under the data directory (or the NATS store's reservation) is full: retry once space is freed."""
+
+    status_code = 507
+    code = "insufficient_storage"

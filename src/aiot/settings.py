@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     autoscale_low_cpu: float = Field(10.0, description="Average node CPU % that, held idle, removes a node.")
     autoscale_window_s: float = Field(60.0, description="How long the load must stay high before adding a node.")
     autoscale_idle_window_s: float = Field(300.0, description="How long the cluster must stay idle to remove one.")
+    history_max_mb: int = Field(
+        2048, gt=0, description="Size cap of the readings history stream (AIOT_READINGS), in MiB; the oldest "
+        "readings go first. JetStream reserves it in the NATS store when the stream is created, so a data "
+        "directory smaller than this cannot start: lower it on small disks.")
+    log_stream_max_mb: int = Field(
+        0, ge=0, description="Size cap of the live log stream (AIOT_LOGS), in MiB, on top of log_retention_days; "
+        "0 means no cap. Reserved in the NATS store like history_max_mb when set.")
     max_upload_mb: int = Field(200, description="Largest package upload accepted, in MiB (streamed to disk).")
     log_level: str = Field("INFO", description="Python log level of platform processes.")
 

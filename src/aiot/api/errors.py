@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 import nats.errors
+import nats.js.errors
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aiot.bus.client import is_storage_full
 from aiot.errors import PlatformError
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-               422: "validation_failed", 429: "too_many_requests", 503: "service_unavailable"}
+               422: "validation_failed", 429: "too_many_requests", 503: "service_unavailable",
+               507: "insufficient_storage"}
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -66,6 +71,32 @@ def _bus_error(_request: Request, exc: Exception) -> JSONResponse:
                         headers={"Retry-After": "2"})
 
 
+def _disk_full_detail(exc: BaseException) -> str | None:
+    """What filled up, when `exc` means "no space left" (the disk, SQLite, PostgreSQL or the NATS store)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{exc.strerror or 'no space left on device'}{f': {exc.filename}' if exc.filename else ''}"
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        text = str(exc.orig)
+        # SQLite: SQLITE_FULL; PostgreSQL: SQLSTATE 53100 disk_full (psycopg's DiskFull)
+        if "database or disk is full" in text or "No space left on device" in text or \
+                getattr(exc.orig, "sqlstate", None) == "53100":
+            return f"database: {text.splitlines()[0]}"
+    if is_storage_full(exc):
+        return f"message store: {getattr(exc, 'description', exc)}"
+    return None
+
+
+def _maybe_disk_full(request: Request, exc: Exception) -> JSONResponse:
+    """No space left: 507 with what filled up, logged as a warning (retry once space is freed); else a bug."""
+    detail = _disk_full_detail(exc)
+    if detail is None:
+        return _unexpected(request, exc)
+    log.warning("disk full: %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, detail)
+    return JSONResponse(error_body("insufficient_storage", f"the disk under the platform's data directory is full "
+                                                            f"({detail}); the request was not completed: free some "
+                                                            "space and try again", {"reason": detail}), 507)
+
+
 def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse(error_body("internal_error", "internal server error; see the control plane log"), 500)
@@ -77,4 +108,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for unavailable in BUS_UNAVAILABLE:
         app.add_exception_handler(unavailable, _bus_error)
+    for maybe_full in (OSError, sqlalchemy.exc.OperationalError, nats.js.errors.APIError):
+        app.add_exception_handler(maybe_full, _maybe_disk_full)
     app.add_exception_handler(Exception, _unexpected)

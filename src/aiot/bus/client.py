@@ -26,9 +26,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+
+from aiot.errors import InsufficientStorage
 
 if TYPE_CHECKING:
     from aiot.settings import Settings
@@ -44,6 +46,26 @@ _RECONNECT_WAIT = 2.0
 
 class BusUnavailable(ConnectionError):
     """NATS could not be reached (or refused us) within the allowed start-up attempts."""
+
+
+# JetStream's answers when its store has no room: 10047 "insufficient storage resources available" (a stream's
+# max_bytes cannot be reserved, or the store is at its max_file_store), 10023 "insufficient resources".
+_STORAGE_FULL_CODES = {10047, 10023}
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True for a JetStream error that means "no room in the store" (limits or the disk itself)."""
+    if not isinstance(exc, APIError):
+        return False
+    return exc.err_code in _STORAGE_FULL_CODES or "no space left" in str(exc.description or "").lower()
+
+
+def reservation_failed(exc: BaseException, what: str, setting: str, mb: int) -> InsufficientStorage:
+    """The start-up error for a stream whose size cap JetStream cannot reserve: names the setting to lower."""
+    return InsufficientStorage(
+        f"the NATS store cannot reserve {mb} MiB for {what} ({getattr(exc, 'description', exc)}): lower "
+        f"AIOT_{setting.upper()} (now {mb}) or give the data directory more free space",
+        field=setting, details={"reserve_mb": mb})
 
 
 def _redact(url: str) -> str:

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -247,6 +248,28 @@ class EmbeddedNats:
         # Remove the pid file only when it names our server (another instance may have replaced it).
         if proc is not None and process.read_pid(self.pid_path) == proc.pid:
             self.pid_path.unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- disk full
+
+    def store_free_bytes(self) -> int:
+        """Free bytes on the file system under the JetStream store."""
+        return shutil.disk_usage(self.store_dir if self.store_dir.exists() else self.data_dir).free
+
+    def write_errors_since(self, offset: int) -> tuple[bool, int]:
+        """Whether nats.log reports a failed store write after byte `offset`, and the offset to pass next.
+
+        nats-server (2.15) keeps a stream's write error once a write has failed (no space left on device): the
+        stream accepts nothing more, even when space returns, until the server restarts."""
+        try:
+            size = self.log_path.stat().st_size
+            if size < offset:  # rotated
+                offset = 0
+            with self.log_path.open("rb") as fh:
+                fh.seek(max(offset, size - (1 << 20)))
+                text = fh.read()
+        except OSError:
+            return False, offset
+        return (b"no space left on device" in text or b"critical write error" in text.lower()), size
 
     async def __aenter__(self) -> EmbeddedNats:
         await self.start()

@@ -36,10 +36,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from aiot.bus import codec
+from aiot.bus.client import is_storage_full, reservation_failed
 from aiot.bus.codec import Frame, PayloadError, Reading, StateReport
 from aiot.devices import subjects
 
@@ -219,10 +220,17 @@ class Ingest:
             allow_direct=True,
         )
         try:
-            await self.js.stream_info(READINGS_STREAM)
-            await self.js.update_stream(stream)
-        except NotFoundError:
-            await self.js.add_stream(stream)
+            try:
+                await self.js.stream_info(READINGS_STREAM)
+                await self.js.update_stream(stream)
+            except NotFoundError:
+                await self.js.add_stream(stream)
+        except APIError as exc:
+            if is_storage_full(exc):
+                mb = cfg.history_max_bytes // 1024**2
+                raise reservation_failed(exc, f"the readings history stream {READINGS_STREAM}", "history_max_mb",
+                                         mb) from exc
+            raise
         for bucket, desc in (
             (LATEST_BUCKET, "Latest validated record per device"),
             (PRESENCE_BUCKET, "Presence (online/offline) and last seen per device"),

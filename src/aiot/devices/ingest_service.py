@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import select
 
 from aiot.artifacts.manifests import DeviceTypeDefinition
-from aiot.devices.ingest import Ingest
+from aiot.devices.ingest import Ingest, IngestConfig
 from aiot.services.base import HealthState, PlatformService, ServiceHealth
 from aiot.services.context import ServiceContext
 from aiot.store.catalog import DeviceType
@@ -44,7 +44,8 @@ class IngestService(PlatformService):
 
     async def start(self, ctx: ServiceContext) -> None:
         assert ctx.bus is not None, "ingest needs the message bus"
-        self.ingest = Ingest(ctx.bus.nc, DatabaseDeviceDirectory(ctx.db))
+        config = IngestConfig(history_max_bytes=ctx.settings.history_max_mb * 1024**2)
+        self.ingest = Ingest(ctx.bus.nc, DatabaseDeviceDirectory(ctx.db), config)
         await self.ingest.start()
 
     async def stop(self) -> None:

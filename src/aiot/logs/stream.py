@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
+from aiot.bus.client import is_storage_full, reservation_failed
 from aiot.logs.records import STREAM, SUBJECTS
 
 if TYPE_CHECKING:
@@ -35,7 +36,14 @@ async def ensure_logs_stream(bus: Bus, settings: Settings, *, force: bool = Fals
         return
     if settings.log_retention_days <= 0:
         raise ValueError(f"log_retention_days must be > 0, got {settings.log_retention_days}")
-    await bus.ensure_stream(STREAM, [SUBJECTS], max_age=settings.log_retention_days * 86400.0)
+    mb = settings.log_stream_max_mb
+    try:
+        await bus.ensure_stream(STREAM, [SUBJECTS], max_age=settings.log_retention_days * 86400.0,
+                                max_bytes=mb * 1024**2 if mb else None)
+    except APIError as exc:
+        if is_storage_full(exc):
+            raise reservation_failed(exc, f"the log stream {STREAM}", "log_stream_max_mb", mb) from exc
+        raise
     _ensured.add(bus)
 
 

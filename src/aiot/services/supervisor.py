@@ -28,6 +28,9 @@ from aiot.store.engine import Database
 
 log = logging.getLogger(__name__)
 
+DISK_FULL_BYTES = 1 << 20  # less free under the NATS store than this: JetStream writes may fail
+DISK_BACK_BYTES = 4 << 20  # free again after a full disk: restart the embedded nats-server (clears write errors)
+
 
 @dataclass
 class StartupReport:
@@ -102,15 +105,36 @@ class ControlPlane:
     async def _watch_embedded(self, embedded: EmbeddedNats, every: float = 1.0) -> None:
         """Start the embedded nats-server again when it dies under us (killed, crashed, OOM): same ports, same
         store, same users. Every client (services, agents, workloads, devices) reconnects by itself. Runs on
-        the event-loop thread, which the server's parent-death signal is tied to."""
+        the event-loop thread, which the server's parent-death signal is tied to.
+
+        Also after a full disk: a stream whose write failed for lack of space refuses every later write until
+        nats-server restarts, so once space returns the server is restarted (the store is intact)."""
+        disk_was_full = False
+        log_offset = embedded.write_errors_since(1 << 62)[1]
         while True:
             await asyncio.sleep(every)
             if embedded.running:
-                continue
-            log.error("the embedded nats-server exited (pid %s); starting it again", embedded.pid)
+                write_failed, log_offset = await asyncio.to_thread(embedded.write_errors_since, log_offset)
+                free = await asyncio.to_thread(embedded.store_free_bytes)
+                if write_failed or free < DISK_FULL_BYTES:
+                    if not disk_was_full:
+                        log.error("the disk under the NATS store is full (%d bytes free%s): JetStream writes "
+                                  "fail; the embedded nats-server restarts once %d MiB are free again", free,
+                                  ", nats.log reports a failed write" if write_failed else "",
+                                  DISK_BACK_BYTES >> 20)
+                    disk_was_full = True
+                    continue
+                if not disk_was_full or free < DISK_BACK_BYTES:
+                    continue
+                log.warning("space returned under the NATS store (%d MiB free); restarting the embedded "
+                            "nats-server to clear its write errors", free >> 20)
+            else:
+                log.error("the embedded nats-server exited (pid %s); starting it again", embedded.pid)
             try:
                 await embedded.stop()  # reap it and clear its pid file
                 await embedded.start()
+                disk_was_full = False
+                log_offset = embedded.write_errors_since(1 << 62)[1]  # what the old server wrote is handled
             except Exception:  # noqa: BLE001 - keep trying; the log says why it failed
                 log.exception("restarting the embedded nats-server failed; retrying")
                 await asyncio.sleep(every * 4)
