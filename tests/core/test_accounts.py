@@ -22,6 +22,8 @@ def test_login_gives_a_working_token_stored_hashed(api: TestClient, users: dict[
     assert me.status_code == 200 and me.json()["role"] == "end_user"
     with database.session() as session:
         stored = [t.secret_hash for t in session.query(ApiToken)]
+        used = session.get(ApiToken, token.split(".")[1])
+        assert used is not None and used.last_used_at is not None  # the use was recorded
     assert stored and all(token.split(".")[-1] not in h for h in stored)
     with database.session() as session:
         hashes = [u.password_hash for u in session.query(User)]

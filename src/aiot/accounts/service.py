@@ -11,12 +11,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aiot.accounts.passwords import MIN_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
 from aiot.accounts.tokens import format_token, hash_secret, new_secret, parse_token, secrets_match
 from aiot.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from aiot.store.engine import Database
 from aiot.store.models import ApiToken, Role, TokenKind, User
 from aiot.timeutil import utcnow
 
@@ -112,10 +113,21 @@ def resolve_token(session: Session, token: str) -> tuple[User, ApiToken]:
         raise Unauthorized("token expired; log in again")
     if record.user.disabled:
         raise Unauthorized("this account is disabled; ask an admin")
-    # Touch at most once a minute: a write per request would serialise SQLite for nothing.
-    if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
-        record.last_used_at = now
     return record.user, record
+
+
+def touch_token(db: Database, record: ApiToken) -> None:
+    """Remember when a token was last used, at most once a minute (a write per request would serialise SQLite
+    for nothing), in its own transaction and best effort: a full disk or a busy database must not turn a
+    read into an error, and the caller's session may be read-only."""
+    now = utcnow()
+    if record.last_used_at is not None and now - record.last_used_at <= timedelta(minutes=1):
+        return
+    try:
+        with db.session() as session:
+            session.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=now))
+    except Exception as exc:  # noqa: BLE001 - bookkeeping only; the request goes on
+        log.warning("could not record the use of token %s: %s", record.id, type(exc).__name__)
 
 
 def revoke_token(session: Session, record: ApiToken) -> None:

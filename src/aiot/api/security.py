@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from aiot.accounts.service import resolve_token
+from aiot.accounts.service import resolve_token, touch_token
 from aiot.errors import Forbidden, Unauthorized
 from aiot.store.models import ApiToken, Role, User
 
@@ -55,6 +55,7 @@ def authenticate_request(request: Request) -> Principal:
     with ctx.db.session() as session:
         user, record = resolve_token(session, token)
         session.expunge_all()
+    touch_token(ctx.db, record)
     if via_cookie and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = request.cookies.get(CSRF_COOKIE, "")

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import FormData
 
-from aiot.accounts.service import resolve_token
+from aiot.accounts.service import resolve_token, touch_token
 from aiot.api.security import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
 from aiot.errors import Forbidden, PlatformError
 from aiot.store.models import Role, User
@@ -54,10 +54,11 @@ def session_user(request: Request) -> WebUser | None:
     ctx = request.app.state.ctx
     try:
         with ctx.db.session() as session:
-            user, _record = resolve_token(session, token)
+            user, record = resolve_token(session, token)
             session.expunge_all()
     except PlatformError:
         return None
+    touch_token(ctx.db, record)
     return WebUser(user=user, token=token, csrf=request.cookies.get(CSRF_COOKIE, ""), api=Api(request.app, token))
 
 
