@@ -143,7 +143,16 @@ def stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
         proc.wait(timeout)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so each script's `finally` stops the platform and
+    the servers it started instead of leaving them running in their own sessions."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def parser(doc: str, sizes_help: str) -> argparse.ArgumentParser:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (< 30 s)")
     p.add_argument("--sizes", type=str, default="", help=sizes_help)

@@ -1,5 +1,5 @@
 """Recovery: crash to running (SIGKILL of a workload), hang to running (SIGSTOP), node loss to rescheduled
-(SIGKILL of a node agent), on a real platform (`aiot up --nodes 2`); crash to running compared with
+(SIGKILL of a node agent), on a real platform (`aiot up --nodes 3`, all on this machine); crash to running compared with
 supervisord restarting the same program.
 
 The workloads are instances of the sample web app `smart-home` (light: the SDK and the standard library's
@@ -131,7 +131,8 @@ def supervisord_trials(cluster: Cluster, work: Path, trials: int) -> dict[str, A
     nats = cluster.nats()
     port = free_port()
     wid = "wl_supervisord"
-    manifest = json.loads((EXAMPLES / "apps/smart-home/app.json").read_text())
+    pkg = EXAMPLES / "apps" / "smart-home"
+    manifest = json.loads((pkg / "app.json").read_text())
     types = {n: json.loads((EXAMPLES / "device-types" / f"{t}.json").read_text()) for n, t in DEVICES}
     devices = {d["name"]: d["id"] for d in cluster.get("/devices")}
     alias = {"thermo": "temperature", "lux": "light", "fan": "fan", "ac": "ac", "lamp": "lamp"}
@@ -143,7 +144,7 @@ def supervisord_trials(cluster: Cluster, work: Path, trials: int) -> dict[str, A
            "log_subject": f"aiot.logs.{wid}",
            "package": {"id": "app_sv", "name": manifest["name"], "version": manifest["version"],
                        "manifest": manifest},
-           "package_dir": str(EXAMPLES / "apps/smart-home"), "app_instance_id": "ins_sv",
+           "package_dir": str(pkg), "app_instance_id": "ins_sv",
            "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
            "sensors": sens, "controllers": ctrl, "settings": {}}
     config = write_config(work / "sv-config.json", cfg)
@@ -160,7 +161,7 @@ serverurl=unix://{work / 'supervisor.sock'}
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [program:smart-home]
 command={PYTHON} -m {RUNNER}
-directory={EXAMPLES / 'apps/smart-home'}
+directory={pkg}
 environment=AIOT_WORKLOAD_CONFIG="{config}",PYTHONUNBUFFERED="1",PATH="{os.environ.get('PATH', '/usr/bin:/bin')}"
 autorestart=true
 stdout_logfile={work / 'sv-app.log'}
@@ -251,15 +252,18 @@ def main() -> None:
     args = p.parse_args()
     smoke = args.smoke
     crash_n, hang_n, node_n = (1, 1, 1) if smoke else (args.trials, args.trials, args.node_trials)
-    set_size = 1 if smoke else 10
+    # Placement reserves 0.25 CPU per app instance (apps.instances.APP_RESOURCES), so a node of this 2-core
+    # machine takes 8: three local nodes, 2 x 6 instances, leave room for a lost node's share on the other two.
+    set_size = 1 if smoke else 6
     grace = "3" if smoke else os.environ.get("AIOT_NODE_GRACE_SECONDS", "8")
     batch_sizes = sizes(args.sizes, [1] if smoke else [1, 4])
     rejoined: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="aiot-bench-recovery-") as tmp:
         work = Path(tmp)
-        cluster = Cluster(work / "data", nodes=2, AIOT_NODE_GRACE_SECONDS=grace)
+        nodes_n = 2 if smoke else 3
+        cluster = Cluster(work / "data", nodes=nodes_n, AIOT_NODE_GRACE_SECONDS=grace)
         try:
-            cluster.wait_ready(2)
+            cluster.wait_ready(nodes_n)
             cluster.device_types("temperature", "light", "fan", "ac", "lamp")
             cluster.location("home")
             for name, dtype in DEVICES:
@@ -269,7 +273,12 @@ def main() -> None:
             for iid in ids:
                 cluster.post(f"/instances/{iid}/run", json={})
             fleet = Fleet(cluster, ids)
-            cluster.wait("instances running", lambda: all(fleet.running(i) for i in ids), 180, 0.2)
+            try:
+                cluster.wait("instances running", lambda: all(fleet.running(i) for i in ids), 180, 0.2)
+            except RuntimeError:
+                states = [{k: fleet.detail(i).get(k) for k in ("state", "workload_state", "node_id", "address")}
+                          for i in ids]
+                raise RuntimeError(f"not all running: {states}\n{cluster.log()[-3000:]}") from None
             crash_set, hang_set = ids[:set_size], ids[set_size:]
             def crash_round(n: int, count: int) -> dict[str, Any]:
                 trials = []

@@ -49,8 +49,8 @@ class Runs:
             try:
                 proc.wait(max(1.0, TIMEOUT - (time.monotonic() - self.started)))
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                proc.terminate()
+                proc.wait(30)
                 pytest.fail(f"bench/{name}.py --smoke took over {TIMEOUT} s")
             out = (self.tmp / f"{name}.out").read_text()
             err = (self.tmp / f"{name}.err").read_text()[-3000:]
@@ -65,8 +65,13 @@ class Runs:
         return self.done[name]
 
     def close(self) -> None:
-        for proc in self.procs.values():
+        for proc in self.procs.values():  # SIGTERM first: the scripts then stop what they started
             if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
 

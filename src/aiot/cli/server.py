@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -56,13 +57,24 @@ async def _run(settings: Settings, names: list[str] | None) -> None:
     await plane.run_until_signalled()
 
 
+def _loop_factory() -> Any:
+    """uvloop when installed (it comes with uvicorn[standard]): the services' NATS traffic (ingest's two
+    publishes per reading above all) costs less on it; see bench/README.md, "Profiling the worst ratio"."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_control_plane(settings: Settings, names: list[str] | None) -> None:
     _configure_logging(settings)
     from aiot.bus.client import BusUnavailable
     from aiot.bus.embedded import EmbeddedNatsError
 
     try:
-        asyncio.run(_run(settings, names))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_run(settings, names))
     except PlatformError as exc:
         err_console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(1) from exc
