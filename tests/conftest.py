@@ -72,3 +72,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'aiot.db'}"
+
+
+# Tests whose assertions are about time (restart within N s, zero restarts under delay, latency while slow clients
+# hold connections, a log line findable within 2 s) or that change the machine's network (namespaces):
+# `scripts/test` runs them one at a time after the rest, which it runs two files at a time (most tests wait on
+# real processes, not on the CPU).
+SERIAL = (
+    "tests/cluster/", "tests/e2e/test_demo.py", "tests/agent/test_supervisor.py", "tests/web/test_logs_and_serving.py",
+    "tests/reliability/test_partition.py", "tests/reliability/test_oversized_and_slow.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)

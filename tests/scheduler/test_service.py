@@ -253,3 +253,62 @@ def _ctx(db: Database):
     from aiot.settings import Settings
 
     return ServiceContext(settings=Settings(database_url=db.url), db=db)
+
+
+async def test_refill_with_a_budget_goes_batch_by_batch_and_finishes(sqlite_db: Database) -> None:
+    clock = SimClock(utc(0))
+    instances = add_instances(sqlite_db, 5)
+    for instance in instances:
+        add_schedule(sqlite_db, instance, spec(["08:00"]), active_since=clock.now)
+    horizon = timedelta(hours=48)
+    first = ledger.refill_due(sqlite_db, clock.now, horizon, batch=2, budget_s=0.0)
+    assert (first.created, first.more) == (4, True)  # one batch of 2 schedules x 2 days, then the budget ran out
+    second = ledger.refill_due(sqlite_db, clock.now, horizon, batch=2, budget_s=0.0)
+    assert (second.created, second.more) == (4, True)  # the next two schedules, not the first two again
+    last = ledger.refill_due(sqlite_db, clock.now, horizon, batch=2, budget_s=0.0)
+    assert (last.created, last.more) == (2, False)
+    assert ledger.refill_due(sqlite_db, clock.now, horizon, batch=2, budget_s=0.0).created == 0
+
+
+async def test_a_start_left_unconfirmed_by_a_dead_replica_is_taken_over_once(sqlite_db: Database) -> None:
+    """Replica A claims a run and dies before its controller start returns: the run stays `starting`; after
+    STALE_START replica B starts it (once), owns it, and stops it at its end."""
+    clock = SimClock(utc(8))
+    controller = RecordingController(clock)
+    [instance] = add_instances(sqlite_db)
+    sid = add_schedule(sqlite_db, instance, spec(["08:00"], minutes=30), active_since=clock.now)
+    ledger.materialise_due(sqlite_db, clock.now, timedelta(hours=48))
+    [due] = ledger.due_starts(sqlite_db, clock.now)
+    decision = ledger.fire(sqlite_db, due, clock.now, "replica-a")  # ... and replica A is killed here
+    assert decision is not None and decision.start
+    assert states(sqlite_db, sid)[0][1] == "starting"
+    survivor = make_service(sqlite_db, controller, clock, replica="replica-b")
+    clock.advance(seconds=ledger.STALE_START.total_seconds() - 5)
+    await survivor.tick()
+    assert controller.of("start") == []  # not yet stale: A may only be slow
+    clock.advance(seconds=10)
+    await survivor.tick()
+    await survivor.tick()
+    assert [(c.occurrence_id, c.until) for c in controller.of("start")] == [(due, utc(8, 30))]
+    with sqlite_db.session() as session:
+        occ = session.get(Occurrence, due)
+        assert (occ.state, occ.fired_by) == (OccurrenceState.started, "replica-b")
+    await run_until(survivor, clock, utc(8, 31))
+    assert [c.occurrence_id for c in controller.of("stop")] == [due]
+    assert len(controller.of("start")) == 1
+
+
+async def test_a_stale_start_whose_run_has_ended_is_stopped_not_started(sqlite_db: Database) -> None:
+    clock = SimClock(utc(8))
+    controller = RecordingController(clock)
+    [instance] = add_instances(sqlite_db)
+    sid = add_schedule(sqlite_db, instance, spec(["08:00"], minutes=1), active_since=clock.now)
+    ledger.materialise_due(sqlite_db, clock.now, timedelta(hours=48))
+    [due] = ledger.due_starts(sqlite_db, clock.now)
+    assert ledger.fire(sqlite_db, due, clock.now, "replica-a") is not None  # A dies; nobody runs until 08:05
+    clock.advance(minutes=5)
+    survivor = make_service(sqlite_db, controller, clock, replica="replica-b")
+    await survivor.tick()
+    assert controller.of("start") == []
+    assert [c.occurrence_id for c in controller.of("stop")] == [due]  # in case A's start had gone through
+    assert states(sqlite_db, sid)[0][1] == "stopped"

@@ -50,8 +50,8 @@ def _print_report(report: StartupReport) -> None:
     console.print("press Ctrl+C to stop")
 
 
-async def _run(settings: Settings, names: list[str] | None) -> None:
-    plane = ControlPlane(settings, names)
+async def _run(settings: Settings, names: list[str] | None, without: tuple[str, ...]) -> None:
+    plane = ControlPlane(settings, names, without)
     report = await plane.start()
     _print_report(report)
     await plane.run_until_signalled()
@@ -67,14 +67,24 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def run_control_plane(settings: Settings, names: list[str] | None) -> None:
+def _check_service_names(names: list[str]) -> None:
+    """Unknown service names are a usage error (exit 2) before anything starts."""
+    unknown = [n for n in names if n not in SERVICE_FACTORIES]
+    if unknown:
+        err_console.print(f"[red]error:[/] unknown service {', '.join(map(repr, unknown))}; known: "
+                          f"{', '.join(SERVICE_FACTORIES)}")
+        raise typer.Exit(2)
+
+
+def run_control_plane(settings: Settings, names: list[str] | None, without: tuple[str, ...] = ()) -> None:
+    _check_service_names([*(names or []), *without])
     _configure_logging(settings)
     from aiot.bus.client import BusUnavailable
     from aiot.bus.embedded import EmbeddedNatsError
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_run(settings, names))
+            runner.run(_run(settings, names, without))
     except PlatformError as exc:
         err_console.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(1) from exc
@@ -90,9 +100,12 @@ def up(
     data_dir: Path | None = typer.Option(None, help="Data directory (AIOT_DATA_DIR)."),
     nodes: int | None = typer.Option(None, help="Local node agents to start beside it (AIOT_NODES)."),
     autoscale: bool | None = typer.Option(None, help="Add/remove local nodes by load (AIOT_AUTOSCALE)."),
+    without: list[str] = typer.Option(
+        [], "--without", help="A service not to run here (repeatable): you run it yourself with `aiot service run "
+        "NAME`, e.g. scheduler replicas under a process manager."),
 ) -> None:
     """Start the control plane with every service (embedded NATS and SQLite unless configured otherwise)."""
-    run_control_plane(_settings(port, data_dir, nodes=nodes, autoscale=autoscale), None)
+    run_control_plane(_settings(port, data_dir, nodes=nodes, autoscale=autoscale), None, tuple(without))
 
 
 def demo(
@@ -120,9 +133,6 @@ def service_run(
     data_dir: Path | None = typer.Option(None),
 ) -> None:
     """Run one platform service alone, against the same database and NATS as the others."""
-    if name not in SERVICE_FACTORIES:
-        err_console.print(f"[red]error:[/] unknown service {name!r}; known: {', '.join(SERVICE_FACTORIES)}")
-        raise typer.Exit(2)
     run_control_plane(_settings(port, data_dir), [name])
 
 

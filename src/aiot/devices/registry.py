@@ -148,6 +148,13 @@ def credential_status(session: Session, device: Device) -> str:
     return "revoked" if row.revoked_at is not None else "active"
 
 
+def credential_statuses(session: Session, device_ids: list[str]) -> dict[str, str]:
+    """`credential_status` of many devices at once (device lists); devices without a credential are absent."""
+    rows = session.execute(select(DeviceCredential.device_id, DeviceCredential.revoked_at)
+                           .where(DeviceCredential.device_id.in_(device_ids))) if device_ids else []
+    return {device_id: "revoked" if revoked_at is not None else "active" for device_id, revoked_at in rows}
+
+
 @dataclass(frozen=True)
 class ConnectableDevice:
     """A device that may connect right now: enabled, with an active credential."""

@@ -7,8 +7,14 @@ so tests drive a simulated day without sleeping. Exactly-once rests on two thing
   materialise the same window at once create each occurrence once;
 - firing claims an occurrence with one conditional `UPDATE ... SET state=... WHERE id=:id AND state='planned'`;
   the replica whose UPDATE changed a row (rowcount 1) owns it, every other one backs off. Stopping claims the same
-  way from `started`. Decisions about one app instance (overlap) are also serialised by locking its row
-  (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serialises writers anyway).
+  way from `started`.
+
+A claimed run is `starting` until the controller's start returned, then `started`. A replica killed in between
+leaves it `starting`; once that is older than `STALE_START`, any replica takes it over (`claim_stale_starts`,
+again a conditional UPDATE) and drives the start again (the controller's start is idempotent), or, if the run's
+end has passed meanwhile, stops it. So a run is never lost with its replica, and never started twice.
+Decisions about one app instance (overlap) are serialised by locking its row (`SELECT ... FOR UPDATE` on
+PostgreSQL; SQLite serialises writers anyway).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ ON_TIME_TOLERANCE = timedelta(seconds=5)
 LOOKBACK = timedelta(days=1)
 MAX_RUN = timedelta(minutes=MAX_RUN_MINUTES)
 ENDED = "ended"
+ACTIVE = (OccurrenceState.starting, OccurrenceState.started)  # the instance runs (or is being started) for it
+# A start unconfirmed for this long belongs to a replica that died (a start takes well under a second).
+STALE_START = timedelta(seconds=20)
 
 
 @dataclass
@@ -92,28 +101,53 @@ def materialise_schedule(session: Session, schedule: Schedule, now: datetime, ho
     inserted = _insert_ignoring_duplicates(session, rows)
     session.execute(update(Schedule).where(Schedule.id == schedule.id, Schedule.enabled.is_(True))
                     .where((Schedule.materialized_until.is_(None)) | (Schedule.materialized_until < upper))
-                    .values(materialized_until=upper))
+                    .values(materialized_until=upper)
+                    .execution_options(synchronize_session=False))  # the row is not read again in this session
     return inserted
 
 
+@dataclass
+class Refill:
+    """What one materialisation pass did: occurrences created, and whether schedules are still waiting."""
+
+    created: int = 0
+    more: bool = False
+
+
 def materialise_due(db: Database, now: datetime, horizon: timedelta, batch: int = 50) -> int:
+    """`refill_due` without a time budget: the number of occurrences created."""
+    return refill_due(db, now, horizon, batch).created
+
+
+def refill_due(db: Database, now: datetime, horizon: timedelta, batch: int = 50,
+               budget_s: float | None = None) -> Refill:
     """Extend every enabled schedule whose materialised window runs short. Schedules go in id order, `batch` per
-    transaction, so concurrent replicas take row locks in the same order (they wait, never deadlock)."""
+    transaction, so concurrent replicas take row locks in the same order (they wait, never deadlock).
+
+    With `budget_s`, stop after the batch that exceeds it (`more` says so): with thousands of schedules a full
+    refill takes seconds, and the caller fires what is due in between. Windows are refilled an hour (or a quarter
+    of the horizon) before they run out, so a refill spread over several passes is never late."""
+    import time
+
+    started = time.monotonic()
     refill = min(timedelta(hours=1), horizon / 4)
     with db.session() as session:
         ids = list(session.scalars(
             select(Schedule.id).where(Schedule.enabled.is_(True))
             .where((Schedule.materialized_until.is_(None)) | (Schedule.materialized_until < now + horizon - refill))
             .order_by(Schedule.id)))
-    total = 0
+    done = Refill()
     for first in range(0, len(ids), batch):
         with db.session() as session:
             rows = session.scalars(select(Schedule).where(Schedule.id.in_(ids[first:first + batch]))
                                    .order_by(Schedule.id))
             for schedule in list(rows):
                 if schedule.enabled:
-                    total += materialise_schedule(session, schedule, now, horizon)
-    return total
+                    done.created += materialise_schedule(session, schedule, now, horizon)
+        if budget_s is not None and first + batch < len(ids) and time.monotonic() - started > budget_s:
+            done.more = True  # at least one batch per pass, so a refill always progresses
+            break
+    return done
 
 
 # ---------------------------------------------------------------------- firing
@@ -163,28 +197,69 @@ def fire(db: Database, occurrence_id: str, now: datetime, replica: str) -> Start
         if not reason:
             running = list(session.scalars(
                 select(Occurrence).where(Occurrence.app_instance_id == occ.app_instance_id,
-                                         Occurrence.state == OccurrenceState.started, Occurrence.end_at > now,
+                                         Occurrence.state.in_(ACTIVE), Occurrence.end_at > now,
                                          Occurrence.id != occ.id).order_by(Occurrence.start_at)))
             assert schedule is not None
             if running and schedule.overlap == OverlapPolicy.forbid:
                 other = running[0]
                 reason = (f"overlap forbidden: the instance still runs occurrence {other.id} until "
                           f"{other.end_at.isoformat()}")
-        state = OccurrenceState.skipped if reason else OccurrenceState.started
+        state = OccurrenceState.skipped if reason else OccurrenceState.starting
         if not _claim(session, occ.id, OccurrenceState.planned, state=state, reason=reason, fired_by=replica,
                       fired_at=now):
             return None
         decision = StartDecision(occ.id, occ.app_instance_id, start=not reason, until=occ.end_at, reason=reason)
         for other in [] if reason else running:  # overlap == replace (forbid set a reason above)
-            if _claim(session, other.id, OccurrenceState.started, state=OccurrenceState.stopped,
+            if _claim(session, other.id, other.state, state=OccurrenceState.stopped,
                       reason=f"replaced by occurrence {occ.id}", stopped_at=now):
                 decision.stop_first.append(other.id)
         return decision
 
 
+def confirm_started(db: Database, occurrence_id: str) -> bool:
+    """The controller's start returned: `starting` -> `started`. False: it was stopped (deleted, replaced)
+    meanwhile."""
+    with db.session() as session:
+        return _claim(session, occurrence_id, OccurrenceState.starting, state=OccurrenceState.started)
+
+
 def mark_failed(db: Database, occurrence_id: str, reason: str) -> None:
     with db.session() as session:
-        _claim(session, occurrence_id, OccurrenceState.started, state=OccurrenceState.failed, reason=reason[:300])
+        _claim(session, occurrence_id, OccurrenceState.starting, state=OccurrenceState.failed, reason=reason[:300])
+
+
+@dataclass
+class StaleStart:
+    """A start whose replica died before confirming it, now claimed by this replica."""
+
+    occurrence_id: str
+    instance_id: str
+    until: datetime
+    ended: bool  # its end passed meanwhile: it was marked stopped; stop the instance (in case it did start)
+
+
+def claim_stale_starts(db: Database, now: datetime, replica: str, grace: timedelta = STALE_START,
+                       limit: int = 100) -> list[StaleStart]:
+    """Take over `starting` occurrences older than `grace` (their replica died between claim and confirm)."""
+    cutoff = now - grace
+    with db.session() as session:
+        rows = list(session.execute(
+            select(Occurrence.id, Occurrence.app_instance_id, Occurrence.end_at)
+            .where(Occurrence.state == OccurrenceState.starting, Occurrence.fired_at < cutoff).limit(limit)))
+    taken = []
+    for occurrence_id, instance_id, end_at in rows:
+        ended = as_utc(end_at) <= now
+        values: dict[str, object] = {"fired_by": replica, "fired_at": now}
+        if ended:
+            values.update(state=OccurrenceState.stopped, reason=ENDED, stopped_at=now)
+        with db.session() as session:
+            result = session.execute(
+                update(Occurrence).where(Occurrence.id == occurrence_id, Occurrence.state == OccurrenceState.starting,
+                                         Occurrence.fired_at < cutoff)
+                .values(**values).execution_options(synchronize_session=False))
+            if result.rowcount == 1:
+                taken.append(StaleStart(occurrence_id, instance_id, as_utc(end_at), ended))
+    return taken
 
 
 def cancelled_meanwhile(db: Database, occurrence_id: str) -> bool:
@@ -227,11 +302,11 @@ def stop_failed(db: Database, occurrence_id: str, reason: str) -> None:
 def claim_running_for_schedule(db: Database, schedule_id: str, now: datetime, reason: str) -> list[tuple[str, str]]:
     """Mark the schedule's running occurrences stopped (delete, disable); returns [(instance, occurrence)]."""
     with db.session() as session:
-        rows = list(session.execute(select(Occurrence.id, Occurrence.app_instance_id).where(
-            Occurrence.schedule_id == schedule_id, Occurrence.state == OccurrenceState.started)))
-        return [(instance_id, occurrence_id) for occurrence_id, instance_id in rows
-                if _claim(session, occurrence_id, OccurrenceState.started, state=OccurrenceState.stopped,
-                          reason=reason, stopped_at=now)]
+        rows = list(session.execute(select(Occurrence.id, Occurrence.app_instance_id, Occurrence.state).where(
+            Occurrence.schedule_id == schedule_id, Occurrence.state.in_(ACTIVE))))
+        return [(instance_id, occurrence_id) for occurrence_id, instance_id, state in rows
+                if _claim(session, occurrence_id, state, state=OccurrenceState.stopped, reason=reason,
+                          stopped_at=now)]
 
 
 def next_due(db: Database) -> datetime | None:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 INTERVAL = 0.5  # seconds between passes at most (it sleeps less when something is due sooner)
 HORIZON = timedelta(hours=48)
+REFILL_BUDGET_S = 0.25  # seconds of window refill per pass, between firing what is due
 
 
 class InstanceController(Protocol):
@@ -87,6 +88,7 @@ class SchedulerService(PlatformService):
         self._wake = asyncio.Event()
         self._error = ""
         self.totals = {"started": 0, "skipped": 0, "stopped": 0, "failed": 0}
+        self._refill_pending = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,6 +140,8 @@ class SchedulerService(PlatformService):
     async def _delay(self) -> float:
         """Sleep until the next due instant, but never longer than `interval`."""
         assert self._db is not None
+        if self._refill_pending:
+            return 0.01  # a refill is half done: fire what is due, then go on with it
         due = await asyncio.to_thread(ledger.next_due, self._db)
         if due is None:
             return self.interval
@@ -149,13 +153,33 @@ class SchedulerService(PlatformService):
         assert db is not None and controller is not None, "call start() or attach() first"
         report = TickReport()
         now = self.clock()
-        report.materialised = await asyncio.to_thread(ledger.materialise_due, db, now, self.horizon)
+        # Fire first, refill after: with thousands of schedules a refill takes seconds, and what is due now
+        # must not wait for it. The refill has a time budget and goes on in the next pass (which comes at
+        # once, see `_delay`); windows are refilled well before they run out, so nothing is materialised late.
         for instance_id, occurrence_id in await asyncio.to_thread(ledger.claim_due_stops, db, now, self.replica):
             await self._stop(db, controller, instance_id, occurrence_id, report)
+        for stale in await asyncio.to_thread(ledger.claim_stale_starts, db, now, self.replica):
+            log.warning("occurrence %s of %s was left starting by a scheduler replica that stopped; %s",
+                        stale.occurrence_id, stale.instance_id, "stopping it (it has ended)" if stale.ended
+                        else "starting it again")
+            if stale.ended:
+                await self._stop(db, controller, stale.instance_id, stale.occurrence_id, report)
+            else:
+                await self._act(db, controller, ledger.StartDecision(stale.occurrence_id, stale.instance_id,
+                                                                     start=True, until=stale.until), report)
         for occurrence_id in await asyncio.to_thread(ledger.due_starts, db, now):
             decision = await asyncio.to_thread(ledger.fire, db, occurrence_id, self.clock(), self.replica)
             if decision is not None:
                 await self._act(db, controller, decision, report)
+        refill = await asyncio.to_thread(ledger.refill_due, db, self.clock(), self.horizon, 50, REFILL_BUDGET_S)
+        report.materialised = refill.created
+        self._refill_pending = refill.more
+        if refill.created and not refill.more:
+            # Newly created occurrences may already be due (a schedule created for "now"): fire them in this pass.
+            for occurrence_id in await asyncio.to_thread(ledger.due_starts, db, self.clock()):
+                decision = await asyncio.to_thread(ledger.fire, db, occurrence_id, self.clock(), self.replica)
+                if decision is not None:
+                    await self._act(db, controller, decision, report)
         for key in self.totals:
             self.totals[key] += len(getattr(report, key))
         return report
@@ -189,6 +213,7 @@ class SchedulerService(PlatformService):
             await asyncio.to_thread(ledger.mark_failed, db, decision.occurrence_id, f"start failed: {message}")
             report.failed.append(decision.occurrence_id)
             return
+        await asyncio.to_thread(ledger.confirm_started, db, decision.occurrence_id)
         report.started.append(decision.occurrence_id)
         # Deleted or replaced while we were starting it: undo, or the instance would run with no one to stop it.
         if await asyncio.to_thread(ledger.cancelled_meanwhile, db, decision.occurrence_id):

@@ -35,10 +35,11 @@ SERVICE_FACTORIES: dict[str, Callable[[], PlatformService]] = {
 }
 
 
-def build_services(names: list[str] | None = None) -> list[PlatformService]:
-    """Instances of the named services (all when `names` is None); unknown names are a clear error."""
-    chosen = list(SERVICE_FACTORIES) if names is None else names
-    unknown = [n for n in chosen if n not in SERVICE_FACTORIES]
+def build_services(names: list[str] | None = None, without: tuple[str, ...] = ()) -> list[PlatformService]:
+    """Instances of the named services (all when `names` is None) less `without`; unknown names are a clear
+    error."""
+    unknown = [n for n in [*(names or []), *without] if n not in SERVICE_FACTORIES]
+    chosen = [n for n in (list(SERVICE_FACTORIES) if names is None else names) if n not in without]
     if unknown:
         raise KeyError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICE_FACTORIES)}")
     return [SERVICE_FACTORIES[name]() for name in chosen]

@@ -44,9 +44,14 @@ class StartupReport:
 
 
 class ControlPlane:
-    def __init__(self, settings: Settings, service_names: list[str] | None = None) -> None:
+    def __init__(self, settings: Settings, service_names: list[str] | None = None,
+                 without: tuple[str, ...] = ()) -> None:
+        """`service_names` None: the whole control plane (it owns the embedded nats-server), less `without` (the
+        services an operator runs as their own processes, e.g. scheduler replicas under a process manager).
+        A list: those services alone, joining the NATS server and database of a running platform."""
         self.settings = settings
         self.service_names = service_names
+        self.without = without
         self.embedded: EmbeddedNats | None = None
         self._attached: EmbeddedNats | None = None
         self._log_handler: PlatformLogHandler | None = None
@@ -72,7 +77,7 @@ class ControlPlane:
                 bus, "+".join(self.service_names) if self.service_names else "control-plane")
             self.ctx = ctx = ServiceContext(settings=settings, db=db, bus=bus, embedded=self.embedded,
                                             instance_id=new_id("ins"))
-            for service in build_services(self.service_names):
+            for service in build_services(self.service_names, self.without):
                 ctx.services[service.name] = service
                 await service.start(ctx)
                 self._started.append(service)

@@ -27,6 +27,7 @@ class OverlapPolicy(enum.StrEnum):
 
 class OccurrenceState(enum.StrEnum):
     planned = "planned"
+    starting = "starting"  # claimed by a scheduler replica, its start not yet confirmed (see scheduler.ledger)
     started = "started"
     skipped = "skipped"  # never started: missed past its deadline, overlap forbidden, instance gone, ...
     stopped = "stopped"  # ran, then ended (at its end time, replaced, or its schedule deleted)

@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.errors import NotFound, ValidationFailed
 from aiot.scheduler import ledger
+from aiot.scheduler.ledger import ACTIVE
 from aiot.scheduler.rules import ScheduleSpec, SpecError, next_occurrences, parse_spec
 from aiot.scheduler.service import controller_for
 from aiot.store.apps import AppInstance, InstanceState
@@ -192,7 +193,7 @@ def show_schedule(request: Request, schedule_id: str, count: int = 5, principal:
     with request.app.state.ctx.db.session() as session:
         row = _owned(session, principal, schedule_id)
         running = session.scalar(select(Occurrence).where(Occurrence.schedule_id == row.id,
-                                                          Occurrence.state == OccurrenceState.started))
+                                                          Occurrence.state.in_(ACTIVE)).limit(1))
         return {**schedule_out(row), "next": _upcoming(row, utcnow(), count),
                 "running": occurrence_out(running, row.timezone) if running else None}
 
