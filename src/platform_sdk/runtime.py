@@ -8,6 +8,9 @@ any other loop (`acall`), so both share one connection, one subscription set and
 Connecting: each start-up attempt is a fresh nats-py client (a clear line on stderr per failed attempt,
 back-off up to 5 s, for ever); once connected the client reconnects for ever. The reply inbox prefix is
 `_INBOX_<workload_id>` because the workload's NATS user may subscribe to exactly that.
+
+The client is nats-py's with one protocol fix (`_client_class`): a server PING that arrives during the CONNECT
+handshake is answered instead of leaving the connection half-open.
 """
 
 # ruff: noqa: ASYNC109 - the async API names its deadline `timeout`, exactly like the sync API
@@ -39,6 +42,49 @@ _WILDCARD = {"0.0.0.0", "::", ""}
 
 def _warn(text: str) -> None:
     print(f"platform_sdk: {text}", file=sys.stderr, flush=True)
+
+
+_CLIENT_CLASS: Any = None
+
+
+def _client_class() -> Any:
+    """nats-py's client class, completing its CONNECT handshake when the server's first PING comes before the PONG.
+
+    nats-server sends its first RTT PING 2 s after accepting a client whose handshake PONG it has not sent yet
+    (nats-server#1175). nats-py reads exactly one line after its own PING and, when that line is the server's
+    PING, returns from connect() half-open: status "connecting", no flusher, every publish silently dropped.
+    A handshake slower than 2 s is common on a saturated CPU, e.g. while models load (10 replicas starting on
+    2 cores: every attempt failed so for ~40 s), so a ready model replica could not announce itself and stayed
+    missing from the registry. The fix is what the protocol allows: answer PONG and read on.
+    """
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is None:
+        from nats.aio.client import Client
+
+        class HandshakeClient(Client):
+            async def _process_connect_init(self) -> None:
+                transport = getattr(self, "_transport", None)
+                readline = getattr(transport, "readline", None)
+                if transport is None or readline is None:
+                    await super()._process_connect_init()
+                    return
+
+                async def answering_pings() -> bytes:
+                    while True:
+                        line = await readline()
+                        if line.rstrip(b"\r\n") != b"PING":
+                            return line
+                        transport.write(b"PONG\r\n")
+                        await transport.drain()
+
+                transport.readline = answering_pings  # only for the handshake; the read loop uses read()
+                try:
+                    await super()._process_connect_init()
+                finally:
+                    vars(transport).pop("readline", None)
+
+        _CLIENT_CLASS = HandshakeClient
+    return _CLIENT_CLASS
 
 
 class Runtime:
@@ -139,10 +185,8 @@ class Runtime:
 
     async def _attempt(self) -> tuple[Any, BaseException | None]:
         """One start-up attempt with a fresh client: (client, None) or (None, the error)."""
-        import nats
-
         cfg = self.cfg
-        nc = nats.NATS()
+        nc = _client_class()()
         errors: list[BaseException] = []
         state = {"connected": False}
 
@@ -180,7 +224,8 @@ class Runtime:
             return None, errors[-1] if errors else exc
         if not nc.is_connected:
             # nats-py returns from connect() still "connecting" (no flusher: every publish is silently dropped,
-            # for ever) when the first line after its PING is not PONG, which a busy server sometimes does.
+            # for ever) when the first line after its PING is not PONG (a server PING is answered, see
+            # _client_class; this catches anything else).
             with contextlib.suppress(Exception):
                 await nc.close()
             return None, ConnectionError("the NATS handshake did not complete (no PONG); retrying")
@@ -270,6 +315,19 @@ class Runtime:
     async def _publish(self, subject: str, data: bytes) -> None:
         with contextlib.suppress(Exception):
             await self.nc.publish(subject, data)
+
+    async def publish_flushed(self, subject: str, data: bytes, timeout: float = 1.0) -> bool:
+        """Publish and wait until the server has it (run on the SDK loop, e.g. via `acall`): for a last message
+        before the process exits. False when not connected or the flush timed out."""
+        nc = self.nc
+        if nc is None or not nc.is_connected:
+            return False
+        try:
+            await nc.publish(subject, data)
+            await nc.flush(timeout)
+        except Exception:  # noqa: BLE001 - best effort, like every publish of this runtime
+            return False
+        return True
 
     def _publish_beat(self, data: bytes) -> None:
         if self.cfg.heartbeat_subject:

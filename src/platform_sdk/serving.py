@@ -21,7 +21,8 @@ uvloop and httptools are used when installed, orjson when importable. The hot pa
 compiled checks, one executor hop and one JSON dump.
 
 Once loaded the replica announces itself every 2 s on `aiot.registry.announce.<model_id>`; on shutdown it
-sends one last announce with `"withdraw": true` so the registry drops it at once instead of after the TTL.
+sends one last announce with `"withdraw": true` (and waits, up to 2 s, until NATS has it) so the registry drops
+it at once instead of after the TTL.
 The heartbeat is beaten by a task on this server's event loop (see heartbeat.py).
 """
 
@@ -374,9 +375,9 @@ class ModelServer:
         finally:
             for task in tasks:
                 task.cancel()
-            if self.state == "ready":
-                self._announce(withdraw=True)
-            self.state = "stopping"
+            was_ready, self.state = self.state == "ready", "stopping"
+            if was_ready:
+                await self._withdraw()
 
     async def _load_task(self) -> None:
         try:
@@ -415,9 +416,7 @@ class ModelServer:
                 rt.heartbeat.beat()
             await asyncio.sleep(interval)
 
-    def _announce(self, withdraw: bool = False) -> None:
-        from platform_sdk.runtime import runtime
-
+    def _announce_body(self, withdraw: bool = False) -> bytes:
         body: dict[str, Any] = {
             "model_id": self.model_id,
             "workload_id": self.cfg.workload_id,
@@ -427,7 +426,23 @@ class ModelServer:
         }
         if withdraw:
             body["withdraw"] = True
-        runtime().publish_nowait(f"aiot.registry.announce.{self.model_id}", _dumps(body))
+        return _dumps(body)
+
+    def _announce(self) -> None:
+        from platform_sdk.runtime import runtime
+
+        runtime().publish_nowait(f"aiot.registry.announce.{self.model_id}", self._announce_body())
+
+    async def _withdraw(self, limit: float = 2.0) -> None:
+        """The last announce, awaited until NATS has it. Queuing it for the SDK thread is not enough: once this
+        lifespan ends, uvicorn re-raises the SIGTERM it caught, which kills the process before that thread sends
+        anything (no atexit either), and the registry kept handing out the dead URL until the TTL (10 s)."""
+        from platform_sdk.runtime import runtime
+
+        rt = runtime()
+        subject = f"aiot.registry.announce.{self.model_id}"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rt.acall(rt.publish_flushed(subject, self._announce_body(True), limit)), limit)
 
     async def _announce_task(self) -> None:
         while True:

@@ -23,6 +23,7 @@ WORKLOADS = {
     "wl_comfort_a": {"model_id": COMFORT_ID},
     "wl_comfort_b": {"model_id": COMFORT_ID},
     "wl_comfort_c": {"model_id": COMFORT_ID},
+    "wl_comfort_d": {"model_id": COMFORT_ID},
     "wl_face_a": {"model_id": FACE_ID},
     "wl_driver": {"models": [COMFORT_ID, FACE_ID], "sensors": SENSORS, "controllers": CONTROLLERS},
     "wl_app": {"sensors": SENSORS},

@@ -135,6 +135,28 @@ def test_keeps_answering_while_a_replica_is_killed(
     assert [e["workload_id"] for e in platform.registry.live(COMFORT_ID)] == ["wl_comfort_a", "wl_comfort_b"]
 
 
+def test_sigterm_withdraws_the_replica_at_once(replicas: Replicas, platform: Platform) -> None:
+    """uvicorn re-raises the SIGTERM once the lifespan has ended, so a withdraw only queued for the SDK thread
+    died with the process and the stopped replica's dead URL stayed in the registry until the TTL."""
+    replicas.add(platform, replicas.root, "wl_comfort_d", COMFORT_ID, "comfort")
+    proc = replicas.procs["wl_comfort_d"]
+    wait_healthy(proc, replicas.urls["wl_comfort_d"], 60)
+
+    def listed() -> bool:
+        return "wl_comfort_d" in [e["workload_id"] for e in platform.registry.live(COMFORT_ID)]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not listed():
+        time.sleep(0.05)
+    assert listed()
+    proc.popen.send_signal(signal.SIGTERM)
+    proc.popen.wait(10)
+    deadline = time.monotonic() + 1.0  # the TTL (5 s here) would take up to 5 s
+    while time.monotonic() < deadline and listed():
+        time.sleep(0.05)
+    assert not listed(), proc.output()[-2000:]
+
+
 def test_settings_and_no_platform_imports(driver: Driver) -> None:
     assert driver.ask("settings")["result"] == {"threshold": 28.0, "mode": "auto"}
     assert driver.ask("modules")["result"] == []

@@ -137,6 +137,11 @@ class SchedulerService(PlatformService):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
+    @property
+    def refill_pending(self) -> bool:
+        """A window refill ran out of its time budget last pass and goes on in the next one."""
+        return self._refill_pending
+
     async def _delay(self) -> float:
         """Sleep until the next due instant, but never longer than `interval`."""
         assert self._db is not None
