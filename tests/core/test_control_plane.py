@@ -96,7 +96,9 @@ def test_generated_admin_password_is_printed_once(tmp_path: Path) -> None:
 def test_external_nats_down_is_retried_not_a_crash(tmp_path: Path) -> None:
     data_dir, port, nats_port = tmp_path / "data", free_port(), free_port()
     with start_platform(data_dir, port, AIOT_NATS_URL=f"nats://127.0.0.1:{nats_port}") as plane:
-        time.sleep(3)
+        deadline = time.monotonic() + 30  # a few seconds on an idle machine
+        while f"NATS at nats://127.0.0.1:{nats_port} unreachable" not in plane.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert plane.proc.poll() is None, plane.log()
         assert f"NATS at nats://127.0.0.1:{nats_port} unreachable" in plane.log()
         assert "retrying" in plane.log() and "Traceback" not in plane.log()
@@ -166,15 +168,21 @@ def test_lone_service_joins_the_running_platform_and_second_up_is_refused(tmp_pa
     assert lone_missing.returncode == 1 and "no running platform owns" in lone_missing.stderr
     with start_platform(data_dir, port) as plane:
         plane.wait_healthy()
-        lone = subprocess.Popen([str(Path(AIOT)), "service", "run", "ingest"], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        lone_log = tmp_path / "lone.log"
+        with lone_log.open("wb") as sink:
+            lone = subprocess.Popen([str(Path(AIOT)), "service", "run", "ingest"], env=env, stdout=sink,
+                                    stderr=subprocess.STDOUT)
         try:
-            time.sleep(4)
-            assert lone.poll() is None, lone.stdout.read() if lone.stdout else ""
+            deadline = time.monotonic() + 30  # about 2 s on an idle machine
+            while "service ingest started" not in lone_log.read_text() and time.monotonic() < deadline:
+                assert lone.poll() is None, lone_log.read_text()
+                time.sleep(0.2)
+            assert lone.poll() is None, lone_log.read_text()
             assert len(running_nats_servers_using(data_dir / "nats" / "nats.conf")) == 1
         finally:
             lone.terminate()
-            output = lone.communicate(timeout=20)[0]
+            lone.wait(timeout=20)
+        output = lone_log.read_text()
         assert "service ingest started" in output, output
         second = subprocess.run([str(Path(AIOT)), "up"], env=platform_env(data_dir, free_port()),
                                 capture_output=True, text=True, timeout=60)

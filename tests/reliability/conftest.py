@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -109,10 +110,17 @@ def populate(api: Api, work: Path, devices: int = 2) -> Population:
         api.call("POST", "/device-types", content=(EXAMPLES / "device-types" / f"{kind}.json").read_bytes())
     pop.ids["location"] = api.call("POST", "/locations", json={"name": "School", "kind": "school",
                                                                "timezone": "Asia/Kolkata"}).json()["id"]
-    for kind in ("temperature", "light", "lamp", "fan", "ac"):
-        for i in range(devices if kind in ("temperature", "light") else 1):
-            made = api.call("POST", "/devices", json={"name": f"{kind}-{i}", "device_type": kind,
-                                                      "location": "School"}).json()
+    # `devices` thermometers, up to two lights, one of each controller; registered four at a time (each
+    # registration hashes a password and updates the NATS users: the load test registers 100).
+    names = [(kind, i) for kind, count in (("temperature", devices), ("light", min(devices, 2)), ("lamp", 1),
+                                           ("fan", 1), ("ac", 1)) for i in range(count)]
+
+    def register(kind: str, i: int) -> dict:
+        return api.call("POST", "/devices", json={"name": f"{kind}-{i}", "device_type": kind,
+                                                  "location": "School"}).json()
+
+    with ThreadPoolExecutor(4) as pool:
+        for (kind, i), made in zip(names, pool.map(lambda n: register(*n), names), strict=True):
             pop.devices[f"{kind}-{i}"] = made
             pop.secrets[f"device {kind}-{i} password"] = made["connect"]["password"]
     zip_headers = {"Content-Type": "application/zip"}

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiot.accounts.service import ensure_admin
 from aiot.bus.client import Bus
@@ -29,6 +31,8 @@ from aiot.store.engine import Database
 log = logging.getLogger(__name__)
 
 DISK_FULL_BYTES = 1 << 20  # less free under the NATS store than this: JetStream writes may fail
+STOP_SERVICE_S = 10.0  # at most this per service when stopping (then the next one)
+STOP_STEP_S = 5.0  # at most this for the last log records, and for draining the NATS connection
 DISK_BACK_BYTES = 4 << 20  # free again after a full disk: restart the embedded nats-server (clears write errors)
 
 
@@ -186,18 +190,19 @@ class ControlPlane:
                 await asyncio.to_thread(stop_all)
         for service in reversed(self._started):
             try:
-                await service.stop()
+                await _bounded(f"stopping service {service.name}", service.stop(), STOP_SERVICE_S)
             except Exception:  # noqa: BLE001 - keep stopping the others
                 log.exception("service %s failed to stop cleanly", service.name)
         self._started.clear()
         if self._log_handler is not None:
             with contextlib.suppress(Exception):
-                await self._log_handler.aclose()
+                await _bounded("publishing the last log records", self._log_handler.aclose(), STOP_STEP_S)
             self._log_handler = None
         if self.ctx is not None:
             if self.ctx.bus is not None:
                 with contextlib.suppress(Exception):
-                    await self.ctx.bus.close()
+                    if not await _bounded("draining the NATS connection", self.ctx.bus.close(), STOP_STEP_S):
+                        await self.ctx.bus.nc.close()
             self.ctx.db.dispose()
             self.ctx = None
         if self.embedded is not None:
@@ -217,6 +222,17 @@ class ControlPlane:
             await self._stop_event.wait()
         finally:
             await self.stop()
+
+
+async def _bounded(what: str, step: Coroutine[Any, Any, Any], seconds: float) -> bool:
+    """Run one shutdown step for at most `seconds`: a stuck step (a drain waiting on a dead peer, a thread
+    blocked on a database lock) must not keep the process from exiting. False when it was cut short."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.warning("%s did not finish within %.0f s; going on with the shutdown", what, seconds)
+        return False
+    return True
 
 
 def _redact(url: str) -> str:
