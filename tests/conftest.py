@@ -75,12 +75,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 # Tests whose assertions are about time (restart within N s, zero restarts under delay, latency while slow clients
-# hold connections, a log line findable within 2 s) or that change the machine's network (namespaces):
-# `scripts/test` runs them one at a time after the rest, which it runs three files at a time (most tests wait on
-# real processes, not on the CPU).
+# hold connections, a log line findable within 2 s): `scripts/test` runs them one at a time after the rest, which
+# it runs three files at a time (most tests wait on real processes, not on the CPU).
 SERIAL = (
     "tests/cluster/", "tests/e2e/test_demo.py", "tests/agent/test_supervisor.py", "tests/web/test_logs_and_serving.py",
-    "tests/reliability/test_partition.py", "tests/reliability/test_oversized_and_slow.py",
+    "tests/reliability/test_oversized_and_slow.py",
 )
 
 

@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from aiot.cli.output import console, err_console
 from aiot.errors import PlatformError
-from aiot.services.catalog import SERVICE_FACTORIES
-from aiot.services.supervisor import ControlPlane, StartupReport
-from aiot.settings import Settings, load_settings
-from aiot.store import migrate
+
+if TYPE_CHECKING:
+    from aiot.services.supervisor import StartupReport
+    from aiot.settings import Settings
+
+# The services, their web framework and database layer are imported inside the commands that run them: every
+# `aiot` command imports this module, and people's commands (login, push, status) should start in well under a
+# second, not wait ~2 s for FastAPI and SQLAlchemy they never use.
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 service_app = typer.Typer(help="Run or list single platform services.", no_args_is_help=True)
 
 
 def _settings(port: int | None, data_dir: Path | None, **extra: object) -> Settings:
+    from aiot.settings import load_settings
+
     overrides: dict[str, object] = {k: v for k, v in extra.items() if v is not None}
     if port is not None:
         overrides["port"] = port
@@ -51,6 +57,8 @@ def _print_report(report: StartupReport) -> None:
 
 
 async def _run(settings: Settings, names: list[str] | None, without: tuple[str, ...]) -> None:
+    from aiot.services.supervisor import ControlPlane
+
     plane = ControlPlane(settings, names, without)
     report = await plane.start()
     _print_report(report)
@@ -69,6 +77,8 @@ def _loop_factory() -> Any:
 
 def _check_service_names(names: list[str]) -> None:
     """Unknown service names are a usage error (exit 2) before anything starts."""
+    from aiot.services.catalog import SERVICE_FACTORIES
+
     unknown = [n for n in names if n not in SERVICE_FACTORIES]
     if unknown:
         err_console.print(f"[red]error:[/] unknown service {', '.join(map(repr, unknown))}; known: "
@@ -128,7 +138,7 @@ def demo(
 
 @service_app.command("run")
 def service_run(
-    name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICE_FACTORIES)}"),
+    name: str = typer.Argument(..., help="A service name, as `aiot service ls` lists them."),
     port: int | None = typer.Option(None, help="HTTP port, for the api service."),
     data_dir: Path | None = typer.Option(None),
 ) -> None:
@@ -139,6 +149,8 @@ def service_run(
 @service_app.command("ls")
 def service_ls() -> None:
     """List the platform services `aiot up` runs."""
+    from aiot.services.catalog import SERVICE_FACTORIES
+
     for name in SERVICE_FACTORIES:
         console.print(name)
 
@@ -148,5 +160,7 @@ def db_upgrade(data_dir: Path | None = typer.Option(None), revision: str = "head
     """Apply database migrations (the control plane also does this when it starts)."""
     settings = _settings(None, data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from aiot.store import migrate
+
     migrate.upgrade(settings.effective_database_url, revision)
     console.print(f"database at {settings.effective_database_url.split('@')[-1]} is at {revision}")
