@@ -83,21 +83,7 @@ SERIAL = (
 )
 
 
-# The longest files (1 to 3 minutes each, see `scripts/test`'s durations) go first, so that with xdist's
-# `--dist loadfile` they start at once on their own workers instead of being dealt last and running alone at the end.
-LONG_FIRST = (
-    "tests/reliability/test_load.py", "tests/reliability/test_service_replicas.py", "tests/bench/",
-    "tests/core/test_cli_workflow.py", "tests/reliability/test_partition.py", "tests/core/test_control_plane.py",
-    "tests/reliability/test_disk_full.py", "tests/reliability/test_faults.py",
-)
-
-
-def _long_first(item: pytest.Item) -> int:
-    return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
-    items.sort(key=_long_first)  # stable: the order inside each file stays as written
