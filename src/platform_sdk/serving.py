@@ -416,6 +416,10 @@ class ModelServer:
                 rt.heartbeat.beat()
             await asyncio.sleep(interval)
 
+    @property
+    def _announce_subject(self) -> str:
+        return f"aiot.registry.announce.{self.model_id}"
+
     def _announce_body(self, withdraw: bool = False) -> bytes:
         body: dict[str, Any] = {
             "model_id": self.model_id,
@@ -431,7 +435,7 @@ class ModelServer:
     def _announce(self) -> None:
         from platform_sdk.runtime import runtime
 
-        runtime().publish_nowait(f"aiot.registry.announce.{self.model_id}", self._announce_body())
+        runtime().publish_nowait(self._announce_subject, self._announce_body())
 
     async def _withdraw(self, limit: float = 2.0) -> None:
         """The last announce, awaited until NATS has it. Queuing it for the SDK thread is not enough: once this
@@ -440,9 +444,9 @@ class ModelServer:
         from platform_sdk.runtime import runtime
 
         rt = runtime()
-        subject = f"aiot.registry.announce.{self.model_id}"
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(rt.acall(rt.publish_flushed(subject, self._announce_body(True), limit)), limit)
+            await asyncio.wait_for(rt.acall(rt.publish_flushed(self._announce_subject, self._announce_body(True),
+                                                               limit)), limit)
 
     async def _announce_task(self) -> None:
         while True:

@@ -270,18 +270,24 @@ async def test_refill_with_a_budget_goes_batch_by_batch_and_finishes(sqlite_db: 
     assert ledger.refill_due(sqlite_db, clock.now, horizon, batch=2, budget_s=0.0).created == 0
 
 
+def _claimed_by_a_replica_that_dies(db: Database, minutes: int) -> tuple[SimClock, RecordingController, str, str]:
+    """A run at 08:00 lasting `minutes`, claimed at 08:00 by "replica-a", which then dies before its controller
+    start returns: (clock, a controller for the survivor, schedule id, occurrence id)."""
+    clock = SimClock(utc(8))
+    [instance] = add_instances(db)
+    sid = add_schedule(db, instance, spec(["08:00"], minutes=minutes), active_since=clock.now)
+    ledger.materialise_due(db, clock.now, timedelta(hours=48))
+    [due] = ledger.due_starts(db, clock.now)
+    decision = ledger.fire(db, due, clock.now, "replica-a")  # ... and replica A is killed here
+    assert decision is not None and decision.start
+    assert states(db, sid)[0][1] == "starting"
+    return clock, RecordingController(clock), sid, due
+
+
 async def test_a_start_left_unconfirmed_by_a_dead_replica_is_taken_over_once(sqlite_db: Database) -> None:
     """Replica A claims a run and dies before its controller start returns: the run stays `starting`; after
     STALE_START replica B starts it (once), owns it, and stops it at its end."""
-    clock = SimClock(utc(8))
-    controller = RecordingController(clock)
-    [instance] = add_instances(sqlite_db)
-    sid = add_schedule(sqlite_db, instance, spec(["08:00"], minutes=30), active_since=clock.now)
-    ledger.materialise_due(sqlite_db, clock.now, timedelta(hours=48))
-    [due] = ledger.due_starts(sqlite_db, clock.now)
-    decision = ledger.fire(sqlite_db, due, clock.now, "replica-a")  # ... and replica A is killed here
-    assert decision is not None and decision.start
-    assert states(sqlite_db, sid)[0][1] == "starting"
+    clock, controller, sid, due = _claimed_by_a_replica_that_dies(sqlite_db, minutes=30)
     survivor = make_service(sqlite_db, controller, clock, replica="replica-b")
     clock.advance(seconds=ledger.STALE_START.total_seconds() - 5)
     await survivor.tick()
@@ -299,14 +305,8 @@ async def test_a_start_left_unconfirmed_by_a_dead_replica_is_taken_over_once(sql
 
 
 async def test_a_stale_start_whose_run_has_ended_is_stopped_not_started(sqlite_db: Database) -> None:
-    clock = SimClock(utc(8))
-    controller = RecordingController(clock)
-    [instance] = add_instances(sqlite_db)
-    sid = add_schedule(sqlite_db, instance, spec(["08:00"], minutes=1), active_since=clock.now)
-    ledger.materialise_due(sqlite_db, clock.now, timedelta(hours=48))
-    [due] = ledger.due_starts(sqlite_db, clock.now)
-    assert ledger.fire(sqlite_db, due, clock.now, "replica-a") is not None  # A dies; nobody runs until 08:05
-    clock.advance(minutes=5)
+    clock, controller, sid, due = _claimed_by_a_replica_that_dies(sqlite_db, minutes=1)
+    clock.advance(minutes=5)  # nobody runs until 08:05
     survivor = make_service(sqlite_db, controller, clock, replica="replica-b")
     await survivor.tick()
     assert controller.of("start") == []

@@ -77,9 +77,9 @@ def _loop_factory() -> Any:
 
 def _check_service_names(names: list[str]) -> None:
     """Unknown service names are a usage error (exit 2) before anything starts."""
-    from aiot.services.catalog import SERVICE_FACTORIES
+    from aiot.services.catalog import SERVICE_FACTORIES, unknown_services
 
-    unknown = [n for n in names if n not in SERVICE_FACTORIES]
+    unknown = unknown_services(names)
     if unknown:
         err_console.print(f"[red]error:[/] unknown service {', '.join(map(repr, unknown))}; known: "
                           f"{', '.join(SERVICE_FACTORIES)}")

@@ -142,10 +142,8 @@ def set_state(session: Session, device: Device, state: DeviceState) -> None:
 
 
 def credential_status(session: Session, device: Device) -> str:
-    row = session.get(DeviceCredential, device.id)
-    if row is None:
-        return "none"
-    return "revoked" if row.revoked_at is not None else "active"
+    """"active", "revoked" or "none" (never issued)."""
+    return credential_statuses(session, [device.id]).get(device.id, "none")
 
 
 def credential_statuses(session: Session, device_ids: list[str]) -> dict[str, str]:

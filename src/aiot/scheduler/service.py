@@ -172,22 +172,24 @@ class SchedulerService(PlatformService):
             else:
                 await self._act(db, controller, ledger.StartDecision(stale.occurrence_id, stale.instance_id,
                                                                      start=True, until=stale.until), report)
-        for occurrence_id in await asyncio.to_thread(ledger.due_starts, db, now):
-            decision = await asyncio.to_thread(ledger.fire, db, occurrence_id, self.clock(), self.replica)
-            if decision is not None:
-                await self._act(db, controller, decision, report)
+        await self._fire_due(db, controller, now, report)
         refill = await asyncio.to_thread(ledger.refill_due, db, self.clock(), self.horizon, 50, REFILL_BUDGET_S)
         report.materialised = refill.created
         self._refill_pending = refill.more
         if refill.created and not refill.more:
             # Newly created occurrences may already be due (a schedule created for "now"): fire them in this pass.
-            for occurrence_id in await asyncio.to_thread(ledger.due_starts, db, self.clock()):
-                decision = await asyncio.to_thread(ledger.fire, db, occurrence_id, self.clock(), self.replica)
-                if decision is not None:
-                    await self._act(db, controller, decision, report)
+            await self._fire_due(db, controller, self.clock(), report)
         for key in self.totals:
             self.totals[key] += len(getattr(report, key))
         return report
+
+    async def _fire_due(self, db: Database, controller: InstanceController, now: datetime,
+                        report: TickReport) -> None:
+        """Claim and start (or skip) every occurrence due at `now` that no other replica claimed first."""
+        for occurrence_id in await asyncio.to_thread(ledger.due_starts, db, now):
+            decision = await asyncio.to_thread(ledger.fire, db, occurrence_id, self.clock(), self.replica)
+            if decision is not None:
+                await self._act(db, controller, decision, report)
 
     async def _stop(self, db: Database, controller: InstanceController, instance_id: str, occurrence_id: str,
                     report: TickReport) -> None:

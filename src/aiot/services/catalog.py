@@ -35,11 +35,16 @@ SERVICE_FACTORIES: dict[str, Callable[[], PlatformService]] = {
 }
 
 
+def unknown_services(names: list[str]) -> list[str]:
+    """The names that are not platform services (the CLI refuses them before starting anything)."""
+    return [n for n in names if n not in SERVICE_FACTORIES]
+
+
 def build_services(names: list[str] | None = None, without: tuple[str, ...] = ()) -> list[PlatformService]:
     """Instances of the named services (all when `names` is None) less `without`; unknown names are a clear
     error."""
-    unknown = [n for n in [*(names or []), *without] if n not in SERVICE_FACTORIES]
-    chosen = [n for n in (list(SERVICE_FACTORIES) if names is None else names) if n not in without]
+    unknown = unknown_services([*(names or []), *without])
     if unknown:
         raise KeyError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICE_FACTORIES)}")
+    chosen = [n for n in (list(SERVICE_FACTORIES) if names is None else names) if n not in without]
     return [SERVICE_FACTORIES[name]() for name in chosen]
