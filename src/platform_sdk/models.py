@@ -7,6 +7,12 @@ answering is skipped for the rest of the cache period and the call goes to the n
 be idempotent - they are pure functions of their inputs). A timeout is not retried (the model may still be
 working on it). `timeout` bounds the whole call including retries.
 
+Pooled keep-alive connections: a replica (uvicorn) closes an idle connection after its keep-alive timeout, and a
+request sent on it at that instant fails with "server disconnected" / ReadError although the replica is healthy.
+Two guards: the pool forgets idle connections well before the server's timeout (`KEEPALIVE_EXPIRY` against the
+serving wrapper's 75 s), and a transport error on a possibly reused connection is retried once on a fresh
+connection to the same replica before that replica is skipped. App code never sees this race.
+
 Inputs: a dict maps by name, a list/tuple positionally onto the manifest's declared inputs (the server does
 the mapping), a single value means the model's first input. `bytes` travel as base64 (`{"b64": ...}`);
 uint8 numpy arrays of 2 or 3 dimensions are images (encoded as PNG); other numpy arrays become lists.
@@ -26,6 +32,10 @@ from platform_sdk.errors import ModelError, ModelUnavailable, PlatformUnavailabl
 from platform_sdk.runtime import Runtime, runtime
 
 RESOLVE_TTL = 2.0
+KEEPALIVE_EXPIRY = 4.0
+"""Seconds an idle pooled connection is kept; far below the replica's keep-alive timeout (serving: 75 s)."""
+_STALE_CONNECTION_NAMES = ("ReadError", "WriteError", "RemoteProtocolError", "CloseError")
+"""Transport errors a request on a connection the server just closed produces (not refusals or timeouts)."""
 _RETRYABLE_NAMES = (
     "ConnectError",
     "ConnectTimeout",
@@ -98,7 +108,9 @@ class ModelClient:
 
             self._http = httpx.AsyncClient(
                 trust_env=False,
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                limits=httpx.Limits(
+                    max_connections=256, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_EXPIRY
+                ),
             )
         return self._http
 
@@ -149,6 +161,10 @@ class ModelClient:
                 if remaining <= 0:
                     raise ModelUnavailable(f"model {label}: no answer within {timeout:g}s")
                 status, data, error = await self._send(url + path, payload, remaining)
+                if error is not None and error.startswith(_STALE_CONNECTION_NAMES):
+                    remaining = deadline - time.monotonic()
+                    if remaining > 0:  # the pooled connection may have been closed under us: once, fresh
+                        status, data, error = await self._send(url + path, payload, remaining, fresh=True)
                 if error is not None:
                     self._bad[url] = time.monotonic() + RESOLVE_TTL
                     failures.append(f"{url}: {error}")
@@ -163,13 +179,22 @@ class ModelClient:
             )
         raise ModelUnavailable(f"model {label}: no replica answered ({'; '.join(failures)})")
 
-    async def _send(self, url: str, payload: bytes, timeout: float) -> tuple[int, bytes, str | None]:
+    async def _send(
+        self, url: str, payload: bytes, timeout: float, *, fresh: bool = False
+    ) -> tuple[int, bytes, str | None]:
+        """POST once. `fresh`: on a new connection of its own (a one-off client), never a pooled one."""
         import httpx
 
         try:
-            resp = await self._client().post(
-                url, content=payload, timeout=timeout, headers={"content-type": "application/json"}
-            )
+            if fresh:
+                async with httpx.AsyncClient(trust_env=False) as once:
+                    resp = await once.post(
+                        url, content=payload, timeout=timeout, headers={"content-type": "application/json"}
+                    )
+            else:
+                resp = await self._client().post(
+                    url, content=payload, timeout=timeout, headers={"content-type": "application/json"}
+                )
         except httpx.TimeoutException as exc:
             if type(exc).__name__ in _RETRYABLE_NAMES:
                 return 0, b"", f"{type(exc).__name__}"

@@ -66,6 +66,9 @@ ANNOUNCE_EVERY = 2.0
 MAX_BATCH = 1000
 JSON = "application/json"
 _WILDCARD = {"0.0.0.0", "::", ""}
+SERVER_KEEPALIVE = 75
+"""Idle keep-alive seconds (uvicorn's default is 5, which equals httpx's pool expiry: a request could meet a
+connection the server was closing). Clients expire idle connections after 4 s (platform_sdk.models)."""
 
 
 def _default(obj: Any) -> Any:
@@ -484,6 +487,7 @@ class ModelServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=SERVER_KEEPALIVE,
             server_header=False,
             date_header=False,
         )
