@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         None, description="Key that derives workload credentials; default: <data_dir>/secret.key, made once. "
         "Set the same value on every control plane replica.")
     node_grace_seconds: float = Field(8.0, description="A node silent this long is lost; its work moves.")
+    model_ready_deadline_seconds: float = Field(
+        300.0, gt=0, description="An app waits this long for its models' first ready replica, then shows failed "
+        "(it still starts once they are ready).")
     smtp_host: str | None = Field(None, description="SMTP server for e-mails; unset keeps mail in the outbox.")
     smtp_port: int = Field(25, description="SMTP port (587 with STARTTLS, 465 with implicit TLS).")
     smtp_user: str | None = Field(None, description="SMTP login user, if the server needs one.")

@@ -13,6 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from aiot.deployer.readiness import hold, unready_models
 from aiot.deployer.workloads import bump_generation
 from aiot.placement import NodeView, Request, choose
 from aiot.store.runtime import (
@@ -33,6 +34,7 @@ class PassResult:
     lost_nodes: list[str] = field(default_factory=list)
     placed: dict[str, str] = field(default_factory=dict)  # workload -> node
     unplaceable: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # apps held until their models have a ready replica
     touched_nodes: set[str] = field(default_factory=set)  # nodes whose assignments changed (wake them)
 
 
@@ -82,13 +84,18 @@ def _request(workload: Workload) -> Request:
                    selector=dict(workload.selector or {}))
 
 
-def place_pending(session: Session, result: PassResult) -> None:
+def place_pending(session: Session, result: PassResult, ready_deadline: float = 300.0) -> None:
     pending = list(session.scalars(select(Workload).where(Workload.desired == DesiredState.running,
                                                           Workload.node_id.is_(None)).order_by(Workload.created_at)))
     if not pending:
         return
     views = node_views(session)
     for workload in pending:
+        reasons = unready_models(session, workload)
+        if reasons:  # readiness gate: an app starts only once its models can answer
+            hold(session, workload, reasons, ready_deadline)
+            result.waiting.append(workload.id)
+            continue
         request = _request(workload)
         decision = choose(views, request)
         session.add(PlacementDecision(workload_id=workload.id, node_id=decision.node_id, reason=decision.reason,
@@ -108,10 +115,10 @@ def place_pending(session: Session, result: PassResult) -> None:
         result.touched_nodes.add(decision.node_id)
 
 
-def reconcile_once(session: Session, secret: bytes, grace: float) -> PassResult:
+def reconcile_once(session: Session, secret: bytes, grace: float, ready_deadline: float = 300.0) -> PassResult:
     result = PassResult()
     mark_lost_nodes(session, secret, grace, result)
     move_off_draining(session, secret, result)
     session.flush()
-    place_pending(session, result)
+    place_pending(session, result, ready_deadline)
     return result

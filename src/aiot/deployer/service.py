@@ -71,7 +71,8 @@ class DeployerService(PlatformService):
 
         def run() -> PassResult:
             with ctx.db.session() as session:
-                return reconcile_once(session, self._secret, ctx.settings.node_grace_seconds)
+                return reconcile_once(session, self._secret, ctx.settings.node_grace_seconds,
+                                      ctx.settings.model_ready_deadline_seconds)
 
         result = await asyncio.to_thread(run)
         self.passes += 1
