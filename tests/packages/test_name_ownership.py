@@ -1,0 +1,278 @@
+"""Names have owners, instances pin versions, shared deployments belong to the model's author, and app
+developers may debug the instances of their own apps (issue 13, items 2, 4 and 7).
+
+Each test is an attack that worked on the platform before names had owners: a second developer's higher
+`comfort` version taken up by a running classroom, a hijacked app name, an end user reading the logs of a model
+deployment started on their behalf, and an app developer unable to see their own app's logs.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from aiot.artifacts.packing import zip_folder
+from aiot.store.models import Role
+from tests.support.live import LivePlatform, live_platform
+
+from .conftest import EXAMPLES
+
+CLASSROOM_TYPES = ("temperature", "light", "fan", "ac", "lamp")
+
+
+def with_version(archive: Path, manifest_file: str, dest: Path, **changes: object) -> Path:
+    """A copy of `archive` whose manifest has `changes` applied (a new version, another model reference...)."""
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(dest, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == manifest_file:
+                manifest = json.loads(data)
+                manifest.update(changes)
+                data = json.dumps(manifest).encode()
+            dst.writestr(item, data)
+    return dest
+
+
+@dataclass
+class Classroom:
+    live: LivePlatform
+    tmp: Path
+    model: dict  # comfort 1.0.0, uploaded by aideveloper1
+    app: dict  # smart-classroom 1.0.0, uploaded by appdeveloper1
+
+    def h(self, who: str | Role) -> dict[str, str]:
+        return self.live.headers(who)
+
+    async def upload(self, collection: str, archive: Path, who: str | Role) -> object:
+        return await self.live.client.post(f"/api/v1/{collection}", content=archive.read_bytes(),
+                                           headers={**self.h(who), "Content-Type": "application/zip"})
+
+    def comfort(self, version: str, name: str = "comfort") -> Path:
+        base = zip_folder(EXAMPLES / "models/comfort", self.tmp / "comfort-base.zip")
+        return with_version(base, "model.json", self.tmp / f"{name}-{version}.zip", version=version, name=name)
+
+    def classroom(self, version: str, **changes: object) -> Path:
+        base = zip_folder(EXAMPLES / "apps/smart-classroom", self.tmp / "classroom-base.zip")
+        return with_version(base, "app.json", self.tmp / f"classroom-{version}.zip", version=version, **changes)
+
+    async def instance(self, who: str | Role = Role.end_user) -> dict:
+        created = await self.live.client.post("/api/v1/instances", headers=self.h(who),
+                                              json={"app": "smart-classroom", "location": "Room 1"})
+        assert created.status_code == 201, created.text
+        return created.json()
+
+    async def run(self, instance_id: str, who: str | Role = Role.end_user) -> dict:
+        response = await self.live.client.post(f"/api/v1/instances/{instance_id}/run", headers=self.h(who),
+                                               json={"minutes": 30})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def stop(self, instance_id: str, who: str | Role = Role.end_user) -> None:
+        response = await self.live.client.post(f"/api/v1/instances/{instance_id}/stop", headers=self.h(who))
+        assert response.status_code == 200, response.text
+
+    def workload_config(self, workload_id: str) -> dict:
+        from aiot.store.runtime import Workload
+
+        with self.live.ctx.db.session() as session:
+            return dict(session.get(Workload, workload_id).config)
+
+
+@pytest.fixture
+async def classroom(tmp_path: Path) -> AsyncIterator[Classroom]:
+    async with live_platform(tmp_path) as live:
+        live.add_user("aideveloper2", Role.ai_developer)
+        live.add_user("appdeveloper2", Role.app_developer)
+        admin = live.headers(Role.admin)
+        for name in CLASSROOM_TYPES:
+            path = EXAMPLES / "device-types" / f"{name}.json"
+            assert (await live.client.post("/api/v1/device-types", content=path.read_bytes(),
+                                           headers=admin)).status_code in (200, 201)
+        assert (await live.client.post("/api/v1/locations", headers=admin,
+                                       json={"name": "Room 1", "kind": "room"})).status_code == 201
+        for name in CLASSROOM_TYPES:
+            response = await live.client.post("/api/v1/devices", headers=admin,
+                                              json={"name": f"{name}-1", "device_type": name, "location": "Room 1"})
+            assert response.status_code == 201, response.text
+        room = Classroom(live, tmp_path, {}, {})
+        model = await room.upload("models", room.comfort("1.0.0"), Role.ai_developer)
+        assert model.status_code == 201, model.text
+        app = await room.upload("apps", room.classroom("1.0.0"), Role.app_developer)
+        assert app.status_code == 201, app.text
+        room.model, room.app = model.json(), app.json()
+        yield room
+
+
+# ------------------------------------------------------------------------------------------- names have owners
+
+
+async def test_second_developer_cannot_add_a_version_of_anothers_model(classroom: Classroom) -> None:
+    room = classroom
+    hijack = await room.upload("models", room.comfort("1.9.0"), "aideveloper2")
+    assert hijack.status_code == 403, hijack.text
+    message = hijack.json()["error"]["message"]
+    assert "comfort" in message and "aideveloper1" in message  # names the owner
+    listed = (await room.live.client.get("/api/v1/models", params={"name": "comfort"},
+                                         headers=room.h(Role.end_user))).json()
+    assert [m["version"] for m in listed] == ["1.0.0"]  # nothing was stored
+    for method, path in (("POST", "/api/v1/models/comfort/deprecate"), ("DELETE", "/api/v1/models/comfort")):
+        denied = await room.live.client.request(method, path, headers=room.h("aideveloper2"))
+        assert denied.status_code == 403 and "aideveloper1" in denied.json()["error"]["message"]
+    # the owner adds versions; an admin may too, and the name stays the owner's
+    assert (await room.upload("models", room.comfort("1.1.0"), Role.ai_developer)).status_code == 201
+    by_admin = await room.upload("models", room.comfort("1.2.0"), Role.admin)
+    assert by_admin.status_code == 201 and by_admin.json()["owner"] == "aideveloper1"
+    # a brand new name belongs to whoever uploads it first
+    fresh = await room.upload("models", room.comfort("1.0.0", name="comfort-two"), "aideveloper2")
+    assert fresh.status_code == 201 and fresh.json()["owner"] == "aideveloper2"
+
+
+async def test_a_deleted_name_stays_its_owners(classroom: Classroom) -> None:
+    room = classroom
+    own = await room.upload("models", room.comfort("1.0.0", name="scratch"), Role.ai_developer)
+    assert own.status_code == 201
+    gone = await room.live.client.delete(f"/api/v1/models/{own.json()['id']}", headers=room.h(Role.ai_developer))
+    assert gone.status_code == 204
+    squat = await room.upload("models", room.comfort("2.0.0", name="scratch"), "aideveloper2")
+    assert squat.status_code == 403 and "aideveloper1" in squat.json()["error"]["message"]
+    back = await room.upload("models", room.comfort("2.0.0", name="scratch"), Role.ai_developer)
+    assert back.status_code == 201
+
+
+async def test_second_developer_cannot_take_over_an_app_name(classroom: Classroom) -> None:
+    room = classroom
+    hijack = await room.upload("apps", room.classroom("1.1.0"), "appdeveloper2")
+    assert hijack.status_code == 403, hijack.text
+    assert "appdeveloper1" in hijack.json()["error"]["message"]
+    for method, path in (("POST", "/api/v1/apps/smart-classroom/deprecate"),
+                         ("DELETE", "/api/v1/apps/smart-classroom")):
+        denied = await room.live.client.request(method, path, headers=room.h("appdeveloper2"))
+        assert denied.status_code == 403
+    # an end user asking for the app by name still gets the owner's version
+    instance = await room.instance()
+    assert instance["app_id"] == room.app["id"]
+
+
+async def test_model_references_may_name_the_owner(classroom: Classroom) -> None:
+    room = classroom
+    qualified = room.classroom("1.1.0", context={
+        **json.loads((EXAMPLES / "apps/smart-classroom/app.json").read_text())["context"],
+        "models": {"comfort": {"name": "aideveloper1/comfort", "version": ">=1.0,<2"}}})
+    assert (await room.upload("apps", qualified, Role.app_developer)).status_code == 201
+    wrong = room.classroom("1.2.0", context={
+        **json.loads((EXAMPLES / "apps/smart-classroom/app.json").read_text())["context"],
+        "models": {"comfort": {"name": "aideveloper2/comfort", "version": ">=1.0,<2"}}})
+    refused = await room.upload("apps", wrong, Role.app_developer)
+    assert refused.status_code == 422
+    assert "aideveloper2/comfort" in refused.text
+    # an end user may insist on the app's owner too (where a reference travels in a body)
+    client = room.live.client
+    created = await client.post("/api/v1/instances", headers=room.h(Role.end_user),
+                                json={"app": "appdeveloper1/smart-classroom:1.1.0", "location": "Room 1"})
+    assert created.status_code == 201, created.text
+    assert created.json()["models"] == {"comfort": room.model["id"]}
+    impostor = await client.post("/api/v1/instances", headers=room.h(Role.end_user),
+                                 json={"app": "appdeveloper2/smart-classroom", "location": "Room 1"})
+    assert impostor.status_code == 404 and "appdeveloper2" in impostor.text
+
+
+# ------------------------------------------------------------------------------------- instances pin a version
+
+
+async def test_an_instance_keeps_the_model_version_it_was_created_with(classroom: Classroom) -> None:
+    room = classroom
+    instance = await room.instance()
+    assert instance["models"] == {"comfort": room.model["id"]}
+    assert instance["app_id"] == room.app["id"]
+    running = await room.run(instance["id"])
+    assert room.workload_config(running["workload_id"])["models"]["comfort"]["model_id"] == room.model["id"]
+
+    # The attack: another developer's higher version is refused outright...
+    assert (await room.upload("models", room.comfort("1.9.0"), "aideveloper2")).status_code == 403
+    # ...and even the owner's own new version (and a new app version) never reach the existing instance.
+    newer = await room.upload("models", room.comfort("1.9.0"), Role.ai_developer)
+    assert newer.status_code == 201
+    assert (await room.upload("apps", room.classroom("1.1.0"), Role.app_developer)).status_code == 201
+    await room.stop(instance["id"])
+    again = await room.run(instance["id"])
+    assert again["workload_id"] != running["workload_id"]
+    config = room.workload_config(again["workload_id"])
+    assert config["models"]["comfort"]["model_id"] == room.model["id"]
+    assert config["package"]["id"] == room.app["id"]
+    shown = (await room.live.client.get(f"/api/v1/instances/{instance['id']}", headers=room.h(Role.end_user))).json()
+    assert shown["models"] == {"comfort": room.model["id"]} and shown["app_id"] == room.app["id"]
+    # A new instance takes the newest versions.
+    fresh = await room.instance()
+    assert fresh["models"] == {"comfort": newer.json()["id"]}
+    # The pinned version cannot be deleted from under the instance.
+    blocked = await room.live.client.delete(f"/api/v1/models/{newer.json()['id']}",
+                                            headers=room.h(Role.ai_developer))
+    assert blocked.status_code == 409
+
+
+# ------------------------------------------------------------------------------- shared deployments and logs
+
+
+async def _model_workload(room: Classroom) -> str:
+    from sqlalchemy import select
+
+    from aiot.store.runtime import ModelDeployment, Workload
+
+    with room.live.ctx.db.session() as session:
+        deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == room.model["id"]))
+        assert deployment is not None
+        return session.scalar(select(Workload.id).where(Workload.group_id == deployment.id))
+
+
+async def test_auto_deployed_model_belongs_to_its_author(classroom: Classroom) -> None:
+    room = classroom
+    instance = await room.instance()
+    await room.run(instance["id"])
+    workload_id = await _model_workload(room)
+    client = room.live.client
+    author = await client.get(f"/api/v1/workloads/{workload_id}", headers=room.h(Role.ai_developer))
+    assert author.status_code == 200, author.text
+    assert (await client.get("/api/v1/logs", params={"workload_id": workload_id},
+                             headers=room.h(Role.ai_developer))).status_code == 200
+    snooping = await client.get("/api/v1/logs", params={"workload_id": workload_id}, headers=room.h(Role.end_user))
+    assert snooping.status_code == 403
+    # the end user still reads their own instance's logs
+    assert (await client.get("/api/v1/logs", params={"app_instance_id": instance["id"]},
+                             headers=room.h(Role.end_user))).status_code == 200
+
+
+async def test_app_developer_debugs_instances_of_their_app_only(classroom: Classroom) -> None:
+    room = classroom
+    instance = await room.instance()
+    running = await room.run(instance["id"])
+    client = room.live.client
+    logs = await client.get("/api/v1/logs", params={"app_instance_id": instance["id"]},
+                            headers=room.h(Role.app_developer))
+    assert logs.status_code == 200, logs.text
+    state = await client.get(f"/api/v1/workloads/{running['workload_id']}", headers=room.h(Role.app_developer))
+    assert state.status_code == 200 and state.json()["group_id"] == instance["id"]
+    listed = await client.get("/api/v1/workloads", headers=room.h(Role.app_developer))
+    assert running["workload_id"] in {w["id"] for w in listed.json()}
+    mine = await client.get("/api/v1/apps/smart-classroom/instances", headers=room.h(Role.app_developer))
+    assert mine.status_code == 200, mine.text
+    [seen] = mine.json()
+    assert seen["id"] == instance["id"] and seen["workload_state"] is not None
+    assert "settings" not in seen and "bindings" not in seen and "owner_id" not in seen
+    # ...but not the end user's instance itself (its settings, bindings)
+    assert (await client.get(f"/api/v1/instances/{instance['id']}",
+                             headers=room.h(Role.app_developer))).status_code in (403, 404)
+
+    other = "appdeveloper2"
+    assert (await client.get("/api/v1/logs", params={"app_instance_id": instance["id"]},
+                             headers=room.h(other))).status_code in (403, 404)
+    assert (await client.get(f"/api/v1/workloads/{running['workload_id']}",
+                             headers=room.h(other))).status_code in (403, 404)
+    assert running["workload_id"] not in {w["id"] for w in (await client.get(
+        "/api/v1/workloads", headers=room.h(other))).json()}
+    assert (await client.get("/api/v1/apps/smart-classroom/instances",
+                             headers=room.h(other))).status_code in (403, 404)
