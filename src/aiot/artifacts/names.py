@@ -40,10 +40,10 @@ def name_row(session: Session, kind: PackageKind, name: str) -> PackageName | No
     return session.scalar(select(PackageName).where(PackageName.kind == kind, PackageName.name == name))
 
 
-def owner_label(session: Session, row: PackageName | None) -> str:
-    """The owner's username, for messages and API answers."""
+def owner_username(session: Session, row: PackageName | None) -> str | None:
+    """The owner's username (None: no owner on record, or the owner's account was deleted)."""
     user = session.get(User, row.owner_id) if row is not None and row.owner_id else None
-    return user.username if user is not None else "a removed user"
+    return user.username if user is not None else None
 
 
 def owner_matches(session: Session, kind: PackageKind, name: str, owner: str | None) -> bool:
@@ -51,12 +51,14 @@ def owner_matches(session: Session, kind: PackageKind, name: str, owner: str | N
     row = name_row(session, kind, name)
     if row is None:
         return False
-    return owner is None or owner_label(session, row) == owner
+    return owner is None or owner_username(session, row) == owner
 
 
 def _denied(session: Session, kind: PackageKind, name: str, row: PackageName | None, action: str) -> Forbidden:
-    return Forbidden(f"the {kind.value} name {name!r} belongs to {owner_label(session, row)}; only its owner or an "
-                     f"admin may {action}", field="name", details={"owner": owner_label(session, row)})
+    owner = owner_username(session, row)
+    whose = f"belongs to {owner}" if owner else "has no owner on record"
+    return Forbidden(f"the {kind.value} name {name!r} {whose}; only its owner or an admin may {action}",
+                     field="name", details={"owner": owner})
 
 
 def publisher_owner(session: Session, kind: PackageKind, name: str, user_id: str | None, role: Role) -> str | None:

@@ -45,7 +45,7 @@ def _repo(request: Request) -> ArtifactRepository:
 
 def package_out(session: Any, row: PackageRow) -> dict[str, Any]:
     """`owner` is the username owning the name (what `owner/name` references use)."""
-    owner = names.owner_label(session, names.name_row(session, names.kind_of(type(row)), row.name))
+    owner = names.owner_username(session, names.name_row(session, names.kind_of(type(row)), row.name))
     out = {"id": row.id, "name": row.name, "version": row.version, "sha256": row.sha256, "size": row.size,
            "status": row.status.value, "owner_id": row.owner_id, "owner": owner,
            "created_at": row.created_at.isoformat(), "manifest": row.manifest}
