@@ -45,13 +45,13 @@ def _seed(conn: object) -> None:
             {"i": iid, "w": workload, "t": NOW})
 
 
-def test_upgrade_gives_names_to_first_uploaders_and_pins_running_instances(sqlite_url: str) -> None:
-    migrate.upgrade(sqlite_url, "0006")
-    engine = make_engine(sqlite_url)
+def test_upgrade_gives_names_to_first_uploaders_and_pins_running_instances(db_url: str) -> None:
+    migrate.upgrade(db_url, "0006")
+    engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
             _seed(conn)
-        migrate.upgrade(sqlite_url)
+        migrate.upgrade(db_url)
         with engine.connect() as conn:
             owners = dict(conn.execute(text("SELECT kind || ':' || name, owner_id FROM package_names")).all())
             assert owners == {"model:comfort": "usr_a", "app:classroom": "usr_d"}
@@ -61,7 +61,7 @@ def test_upgrade_gives_names_to_first_uploaders_and_pins_running_instances(sqlit
             assert conn.execute(text("SELECT owner_id FROM model_deployments")).scalar() == "usr_a"
             workload_owners = dict(conn.execute(text("SELECT id, owner_id FROM workloads")).all())
             assert workload_owners == {"wl_m": "usr_a", "wl_a": "usr_e"}  # the instance's own workload stays hers
-        migrate.downgrade(sqlite_url, "0006")
-        assert "package_names" not in migrate.current_tables(sqlite_url)
+        migrate.downgrade(db_url, "0006")
+        assert "package_names" not in migrate.current_tables(db_url)
     finally:
         engine.dispose()
