@@ -14,8 +14,9 @@ from packaging.version import Version
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aiot.artifacts import names
 from aiot.errors import ValidationFailed
-from aiot.store.catalog import AppPackage, DeviceType, ModelPackage, PackageStatus
+from aiot.store.catalog import AppPackage, DeviceType, ModelPackage, PackageKind, PackageStatus
 from aiot.store.devices import Device, DeviceState, Location
 
 
@@ -66,7 +67,15 @@ def resolve_devices(session: Session, app: AppPackage, location: Location,
 
 
 def resolve_model(session: Session, name: str, spec: str) -> ModelPackage:
-    """The newest active version of model `name` within `spec` (PEP 440)."""
+    """The newest active version of model `name` (or `owner/name`) within `spec` (PEP 440).
+
+    Every version of a name is its one owner's (aiot.artifacts.names), so "newest" never picks up another
+    user's upload; `owner/name` additionally insists on who that owner is. Called when an instance is created
+    (its versions are then pinned), never to pick what an existing instance runs."""
+    owner, bare = names.split_owner(name)
+    if owner is not None and not names.owner_matches(session, PackageKind.model, bare, owner):
+        raise ValidationFailed(f"model {bare!r} is not owned by {owner!r}", field="models")
+    name = bare
     specifier = SpecifierSet(spec or "", prereleases=True)
     rows = [m for m in session.scalars(select(ModelPackage).where(ModelPackage.name == name,
                                                                   ModelPackage.status == PackageStatus.active))

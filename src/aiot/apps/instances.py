@@ -1,4 +1,13 @@
-"""Creating app instances and starting/stopping them as workloads (rules; the scheduler and API call these)."""
+"""Creating app instances and starting/stopping them as workloads (rules; the scheduler and API call these).
+
+An instance is pinned: `app_id` is one app version and `models` maps each model alias to one model version,
+both chosen when the instance is created. Starting it (now, or by schedule, any number of times) runs exactly
+those, so a new upload never changes what an existing instance runs. Moving an instance to newer versions is an
+explicit step: `repin` (the upgrade flow of the deployment-lifecycle issue builds on it).
+
+Models deployed on an instance's behalf belong to the model's owner, not to the end user who started the
+instance: its author sees and manages it, and its logs are the author's, not the end user's.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ from aiot.deployer.workloads import HEARTBEAT_INTERVAL, deploy_model, new_worklo
 from aiot.devices.registry import get_location
 from aiot.errors import Conflict, NotFound, ValidationFailed
 from aiot.store.apps import AppInstance, InstanceState
-from aiot.store.catalog import AppPackage, PackageStatus
+from aiot.store.catalog import AppPackage, ModelPackage, PackageStatus
 from aiot.store.devices import Device
 from aiot.store.runtime import DesiredState, ModelDeployment, Workload, WorkloadKind
 
@@ -32,6 +41,27 @@ def _settings(app: AppPackage, given: dict[str, Any]) -> dict[str, Any]:
     return {name: given.get(name, spec.get("default")) for name, spec in declared.items()}
 
 
+def pin_models(session: Session, app: AppPackage) -> dict[str, str]:
+    """alias -> model id: the newest active version of each model the app names, within the app's range."""
+    pins = {}
+    for alias, ref in ((app.manifest.get("context") or {}).get("models") or {}).items():
+        try:
+            pins[alias] = resolve_model(session, ref["name"], ref.get("version", "")).id
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"model '{alias}': {exc.message}", field=f"models.{alias}") from exc
+    return pins
+
+
+def repin(session: Session, instance: AppInstance, app: AppPackage) -> None:
+    """Move `instance` to app version `app` and the newest matching model versions (takes effect at its next
+    start). The one way an instance's versions change: the explicit upgrade flow calls this; uploads never do."""
+    current = session.get(AppPackage, instance.app_id)
+    if current is not None and current.name != app.name:
+        raise ValidationFailed(f"{app.name} is another app than the instance's {current.name}", field="app")
+    instance.models = pin_models(session, app)
+    instance.app_id = app.id
+
+
 def create_instance(session: Session, *, app_ref: str, location_ref: str, owner_id: str,
                     bindings: dict[str, list[str]] | None = None, settings: dict[str, Any] | None = None,
                     name: str = "") -> AppInstance:
@@ -40,13 +70,9 @@ def create_instance(session: Session, *, app_ref: str, location_ref: str, owner_
         raise Conflict(f"app {app.name} {app.version} is deprecated", field="app")
     location = get_location(session, location_ref)
     bound = resolve_devices(session, app, location, bindings)
-    for alias, ref in ((app.manifest.get("context") or {}).get("models") or {}).items():
-        try:
-            resolve_model(session, ref["name"], ref.get("version", ""))
-        except ValidationFailed as exc:
-            raise ValidationFailed(f"model '{alias}': {exc.message}", field=f"models.{alias}") from exc
     instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=owner_id, bindings=bound,
-                           settings=_settings(app, settings or {}), name=name or f"{app.name} at {location.name}")
+                           models=pin_models(session, app), settings=_settings(app, settings or {}),
+                           name=name or f"{app.name} at {location.name}")
     session.add(instance)
     session.flush()
     return instance
@@ -68,11 +94,29 @@ def _device_binding(session: Session, device_ids: list[str]) -> list[dict[str, A
     return out
 
 
-def _ensure_model_deployed(session: Session, secret: bytes, name: str, spec: str, owner_id: str | None) -> dict:
-    model = resolve_model(session, name, spec)
+def pinned_model(session: Session, instance: AppInstance, alias: str, ref: dict[str, Any]) -> ModelPackage:
+    """The model version `instance` is pinned to for `alias`. An instance created before pinning existed is
+    pinned here, at its first start, and keeps that version from then on."""
+    model_id = (instance.models or {}).get(alias)
+    model = session.get(ModelPackage, model_id) if model_id else None
+    if model is None:
+        if model_id:
+            raise Conflict(f"model '{alias}' of instance {instance.id}: pinned version {model_id} no longer "
+                           "exists; upgrade the instance", field=f"models.{alias}")
+        try:
+            model = resolve_model(session, ref["name"], ref.get("version", ""))
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"model '{alias}': {exc.message}", field=f"models.{alias}") from exc
+        instance.models = {**(instance.models or {}), alias: model.id}
+    return model
+
+
+def _ensure_model_deployed(session: Session, secret: bytes, model: ModelPackage) -> dict:
+    """Deploy the pinned version if nothing serves it yet: one replica, owned by the model's owner (the end
+    user starting the instance must not own, manage or read the logs of another user's model)."""
     if session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id)) is None:
         log.info("deploying model %s %s for an app instance (1 replica)", model.name, model.version)
-        deploy_model(session, secret, model, 1, owner_id)
+        deploy_model(session, secret, model, 1, model.owner_id, allow_deprecated=True)
     return {"model_id": model.id, "name": model.name, "version": model.version}
 
 
@@ -87,7 +131,7 @@ def start_instance(session: Session, secret: bytes, instance: AppInstance, *, oc
             instance.current_occurrence_id, instance.run_until = occurrence_id, until
             return current
     context = app.manifest.get("context") or {}
-    models = {alias: _ensure_model_deployed(session, secret, ref["name"], ref.get("version", ""), instance.owner_id)
+    models = {alias: _ensure_model_deployed(session, secret, pinned_model(session, instance, alias, ref))
               for alias, ref in (context.get("models") or {}).items()}
     config: dict[str, Any] = {
         "kind": "app", "app_instance_id": instance.id,

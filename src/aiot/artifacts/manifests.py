@@ -23,6 +23,9 @@ FORMAT_VERSION = 1
 """Version of these manifest formats; bumped only for incompatible changes."""
 
 SLUG_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+# A model reference may name the model's owner (a username, same rule as aiot.accounts): `owner/name`.
+OWNER_PATTERN = r"^[a-z][a-z0-9_.-]{1,63}$"
+MODEL_REF_PATTERN = r"^([a-z][a-z0-9_.-]{1,63}/)?[a-z][a-z0-9-]{1,62}$"
 IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -30,6 +33,7 @@ SCRIPT_PATTERN = r"^([A-Za-z0-9_][A-Za-z0-9_.-]*/)*[A-Za-z_][A-Za-z0-9_-]*\.py$"
 FILE_PATTERN = r"^([A-Za-z0-9_][A-Za-z0-9_.-]*/)*[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 
 _SLUG_RE = re.compile(SLUG_PATTERN)
+_OWNER_RE = re.compile(OWNER_PATTERN)
 
 ImageEncoding = Literal["jpeg", "png"]
 ScalarType = Literal["number", "integer", "string", "boolean"]
@@ -234,9 +238,10 @@ class ModelManifest(_Strict):
 
 
 class ModelRef(_Strict):
-    """A model an app calls, by package name and a range of acceptable versions."""
+    """A model an app calls, by package name (optionally `owner/name`) and a range of acceptable versions."""
 
-    name: str = Field(description="Model package name.", json_schema_extra={"pattern": SLUG_PATTERN})
+    name: str = Field(description="Model package name, or `owner/name` to insist on the name's owner (a username).",
+                      json_schema_extra={"pattern": MODEL_REF_PATTERN})
     version: str = Field(
         "",
         description="PEP 440 version specifier, e.g. '>=1.0,<2'. Empty accepts any version.",
@@ -246,7 +251,17 @@ class ModelRef(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _check_slug(value, "model name")
+        owner, sep, name = value.partition("/")
+        if not sep:
+            return _check_slug(value, "model name")
+        if not _OWNER_RE.match(owner):
+            raise PydanticCustomError(
+                "bad_name",
+                "owner '{owner}' in model reference '{value}' is not a valid username (pattern {pattern})",
+                {"owner": owner, "value": value, "pattern": OWNER_PATTERN},
+            )
+        _check_slug(name, "model name")
+        return value
 
     @field_validator("version")
     @classmethod

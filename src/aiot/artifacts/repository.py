@@ -4,7 +4,8 @@ Order matters for "nothing half-written": a package is validated completely befo
 archive goes into the NATS object store under its SHA-256 (so a retry or a duplicate upload stores nothing new);
 the database row comes last. If the row cannot be written, the object is removed again unless another row
 already points at the same bytes. A name plus version is immutable: the same bytes again return the existing
-row, different bytes are a 409.
+row, different bytes are a 409. A name belongs to its first uploader (`names.py`): another user's upload of a
+new name's version is a 403 before anything is stored.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aiot.artifacts import names
 from aiot.artifacts.validate import (
     ValidationReport,
     validate_app_package,
@@ -31,9 +33,11 @@ from aiot.artifacts.validate import (
 )
 from aiot.bus.client import Bus
 from aiot.errors import Conflict, NotFound, ValidationFailed
-from aiot.store.catalog import AppPackage, DeviceKind, DeviceType, ModelPackage, PackageStatus
+from aiot.store.apps import AppInstance, InstanceState
+from aiot.store.catalog import AppPackage, DeviceKind, DeviceType, ModelPackage, PackageKind, PackageStatus
 from aiot.store.devices import Device
 from aiot.store.engine import Database
+from aiot.store.models import Role
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,11 @@ class DatabaseCatalog:
         self.session = session
 
     def model_versions(self, name: str) -> list[str]:
-        return list(self.session.scalars(select(ModelPackage.version).where(ModelPackage.name == name)))
+        """`name` may be `owner/name`: then only when that user owns the name."""
+        owner, bare = names.split_owner(name)
+        if owner is not None and not names.owner_matches(self.session, PackageKind.model, bare, owner):
+            return []
+        return list(self.session.scalars(select(ModelPackage.version).where(ModelPackage.name == bare)))
 
     def device_type_kind(self, name: str) -> str | None:
         kind = self.session.scalar(select(DeviceType.kind).where(DeviceType.name == name))
@@ -79,13 +87,14 @@ class ArtifactRepository:
 
     # ------------------------------------------------------------------ packages
 
-    async def put_model(self, archive: Path, owner_id: str | None) -> Stored:
+    async def put_model(self, archive: Path, owner_id: str | None, role: Role) -> Stored:
+        """Store a model version uploaded by `owner_id` (of `role`: only admins may add to others' names)."""
         report = await asyncio.to_thread(validate_model_package, archive)
         if not report.ok:
             raise _rejected(report, "model package")
-        return await self._store(ModelPackage, archive, report, owner_id, {})
+        return await self._store(ModelPackage, archive, report, owner_id, role, {})
 
-    async def put_app(self, archive: Path, owner_id: str | None) -> Stored:
+    async def put_app(self, archive: Path, owner_id: str | None, role: Role) -> Stored:
         def validate() -> ValidationReport:
             with self.db.session() as session:
                 return validate_app_package(archive, DatabaseCatalog(session))
@@ -94,37 +103,54 @@ class ArtifactRepository:
         if not report.ok:
             raise _rejected(report, "app package")
         assert report.manifest is not None
-        return await self._store(AppPackage, archive, report, owner_id, {"kind": report.manifest.kind})
+        return await self._store(AppPackage, archive, report, owner_id, role, {"kind": report.manifest.kind})
 
-    async def _store(self, table: type[PackageRow], archive: Path, report: ValidationReport, owner_id: str | None,
-                     extra: dict[str, Any]) -> Stored:
+    async def _store(self, table: type[PackageRow], archive: Path, report: ValidationReport, uploader: str | None,
+                     role: Role, extra: dict[str, Any]) -> Stored:
         manifest = report.manifest
         assert manifest is not None
-        name, version = manifest.name, manifest.version
+        name, version, kind = manifest.name, manifest.version, names.kind_of(table)
         with self.db.session() as session:
+            owner_id = names.publisher_owner(session, kind, name, uploader, role)  # 403 before anything is stored
             existing = self._find_version(session, table, name, version)
             if existing is not None:
                 return self._same_or_conflict(existing, report)
         await self._put_object(report.sha256, archive)
         try:
-            with self.db.session() as session:
-                row = table(name=name, version=version, sha256=report.sha256, size=report.size,
-                            manifest=manifest.model_dump(mode="json"), owner_id=owner_id, **extra)
-                session.add(row)
-                session.flush()
+            row = self._insert(table, report, owner_id, extra)
         except IntegrityError:
-            # Lost a race with an upload of the same name and version: the winner decides.
-            with self.db.session() as session:
-                existing = self._find_version(session, table, name, version)
-            await self._drop_object_if_unused(report.sha256)
-            if existing is None:
+            # Lost a race: with another user claiming the same new name (then it is theirs: 403), with the
+            # owner's concurrent upload of another version of a new name (insert again, the name is claimed
+            # now), or with an upload of the same name and version (the winner decides).
+            try:
+                with self.db.session() as session:
+                    owner_id = names.publisher_owner(session, kind, name, uploader, role)
+                    existing = self._find_version(session, table, name, version)
+                if existing is not None:
+                    await self._drop_object_if_unused(report.sha256)
+                    return self._same_or_conflict(existing, report)
+                row = self._insert(table, report, owner_id, extra)
+            except BaseException:
+                await self._drop_object_if_unused(report.sha256)
                 raise
-            return self._same_or_conflict(existing, report)
         except BaseException:
             await self._drop_object_if_unused(report.sha256)
             raise
         log.info("stored %s %s %s (%s, %d bytes)", table.__tablename__, name, version, row.id, report.size)
         return Stored(row, True)
+
+    def _insert(self, table: type[PackageRow], report: ValidationReport, owner_id: str | None,
+                extra: dict[str, Any]) -> PackageRow:
+        """Claim the name (when new) and write the version row, in one transaction."""
+        manifest = report.manifest
+        assert manifest is not None
+        with self.db.session() as session:
+            names.claim(session, names.kind_of(table), manifest.name, owner_id)
+            row = table(name=manifest.name, version=manifest.version, sha256=report.sha256, size=report.size,
+                        manifest=manifest.model_dump(mode="json"), owner_id=owner_id, **extra)
+            session.add(row)
+            session.flush()
+        return row
 
     @staticmethod
     def _find_version(session: Session, table: type[PackageRow], name: str, version: str) -> PackageRow | None:
@@ -186,12 +212,16 @@ class ArtifactRepository:
 
     @staticmethod
     def resolve(session: Session, table: type[PackageRow], ref: str) -> PackageRow:
-        """`ref` is an id, `name:version`, or a bare name (its highest active version)."""
+        """`ref` is an id, `name:version`, or a bare name (its highest active version); the name may be
+        `owner/name` (404 unless that user owns it). Names have one owner, so a bare name is unambiguous."""
         row = session.get(table, ref)
         if row is not None:
             return row
-        name, _, version = ref.partition(":")
+        qualified, _, version = ref.partition(":")
+        owner, name = names.split_owner(qualified)
         what = "model" if table is ModelPackage else "app"
+        if owner is not None and not names.owner_matches(session, names.kind_of(table), name, owner):
+            raise NotFound(f"no {what} {name!r} owned by {owner!r}", field=what)
         if version:
             row = session.scalar(select(table).where(table.name == name, table.version == version))
             if row is None:
@@ -208,18 +238,31 @@ class ArtifactRepository:
         users = []
         for app in session.scalars(select(AppPackage)):
             for ref in (app.manifest.get("context", {}).get("models") or {}).values():
-                if ref.get("name") == model.name and Version(model.version) in SpecifierSet(
-                        ref.get("version") or "", prereleases=True):
+                if names.split_owner(ref.get("name") or "")[1] == model.name and Version(model.version) in \
+                        SpecifierSet(ref.get("version") or "", prereleases=True):
                     users.append(app)
         return users
+
+    @staticmethod
+    def instances_pinning(session: Session, model: ModelPackage) -> list[AppInstance]:
+        """Live app instances pinned to this exact model version (it must stay while they exist)."""
+        return [i for i in session.scalars(select(AppInstance).where(AppInstance.state != InstanceState.retired))
+                if model.id in (i.models or {}).values()]
 
     async def delete_package(self, session: Session, row: PackageRow) -> None:
         if isinstance(row, ModelPackage):
             users = self.apps_using_model(session, row)
             if users:
-                names = ", ".join(f"{a.name} {a.version}" for a in users[:5])
-                raise Conflict(f"model {row.name} {row.version} is used by app(s) {names}; delete or update them "
+                listed = ", ".join(f"{a.name} {a.version}" for a in users[:5])
+                raise Conflict(f"model {row.name} {row.version} is used by app(s) {listed}; delete or update them "
                                "first, or deprecate the model instead", field="model")
+            pinned = self.instances_pinning(session, row)
+            if pinned:
+                raise Conflict(f"model {row.name} {row.version} is pinned by {len(pinned)} app instance(s) "
+                               f"({', '.join(i.id for i in pinned[:5])}); deprecate it instead", field="model")
+        elif session.scalar(select(AppInstance.id).where(AppInstance.app_id == row.id).limit(1)):
+            raise Conflict(f"app {row.name} {row.version} has app instances (retired ones are kept for their "
+                           "history); deprecate it instead", field="app")
         sha = row.sha256
         session.delete(row)
         session.flush()

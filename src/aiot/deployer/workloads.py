@@ -63,11 +63,14 @@ def bump_generation(session: Session, secret: bytes, workload: Workload, *, reas
 
 
 def deploy_model(session: Session, secret: bytes, model: ModelPackage, replicas: int,
-                 owner_id: str | None) -> ModelDeployment:
-    """Create (or resize) the deployment of one model version; each replica is a workload."""
+                 owner_id: str | None, *, allow_deprecated: bool = False) -> ModelDeployment:
+    """Create (or resize) the deployment of one model version; each replica is a workload.
+
+    `allow_deprecated`: for app instances pinned to a version that was deprecated since (deprecated versions
+    still run for whoever already uses them; only new deployments are refused)."""
     if not 1 <= replicas <= 32:
         raise ValidationFailed("replicas must be between 1 and 32", field="replicas")
-    if model.status != PackageStatus.active:
+    if model.status != PackageStatus.active and not allow_deprecated:
         raise Conflict(f"model {model.name} {model.version} is deprecated; deploy an active version",
                        field="model")
     deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))

@@ -1,4 +1,4 @@
-"""App instances: an app package bound to devices at a location for one end user.
+"""App instances: an app package version bound to devices at a location for one end user.
 
 The scheduler starts and stops an instance at its occurrences; the deployer turns a running instance into a
 workload. Bindings map each alias the app's `app.json` declares to concrete device ids, so many instances may
@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, String
+from sqlalchemy import JSON, Enum, ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiot.ids import new_id
@@ -34,6 +34,10 @@ class AppInstance(Base):
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100), default="")
     bindings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"sensors": {alias: [dev...]}, ...}
+    # The model version each alias of the app resolved to when the instance was created: {alias: "mdl_..."}.
+    # Every start uses exactly these (with `app_id`, the instance's whole code is pinned); only an explicit
+    # upgrade changes them (aiot.apps.pinning.repin).
+    models: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[InstanceState] = mapped_column(Enum(InstanceState, native_enum=False, length=16),
                                                  default=InstanceState.idle)

@@ -1,8 +1,10 @@
-"""Tables of uploaded artifacts: device types, model packages and app packages (metadata only).
+"""Tables of uploaded artifacts: device types, model packages, app packages (metadata only) and who owns each
+package name.
 
 Archives themselves live in the NATS object store under their SHA-256 (`aiot_artifacts` bucket), so identical
 bytes are stored once. A name plus version is immutable: the unique constraint makes the second, different
-upload a 409 even when two uploads race.
+upload a 409 even when two uploads race. A name belongs to the user who first uploaded it (`PackageName`, one
+row per kind and name, kept when every version is deleted so nobody else can take the name over).
 """
 
 from __future__ import annotations
@@ -27,6 +29,32 @@ class PackageStatus(enum.StrEnum):
 class DeviceKind(enum.StrEnum):
     sensor = "sensor"
     controller = "controller"
+
+
+class PackageKind(enum.StrEnum):
+    """The two namespaces of package names: a model and an app may share a name."""
+
+    model = "model"
+    app = "app"
+
+
+class PackageName(Base):
+    """Who owns a package name. Only the owner (or an admin) adds versions, deprecates or deletes them.
+
+    A separate table rather than a column on the versions: the name must stay owned after its last version is
+    deleted, and "who owns `comfort`" must be one row, not a vote among versions uploaded by different people.
+    `owner_id` is NULL once the owning user is deleted: the name is then frozen (admins only), never free.
+    """
+
+    __tablename__ = "package_names"
+    __table_args__ = (UniqueConstraint("kind", "name", name="uq_package_names_kind_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pkn"))
+    kind: Mapped[PackageKind] = mapped_column(Enum(PackageKind, native_enum=False, length=16))
+    name: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
+                                                 index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class DeviceType(Base):

@@ -45,6 +45,7 @@ def instance_out(session: Any, instance: AppInstance) -> dict[str, Any]:
     return {
         "id": instance.id, "name": instance.name, "app_id": instance.app_id,
         "app": f"{app.name}:{app.version}" if app else None, "kind": app.kind if app else None,
+        "models": dict(instance.models or {}),
         "location_id": instance.location_id, "owner_id": instance.owner_id, "bindings": instance.bindings,
         "settings": instance.settings, "state": instance.state.value, "workload_id": instance.workload_id,
         "workload_state": observed.state if observed and instance.state == InstanceState.running else None,

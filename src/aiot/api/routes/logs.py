@@ -1,8 +1,10 @@
 """Central logs: query (newest first), live tail (server-sent events) and the daily archives.
 
-Who may read what: admins read everything; other users read only the logs of workloads they own and of the
-workloads of app instances they own. The scope is applied as *subject* filters (`aiot.logs.<workload_id>`),
-which NATS permissions make trustworthy, never as a filter on what a record's body claims.
+Who may read what: admins read everything; other users read only the logs of workloads they own (an AI
+developer's model deployments, including those started for app instances), of the workloads of app instances
+they own, and - so app developers can debug their apps - of the instances of apps whose name they own. The
+scope is applied as *subject* filters (`aiot.logs.<workload_id>`), which NATS permissions make trustworthy,
+never as a filter on what a record's body claims.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from nats.js.errors import NotFoundError
 from sqlalchemy import or_, select
 
 from aiot.api.security import AdminOnly, AnyUser, Principal
+from aiot.artifacts.names import app_ids_owned_by
 from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
 from aiot.logs import archive
 from aiot.logs.query import LogFilter, LogTail, query_logs
 from aiot.logs.records import parse_level
 from aiot.logs.stream import ensure_logs_stream
 from aiot.store.apps import AppInstance
+from aiot.store.catalog import AppPackage
 from aiot.store.models import Role
 from aiot.store.runtime import Workload, WorkloadKind
 from aiot.timeutil import utcnow
@@ -70,18 +74,21 @@ def _scope(request: Request, principal: Principal, workload_id: str | None,
     with request.app.state.ctx.db.session() as session:
         allowed: set[str] | None = None
         if not admin:
-            mine = select(AppInstance.id).where(AppInstance.owner_id == principal.user.id)
+            visible = or_(AppInstance.owner_id == principal.user.id,
+                          AppInstance.app_id.in_(app_ids_owned_by(principal.user.id)))
+            mine = select(AppInstance.id).where(visible)
             allowed = set(session.scalars(select(Workload.id).where(
                 or_(Workload.owner_id == principal.user.id, Workload.group_id.in_(mine)))))
-            allowed |= {w for w in session.scalars(select(AppInstance.workload_id).where(
-                AppInstance.owner_id == principal.user.id)) if w}
+            allowed |= {w for w in session.scalars(select(AppInstance.workload_id).where(visible)) if w}
         chosen: set[str] | None = allowed
         if app_instance_id:
             instance = session.get(AppInstance, app_instance_id)
             if instance is None:
                 raise NotFound(f"no app instance {app_instance_id}", field="app_instance_id")
-            if not admin and instance.owner_id != principal.user.id:
-                raise Forbidden(f"app instance {app_instance_id} is not yours", field="app_instance_id")
+            if not admin and instance.owner_id != principal.user.id and not session.scalar(
+                    app_ids_owned_by(principal.user.id).where(AppPackage.id == instance.app_id)):
+                raise Forbidden(f"app instance {app_instance_id} is neither yours nor of an app you own",
+                                field="app_instance_id")
             ids = set(session.scalars(select(Workload.id).where(Workload.group_id == app_instance_id)))
             ids |= {instance.workload_id} if instance.workload_id else set()
             chosen = ids if chosen is None else chosen & ids

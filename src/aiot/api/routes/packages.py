@@ -1,8 +1,10 @@
 """Model packages, app packages, device types and their published JSON Schemas.
 
 Who may do what: AI developers upload models, app developers upload apps, admins register device types and may
-act on anything; everyone logged in may browse the catalogue (end users choose apps from it). Changing or
-downloading a package is for its owner and admins only.
+act on anything; everyone logged in may browse the catalogue (end users choose apps from it). A package name
+belongs to its first uploader (aiot.artifacts.names): adding versions, deprecating, deleting or downloading is
+for the name's owner and admins only (403 naming the owner otherwise). App developers list the instances of
+their own apps (state only, never the end user's settings or bindings) to debug them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from starlette.background import BackgroundTask
 
 from aiot.api.security import Allow, AnyUser, Principal, Public
 from aiot.api.uploads import received_upload
+from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository, PackageRow
 from aiot.artifacts.schemas import schema_for
-from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
+from aiot.errors import NotFound, ServiceUnavailable, ValidationFailed
+from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage, DeviceType, ModelPackage, PackageStatus
 from aiot.store.models import Role
+from aiot.store.runtime import Workload, WorkloadStatus
 
 router = APIRouter(tags=["packages"])
 
@@ -38,10 +43,12 @@ def _repo(request: Request) -> ArtifactRepository:
     return ArtifactRepository(ctx.db, ctx.bus)
 
 
-def package_out(row: PackageRow) -> dict[str, Any]:
+def package_out(session: Any, row: PackageRow) -> dict[str, Any]:
+    """`owner` is the username owning the name (what `owner/name` references use)."""
+    owner = names.owner_username(session, names.name_row(session, names.kind_of(type(row)), row.name))
     out = {"id": row.id, "name": row.name, "version": row.version, "sha256": row.sha256, "size": row.size,
-           "status": row.status.value, "owner_id": row.owner_id, "created_at": row.created_at.isoformat(),
-           "manifest": row.manifest}
+           "status": row.status.value, "owner_id": row.owner_id, "owner": owner,
+           "created_at": row.created_at.isoformat(), "manifest": row.manifest}
     if isinstance(row, AppPackage):
         out["kind"] = row.kind
     return out
@@ -52,18 +59,18 @@ def device_type_out(row: DeviceType) -> dict[str, Any]:
             "created_at": row.created_at.isoformat()}
 
 
-def _check_owner(principal: Principal, row: PackageRow) -> None:
-    if principal.role != Role.admin and row.owner_id != principal.user.id:
-        raise Forbidden(f"{row.name} {row.version} belongs to another user; only its owner or an admin may do this")
+def _check_owner(session: Any, principal: Principal, row: PackageRow, action: str) -> None:
+    names.check_may_change(session, names.kind_of(type(row)), row.name, principal.user, action)
 
 
 async def _upload(request: Request, principal: Principal, table: type[PackageRow]) -> JSONResponse:
     repo = _repo(request)
     async with received_upload(request) as (path, _filename):
         put = repo.put_model if table is ModelPackage else repo.put_app
-        stored = await put(path, principal.user.id)
+        stored = await put(path, principal.user.id, principal.role)
     code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
-    return JSONResponse(package_out(stored.row), status_code=code)
+    with request.app.state.ctx.db.session() as session:
+        return JSONResponse(package_out(session, stored.row), status_code=code)
 
 
 def _list(request: Request, table: type[PackageRow], name: str | None, include_deprecated: bool) -> list[dict]:
@@ -73,14 +80,14 @@ def _list(request: Request, table: type[PackageRow], name: str | None, include_d
             query = query.where(table.name == name)
         if not include_deprecated:
             query = query.where(table.status == PackageStatus.active)
-        return [package_out(r) for r in session.scalars(query)]
+        return [package_out(session, r) for r in session.scalars(query)]
 
 
 async def _download(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> FileResponse:
     repo = _repo(request)
     with request.app.state.ctx.db.session() as session:
         row = repo.resolve(session, table, ref)
-        _check_owner(principal, row)
+        _check_owner(session, principal, row, "download it")
         filename, sha = f"{row.name}-{row.version}.zip", row.sha256
     path = await repo.download(sha)
     return FileResponse(path, media_type="application/zip", filename=filename,
@@ -91,17 +98,17 @@ def _set_status(request: Request, principal: Principal, table: type[PackageRow],
                 new: PackageStatus) -> dict:
     with request.app.state.ctx.db.session() as session:
         row = ArtifactRepository.resolve(session, table, ref)
-        _check_owner(principal, row)
+        _check_owner(session, principal, row, "deprecate it")
         row.status = new
         session.flush()
-        return package_out(row)
+        return package_out(session, row)
 
 
 async def _delete(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> Response:
     repo = _repo(request)
     with request.app.state.ctx.db.session() as session:
         row = repo.resolve(session, table, ref)
-        _check_owner(principal, row)
+        _check_owner(session, principal, row, "delete it")
         await repo.delete_package(session, row)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -125,7 +132,7 @@ def list_models(request: Request, name: str | None = None, include_deprecated: b
 def show_model(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
     """`ref`: an id (`mdl_…`), `name:version`, or a name (its newest active version)."""
     with request.app.state.ctx.db.session() as session:
-        return package_out(ArtifactRepository.resolve(session, ModelPackage, ref))
+        return package_out(session, ArtifactRepository.resolve(session, ModelPackage, ref))
 
 
 @router.get("/models/{ref}/download", response_class=FileResponse)
@@ -162,7 +169,35 @@ def list_apps(request: Request, name: str | None = None, include_deprecated: boo
 @router.get("/apps/{ref}")
 def show_app(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
     with request.app.state.ctx.db.session() as session:
-        return package_out(ArtifactRepository.resolve(session, AppPackage, ref))
+        return package_out(session, ArtifactRepository.resolve(session, AppPackage, ref))
+
+
+def app_instance_state(session: Any, instance: AppInstance) -> dict[str, Any]:
+    """What an app's developer may see of an end user's instance: enough to debug (which version, whether and
+    where it runs, its workload for logs), never its settings, bindings, location or owner."""
+    app = session.get(AppPackage, instance.app_id)
+    running = instance.state == InstanceState.running
+    workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
+    observed = session.get(WorkloadStatus, workload.id) if workload is not None else None
+    return {"id": instance.id, "app_id": instance.app_id, "app": f"{app.name}:{app.version}" if app else None,
+            "models": dict(instance.models or {}), "state": instance.state.value,
+            "workload_id": instance.workload_id,
+            "workload_state": observed.state if observed is not None and running else None,
+            "node_id": workload.node_id if workload is not None and running else None,
+            "created_at": instance.created_at.isoformat()}
+
+
+@router.get("/apps/{ref}/instances")
+def list_app_instances(request: Request, ref: str, principal: Principal = Depends(APP_WRITERS)) -> list[dict]:
+    """Every live instance of every version of the app named by `ref` (its owner and admins): the states and
+    workload ids to read their logs by (`/logs?app_instance_id=`)."""
+    with request.app.state.ctx.db.session() as session:
+        app = ArtifactRepository.resolve(session, AppPackage, ref)
+        _check_owner(session, principal, app, "see its instances")
+        query = (select(AppInstance).join(AppPackage, AppPackage.id == AppInstance.app_id)
+                 .where(AppPackage.name == app.name, AppInstance.state != InstanceState.retired)
+                 .order_by(AppInstance.created_at))
+        return [app_instance_state(session, i) for i in session.scalars(query)]
 
 
 @router.get("/apps/{ref}/download", response_class=FileResponse)

@@ -1,4 +1,8 @@
-"""Model deployments and workloads: deploy a model with N replicas, see where each replica runs and why."""
+"""Model deployments and workloads: deploy a model with N replicas, see where each replica runs and why.
+
+Developers see the workloads they own (an AI developer's model replicas, also those started for app
+instances) and the workloads of the instances of apps whose name they own (to debug them); admins see all.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from aiot.api.security import Allow, AnyUser, Principal
+from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer.service import wake_deployer
 from aiot.deployer.workloads import deploy_model, stop_workload
 from aiot.errors import Forbidden, NotFound
 from aiot.secrets_store import platform_secret
 from aiot.services.nats_auth import announce_auth_change
+from aiot.store.apps import AppInstance
 from aiot.store.catalog import ModelPackage
 from aiot.store.models import Role
 from aiot.store.runtime import (
@@ -23,6 +29,7 @@ from aiot.store.runtime import (
     PlacementDecision,
     Workload,
     WorkloadEvent,
+    WorkloadKind,
     WorkloadStatus,
 )
 
@@ -74,8 +81,7 @@ async def deploy(request: Request, ref: str, body: DeployIn, principal: Principa
     ctx = request.app.state.ctx
     with ctx.db.session() as session:
         model = ArtifactRepository.resolve(session, ModelPackage, ref)
-        if principal.role != Role.admin and model.owner_id != principal.user.id:
-            raise Forbidden(f"model {model.name} belongs to another user")
+        names.check_may_change(session, names.kind_of(ModelPackage), model.name, principal.user, "deploy it")
         deployment = deploy_model(session, platform_secret(ctx.settings), model, body.replicas, principal.user.id)
         session.flush()
         out = deployment_out(session, deployment)
@@ -123,16 +129,27 @@ async def undeploy(request: Request, ref: str, principal: Principal = Depends(MO
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+def visible_to(principal: Principal) -> ColumnElement[bool] | None:
+    """Which workloads a developer may see (None: all, for admins): their own, and those of the instances of
+    apps whose name they own."""
+    if principal.role == Role.admin:
+        return None
+    of_my_apps = select(AppInstance.id).where(AppInstance.app_id.in_(names.app_ids_owned_by(principal.user.id)))
+    return or_(Workload.owner_id == principal.user.id,
+               and_(Workload.kind == WorkloadKind.app, Workload.group_id.in_(of_my_apps)))
+
+
 @router.get("/workloads")
 def list_workloads(request: Request, include_stopped: bool = False,
                    principal: Principal = Depends(OPERATORS)) -> list[dict]:
-    """Admins see every workload; developers see their own."""
+    """Admins see every workload; developers see their own and those of their apps' instances."""
     with request.app.state.ctx.db.session() as session:
         query = select(Workload).order_by(Workload.created_at)
         if not include_stopped:
             query = query.where(Workload.desired == DesiredState.running)
-        if principal.role != Role.admin:
-            query = query.where(Workload.owner_id == principal.user.id)
+        scope = visible_to(principal)
+        if scope is not None:
+            query = query.where(scope)
         return [workload_out(session, w) for w in session.scalars(query)]
 
 
@@ -140,7 +157,9 @@ def list_workloads(request: Request, include_stopped: bool = False,
 def show_workload(request: Request, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
     """A workload with its state history and every placement decision (each node's score or exclusion)."""
     with request.app.state.ctx.db.session() as session:
-        workload = session.get(Workload, workload_id)
-        if workload is None or (principal.role != Role.admin and workload.owner_id != principal.user.id):
+        query = select(Workload).where(Workload.id == workload_id)
+        scope = visible_to(principal)
+        workload = session.scalar(query if scope is None else query.where(scope))
+        if workload is None:
             raise NotFound(f"no workload {workload_id!r}", field="workload_id")
         return workload_out(session, workload, detail=True)
