@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from aiot.accounts.service import get_user
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts.manifests import DeviceTypeDefinition
 from aiot.bus import codec
-from aiot.accounts.service import get_user
 from aiot.devices import grants, registry, subjects
 from aiot.devices.ingest import LATEST_BUCKET, PRESENCE_BUCKET, StoredRecord, decode_record, read_history
 from aiot.errors import Conflict, ServiceUnavailable, ValidationFailed

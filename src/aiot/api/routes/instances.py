@@ -15,9 +15,9 @@ from aiot.api.routes.devices import location_out
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.bindings import locations_for_app
 from aiot.apps.instances import create_instance, get_instance
-from aiot.devices.grants import scope_for
 from aiot.apps.service import DeployerInstanceController
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.devices.grants import scope_for
 from aiot.errors import NotFound
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage
