@@ -7,7 +7,7 @@ home's readings and bound an app at another user's home.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -129,7 +129,7 @@ def test_instance_at_another_users_location_is_refused(api: TestClient, world: W
     assert by_admin.status_code == 201, by_admin.text  # admins may bind anywhere
 
 
-def test_revoked_grant_hides_the_location_and_stops_new_runs(api: TestClient, world: World) -> None:
+def test_revoked_grant_hides_the_location_and_refuses_runs_and_schedules(api: TestClient, world: World) -> None:
     instance = api.post("/api/v1/instances", headers=world.alice,
                         json={"app": "hello", "location": "Alice Kitchen"}).json()["id"]
     revoked = api.delete("/api/v1/locations/Alice Home/grants/enduser1", headers=world.admin)
@@ -138,6 +138,11 @@ def test_revoked_grant_hides_the_location_and_stops_new_runs(api: TestClient, wo
     assert api.get(f"/api/v1/devices/{world.kitchen_thermo}", headers=world.alice).status_code == 404
     run = api.post(f"/api/v1/instances/{instance}/run", headers=world.alice, json={"minutes": 5})
     assert run.status_code == 403 and run.json()["error"]["details"]["field"] == "location"
+    today = datetime.now(UTC).date()
+    spec = {"timezone": "UTC", "start_date": str(today), "end_date": str(today + timedelta(days=3)),
+            "times": ["09:00"], "duration_minutes": 30}
+    schedule = api.post("/api/v1/schedules", headers=world.alice, json={"app_instance_id": instance, "spec": spec})
+    assert schedule.status_code == 403 and schedule.json()["error"]["details"]["field"] == "location"
     again = api.delete("/api/v1/locations/Alice Home/grants/enduser1", headers=world.admin)
     assert again.status_code == 404 and again.json()["error"]["details"]["field"] == "user"
 

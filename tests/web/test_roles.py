@@ -19,7 +19,7 @@ from aiot.artifacts.packing import zip_folder
 from aiot.bus import codec
 from aiot.devices import subjects
 from aiot.store.models import Role
-from tests.web.conftest import EXAMPLES, WebPlatform, shot
+from tests.web.conftest import EXAMPLES, USERS, WebPlatform, shot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -273,6 +273,12 @@ async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tm
     room = await ensure_location(web, "Room 101", {"thermo-1": "temperature", "light-1": "light", "fan-1": "fan",
                                                    "ac-1": "ac", "lamp-1": "lamp"})
     lobby = await ensure_location(web, "Lobby", {"thermo-lobby": "temperature"})
+    elsewhere = await ensure_location(web, "Room 102", {"thermo-2": "temperature", "light-2": "light",
+                                                        "fan-2": "fan", "ac-2": "ac", "lamp-2": "lamp"})
+    for location in (room, lobby):  # Room 102 is not granted: someone else's room
+        r = await web.live.client.post(f"/api/v1/locations/{location}/grants", json={"user": USERS["end_user"]},
+                                       headers=web.live.headers(Role.admin))
+        assert r.status_code in (200, 201), r.text
 
     page = await web.page_as("end_user", timezone="Europe/Paris")
     assert page.url.endswith("/store"), page.url
@@ -283,7 +289,7 @@ async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tm
 
     # only locations with every device type the app needs; the browser's time zone is the default
     offered = await page.eval_on_selector_all("#f-location option", "els => els.map(e => e.value)")
-    assert room in offered and lobby not in offered, offered
+    assert room in offered and lobby not in offered and elsewhere not in offered, offered
     assert await page.input_value("#f-timezone") == "Europe/Paris"
 
     # no location chosen: the error is next to the location field
