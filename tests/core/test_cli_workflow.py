@@ -65,7 +65,7 @@ def test_cli_push_register_and_simulate(tmp_path: Path) -> None:
         assert refused.returncode == 1 and "did not acknowledge" in refused.stderr
 
         # Location grants: the end user sees Room 101's devices only once the admin granted it.
-        _ok(["user", "add", "eve", "--role", "end_user", "--password", "eve-password-1"], env)
+        _ok(["users", "add", "eve", "--role", "end_user", "--password", "eve-password-1"], env)
         assert "eve may now see" in _ok(["location", "grant", "Room 101", "eve"], env)
         grants = json.loads(_ok(["location", "grants", "--user", "eve", "--json"], env))
         assert [(g["location"], g["user"]) for g in grants] == [("Room 101", "eve")]
