@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiot.accounts.emails import check_email
-
 from aiot.store.models import Role
 
 
