@@ -132,8 +132,11 @@ def test_instance_at_another_users_location_is_refused(api: TestClient, world: W
 def test_revoked_grant_hides_the_location_and_refuses_runs_and_schedules(api: TestClient, world: World) -> None:
     instance = api.post("/api/v1/instances", headers=world.alice,
                         json={"app": "hello", "location": "Alice Kitchen"}).json()["id"]
+    running = api.post(f"/api/v1/instances/{instance}/run", headers=world.alice, json={"minutes": 5})
+    assert running.status_code == 200 and running.json()["state"] == "running", running.text
     revoked = api.delete("/api/v1/locations/Alice Home/grants/enduser1", headers=world.admin)
     assert revoked.status_code == 204, revoked.text
+    assert api.get(f"/api/v1/instances/{instance}", headers=world.alice).json()["state"] == "idle"  # stopped
     assert api.get("/api/v1/devices", headers=world.alice).json() == []
     assert api.get(f"/api/v1/devices/{world.kitchen_thermo}", headers=world.alice).status_code == 404
     run = api.post(f"/api/v1/instances/{instance}/run", headers=world.alice, json={"minutes": 5})

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from aiot.devices.registry import get_device, get_location
 from aiot.errors import NotFound
+from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.devices import Device, Location, LocationGrant
 from aiot.store.models import Role, User
 
@@ -97,11 +98,20 @@ def grant(session: Session, location: Location, user: User, granted_by: str | No
 
 def revoke(session: Session, location: Location, user: User) -> None:
     """Take the grant back. Instances the user already has there keep their row but no longer start
-    (`aiot.apps.instances.start_instance` checks the owner's scope)."""
+    (`aiot.apps.instances.start_instance` checks the owner's scope); the API stops the running ones
+    (`instances_outside_scope`)."""
     row = session.get(LocationGrant, (location.id, user.id))
     if row is None:
         raise NotFound(f"{user.username} has no grant on location {location.name!r}", field="user")
     session.delete(row)
+
+
+def instances_outside_scope(session: Session, user_id: str) -> list[str]:
+    """Ids of the user's running app instances at locations the user may no longer see (after a revoke)."""
+    scope = scope_for(session, user_id)
+    running = session.scalars(select(AppInstance).where(AppInstance.owner_id == user_id,
+                                                        AppInstance.state == InstanceState.running))
+    return [i.id for i in running if not scope.allows(i.location_id)]
 
 
 def list_grants(session: Session, *, user_id: str | None = None, location_id: str | None = None) -> list[LocationGrant]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from aiot.accounts.service import get_user
+from aiot.apps.service import DeployerInstanceController
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts.manifests import DeviceTypeDefinition
 from aiot.bus import codec
@@ -168,10 +169,17 @@ def list_location_grants(request: Request, ref: str, _: Principal = Depends(ADMI
 
 
 @router.delete("/locations/{ref}/grants/{user}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_location(request: Request, ref: str, user: str, _: Principal = Depends(ADMIN)) -> Response:
-    """Take a grant back: the user no longer sees the subtree, and their instances there no longer start."""
-    with request.app.state.ctx.db.session() as session:
-        grants.revoke(session, registry.get_location(session, ref), get_user(session, user))
+async def revoke_location(request: Request, ref: str, user: str, _: Principal = Depends(ADMIN)) -> Response:
+    """Take a grant back: the user no longer sees the subtree, their running instances there are stopped (they
+    would otherwise keep reading and driving its devices) and none of them starts again."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        person = get_user(session, user)
+        grants.revoke(session, registry.get_location(session, ref), person)
+    with ctx.db.session() as session:
+        stranded = grants.instances_outside_scope(session, person.id)
+    for instance_id in stranded:
+        await DeployerInstanceController(ctx).stop(instance_id, None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
