@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from aiot.accounts.service import get_user
-from aiot.apps.service import DeployerInstanceController
 from aiot.api.security import Allow, AnyUser, Principal
+from aiot.apps.service import DeployerInstanceController
 from aiot.artifacts.manifests import DeviceTypeDefinition
 from aiot.bus import codec
 from aiot.devices import grants, registry, subjects
