@@ -161,6 +161,22 @@ async def test_admin_registers_location_and_device_and_sees_it_live(web: WebPlat
     await page.wait_for_selector("#credential")
     assert await page.inner_text("#cred-password") != password
 
+    # people with access: the end user is granted the room, then it is taken back
+    await page.goto("/admin/locations")
+    await page.click("#locations a:text-is('Room 101')")
+    await page.wait_for_selector("#new-grant")
+    assert "Only admins see this location" in await page.inner_text("#grants")
+    await page.select_option("#f-user", USERS["end_user"])
+    await page.click("#new-grant button[type=submit]")
+    await page.wait_for_selector(f"tr[data-grant={USERS['end_user']}]")
+    assert "may now use Room 101" in await page.inner_text("#flash")
+    await shot(page, "admin-location-grants")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click(f"tr[data-grant={USERS['end_user']}] button")
+    await page.wait_for_selector("#flash")
+    assert "no longer sees" in await page.inner_text("#flash")
+    assert await page.locator(f"tr[data-grant={USERS['end_user']}]").count() == 0
+
     await page.goto("/admin/nodes")
     await page.wait_for_selector("#nodes-live")
     await shot(page, "admin-nodes")
