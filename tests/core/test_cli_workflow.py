@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,11 @@ def test_cli_push_register_and_simulate(tmp_path: Path) -> None:
         assert [(g["location"], g["user"]) for g in grants] == [("Room 101", "eve")]
         assert "no longer sees" in _ok(["location", "revoke", "Room 101", "eve"], env)
         assert json.loads(_ok(["location", "grants", "Room 101", "--json"], env)) == []
+
+        # The running platform's data dir is private (it was created under the test's umask, usually 022).
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        private = [data_dir / n for n in ("aiot.db", "aiot.db-wal", "aiot.db-shm", "secret.key")] + \
+            [data_dir / "nats" / "platform-credentials.json"]
+        modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in private if p.exists()}
+        assert {"aiot.db", "aiot.db-wal", "platform-credentials.json"} <= set(modes), modes
+        assert set(modes.values()) == {"0o600"}, modes
