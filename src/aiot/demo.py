@@ -1,7 +1,8 @@
 """`aiot demo`: the seed's whole story on one machine, with one command.
 
 Starts the control plane (embedded NATS + SQLite) with two local nodes, creates the four kinds of users, uploads
-the sample device types, models and apps, registers two locations with simulated devices, deploys the models,
+the sample device types, models and apps, registers two locations with simulated devices (granted to the end
+user eve: end users see and bind only the locations an admin gave them), deploys the models,
 starts intruder-alert and smart-classroom now and schedules smart-home for a window, then prints where to look.
 Everything goes through the public REST API, as a person would; re-running on the same data directory reuses
 what exists.
@@ -110,6 +111,8 @@ async def seed(client: httpx.AsyncClient, state: DemoState, tmp: Path) -> dict[s
                                       connection=Connection(nats_url=connect["nats_url"], username=connect["username"],
                                                             password=connect["password"])))
         state.sims[name] = sims
+        # eve runs her apps only where an admin gave her the place (201 the first time, 200 on a re-run)
+        await _call(client, "POST", f"/locations/{name}/grants", admin, json={"user": "eve"})
     return tokens
 
 

@@ -14,6 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
+from aiot.datadir import PRIVATE_DIR
 from aiot.settings import Settings
 
 
@@ -22,7 +23,7 @@ def platform_secret(settings: Settings) -> bytes:
         return settings.secret_key.get_secret_value().encode()
     path = settings.data_dir / "secret.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         tmp = Path(f"{path}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

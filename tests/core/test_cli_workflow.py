@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,19 @@ def test_cli_push_register_and_simulate(tmp_path: Path) -> None:
         assert len(history) >= 2
         refused = run_cli(["device", "send", fan, "on"], env)  # simulator stopped: nobody acknowledges
         assert refused.returncode == 1 and "did not acknowledge" in refused.stderr
+
+        # Location grants: the end user sees Room 101's devices only once the admin granted it.
+        _ok(["users", "add", "eve", "--role", "end_user", "--password", "eve-password-1"], env)
+        assert "eve may now see" in _ok(["location", "grant", "Room 101", "eve"], env)
+        grants = json.loads(_ok(["location", "grants", "--user", "eve", "--json"], env))
+        assert [(g["location"], g["user"]) for g in grants] == [("Room 101", "eve")]
+        assert "no longer sees" in _ok(["location", "revoke", "Room 101", "eve"], env)
+        assert json.loads(_ok(["location", "grants", "Room 101", "--json"], env)) == []
+
+        # The running platform's data dir is private (it was created under the test's umask, usually 022).
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        private = [data_dir / n for n in ("aiot.db", "aiot.db-wal", "aiot.db-shm", "secret.key")] + \
+            [data_dir / "nats" / "platform-credentials.json"]
+        modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in private if p.exists()}
+        assert {"aiot.db", "aiot.db-wal", "platform-credentials.json"} <= set(modes), modes
+        assert set(modes.values()) == {"0o600"}, modes

@@ -76,6 +76,7 @@ def running_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
                 devices[school][type_name] = out["id"]
         api.call("POST", "/users", json={"username": "eve", "password": "eve-password-1", "role": "end_user",
                                          "email": "eve@example.com"})
+        api.call("POST", "/locations/North School/grants", json={"user": "eve"})
         eve = api.login("eve", "eve-password-1")
         instance = api.call("POST", "/instances", eve, json={"app": "smart-classroom", "location": "North School"})
         api.call("POST", f"/instances/{instance['id']}/run", eve, json={"minutes": 30})

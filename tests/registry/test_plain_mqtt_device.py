@@ -35,6 +35,9 @@ async def _setup(live: LivePlatform) -> tuple[dict, dict]:
     lamp = await live.client.post("/api/v1/devices", headers=admin,
                                   json={"name": "lamp-1", "device_type": "lamp", "location": "Green School"})
     assert sensor.status_code == lamp.status_code == 201, sensor.text
+    granted = await live.client.post("/api/v1/locations/Green School/grants", headers=admin,
+                                     json={"user": "enduser1"})
+    assert granted.status_code == 201, granted.text  # the end user reads readings only where granted
     await asyncio.sleep(0.5)  # let the auth service apply the new users
     return sensor.json(), lamp.json()
 

@@ -130,6 +130,8 @@ def populate(api: Api, work: Path, devices: int = 2) -> Population:
                                headers=zip_headers).json()["id"]
     pop.ids["app"] = api.call("POST", "/apps", "dev", content=zipped(EXAMPLES / "apps" / "smart-classroom", work),
                               headers=zip_headers).json()["id"]
+    for person in ("eve", "dev"):  # eve binds her app there, dev looks at the devices (the load test's mix)
+        api.call("POST", "/locations/School/grants", json={"user": person})
     bindings = {"temperature": [pop.devices["temperature-0"]["id"]], "light": [pop.devices["light-0"]["id"]]}
     pop.ids["instance"] = api.call("POST", "/instances", "eve", json={
         "app": "smart-classroom", "location": "School", "bindings": bindings}).json()["id"]

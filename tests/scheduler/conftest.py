@@ -26,7 +26,7 @@ from aiot.store import migrate
 from aiot.store.apps import AppInstance
 from aiot.store.base import Base
 from aiot.store.catalog import AppPackage
-from aiot.store.devices import Location
+from aiot.store.devices import Location, LocationGrant
 from aiot.store.engine import Database
 from aiot.store.models import Role, User
 from aiot.store.scheduling import Occurrence, OverlapPolicy, Schedule
@@ -108,6 +108,7 @@ def add_instances(db: Database, count: int = 1, owner_id: str | None = None) -> 
                          manifest={}, kind="backend")
         session.add_all([location, app])
         session.flush()
+        session.add(LocationGrant(location_id=location.id, user_id=owner_id))  # owners bind only where granted
         instances = [AppInstance(app_id=app.id, location_id=location.id, owner_id=owner_id, name=f"i{n}")
                      for n in range(count)]
         session.add_all(instances)

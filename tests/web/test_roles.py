@@ -19,7 +19,7 @@ from aiot.artifacts.packing import zip_folder
 from aiot.bus import codec
 from aiot.devices import subjects
 from aiot.store.models import Role
-from tests.web.conftest import EXAMPLES, WebPlatform, shot
+from tests.web.conftest import EXAMPLES, USERS, WebPlatform, shot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -161,6 +161,22 @@ async def test_admin_registers_location_and_device_and_sees_it_live(web: WebPlat
     await page.wait_for_selector("#credential")
     assert await page.inner_text("#cred-password") != password
 
+    # people with access: the end user is granted the room, then it is taken back
+    await page.goto("/admin/locations")
+    await page.click("#locations a:text-is('Room 101')")
+    await page.wait_for_selector("#new-grant")
+    assert "Only admins see this location" in await page.inner_text("#grants")
+    await page.select_option("#f-user", USERS["end_user"])
+    await page.click("#new-grant button[type=submit]")
+    await page.wait_for_selector(f"tr[data-grant={USERS['end_user']}]")
+    assert "may now use Room 101" in await page.inner_text("#flash")
+    await shot(page, "admin-location-grants")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click(f"tr[data-grant={USERS['end_user']}] button")
+    await page.wait_for_selector("#flash")
+    assert "no longer sees" in await page.inner_text("#flash")
+    assert await page.locator(f"tr[data-grant={USERS['end_user']}]").count() == 0
+
     await page.goto("/admin/nodes")
     await page.wait_for_selector("#nodes-live")
     await shot(page, "admin-nodes")
@@ -273,6 +289,12 @@ async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tm
     room = await ensure_location(web, "Room 101", {"thermo-1": "temperature", "light-1": "light", "fan-1": "fan",
                                                    "ac-1": "ac", "lamp-1": "lamp"})
     lobby = await ensure_location(web, "Lobby", {"thermo-lobby": "temperature"})
+    elsewhere = await ensure_location(web, "Room 102", {"thermo-2": "temperature", "light-2": "light",
+                                                        "fan-2": "fan", "ac-2": "ac", "lamp-2": "lamp"})
+    for location in (room, lobby):  # Room 102 is not granted: someone else's room
+        r = await web.live.client.post(f"/api/v1/locations/{location}/grants", json={"user": USERS["end_user"]},
+                                       headers=web.live.headers(Role.admin))
+        assert r.status_code in (200, 201), r.text
 
     page = await web.page_as("end_user", timezone="Europe/Paris")
     assert page.url.endswith("/store"), page.url
@@ -283,7 +305,7 @@ async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tm
 
     # only locations with every device type the app needs; the browser's time zone is the default
     offered = await page.eval_on_selector_all("#f-location option", "els => els.map(e => e.value)")
-    assert room in offered and lobby not in offered, offered
+    assert room in offered and lobby not in offered and elsewhere not in offered, offered
     assert await page.input_value("#f-timezone") == "Europe/Paris"
 
     # no location chosen: the error is next to the location field

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from aiot.accounts.emails import check_email
 from aiot.accounts.passwords import MIN_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
 from aiot.accounts.tokens import format_token, hash_secret, new_secret, parse_token, secrets_match
 from aiot.errors import Conflict, NotFound, Unauthorized, ValidationFailed
@@ -52,6 +53,11 @@ def create_user(
             field="username",
         )
     check_password_rules(password)
+    if email:
+        try:
+            email = check_email(email)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="email") from exc
     if session.scalar(select(User).where(User.username == username)) is not None:
         raise Conflict(f"a user named {username!r} already exists", field="username")
     user = User(username=username, password_hash=hash_password(password), role=role, email=email)

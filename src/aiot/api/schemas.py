@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aiot.accounts.emails import check_email
 from aiot.store.models import Role
 
 
@@ -34,17 +35,28 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
+def _email(value: str | None) -> str | None:
+    """A checked address (422 naming `email` otherwise); an empty string means "no address"."""
+    if value is None or not value.strip():
+        return None if value is None else ""
+    return check_email(value)
+
+
 class UserCreate(BaseModel):
     username: str = Field(min_length=2, max_length=64)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
-    email: str | None = Field(None, max_length=254)
+    email: str | None = Field(None, max_length=254, description="name@example.com; checked, no DNS look-up")
+
+    _check_email = field_validator("email")(_email)
 
 
 class UserUpdate(BaseModel):
     role: Role | None = None
     disabled: bool | None = None
-    email: str | None = Field(None, max_length=254)
+    email: str | None = Field(None, max_length=254, description="name@example.com; an empty string removes it")
+
+    _check_email = field_validator("email")(_email)
     password: str | None = Field(None, min_length=8, max_length=1024, description="Admin reset.")
 
 

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from aiot.apps.bindings import resolve_devices, resolve_model
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer.workloads import HEARTBEAT_INTERVAL, deploy_model, new_workload, stop_workload
-from aiot.devices.registry import get_location
-from aiot.errors import Conflict, NotFound, ValidationFailed
+from aiot.devices.grants import scope_for, visible_location
+from aiot.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage, ModelPackage, PackageStatus
 from aiot.store.devices import Device
@@ -65,10 +65,12 @@ def repin(session: Session, instance: AppInstance, app: AppPackage) -> None:
 def create_instance(session: Session, *, app_ref: str, location_ref: str, owner_id: str,
                     bindings: dict[str, list[str]] | None = None, settings: dict[str, Any] | None = None,
                     name: str = "") -> AppInstance:
+    """A new idle instance of the app at a location the owner was granted (404 for any other, as if missing):
+    its devices are resolved there, so an instance can only ever bind devices its owner may see."""
     app = ArtifactRepository.resolve(session, AppPackage, app_ref)
     if app.status != PackageStatus.active:
         raise Conflict(f"app {app.name} {app.version} is deprecated", field="app")
-    location = get_location(session, location_ref)
+    location = visible_location(session, scope_for(session, owner_id), location_ref)
     bound = resolve_devices(session, app, location, bindings)
     instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=owner_id, bindings=bound,
                            models=pin_models(session, app), settings=_settings(app, settings or {}),
@@ -122,9 +124,15 @@ def _ensure_model_deployed(session: Session, secret: bytes, model: ModelPackage)
 
 def start_instance(session: Session, secret: bytes, instance: AppInstance, *, occurrence_id: str | None,
                    until: datetime | None) -> Workload:
-    """Make the instance run (idempotent: an already running instance just takes the new end time)."""
+    """Make the instance run (idempotent: an already running instance just takes the new end time).
+
+    Refused (403) when the owner no longer holds a grant on the instance's location: a revoked grant must also
+    stop the scheduler from starting the instance there again."""
     app = session.get(AppPackage, instance.app_id)
     assert app is not None
+    if not scope_for(session, instance.owner_id).allows(instance.location_id):
+        raise Forbidden(f"the owner of instance {instance.id} no longer has access to its location "
+                        f"{instance.location_id}; an admin must grant it again", field="location")
     if instance.workload_id:
         current = session.get(Workload, instance.workload_id)
         if current is not None and current.desired == DesiredState.running:

@@ -11,7 +11,8 @@ import typer
 from aiot.cli.client import ApiClient, CliError
 from aiot.cli.output import console, print_json, print_table
 
-location_app = typer.Typer(help="Locations (admin adds; everyone may list).", no_args_is_help=True)
+location_app = typer.Typer(help="Locations (admin adds and grants; everyone lists the ones they were granted).",
+                           no_args_is_help=True)
 device_app = typer.Typer(help="Device instances and their credentials (admin).", no_args_is_help=True)
 sim_app = typer.Typer(help="Device simulators.", no_args_is_help=True)
 
@@ -43,6 +44,34 @@ def ls_locations(as_json: bool = typer.Option(False, "--json")) -> None:
 @location_app.command("show")
 def show_location(ref: str) -> None:
     print_json(ApiClient().get(f"/locations/{ref}"))
+
+
+@location_app.command("grant")
+def grant_location(location: str, user: str) -> None:
+    """Give USER (an end user or developer) LOCATION and every location below it."""
+    row = ApiClient().post(f"/locations/{location}/grants", json={"user": user})
+    console.print(f"{row['user']} may now see and bind devices at [bold]{row['location']}[/] and below")
+
+
+@location_app.command("revoke")
+def revoke_location(location: str, user: str) -> None:
+    """Take LOCATION back from USER; their instances there no longer start."""
+    ApiClient().delete(f"/locations/{location}/grants/{user}")
+    console.print(f"{user} no longer sees {location}")
+
+
+@location_app.command("grants")
+def ls_grants(location: str | None = typer.Argument(None, help="only this location's grants"),
+              user: str | None = typer.Option(None, help="only this user's grants"),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Who was given which location (admins)."""
+    client = ApiClient()
+    if location:
+        rows = [r for r in client.get(f"/locations/{location}/grants") if not user or user in (r["user"],
+                                                                                            r["user_id"])]
+    else:
+        rows = client.get("/location-grants", params={"user": user} if user else None)
+    print_json(rows) if as_json else print_table(rows, ("location", "user", "granted_at"))
 
 
 @device_app.command("add")

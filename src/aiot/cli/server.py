@@ -159,7 +159,9 @@ def service_ls() -> None:
 def db_upgrade(data_dir: Path | None = typer.Option(None), revision: str = "head") -> None:
     """Apply database migrations (the control plane also does this when it starts)."""
     settings = _settings(None, data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from aiot.datadir import prepare_data_dir
+
+    prepare_data_dir(settings.data_dir)
     from aiot.store import migrate
 
     migrate.upgrade(settings.effective_database_url, revision)

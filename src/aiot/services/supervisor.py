@@ -18,6 +18,7 @@ from typing import Any
 from aiot.accounts.service import ensure_admin
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats
+from aiot.datadir import prepare_data_dir
 from aiot.errors import ServiceUnavailable
 from aiot.ids import new_id
 from aiot.logs.handler import PlatformLogHandler, install_platform_log_handler
@@ -66,7 +67,7 @@ class ControlPlane:
 
     async def start(self) -> StartupReport:
         settings = self.settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings.data_dir)  # 0700, with the database and secrets 0600
         url = settings.effective_database_url
         await asyncio.to_thread(migrate.upgrade, url)
         db = Database(url)

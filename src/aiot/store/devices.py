@@ -1,4 +1,5 @@
-"""Tables of the physical world: locations, device instances and the devices' own credentials.
+"""Tables of the physical world: locations, device instances, the devices' own credentials, and which people
+were given which locations (`LocationGrant`).
 
 A device's NATS/MQTT password is stored only as a bcrypt hash (the form nats-server checks), shown to the admin
 once at registration or rotation. Revoking sets `revoked_at`; the embedded server's user list is rebuilt from
@@ -62,3 +63,18 @@ class DeviceCredential(Base):
     password_bcrypt: Mapped[str] = mapped_column(String(100))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class LocationGrant(Base):
+    """An admin gave `user_id` the location `location_id` and every location below it (its subtree).
+
+    Why a table and not a column on the location: one home can be shared by several end users, and one end user can
+    hold several places. Non-admins see, read and bind only devices under their grants (`aiot.devices.grants`).
+    """
+
+    __tablename__ = "location_grants"
+
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    granted_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from aiot.datadir import PRIVATE_DIR, PRIVATE_FILE, create_private_file, tighten
+
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
@@ -25,11 +27,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine for `url`; for SQLite, create the parent folder and set the pragmas."""
+    """Create an engine for `url`; for SQLite, create the parent folder (0700 when it is new), the database file
+    0600 (its -wal and -shm files then get the same mode), and set the pragmas."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(parsed.database)
+            database.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+            create_private_file(database)
+            for suffix in ("-wal", "-shm", "-journal"):  # left by an older version with a wider mode
+                tighten(database.with_name(database.name + suffix), PRIVATE_FILE)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -1,5 +1,7 @@
-"""Locations and devices (admins register; everyone logged in may browse), credentials, readings, commands.
+"""Locations and devices (admins register), location grants, credentials, readings, commands.
 
+Who sees what (`aiot.devices.grants`): admins every location and device; everyone else only the locations an
+admin granted them (with their subtrees) and the devices there. Anything outside answers 404 like a missing id.
 Credential changes are announced on the bus so the NATS auth service applies them within seconds.
 """
 
@@ -14,15 +16,17 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from aiot.accounts.service import get_user
 from aiot.api.security import Allow, AnyUser, Principal
+from aiot.apps.service import DeployerInstanceController
 from aiot.artifacts.manifests import DeviceTypeDefinition
 from aiot.bus import codec
-from aiot.devices import registry, subjects
+from aiot.devices import grants, registry, subjects
 from aiot.devices.ingest import LATEST_BUCKET, PRESENCE_BUCKET, StoredRecord, decode_record, read_history
 from aiot.errors import Conflict, ServiceUnavailable, ValidationFailed
 from aiot.ids import new_id
 from aiot.services.nats_auth import announce_auth_change
-from aiot.store.devices import Device, DeviceState, Location
+from aiot.store.devices import Device, DeviceState, Location, LocationGrant
 from aiot.store.models import Role
 
 router = APIRouter(tags=["devices"])
@@ -44,6 +48,10 @@ class DeviceIn(BaseModel):
     location: str = Field(description="location name or id")
 
 
+class GrantIn(BaseModel):
+    user: str = Field(min_length=1, max_length=64, description="user id or username (not an admin)")
+
+
 class DevicePatch(BaseModel):
     state: DeviceState
 
@@ -60,6 +68,11 @@ def location_out(row: Location, device_count: int | None = None) -> dict[str, An
     if device_count is not None:
         out["device_count"] = device_count
     return out
+
+
+def grant_out(row: LocationGrant, location: Location, username: str) -> dict[str, Any]:
+    return {"location_id": location.id, "location": location.name, "user_id": row.user_id, "user": username,
+            "granted_by": row.granted_by, "granted_at": row.granted_at.isoformat()}
 
 
 def device_out(row: Device, credential: str | None = None) -> dict[str, Any]:
@@ -96,12 +109,17 @@ def add_location(request: Request, body: LocationIn, _: Principal = Depends(ADMI
 
 
 @router.get("/locations")
-def list_locations(request: Request, device_type: str | None = None, _: Principal = Depends(AnyUser)) -> list[dict]:
-    """All locations with their device counts; `device_type` keeps only locations having that type."""
+def list_locations(request: Request, device_type: str | None = None,
+                   principal: Principal = Depends(AnyUser)) -> list[dict]:
+    """The locations the caller may see with their device counts; `device_type` keeps only locations having
+    that type."""
     with request.app.state.ctx.db.session() as session:
+        scope = grants.scope_for(session, principal.user.id)
         devices = list(session.scalars(select(Device).where(Device.state == DeviceState.enabled)))
         out = []
         for loc in session.scalars(select(Location).order_by(Location.name)):
+            if not scope.allows(loc.id):
+                continue
             here = [d for d in devices if d.location_id == loc.id]
             if device_type and not any(d.device_type.name == device_type for d in here):
                 continue
@@ -110,9 +128,9 @@ def list_locations(request: Request, device_type: str | None = None, _: Principa
 
 
 @router.get("/locations/{ref}")
-def show_location(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+def show_location(request: Request, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
     with request.app.state.ctx.db.session() as session:
-        loc = registry.get_location(session, ref)
+        loc = grants.visible_location(session, grants.scope_for(session, principal.user.id), ref)
         devices = list(session.scalars(select(Device).where(Device.location_id == loc.id).order_by(Device.name)))
         return {**location_out(loc, len(devices)), "devices": [device_out(d) for d in devices]}
 
@@ -122,6 +140,56 @@ def delete_location(request: Request, ref: str, _: Principal = Depends(ADMIN)) -
     with request.app.state.ctx.db.session() as session:
         registry.delete_location(session, registry.get_location(session, ref))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------------- grants
+
+
+@router.post("/locations/{ref}/grants", status_code=status.HTTP_201_CREATED)
+def grant_location(request: Request, ref: str, body: GrantIn, response: Response,
+                   principal: Principal = Depends(ADMIN)) -> dict:
+    """Give a user this location and every location below it (201 new, 200 when they already had it)."""
+    with request.app.state.ctx.db.session() as session:
+        loc = registry.get_location(session, ref)
+        user = get_user(session, body.user)
+        if user.role == Role.admin:
+            raise ValidationFailed(f"{user.username} is an admin and already sees every location", field="user")
+        row, created = grants.grant(session, loc, user, principal.user.id)
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return grant_out(row, loc, user.username)
+
+
+@router.get("/locations/{ref}/grants")
+def list_location_grants(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> list[dict]:
+    with request.app.state.ctx.db.session() as session:
+        loc = registry.get_location(session, ref)
+        return [grant_out(g, loc, get_user(session, g.user_id).username)
+                for g in grants.list_grants(session, location_id=loc.id)]
+
+
+@router.delete("/locations/{ref}/grants/{user}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_location(request: Request, ref: str, user: str, _: Principal = Depends(ADMIN)) -> Response:
+    """Take a grant back: the user no longer sees the subtree, their running instances there are stopped (they
+    would otherwise keep reading and driving its devices) and none of them starts again."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        person = get_user(session, user)
+        grants.revoke(session, registry.get_location(session, ref), person)
+    with ctx.db.session() as session:
+        stranded = grants.instances_outside_scope(session, person.id)
+    for instance_id in stranded:
+        await DeployerInstanceController(ctx).stop(instance_id, None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/location-grants")
+def list_all_grants(request: Request, user: str | None = None, _: Principal = Depends(ADMIN)) -> list[dict]:
+    """Every grant, or one user's (`user`: id or username)."""
+    with request.app.state.ctx.db.session() as session:
+        user_id = get_user(session, user).id if user else None
+        return [grant_out(g, session.get(Location, g.location_id), get_user(session, g.user_id).username)
+                for g in grants.list_grants(session, user_id=user_id)]
 
 
 # ---------------------------------------------------------------------- devices
@@ -141,20 +209,23 @@ async def add_device(request: Request, body: DeviceIn, _: Principal = Depends(AD
 
 @router.get("/devices")
 def list_devices(request: Request, location: str | None = None, device_type: str | None = None,
-                 _: Principal = Depends(AnyUser)) -> list[dict]:
+                 principal: Principal = Depends(AnyUser)) -> list[dict]:
+    """The devices the caller may see (admins: all), optionally of one location and/or device type."""
     with request.app.state.ctx.db.session() as session:
+        scope = grants.scope_for(session, principal.user.id)
         query = select(Device).order_by(Device.location_id, Device.name)
         if location:
-            query = query.where(Device.location_id == registry.get_location(session, location).id)
-        rows = [d for d in session.scalars(query) if not device_type or d.device_type.name == device_type]
+            query = query.where(Device.location_id == grants.visible_location(session, scope, location).id)
+        rows = [d for d in session.scalars(query)
+                if scope.allows(d.location_id) and (not device_type or d.device_type.name == device_type)]
         credentials = registry.credential_statuses(session, [d.id for d in rows])  # one query, not one per row
         return [device_out(d, credentials.get(d.id, "none")) for d in rows]
 
 
 @router.get("/devices/{device_id}")
-def show_device(request: Request, device_id: str, _: Principal = Depends(AnyUser)) -> dict:
+def show_device(request: Request, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
     with request.app.state.ctx.db.session() as session:
-        row = registry.get_device(session, device_id)
+        row = grants.visible_device(session, grants.scope_for(session, principal.user.id), device_id)
         return {**device_out(row, registry.credential_status(session, row)), "definition": row.device_type.definition}
 
 
@@ -222,15 +293,16 @@ def _bus(request: Request) -> Any:
     return bus
 
 
-def _existing_device(request: Request, device_id: str) -> Device:
+def _visible_device(request: Request, principal: Principal, device_id: str) -> Device:
+    """The device if the caller may see it (404 otherwise, like a missing one)."""
     with request.app.state.ctx.db.session() as session:
-        return registry.get_device(session, device_id)
+        return grants.visible_device(session, grants.scope_for(session, principal.user.id), device_id)
 
 
 @router.get("/devices/{device_id}/latest")
-async def latest_reading(request: Request, device_id: str, _: Principal = Depends(AnyUser)) -> dict:
+async def latest_reading(request: Request, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
     """The latest validated reading (or controller state) and the device's presence."""
-    _existing_device(request, device_id)
+    _visible_device(request, principal, device_id)
     bus = _bus(request)
     result: dict[str, Any] = {"device_id": device_id, "latest": None, "presence": None}
     for bucket, key in ((LATEST_BUCKET, "latest"), (PRESENCE_BUCKET, "presence")):
@@ -246,19 +318,19 @@ async def latest_reading(request: Request, device_id: str, _: Principal = Depend
 
 @router.get("/devices/{device_id}/history")
 async def reading_history(request: Request, device_id: str, since: datetime | None = None, limit: int = 100,
-                          _: Principal = Depends(AnyUser)) -> list[dict]:
+                          principal: Principal = Depends(AnyUser)) -> list[dict]:
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")
-    _existing_device(request, device_id)
+    _visible_device(request, principal, device_id)
     records = await read_history(_bus(request).js, device_id, since=since, limit=limit)
     return [record_out(r) for r in records]
 
 
 @router.post("/devices/{device_id}/commands")
 async def send_command(request: Request, device_id: str, body: CommandIn,
-                       _: Principal = Depends(COMMAND_SENDERS)) -> dict:
+                       principal: Principal = Depends(COMMAND_SENDERS)) -> dict:
     """Send a command to a controller and wait for its acknowledged new state."""
-    device = _existing_device(request, device_id)
+    device = _visible_device(request, principal, device_id)
     if device.device_type.kind.value != "controller":
         raise ValidationFailed(f"device {device_id} is a {device.device_type.kind.value}, not a controller",
                                field="device_id")

@@ -1,4 +1,6 @@
-"""App instances (end users): bind an app at a location, run it now or by schedule, see status and address."""
+"""App instances (end users): bind an app at a location, run it now or by schedule, see status and address.
+
+An end user binds only at locations an admin granted them (`aiot.devices.grants`); others answer 404."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from aiot.apps.bindings import locations_for_app
 from aiot.apps.instances import create_instance, get_instance
 from aiot.apps.service import DeployerInstanceController
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.devices.grants import scope_for
 from aiot.errors import NotFound
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage
@@ -63,11 +66,13 @@ def _owned(session: Any, principal: Principal, instance_id: str) -> AppInstance:
 
 
 @router.get("/apps/{ref}/locations")
-def app_locations(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> list[dict]:
-    """Locations that have every device type the app needs (what a schedule form should offer)."""
+def app_locations(request: Request, ref: str, principal: Principal = Depends(AnyUser)) -> list[dict]:
+    """Locations the caller may see that have every device type the app needs (what a schedule form should
+    offer)."""
     with request.app.state.ctx.db.session() as session:
         app = ArtifactRepository.resolve(session, AppPackage, ref)
-        return [location_out(loc) for loc in locations_for_app(session, app)]
+        scope = scope_for(session, principal.user.id)
+        return [location_out(loc) for loc in locations_for_app(session, app) if scope.allows(loc.id)]
 
 
 @router.post("/instances", status_code=status.HTTP_201_CREATED)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from sqlalchemy import delete, select
 
 from aiot.api.security import Allow, AnyUser, Principal
-from aiot.errors import NotFound, ValidationFailed
+from aiot.devices.grants import scope_for
+from aiot.errors import Forbidden, NotFound, ValidationFailed
 from aiot.scheduler import ledger
 from aiot.scheduler.ledger import ACTIVE
 from aiot.scheduler.rules import ScheduleSpec, SpecError, next_occurrences, parse_spec
@@ -162,6 +163,9 @@ def add_schedule(request: Request, body: ScheduleIn, principal: Principal = Depe
         if instance is None or instance.state == InstanceState.retired or \
                 (principal.role != Role.admin and instance.owner_id != principal.user.id):
             raise NotFound(f"no app instance {body.app_instance_id!r}", field="app_instance_id")
+        if not scope_for(session, instance.owner_id).allows(instance.location_id):
+            raise Forbidden(f"the instance's owner no longer has access to its location {instance.location_id} "
+                            "(an admin must grant it again)", field="location")
         row = Schedule(app_instance_id=instance.id, owner_id=instance.owner_id, name=body.name,
                        spec=spec.model_dump(mode="json"), timezone=spec.timezone,
                        late_start_deadline_s=body.policy.late_start_deadline_s, overlap=body.policy.overlap,

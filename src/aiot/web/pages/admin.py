@@ -119,6 +119,7 @@ async def delete_device_type(request: Request, ref: str, web: WebUser = Depends(
 
 LOCATION_FIELDS = ["name", "kind", "address", "timezone", "parent"]
 DEVICE_FIELDS = ["name", "device_type"]
+GRANT_FIELDS = ["user"]
 
 
 async def _locations_page(request: Request, web: WebUser, **extra: Any) -> Response:
@@ -145,11 +146,17 @@ async def add_location(request: Request, web: WebUser = Depends(ADMIN)) -> Respo
 
 
 async def _location_page(request: Request, web: WebUser, ref: str, **extra: Any) -> Response:
-    location, types = await asyncio.gather(web.api.get(f"/locations/{ref}"), web.api.get("/device-types"))
-    devices = await _devices_live(web, location["id"])
+    location, types, people = await asyncio.gather(web.api.get(f"/locations/{ref}"), web.api.get("/device-types"),
+                                                   web.api.get("/users"))
+    devices, grants = await asyncio.gather(_devices_live(web, location["id"]),
+                                           web.api.get(f"/locations/{location['id']}/grants"))
     options = [("", "— choose —")] + [(t["name"], f"{t['name']} ({t['kind']})") for t in types]
+    granted = {g["user_id"] for g in grants}
+    user_options = [("", "— choose a person —")] + [
+        (u["username"], f"{u['username']} ({u['role'].replace('_', ' ')})") for u in people
+        if u["role"] != "admin" and not u["disabled"] and u["id"] not in granted]
     return render(request, "admin/location.html", web, title=location["name"], location=location, devices=devices,
-                  types=types, type_options=options, **extra)
+                  types=types, type_options=options, grants=grants, user_options=user_options, **extra)
 
 
 async def _devices_live(web: WebUser, location_id: str) -> list[dict[str, Any]]:
@@ -188,6 +195,29 @@ async def add_device(request: Request, ref: str, web: WebUser = Depends(ADMIN)) 
         return await _location_page(request, web, ref, errors=form_errors(exc, DEVICE_FIELDS), values=values)
     return await _location_page(request, web, ref, issued={"device": device, "connect": device["connect"],
                                                             "what": "registered"})
+
+
+@router.post("/locations/{ref}/grants")
+async def grant_location(request: Request, ref: str, web: WebUser = Depends(ADMIN)) -> Response:
+    """Give a person this location and every location below it (they see and bind only granted places)."""
+    form = await read_form(request)
+    values = clean(form, GRANT_FIELDS)
+    try:
+        row = await web.api.post(f"/locations/{ref}/grants", {"user": values["user"]})
+    except ApiError as exc:
+        return await _location_page(request, web, ref, errors=form_errors(exc, GRANT_FIELDS), grant_values=values)
+    return redirect(f"/admin/locations/{row['location_id']}",
+                    flash=f"{row['user']} may now use {row['location']} and the locations below it.")
+
+
+@router.post("/locations/{ref}/grants/{user}/revoke")
+async def revoke_location(request: Request, ref: str, user: str, web: WebUser = Depends(ADMIN)) -> Response:
+    await read_form(request)
+    try:
+        await web.api.delete(f"/locations/{ref}/grants/{user}")
+    except ApiError as exc:
+        return await _location_page(request, web, ref, errors=one_error(None, exc.message))
+    return redirect(f"/admin/locations/{ref}", flash=f"{user} no longer sees this location; their apps here stopped.")
 
 
 @router.post("/devices/{device_id}/{action}")
