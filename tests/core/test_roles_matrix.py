@@ -186,7 +186,7 @@ OWNED_LISTS: list[OwnedList] = [
 # route from here into OWNED_ROUTES when it gets one; the coverage test keeps this list honest.
 NOT_YET_OWNED = {
     "/models/{ref}", "/models/{ref}/download", "/models/{ref}/deprecate", "/models/{ref}/deploy",
-    "/apps/{ref}", "/apps/{ref}/download", "/apps/{ref}/deprecate",
+    "/apps/{ref}", "/apps/{ref}/download", "/apps/{ref}/deprecate", "/apps/{ref}/instances",
     "/deployments/{ref}", "/workloads/{workload_id}", "/auth/tokens/{token_id}", "/device-types/{ref}",
     "/logs/archives/{day}",
 }

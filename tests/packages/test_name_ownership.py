@@ -116,6 +116,8 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tu
                                            headers=admin)).status_code in (200, 201)
         assert (await live.client.post("/api/v1/locations", headers=admin,
                                        json={"name": "Room 1", "kind": "room"})).status_code == 201
+        assert (await live.client.post("/api/v1/locations/Room 1/grants", headers=admin,
+                                       json={"user": "enduser1"})).status_code == 201  # end users bind where granted
         for name in CLASSROOM_TYPES:
             response = await live.client.post("/api/v1/devices", headers=admin,
                                               json={"name": f"{name}-1", "device_type": name, "location": "Room 1"})
