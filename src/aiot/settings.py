@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         None, description="Key that derives workload credentials; default: <data_dir>/secret.key, made once. "
         "Set the same value on every control plane replica.")
     node_grace_seconds: float = Field(8.0, description="A node silent this long is lost; its work moves.")
+    join_token_ttl_minutes: float = Field(
+        60.0, gt=0, description="Default lifetime of a node join token (an admin may ask for less or more).")
     smtp_host: str | None = Field(None, description="SMTP server for e-mails; unset keeps mail in the outbox.")
     smtp_port: int = Field(25, description="SMTP port (587 with STARTTLS, 465 with implicit TLS).")
     smtp_user: str | None = Field(None, description="SMTP login user, if the server needs one.")

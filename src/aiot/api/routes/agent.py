@@ -16,6 +16,7 @@ from aiot.deployer import nodes as node_rules
 from aiot.deployer.workloads import assignment
 from aiot.errors import NotFound, ServiceUnavailable
 from aiot.secrets_store import platform_secret
+from aiot.services.nats_auth import announce_auth_change
 from aiot.store.catalog import AppPackage, ModelPackage
 from aiot.store.runtime import DesiredState, Node, Workload
 
@@ -45,13 +46,16 @@ def nats_servers(request: Request) -> list[str]:
 
 
 @router.post("/register")
-def register(request: Request, body: RegisterIn, _join: str = Depends(JoinAuth)) -> dict:
+async def register(request: Request, body: RegisterIn, join_token_id: str = Depends(JoinAuth)) -> dict:
+    """Join with a join token (each registration uses it up once); 409 when the name belongs to a node."""
     ctx = request.app.state.ctx
     secret = platform_secret(ctx.settings)
     with ctx.db.session() as session:
         node, token = node_rules.register_node(session, secret, name=body.name, address=body.address,
-                                               labels=body.labels, capacity=body.capacity, provider=body.provider)
+                                               labels=body.labels, capacity=body.capacity, provider=body.provider,
+                                               join_token_id=join_token_id)
         node_id = node.id
+    await announce_auth_change(ctx)  # its NATS user exists within moments, not at the next periodic resync
     return {"node_id": node_id, "node_token": token,
             "nats": {"servers": nats_servers(request), "user": node_id,
                      "password": node_rules.node_nats_password(secret, node_id)}}
