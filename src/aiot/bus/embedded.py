@@ -475,6 +475,19 @@ class EmbeddedNats:
             return True
         return False
 
+    async def mqtt_connections(self) -> list[tuple[str, str]]:
+        """(MQTT client id, authenticated user) of every open MQTT connection, from the loopback monitor's /connz.
+
+        nats-server cannot tie a user to an MQTT client id (a user entry has no such field; a second connection
+        with a client id takes over the first's session), so the platform checks this list itself
+        (`aiot.services.mqtt_guard`)."""
+        status, body = await _http_get(self.monitor_port, "/connz?auth=true&limit=1000000", limit_s=5.0)
+        if status != 200:
+            raise OSError(f"/connz answered {status}")
+        connections = json.loads(body).get("connections") or []
+        return [(str(c["mqtt_client"]), str(c.get("authorized_user") or "")) for c in connections
+                if c.get("mqtt_client")]
+
     async def _config_load_time(self) -> str:
         status, body = await _http_get(self.monitor_port, "/varz")
         if status != 200:
