@@ -129,10 +129,13 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
                                           name="n1", attempts=1, connect_timeout=2)
                 await probe.close()
                 await asyncio.sleep(0.2)
-        # An admin may give the name to a new machine with a fresh token (new id secret, new NATS password).
+        # An admin may give the name to a new machine with a fresh token: a new node (new id, NATS user and
+        # password), so nothing the revoked machine knew works for it.
         fresh = await _register(live, await _token(live), "n1")
         assert fresh.status_code == 200, fresh.text
-        assert fresh.json()["node_token"] != node["node_token"]
+        assert fresh.json()["node_id"] != node["node_id"]
+        assert fresh.json()["nats"]["password"] != nats["password"]
+        assert (await live.client.get("/api/v1/agent/assignments", headers=headers)).status_code == 401
 
 
 def test_a_join_token_is_never_taken_from_the_command_line(tmp_path: Path,

@@ -16,6 +16,7 @@ from aiot.bus.auth import hash_password
 from aiot.bus.codec import parse_timestamp
 from aiot.deployer.workloads import bump_generation
 from aiot.errors import Conflict, Unauthorized, ValidationFailed
+from aiot.ids import new_id
 from aiot.secrets_store import derive_password
 from aiot.store.runtime import Node, NodeJoinToken, NodeStatus, Workload, WorkloadEvent, WorkloadStatus
 from aiot.timeutil import utcnow
@@ -87,9 +88,9 @@ def register_node(session: Session, secret: bytes, *, name: str, address: str, l
     """Create a node record (using one registration of the join token); returns it and its new API token.
 
     A name is never taken over: whatever its silence, a registered node keeps its identity (node id, token,
-    NATS user, assignments), and a second registration under its name gets 409. Only the row of a node that
-    was removed (the autoscaler retired it after draining) or revoked by an admin is given to a new node
-    (with a new token and NATS password: nothing of the old identity carries over)."""
+    NATS user, assignments), and a second registration under its name gets 409. The name of a node that was
+    removed (the autoscaler retired it after draining) or revoked by an admin may be used again, by a new node
+    with a new id (so a new NATS user and password): the old row keeps its history under a tombstone name."""
     cpu, memory = capacity.get("cpu"), capacity.get("memory_mb")
     if not isinstance(cpu, int | float) or cpu <= 0 or not isinstance(memory, int) or memory <= 0:
         raise ValidationFailed("capacity needs cpu > 0 (cores) and memory_mb > 0 (integer MiB)", field="capacity")
@@ -100,16 +101,15 @@ def register_node(session: Session, secret: bytes, *, name: str, address: str, l
                        "(`aiot node revoke`)", field="name")
     if join_token_id is not None:
         _use_join_token(session, join_token_id)
-    token_secret = secrets.token_urlsafe(32)
-    if node is None:
-        node = Node(name=name, token_hash="", nats_password_bcrypt="")
-        session.add(node)
+    if node is not None:  # removed or revoked: its row keeps its history, its id is never given to another node
+        node.name = f"{name[:100 - len(node.id) - 1]}~{node.id}"  # '~' is not allowed in a registered name
         session.flush()
-    node.address, node.labels, node.capacity, node.provider = address, labels, dict(capacity), provider
-    node.token_hash = _sha(token_secret)
-    node.nats_password_bcrypt = hash_password(node_nats_password(secret, node.id))
-    node.status, node.status_changed_at, node.last_report_at = NodeStatus.ready, utcnow(), utcnow()
-    node.revoked_at, node.join_token_id, node.load = None, join_token_id, {}
+    token_secret, node_id, now = secrets.token_urlsafe(32), new_id("nod"), utcnow()
+    node = Node(id=node_id, name=name, address=address, labels=labels, capacity=dict(capacity), provider=provider,
+                token_hash=_sha(token_secret), nats_password_bcrypt=hash_password(node_nats_password(secret, node_id)),
+                status=NodeStatus.ready, status_changed_at=now, last_report_at=now, join_token_id=join_token_id,
+                load={})
+    session.add(node)
     session.flush()
     return node, f"{NODE_PREFIX}.{node.id}.{token_secret}"
 
