@@ -84,6 +84,7 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
         node = (await _register(live, join, "n1")).json()
         headers = {"Authorization": f"Bearer {node['node_token']}"}
         nats = node["nats"]
+        await live.ctx.services["nats-auth"].sync()  # (it also runs every 15 s and after each placement)
         bus = await Bus.connect(nats["servers"], user=nats["user"], password=nats["password"], name="n1",
                                 attempts=20)
         await bus.close()

@@ -16,7 +16,6 @@ from aiot.deployer import nodes as node_rules
 from aiot.deployer.workloads import assignment
 from aiot.errors import NotFound, ServiceUnavailable
 from aiot.secrets_store import platform_secret
-from aiot.services.nats_auth import announce_auth_change
 from aiot.store.catalog import AppPackage, ModelPackage
 from aiot.store.runtime import DesiredState, Node, Workload
 
@@ -46,7 +45,7 @@ def nats_servers(request: Request) -> list[str]:
 
 
 @router.post("/register")
-async def register(request: Request, body: RegisterIn, join_token_id: str = Depends(JoinAuth)) -> dict:
+def register(request: Request, body: RegisterIn, join_token_id: str = Depends(JoinAuth)) -> dict:
     """Join with a join token (each registration uses it up once); 409 when the name belongs to a node."""
     ctx = request.app.state.ctx
     secret = platform_secret(ctx.settings)
@@ -55,7 +54,6 @@ async def register(request: Request, body: RegisterIn, join_token_id: str = Depe
                                                labels=body.labels, capacity=body.capacity, provider=body.provider,
                                                join_token_id=join_token_id)
         node_id = node.id
-    await announce_auth_change(ctx)  # its NATS user exists within moments, not at the next periodic resync
     return {"node_id": node_id, "node_token": token,
             "nats": {"servers": nats_servers(request), "user": node_id,
                      "password": node_rules.node_nats_password(secret, node_id)}}
