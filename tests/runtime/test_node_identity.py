@@ -155,3 +155,14 @@ def test_a_join_token_is_never_taken_from_the_command_line(tmp_path: Path,
     monkeypatch.setenv("AIOT_JOIN_TOKEN", "aiotjoin.c.d")
     assert read_join_token(None, None) == "aiotjoin.c.d"
     assert "AIOT_JOIN_TOKEN" not in os.environ  # nothing the agent starts inherits it
+
+
+def test_aiot_node_join_refuses_a_token_on_its_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from aiot.cli.main import app
+
+    monkeypatch.setenv("AIOT_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["node", "join", "--server", "http://127.0.0.1:9", "--token", "aiotjoin.a.b"])
+    assert result.exit_code == 2
+    assert "--token-file" in result.output and "AIOT_JOIN_TOKEN" in result.output

@@ -104,7 +104,11 @@ def join(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     server = server or os.environ.get("AIOT_SERVER") or f"http://127.0.0.1:{settings.port}"
-    join_token = read_join_token(token, token_file)
+    try:
+        join_token = read_join_token(token, token_file)
+    except typer.BadParameter as exc:
+        err_console.print(f"[red]error:[/] {exc.param_hint}: {exc.message}")
+        raise typer.Exit(2) from exc
     capacity = node_capacity()
     if cpu is not None:
         capacity["cpu"] = cpu
