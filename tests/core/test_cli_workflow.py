@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
@@ -63,3 +64,13 @@ def test_cli_push_register_and_simulate(tmp_path: Path) -> None:
         assert len(history) >= 2
         refused = run_cli(["device", "send", fan, "on"], env)  # simulator stopped: nobody acknowledges
         assert refused.returncode == 1 and "did not acknowledge" in refused.stderr
+
+        # Nodes: a two-use join token, a node joins with it, an admin revokes the node, its token is refused.
+        token = _ok(["node", "token", "--uses", "2", "--ttl-minutes", "5"], env).strip()
+        assert token.startswith("aiotjoin.")
+        joined = httpx.post(f"{plane.url}/api/v1/agent/register", headers={"Authorization": f"Bearer {token}"},
+                            json={"name": "cli-node", "capacity": {"cpu": 1, "memory_mb": 512}}, timeout=30)
+        assert joined.status_code == 200, joined.text
+        assert "revoked" in _ok(["node", "revoke", "cli-node"], env)
+        node_auth = {"Authorization": f"Bearer {joined.json()['node_token']}"}
+        assert httpx.get(f"{plane.url}/api/v1/agent/assignments", headers=node_auth, timeout=30).status_code == 401
