@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     model_ready_deadline_seconds: float = Field(
         300.0, gt=0, description="An app waits this long for its models' first ready replica, then shows failed "
         "(it still starts once they are ready).")
+    join_token_ttl_minutes: float = Field(
+        60.0, gt=0, description="Default lifetime of a node join token (an admin may ask for less or more).")
     smtp_host: str | None = Field(None, description="SMTP server for e-mails; unset keeps mail in the outbox.")
     smtp_port: int = Field(25, description="SMTP port (587 with STARTTLS, 465 with implicit TLS).")
     smtp_user: str | None = Field(None, description="SMTP login user, if the server needs one.")

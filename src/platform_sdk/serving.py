@@ -20,9 +20,9 @@ called one at a time unless the class sets `thread_safe = True` (then up to `ser
 uvloop and httptools are used when installed, orjson when importable. The hot path does one JSON parse, the
 compiled checks, one executor hop and one JSON dump.
 
-Once loaded the replica announces itself every 2 s on `aiot.registry.announce.<model_id>`; on shutdown it
-sends one last announce with `"withdraw": true` (and waits, up to 2 s, until NATS has it) so the registry drops
-it at once instead of after the TTL.
+Once loaded the replica announces itself every 2 s on `aiot.registry.announce.<model_id>.<workload_id>` (the one
+announce subject its NATS user may publish on); on shutdown it sends one last announce with `"withdraw": true`
+(and waits, up to 2 s, until NATS has it) so the registry drops it at once instead of after the TTL.
 The heartbeat is beaten by a task on this server's event loop (see heartbeat.py).
 """
 
@@ -421,7 +421,7 @@ class ModelServer:
 
     @property
     def _announce_subject(self) -> str:
-        return f"aiot.registry.announce.{self.model_id}"
+        return f"aiot.registry.announce.{self.model_id}.{self.cfg.workload_id}"  # the only one it may use
 
     def _announce_body(self, withdraw: bool = False) -> bytes:
         body: dict[str, Any] = {

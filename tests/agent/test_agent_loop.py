@@ -193,7 +193,7 @@ async def test_agent_runs_a_deployed_model_survives_a_stalled_control_plane_and_
             await proxy.stop()
 
 
-def _agent_cmd(server: str, data_dir: Path, env_cache: Path, token: str | None) -> list[str]:
+def _agent_cmd(server: str, data_dir: Path, env_cache: Path, token_file: Path | None) -> list[str]:
     # As `aiot node join` (the lead wires node_app into aiot.cli.main under the name "node").
     code = (
         "import sys, typer; from aiot.cli.node import node_app; app = typer.Typer(); "
@@ -220,7 +220,7 @@ def _agent_cmd(server: str, data_dir: Path, env_cache: Path, token: str | None) 
         "--labels",
         "zone=test",
     ]
-    return args + (["--token", token] if token else [])
+    return args + (["--token-file", str(token_file)] if token_file else [])
 
 
 @pytest.mark.slow
@@ -238,7 +238,11 @@ async def test_cli_agent_sigkill_takes_its_workloads_along_and_a_restart_runs_th
             await live.client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))
         ).json()["token"]
         log_file = (tmp_path / "agent.log").open("wb")
-        cmd = _agent_cmd(server, tmp_path / "agent", shared_env.builder.cache_dir, token)
+        token_file = tmp_path / "join-token"  # a file only we can read: never the token on a command line
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        cmd = _agent_cmd(server, tmp_path / "agent", shared_env.builder.cache_dir, token_file)
+        assert token not in " ".join(cmd)
         agent = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=log_file, stderr=log_file)
         try:
             archive = zip_folder(COMFORT, tmp_path / "comfort.zip")

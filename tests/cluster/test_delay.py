@@ -41,11 +41,11 @@ def test_two_seconds_of_delay_restarts_nothing(tmp_path: Path) -> None:
         nats = proxies.start("127.0.0.1", int(nats_port), delay=DELAY)
         join_token = cluster.post("/nodes/join-tokens")["token"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
-        env.update(AIOT_DATA_DIR=str(data_dir), AIOT_NATS_CONNECT_TIMEOUT="15")
+        env.update(AIOT_DATA_DIR=str(data_dir), AIOT_NATS_CONNECT_TIMEOUT="15", AIOT_JOIN_TOKEN=join_token)
         agent_log = (tmp_path / "agent.log").open("wb")
         agent = subprocess.Popen(
             [str(Path(sys.executable).parent / "aiot"), "node", "join", "--server", f"http://{api.url_host_port}",
-             "--token", join_token, "--name", "far-away", "--data-dir", str(tmp_path / "node"),
+             "--name", "far-away", "--data-dir", str(tmp_path / "node"),
              "--nats-url", f"nats://{nats.url_host_port}"], env=env, stdout=agent_log, stderr=subprocess.STDOUT)
         try:
             cluster.wait("the far node ready", lambda: [n for n in cluster.get("/nodes") if n["status"] == "ready"],

@@ -21,6 +21,16 @@ from .conftest import Cluster, agent_pids
 pytestmark = pytest.mark.slow
 
 
+def test_local_agents_joined_without_a_join_token_on_their_command_line(cluster: Cluster) -> None:
+    """`aiot up --nodes N` hands each agent its own single-use token in its environment: `ps` shows none."""
+    pids = agent_pids(cluster.data_dir)
+    assert len(pids) == 3
+    for pid in pids.values():
+        assert "aiotjoin" not in " ".join(psutil.Process(pid).cmdline())
+    tokens = {psutil.Process(pid).environ().get("AIOT_JOIN_TOKEN") for pid in pids.values()}
+    assert len(tokens) == 3 and all(t and t.startswith("aiotjoin.") for t in tokens)  # one each, single-use
+
+
 def test_ten_replicas_spread_by_the_documented_score(cluster: Cluster) -> None:
     cluster.push_model("comfort")
     cluster.post("/models/comfort/deploy", json={"replicas": 10})

@@ -168,7 +168,8 @@ async def test_workload_credentials_reach_only_its_bindings(running_app: dict[st
         for subject in (f"aiot.registry.resolve.{models['face-detector']}",
                         f"aiot.registry.latest.{theirs['light']}", "aiot.logs.wl_someoneelse",
                         "aiot.hb.wl_someoneelse", "$JS.API.STREAM.LIST", f"$KV.aiot_device_latest.{theirs['fan']}",
-                        f"aiot.registry.announce.{models['comfort']}"):
+                        f"aiot.registry.announce.{models['comfort']}",
+                        f"aiot.registry.announce.{models['comfort']}.{cfg['workload_id']}"):
             await probe.nc.publish(subject, b"{}")
             assert await probe.refused(subject), (subject, probe.errors)
         await probe.nc.subscribe(">")

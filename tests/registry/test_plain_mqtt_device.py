@@ -46,7 +46,7 @@ class MqttDevice:
     """A paho-mqtt client recording connection events (runs paho's network loop in its thread)."""
 
     def __init__(self, connect: dict) -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=connect["username"] + "-t")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=connect["username"])
         self.client.username_pw_set(connect["username"], connect["password"])
         self.connected = threading.Event()
         self.disconnected = threading.Event()

@@ -119,11 +119,12 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
             join_token = cluster.post("/nodes/join-tokens")["token"]
             env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
             env["AIOT_DATA_DIR"] = str(data_dir)  # hidden from its workloads, like a local node's
+            env["AIOT_JOIN_TOKEN"] = join_token  # never on a command line
             agent_log_path = tmp_path / "partitioned-agent.log"
             with agent_log_path.open("wb") as agent_log:
                 agent = subprocess.Popen(
                     ["ip", "netns", "exec", ns.name, AIOT, "node", "join", "--server", f"http://{ns.host_ip}:{port}",
-                     "--token", join_token, "--name", "partitioned", "--data-dir", str(tmp_path / "node"),
+                     "--name", "partitioned", "--data-dir", str(tmp_path / "node"),
                      "--env-cache", str(data_dir / "envs"), "--nats-url", f"nats://{ns.host_ip}:{nats_port}"],
                     env=env, stdout=agent_log, stderr=subprocess.STDOUT)
 

@@ -74,7 +74,7 @@ def workload_user(
     publish = [f"aiot.logs.{workload_id}", f"aiot.hb.{workload_id}"]
     subscribe = [f"_INBOX_{workload_id}.>"]
     if model_id:
-        publish.append(f"aiot.registry.announce.{model_id}")
+        publish.append(f"aiot.registry.announce.{model_id}.{workload_id}")
     publish += [f"aiot.registry.resolve.{m}" for m in models]
     for d in sensors:
         subscribe.append(f"aiot.readings.{d}")

@@ -25,7 +25,7 @@ async def _announce(
         "ts": time.time(),
         **extra,
     }
-    await platform.bus.publish(f"aiot.registry.announce.{model_id}", json.dumps(body).encode())
+    await platform.bus.publish(f"aiot.registry.announce.{model_id}.{workload_id}", json.dumps(body).encode())
     await platform.bus.flush()
 
 
@@ -74,16 +74,19 @@ async def _has(platform: Platform, model_id: str, n: int) -> bool:
 def test_malformed_announces_are_ignored(platform: Platform) -> None:
     async def scenario() -> None:
         before = platform.registry.rejected
-        await platform.bus.publish("aiot.registry.announce.mdl_reg2", b"not json")
+        subject = "aiot.registry.announce.mdl_reg2.wl_x"
+        await platform.bus.publish(subject, b"not json")
         body = {"model_id": "mdl_reg3", "workload_id": "wl_x", "url": "http://h:1"}
-        await platform.bus.publish("aiot.registry.announce.mdl_reg2", json.dumps(body).encode())  # mismatch
+        await platform.bus.publish(subject, json.dumps(body).encode())  # model mismatch
         body = {"model_id": "mdl_reg2", "workload_id": "wl x", "url": "http://h:1"}
-        await platform.bus.publish("aiot.registry.announce.mdl_reg2", json.dumps(body).encode())  # bad id
+        await platform.bus.publish(subject, json.dumps(body).encode())  # bad id
         body = {"model_id": "mdl_reg2", "workload_id": "wl_x", "url": "file:///etc/passwd"}
-        await platform.bus.publish("aiot.registry.announce.mdl_reg2", json.dumps(body).encode())  # bad url
+        await platform.bus.publish(subject, json.dumps(body).encode())  # bad url
+        body = {"model_id": "mdl_reg2", "workload_id": "wl_other", "url": "http://h:1"}
+        await platform.bus.publish(subject, json.dumps(body).encode())  # another replica's name
         await platform.bus.flush()
-        await _eventually(lambda: _rejected(platform, before + 4))
-        assert platform.registry.rejected == before + 4
+        await _eventually(lambda: _rejected(platform, before + 5))
+        assert platform.registry.rejected == before + 5
         assert await _resolve(platform, "mdl_reg2") == []
 
     platform.run(scenario())

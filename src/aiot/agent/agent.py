@@ -29,7 +29,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from aiot.agent.client import ControlPlaneClient, ControlPlaneUnavailable, NodeUnauthorized
+from aiot.agent.client import ControlPlaneClient, ControlPlaneUnavailable, NodeNameTaken, NodeUnauthorized
 from aiot.agent.envs import EnvBuilder
 from aiot.agent.httpserver import AgentHttpServer
 from aiot.agent.identity import NodeIdentity, forget_identity, load_identity, save_identity
@@ -154,7 +154,7 @@ class NodeAgent:
         if self.identity is None and not self.config.join_token:
             raise AgentError(
                 f"no node identity in {self.data_dir} for {self.config.server} and no join token: "
-                "pass --token (an admin creates one with `aiot nodes token`)"
+                "pass --token-file FILE or set AIOT_JOIN_TOKEN (an admin creates one with `aiot node token`)"
             )
         if self.identity is not None:
             self.client.token = self.identity.node_token
@@ -277,19 +277,23 @@ class NodeAgent:
                 self._apply(assignments)
                 delay = self.config.poll_interval
             except NodeUnauthorized as exc:
-                if self.config.join_token:
-                    if self.identity is not None:
-                        log.warning("node token refused (%s); registering again with the join token", exc)
-                        self.identity = None
-                        forget_identity(self.data_dir)
-                        continue
-                elif not self._unauthorized_logged:
+                if self.config.join_token and self.identity is not None:
+                    log.warning("node token refused (%s); registering again with the join token", exc)
+                    self.identity = None
+                    forget_identity(self.data_dir)
+                    continue
+                if not self._unauthorized_logged:
                     log.error(
-                        "control plane refuses this node (%s) and no join token is configured; keeping "
-                        "%d workload(s) running",
+                        "control plane refuses this node (%s) and no usable join token is configured (an admin "
+                        "creates one with `aiot node token`); keeping %d workload(s) running",
                         exc,
                         len(self.workloads),
                     )
+                    self._unauthorized_logged = True
+                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+            except NodeNameTaken as exc:
+                if not self._unauthorized_logged:
+                    log.error("cannot join as %r: %s", self.config.name, exc)
                     self._unauthorized_logged = True
                 delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             except (ControlPlaneUnavailable, KeyError, TypeError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """The agent's HTTP client for the control plane's agent API (`aiot.api.routes.agent`).
 
-Every failure is mapped to one of two exceptions the reconcile loop understands: `NodeUnauthorized` (the node
-token is unknown: join again) and `ControlPlaneUnavailable` (anything else: keep running, retry later).
+Every failure is mapped to one of three exceptions the reconcile loop understands: `NodeUnauthorized` (the node
+token is unknown: join again), `NodeNameTaken` (409 on registration: another node has this name; an admin must
+act) and `ControlPlaneUnavailable` (anything else: keep running, retry later).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ class ControlPlaneUnavailable(ConnectionError):
 
 
 class NodeUnauthorized(PermissionError):
-    """401: the token was refused (node removed, or a join token expired)."""
+    """401: the token was refused (node removed or revoked, or a join token used up or expired)."""
+
+
+class NodeNameTaken(PermissionError):
+    """409 on registration: a node with this name is registered (names are never taken over)."""
 
 
 class ControlPlaneClient:
@@ -58,6 +63,8 @@ class ControlPlaneClient:
     def _check(self, method: str, path: str, response: httpx.Response) -> httpx.Response:
         if response.status_code == 401:
             raise NodeUnauthorized(f"{method} {API}{path}: 401 {response.text[:300]}")
+        if response.status_code == 409 and path == "/register":
+            raise NodeNameTaken(f"{method} {API}{path}: 409 {response.text[:300]}")
         if response.status_code >= 400:
             raise ControlPlaneUnavailable(
                 f"{method} {API}{path}: HTTP {response.status_code} {response.text[:300]}"

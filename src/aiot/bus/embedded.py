@@ -475,6 +475,27 @@ class EmbeddedNats:
             return True
         return False
 
+    async def mqtt_connections(self) -> list[tuple[str, str]]:
+        """(MQTT client id, authenticated user) of every open MQTT connection, from the loopback monitor's /connz.
+
+        nats-server cannot tie a user to an MQTT client id (a user entry has no such field; a second connection
+        with a client id takes over the first's session), so the platform checks this list itself
+        (`aiot.services.mqtt_guard`)."""
+        found: list[tuple[str, str]] = []
+        offset, page = 0, 1024
+        while True:
+            status, body = await _http_get(self.monitor_port, f"/connz?auth=true&offset={offset}&limit={page}",
+                                           limit_s=5.0)
+            if status != 200:
+                raise OSError(f"/connz answered {status}")
+            doc = json.loads(body)
+            connections = doc.get("connections") or []
+            found += [(str(c["mqtt_client"]), str(c.get("authorized_user") or "")) for c in connections
+                      if c.get("mqtt_client")]
+            offset += len(connections)
+            if not connections or offset >= int(doc.get("total") or 0):
+                return found
+
     async def _config_load_time(self) -> str:
         status, body = await _http_get(self.monitor_port, "/varz")
         if status != 200:

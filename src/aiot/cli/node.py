@@ -35,10 +35,42 @@ def parse_labels(text: str | None) -> dict[str, str]:
     return labels
 
 
+TOKEN_ENV = "AIOT_JOIN_TOKEN"
+
+
+def read_join_token(on_command_line: str | None, token_file: Path | None) -> str | None:
+    """The join token from --token-file or AIOT_JOIN_TOKEN (then removed from this process's environment, so
+    nothing the agent starts inherits it). Never from the command line: every local user sees it in `ps`."""
+    if on_command_line is not None:
+        raise typer.BadParameter(
+            "a join token on the command line is readable by every local user (ps, /proc/*/cmdline); put it in "
+            "a file only you can read and pass --token-file FILE, or set the AIOT_JOIN_TOKEN environment "
+            "variable", param_hint="--token")
+    from_env = os.environ.pop(TOKEN_ENV, None)
+    if token_file is None:
+        return (from_env.strip() or None) if from_env else None
+    path = token_file.expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--token-file") from exc
+    if mode & 0o077:
+        raise typer.BadParameter(f"{path} is readable by other users (mode {mode & 0o777:o}); the join token is "
+                                 f"a secret: chmod 600 {path}", param_hint="--token-file")
+    if not text:
+        raise typer.BadParameter(f"{path} is empty; expected the join token `aiot node token` printed",
+                                 param_hint="--token-file")
+    return text
+
+
 @node_app.command("join")
 def join(
     server: str = typer.Option(None, "--server", help="Control plane URL (AIOT_SERVER)."),
-    token: str = typer.Option(None, "--token", help="Join token (AIOT_JOIN_TOKEN); not needed once joined."),
+    token_file: Path = typer.Option(
+        None, "--token-file", help="File holding the join token (mode 0600); or set AIOT_JOIN_TOKEN. "
+        "Not needed once joined."),
+    token: str = typer.Option(None, "--token", hidden=True, help="Refused: use --token-file or AIOT_JOIN_TOKEN."),
     name: str = typer.Option(None, "--name", help="Node name (default: host name)."),
     data_dir: Path = typer.Option(
         None, "--data-dir", help="Agent data dir (default: <AIOT_DATA_DIR>/agent)."
@@ -72,7 +104,11 @@ def join(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     server = server or os.environ.get("AIOT_SERVER") or f"http://127.0.0.1:{settings.port}"
-    token = token or os.environ.get("AIOT_JOIN_TOKEN")
+    try:
+        join_token = read_join_token(token, token_file)
+    except typer.BadParameter as exc:
+        err_console.print(f"[red]error:[/] {exc.param_hint}: {exc.message}")
+        raise typer.Exit(2) from exc
     capacity = node_capacity()
     if cpu is not None:
         capacity["cpu"] = cpu
@@ -80,7 +116,7 @@ def join(
         capacity["memory_mb"] = memory_mb
     config = AgentConfig(
         server=server,
-        join_token=token,
+        join_token=join_token,
         name=name or socket.gethostname(),
         data_dir=(data_dir or settings.data_dir / "agent").expanduser(),
         address=address,

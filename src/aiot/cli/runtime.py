@@ -27,9 +27,21 @@ def model_endpoints(ref: str) -> None:
     print_table(out["workloads"], ("id", "node_id", "state", "endpoint", "restarts"), title=out["model"])
 
 
-def node_token() -> None:
-    """A join token for `aiot node join --server URL --token T` (admin; valid 7 days)."""
-    console.print(ApiClient().post("/nodes/join-tokens")["token"])
+def node_token(uses: int = typer.Option(1, "--uses", min=1, help="Registrations the token allows."),
+               ttl_minutes: float = typer.Option(None, "--ttl-minutes", min=0.1,
+                                                 help="Lifetime (default: the join_token_ttl_minutes setting, 60).")
+               ) -> None:
+    """Print a join token (admin): single-use and valid 1 h by default. Give it to the node in a 0600 file
+    (`aiot node join --token-file FILE`) or AIOT_JOIN_TOKEN, never on a command line."""
+    out = ApiClient().post("/nodes/join-tokens", json={"uses": uses, "ttl_minutes": ttl_minutes})
+    console.print(out["token"])
+
+
+def nodes_revoke(node: str) -> None:
+    """Cut a node off: its token and NATS user stop working and its workloads move to other nodes."""
+    out = ApiClient().post(f"/nodes/{node}/revoke")
+    moved = out.get("moved_workloads") or []
+    console.print(f"{out['name']} ({out['id']}) revoked; {len(moved)} workload(s) moved to other nodes")
 
 
 def nodes_ls(as_json: bool = typer.Option(False, "--json")) -> None:

@@ -9,12 +9,14 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aiot.bus.auth import hash_password
 from aiot.bus.codec import parse_timestamp
+from aiot.deployer.workloads import bump_generation
 from aiot.errors import Conflict, Unauthorized, ValidationFailed
+from aiot.ids import new_id
 from aiot.secrets_store import derive_password
 from aiot.store.runtime import Node, NodeJoinToken, NodeStatus, Workload, WorkloadEvent, WorkloadStatus
 from aiot.timeutil import utcnow
@@ -28,24 +30,52 @@ def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_join_token(session: Session, created_by: str | None, ttl: timedelta = timedelta(days=7)) -> str:
+MAX_JOIN_USES = 1000
+MAX_JOIN_TTL = timedelta(days=30)
+
+
+def create_join_token(session: Session, created_by: str | None, ttl: timedelta = timedelta(hours=1),
+                      uses: int = 1) -> str:
+    """A join token for `uses` registrations within `ttl` (single-use and one hour by default).
+
+    Short-lived and single-use because it is a bearer secret that may leak (a provisioning script, a shell
+    history): a used or expired token is worth nothing to whoever finds it."""
+    if not 1 <= uses <= MAX_JOIN_USES:
+        raise ValidationFailed(f"uses must be between 1 and {MAX_JOIN_USES}", field="uses")
+    if not timedelta(0) < ttl <= MAX_JOIN_TTL:
+        raise ValidationFailed(f"ttl must be more than 0 and at most {MAX_JOIN_TTL.days} days", field="ttl_minutes")
     secret = secrets.token_urlsafe(32)
-    row = NodeJoinToken(secret_hash=_sha(secret), created_by=created_by, expires_at=utcnow() + ttl)
+    row = NodeJoinToken(secret_hash=_sha(secret), created_by=created_by, expires_at=utcnow() + ttl,
+                        max_uses=uses, uses=0)
     session.add(row)
     session.flush()
     return f"{JOIN_PREFIX}.{row.id}.{secret}"
 
 
 def check_join_token(session: Session, token: str) -> NodeJoinToken:
+    """The join token row if it may still register a node (known, not revoked, not expired, uses left)."""
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != JOIN_PREFIX:
-        raise Unauthorized("not a join token: expected 'aiotjoin.<id>.<secret>' (aiot node token create)")
+        raise Unauthorized("not a join token: expected 'aiotjoin.<id>.<secret>' (aiot node token)")
     row = session.get(NodeJoinToken, parts[1])
     if row is None or not hmac.compare_digest(row.secret_hash, _sha(parts[2])):
         raise Unauthorized("unknown join token")
     if row.revoked_at is not None or row.expires_at <= utcnow():
-        raise Unauthorized("join token expired or revoked; create a new one")
+        raise Unauthorized("join token expired or revoked; an admin creates a new one with `aiot node token`")
+    if row.uses >= row.max_uses:
+        raise Unauthorized("join token already used; an admin creates a new one with `aiot node token`")
     return row
+
+
+def _use_join_token(session: Session, token_id: str) -> None:
+    """Count one registration against the token, atomically: two agents racing with a single-use token cannot
+    both register (the conditional UPDATE matches for one of them only)."""
+    changed = session.execute(update(NodeJoinToken)
+                              .where(NodeJoinToken.id == token_id, NodeJoinToken.uses < NodeJoinToken.max_uses,
+                                     NodeJoinToken.revoked_at.is_(None), NodeJoinToken.expires_at > utcnow())
+                              .values(uses=NodeJoinToken.uses + 1)).rowcount
+    if not changed:
+        raise Unauthorized("join token already used; an admin creates a new one with `aiot node token`")
 
 
 def node_nats_password(secret: bytes, node_id: str) -> str:
@@ -53,26 +83,56 @@ def node_nats_password(secret: bytes, node_id: str) -> str:
 
 
 def register_node(session: Session, secret: bytes, *, name: str, address: str, labels: dict[str, str],
-                  capacity: dict[str, Any], provider: str = "manual") -> tuple[Node, str]:
-    """Create (or take over, by name) a node record; returns it and its new API token."""
+                  capacity: dict[str, Any], provider: str = "manual",
+                  join_token_id: str | None = None) -> tuple[Node, str]:
+    """Create a node record (using one registration of the join token); returns it and its new API token.
+
+    A name is never taken over: whatever its silence, a registered node keeps its identity (node id, token,
+    NATS user, assignments), and a second registration under its name gets 409. The name of a node that was
+    removed (the autoscaler retired it after draining) or revoked by an admin may be used again, by a new node
+    with a new id (so a new NATS user and password): the old row keeps its history under a tombstone name."""
     cpu, memory = capacity.get("cpu"), capacity.get("memory_mb")
     if not isinstance(cpu, int | float) or cpu <= 0 or not isinstance(memory, int) or memory <= 0:
         raise ValidationFailed("capacity needs cpu > 0 (cores) and memory_mb > 0 (integer MiB)", field="capacity")
-    token_secret = secrets.token_urlsafe(32)
     node = session.scalar(select(Node).where(Node.name == name))
-    if node is not None and node.status == NodeStatus.ready and node.last_report_at is not None and \
-            (utcnow() - node.last_report_at).total_seconds() < 5:
-        raise Conflict(f"a live node named {name!r} is already registered; pick another name", field="name")
-    if node is None:
-        node = Node(name=name, token_hash="", nats_password_bcrypt="")
-        session.add(node)
+    if node is not None and node.status != NodeStatus.removed:
+        raise Conflict(f"a node named {name!r} is already registered ({node.id}, {node.status.value}); a name is "
+                       "never taken over: join under another name, or have an admin revoke that node first "
+                       "(`aiot node revoke`)", field="name")
+    if join_token_id is not None:
+        _use_join_token(session, join_token_id)
+    if node is not None:  # removed or revoked: its row keeps its history, its id is never given to another node
+        node.name = f"{name[:100 - len(node.id) - 1]}~{node.id}"  # '~' is not allowed in a registered name
         session.flush()
-    node.address, node.labels, node.capacity, node.provider = address, labels, dict(capacity), provider
-    node.token_hash = _sha(token_secret)
-    node.nats_password_bcrypt = hash_password(node_nats_password(secret, node.id))
-    node.status, node.status_changed_at, node.last_report_at = NodeStatus.ready, utcnow(), utcnow()
+    token_secret, node_id, now = secrets.token_urlsafe(32), new_id("nod"), utcnow()
+    node = Node(id=node_id, name=name, address=address, labels=labels, capacity=dict(capacity), provider=provider,
+                token_hash=_sha(token_secret), nats_password_bcrypt=hash_password(node_nats_password(secret, node_id)),
+                status=NodeStatus.ready, status_changed_at=now, last_report_at=now, join_token_id=join_token_id,
+                load={})
+    session.add(node)
     session.flush()
     return node, f"{NODE_PREFIX}.{node.id}.{token_secret}"
+
+
+def revoke_node(session: Session, secret: bytes, node: Node) -> list[str]:
+    """Cut a node off: its token and NATS user stop working, its workloads move to other nodes with new
+    credentials (the revoked node knew the old ones), and the join token it used cannot register again.
+
+    Returns the ids of the moved workloads. The caller announces the NATS user change and wakes the deployer."""
+    now = utcnow()
+    node.status, node.status_changed_at, node.revoked_at = NodeStatus.removed, now, now
+    node.nats_password_bcrypt = hash_password(secrets.token_urlsafe(32))
+    if node.join_token_id is not None:
+        token = session.get(NodeJoinToken, node.join_token_id)
+        if token is not None and token.revoked_at is None:
+            token.revoked_at = now
+    moved = []
+    for workload in session.scalars(select(Workload).where(Workload.node_id == node.id)):
+        bump_generation(session, secret, workload, reason=f"node {node.name} revoked by an admin",
+                        node_id=node.id, unassign=True)
+        moved.append(workload.id)
+    session.flush()
+    return moved
 
 
 def is_node_token(token: str) -> bool:
@@ -86,6 +146,8 @@ def authenticate_node(session: Session, token: str) -> Node:
     node = session.get(Node, parts[1])
     if node is None or not hmac.compare_digest(node.token_hash, _sha(parts[2])):
         raise Unauthorized("unknown node token; join again with a join token")
+    if node.revoked_at is not None:
+        raise Unauthorized("this node was revoked by an admin")
     if node.status == NodeStatus.removed:
         raise Unauthorized("this node was removed; join again with a join token")
     return node

@@ -2,7 +2,7 @@
 
 A provider implements `NodeProvider`: `add_node()` starts a node agent that joins the cluster with a join token;
 `remove_node(name)` stops it (after the autoscaler drained it). A cloud provider would create a VM whose start-up
-script runs `aiot node join --server URL --token T`; nothing else in the platform changes.
+script runs `aiot node join --server URL --token-file FILE`; nothing else in the platform changes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,11 +49,15 @@ class LocalNodeProvider:
 
     They die with the control plane (PR_SET_PDEATHSIG): on a single machine "the node" is this machine, so a
     control plane restart brings them back fresh and their workloads are placed again.
+
+    Each agent gets its own single-use join token from `join_token` (called once per node) in its environment
+    (AIOT_JOIN_TOKEN, readable only by this user and root), never on its command line (readable by everyone).
     """
 
     name = "local"
 
-    def __init__(self, server_url: str, join_token: str, data_dir: Path, log_level: str = "INFO") -> None:
+    def __init__(self, server_url: str, join_token: Callable[[], str], data_dir: Path,
+                 log_level: str = "INFO") -> None:
         self.server_url, self.join_token, self.data_dir, self.log_level = server_url, join_token, data_dir, log_level
         self.agents: dict[str, _LocalAgent] = {}
         self._counter = 0
@@ -68,11 +73,11 @@ class LocalNodeProvider:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
         # The agent hides its platform's data dir (database, NATS store, secrets) from workloads.
         env["AIOT_LOG_LEVEL"], env["AIOT_DATA_DIR"] = self.log_level, str(self.data_dir)
+        env["AIOT_JOIN_TOKEN"] = self.join_token()
         log_file = (node_dir / "agent.log").open("ab")
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "aiot"), "node", "join", "--server", self.server_url, "--token",
-             self.join_token, "--name", name, "--data-dir", str(node_dir), "--provider", self.name,
-             "--env-cache", str(self.data_dir / "envs")],
+            [str(Path(sys.executable).parent / "aiot"), "node", "join", "--server", self.server_url, "--name", name,
+             "--data-dir", str(node_dir), "--provider", self.name, "--env-cache", str(self.data_dir / "envs")],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=pdeathsig_preexec(), start_new_session=True,
         )
         log_file.close()

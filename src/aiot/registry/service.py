@@ -2,10 +2,13 @@
 
 Subjects (docs/workload-contract.md):
 
-* `aiot.registry.announce.<model_id>` (queue group `aiot-registry`): a model replica's
+* `aiot.registry.announce.<model_id>.<workload_id>` (queue group `aiot-registry`): a model replica's
   `{"model_id", "workload_id", "url", "name", "version", "ts"}` every 2 s -> KV bucket `aiot_endpoints`, key
   `<model_id>.<workload_id>`, bucket TTL 10 s, so a dead replica disappears by itself. `"withdraw": true`
-  (sent by a replica shutting down cleanly) deletes the key at once.
+  (sent by a replica shutting down cleanly) deletes the key at once. The subject names the workload because
+  NATS permissions let each replica publish on its own subject only: the registry takes the workload id from
+  the subject (who published) and ignores an announce whose body claims another one, so a replica can neither
+  add an endpoint in another replica's name nor withdraw it.
 * `aiot.registry.resolve.<model_id>` (request/reply, queue group): `{"endpoints": [{"url", "workload_id",
   "name", "version"}, ...]}` of the replicas announced within the TTL.
 * `aiot.registry.latest.<device_id>` (request/reply, queue group): the device's latest stored record from
@@ -45,6 +48,11 @@ ANNOUNCE = "aiot.registry.announce"
 RESOLVE = "aiot.registry.resolve"
 LATEST = "aiot.registry.latest"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def announce_subject(model_id: str, workload_id: str) -> str:
+    """The one subject a replica (workload `workload_id` of model `model_id`) may announce itself on."""
+    return f"{ANNOUNCE}.{model_id}.{workload_id}"
 
 
 def _epoch(created: Any) -> float:
@@ -87,7 +95,7 @@ class RegistryService(PlatformService):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(initial_done), 5.0)
         for subject, handler in (
-            (f"{ANNOUNCE}.*", self._on_announce),
+            (f"{ANNOUNCE}.*.*", self._on_announce),
             (f"{RESOLVE}.*", self._on_resolve),
             (f"{LATEST}.*", self._on_latest),
         ):
@@ -173,7 +181,7 @@ class RegistryService(PlatformService):
     # ------------------------------------------------------------------------------------------ handlers
 
     async def _on_announce(self, msg: Any) -> None:
-        model_id = msg.subject.rsplit(".", 1)[-1]
+        model_id, _, publisher = msg.subject[len(ANNOUNCE) + 1:].partition(".")
         try:
             doc = json.loads(msg.data)
             if not isinstance(doc, dict):
@@ -188,6 +196,9 @@ class RegistryService(PlatformService):
                 or not _TOKEN.match(model_id)
             ):
                 raise ValueError("model_id and workload_id must be [A-Za-z0-9_-]{1,128}")
+            if workload_id != publisher:
+                raise ValueError(f"workload_id {workload_id!r} differs from the subject's {publisher!r} (the "
+                                 "publisher's own)")
             if not doc.get("withdraw") and (
                 not isinstance(url, str) or not url.startswith(("http://", "https://"))
             ):

@@ -5,6 +5,9 @@ when told (`aiot.internal.auth.changed`, published by whoever changed credential
 `RESYNC_SECONDS` anyway, so a lost notification only delays a change, never loses it (reconcile, not
 fire-and-forget). Only the process that owns the embedded server runs it; against an external NATS server the
 platform cannot rewrite the server's users, and the service says so in its health.
+
+It also enforces "MQTT client id = user name" (`mqtt_guard`): a user seen on an MQTT connection with another
+client id is left out of the user list for a while, which closes its connections and refuses its logins.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -19,6 +23,8 @@ from sqlalchemy.orm import Session
 from aiot.bus.auth import NatsUser
 from aiot.services.base import HealthState, PlatformService, ServiceHealth
 from aiot.services.context import ServiceContext
+from aiot.services.mqtt_guard import INTERVAL as GUARD_INTERVAL
+from aiot.services.mqtt_guard import MqttClientIdGuard
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,10 @@ class NatsAuthService(PlatformService):
         self._last_error = ""
         self._users = 0
         self._syncs = 0
+        self.guard = MqttClientIdGuard()
+        self._guard_task: asyncio.Task[None] | None = None
+        self._guard_error = ""
+        self._sync_lock = asyncio.Lock()  # the sync loop and the guard both sync: one reload at a time
 
     async def start(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
@@ -63,6 +73,7 @@ class NatsAuthService(PlatformService):
         await self.sync()  # before serving: devices registered earlier may connect as soon as we are up
         self._sub = await ctx.bus.subscribe(AUTH_CHANGED_SUBJECT, self._on_change)
         self._task = asyncio.create_task(self._loop(), name="nats-auth-sync")
+        self._guard_task = asyncio.create_task(self._guard_loop(), name="nats-auth-mqtt-guard")
 
     async def _on_change(self, _msg: object) -> None:
         self._wake.set()
@@ -78,6 +89,23 @@ class NatsAuthService(PlatformService):
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("NATS user sync failed")
 
+    async def _guard_loop(self) -> None:
+        ctx = self._ctx
+        assert ctx is not None and ctx.embedded is not None
+        while True:
+            await asyncio.sleep(GUARD_INTERVAL)
+            try:
+                if not ctx.embedded.running:
+                    continue
+                connections = await ctx.embedded.mqtt_connections()
+                if self.guard.check(connections, time.monotonic()):
+                    await self.sync()  # now: the reload closes the offender's connections
+                self._guard_error = ""
+            except Exception as exc:  # noqa: BLE001 - keep watching; report in health
+                if not self._guard_error:
+                    log.warning("MQTT client id check failed: %s", exc)
+                self._guard_error = f"MQTT client id check: {type(exc).__name__}: {exc}"
+
     async def sync(self) -> None:
         ctx = self._ctx
         assert ctx is not None and ctx.embedded is not None
@@ -86,8 +114,11 @@ class NatsAuthService(PlatformService):
             with ctx.db.session() as session:
                 return [user for source in USER_SOURCES for user in source(session)]
 
-        users = await asyncio.to_thread(collect)
-        await ctx.embedded.set_users(users)
+        async with self._sync_lock:
+            users = await asyncio.to_thread(collect)
+            quarantined = self.guard.quarantined(time.monotonic())
+            users = [user for user in users if user.username not in quarantined]
+            await ctx.embedded.set_users(users)
         self._users, self._last_error = len(users), ""
         self._syncs += 1
 
@@ -96,11 +127,12 @@ class NatsAuthService(PlatformService):
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._guard_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._guard_task = None
 
     def health(self) -> ServiceHealth:
         if self._ctx is None:
@@ -108,6 +140,8 @@ class NatsAuthService(PlatformService):
         if self._ctx.embedded is None:
             return ServiceHealth(HealthState.degraded, "external NATS: per-device/workload users are not managed "
                                  "by the platform; configure them on that server")
-        if self._last_error:
-            return ServiceHealth(HealthState.degraded, self._last_error)
-        return ServiceHealth(HealthState.ok, f"{self._users} users", {"users": self._users, "syncs": self._syncs})
+        extra = {"users": self._users, "syncs": self._syncs, "mqtt_client_id_violations": self.guard.violations,
+                 "quarantined": len(self.guard.until)}
+        if self._last_error or self._guard_error:
+            return ServiceHealth(HealthState.degraded, self._last_error or self._guard_error, extra)
+        return ServiceHealth(HealthState.ok, f"{self._users} users", extra)

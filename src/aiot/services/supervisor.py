@@ -101,13 +101,17 @@ class ControlPlane:
         )
 
     def _start_local_nodes(self, ctx: ServiceContext, api_url: str) -> None:
-        """`aiot up --nodes N`: N node agents on this machine, joined with a fresh join token."""
+        """`aiot up --nodes N`: N node agents on this machine, each joined with its own single-use join token."""
+        from datetime import timedelta
+
         from aiot.deployer.nodes import create_join_token
         from aiot.deployer.providers import LocalNodeProvider
 
-        with ctx.db.session() as session:
-            token = create_join_token(session, None)
-        provider = LocalNodeProvider(api_url, token, self.settings.data_dir, self.settings.log_level)
+        def join_token() -> str:
+            with ctx.db.session() as session:
+                return create_join_token(session, None, ttl=timedelta(minutes=self.settings.join_token_ttl_minutes))
+
+        provider = LocalNodeProvider(api_url, join_token, self.settings.data_dir, self.settings.log_level)
         ctx.node_provider = provider
         for _ in range(self.settings.nodes):
             provider.add_node()

@@ -45,6 +45,8 @@ class NodeJoinToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    max_uses: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # registrations it allows
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # registrations it made
 
 
 class Node(Base):
@@ -64,6 +66,8 @@ class Node(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_report_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # by an admin: refused
+    join_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the token it joined with
 
 
 class Workload(Base):

@@ -45,12 +45,14 @@ def nats_servers(request: Request) -> list[str]:
 
 
 @router.post("/register")
-def register(request: Request, body: RegisterIn, _join: str = Depends(JoinAuth)) -> dict:
+def register(request: Request, body: RegisterIn, join_token_id: str = Depends(JoinAuth)) -> dict:
+    """Join with a join token (each registration uses it up once); 409 when the name belongs to a node."""
     ctx = request.app.state.ctx
     secret = platform_secret(ctx.settings)
     with ctx.db.session() as session:
         node, token = node_rules.register_node(session, secret, name=body.name, address=body.address,
-                                               labels=body.labels, capacity=body.capacity, provider=body.provider)
+                                               labels=body.labels, capacity=body.capacity, provider=body.provider,
+                                               join_token_id=join_token_id)
         node_id = node.id
     return {"node_id": node_id, "node_token": token,
             "nats": {"servers": nats_servers(request), "user": node_id,

@@ -1,16 +1,20 @@
-"""Cluster nodes (admins): join tokens, list, show with workloads and load, drain."""
+"""Cluster nodes (admins): join tokens, list, show with workloads and load, drain, revoke."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Body, Depends, Request, status
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from aiot.api.security import Allow, Principal
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.service import wake_deployer
-from aiot.errors import NotFound
+from aiot.errors import Conflict, NotFound
+from aiot.secrets_store import platform_secret
+from aiot.services.nats_auth import announce_auth_change
 from aiot.store.models import Role
 from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload, WorkloadStatus
 from aiot.timeutil import utcnow
@@ -24,6 +28,7 @@ def node_out(node: Node, workloads: list[Workload] | None = None) -> dict[str, A
         "id": node.id, "name": node.name, "address": node.address, "labels": node.labels,
         "capacity": node.capacity, "status": node.status.value, "load": node.load, "provider": node.provider,
         "registered_at": node.registered_at.isoformat(),
+        "revoked_at": node.revoked_at.isoformat() if node.revoked_at else None,
         "last_report_at": node.last_report_at.isoformat() if node.last_report_at else None,
         "report_age_s": round((utcnow() - node.last_report_at).total_seconds(), 1) if node.last_report_at else None,
     }
@@ -32,11 +37,23 @@ def node_out(node: Node, workloads: list[Workload] | None = None) -> dict[str, A
     return out
 
 
+class JoinTokenIn(BaseModel):
+    uses: int = Field(1, ge=1, le=node_rules.MAX_JOIN_USES, description="Registrations the token allows.")
+    ttl_minutes: float | None = Field(None, gt=0, le=node_rules.MAX_JOIN_TTL.total_seconds() / 60,
+                                      description="Lifetime; default the join_token_ttl_minutes setting.")
+
+
 @router.post("/join-tokens", status_code=status.HTTP_201_CREATED)
-def create_join_token(request: Request, principal: Principal = Depends(ADMIN)) -> dict:
-    """A token for `aiot node join --token ...` (valid 7 days, shown once)."""
+def create_join_token(request: Request, body: JoinTokenIn | None = Body(None),
+                      principal: Principal = Depends(ADMIN)) -> dict:
+    """A join token for `aiot node join --token-file FILE` (or AIOT_JOIN_TOKEN), shown once: single-use and valid
+    for `join_token_ttl_minutes` (1 h) unless `uses`/`ttl_minutes` ask otherwise."""
+    body = body or JoinTokenIn()
+    settings = request.app.state.ctx.settings
+    ttl = timedelta(minutes=body.ttl_minutes or settings.join_token_ttl_minutes)
     with request.app.state.ctx.db.session() as session:
-        return {"token": node_rules.create_join_token(session, principal.user.id)}
+        token = node_rules.create_join_token(session, principal.user.id, ttl=ttl, uses=body.uses)
+    return {"token": token, "uses": body.uses, "expires_in_s": round(ttl.total_seconds())}
 
 
 @router.get("")
@@ -74,7 +91,35 @@ async def drain_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) 
     ctx = request.app.state.ctx
     with ctx.db.session() as session:
         node = _node(session, ref)
+        if node.revoked_at is not None or node.status == NodeStatus.removed:
+            raise Conflict(f"node {node.name} is {'revoked' if node.revoked_at else 'removed'}; nothing to drain",
+                           field="node")
         node.status, node.status_changed_at = NodeStatus.draining, utcnow()
         out = node_out(node)
     await wake_deployer(ctx)
     return out
+
+
+async def _revoke(request: Request, ref: str) -> dict:
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        node = _node(session, ref)
+        secret = platform_secret(ctx.settings)
+        moved = node_rules.revoke_node(session, secret, node) if node.revoked_at is None else []
+        out = {**node_out(node), "moved_workloads": moved}
+    await announce_auth_change(ctx)  # its NATS user (and the moved workloads' old passwords) go now
+    await wake_deployer(ctx)
+    return out
+
+
+@router.post("/{ref}/revoke")
+async def revoke_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> dict:
+    """Cut a node off for good: its token gets 401, its NATS user is removed (connections closed), it is
+    assigned nothing, its workloads move to other nodes with new credentials, and its join token is revoked."""
+    return await _revoke(request, ref)
+
+
+@router.delete("/{ref}")
+async def delete_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> dict:
+    """The same as POST /nodes/{ref}/revoke."""
+    return await _revoke(request, ref)
