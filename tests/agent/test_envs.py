@@ -103,7 +103,10 @@ def test_requirement_normalisation_and_refusals() -> None:
         "httpx",
         "numpy>=1.26",
     ]
-    with pytest.raises(EnvBuildError, match="line 2: options such as '--index-url' are not allowed"):
+    with pytest.raises(EnvBuildError, match=r"requirements.txt line 2: pip options are not allowed \('--index-url'\)"):
         normalise_requirements(["numpy", "--index-url https://example.invalid/simple"], "requirements.txt")
-    with pytest.raises(EnvBuildError, match="line 1: 'numpy>>1' is not a valid requirement"):
+    with pytest.raises(EnvBuildError, match="line 1: cannot parse requirement 'numpy>>1'"):
         normalise_requirements(["numpy>>1"])
+    # The agent applies the validator's rule itself: no URL reaches uv even if a package slipped past upload.
+    with pytest.raises(EnvBuildError, match=r"reqs.txt line 1: direct URL requirements are not allowed"):
+        normalise_requirements(["evil @ http://127.0.0.1:1/evil-1.0.tar.gz"], "reqs.txt")

@@ -163,6 +163,17 @@ def interpreter_root(python: str) -> Path:
     return Path(os.path.realpath(python)).parent.parent
 
 
+def world_reachable(path: str) -> bool:
+    """True when any uid may run `path`: every folder on the way is o+x and the file o+rx."""
+    target = Path(os.path.realpath(path))
+    try:
+        if target.stat().st_mode & 0o005 != 0o005:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in target.parents)
+    except OSError:
+        return False
+
+
 def address_space_limit(memory_mb: int | None) -> int:
     """RLIMIT_AS in bytes: 4 x the asked memory, at least 2 GiB (virtual size overshoots RSS a lot)."""
     asked = int(memory_mb or 0) * 4 * MIB
@@ -278,6 +289,11 @@ def plan(spec: SandboxSpec, *, use_bwrap: bool | None = None) -> LaunchPlan:
     bwrap = bwrap_path() if use_bwrap is not False else None
     if use_bwrap and bwrap is None:
         raise RuntimeError("bwrap was requested but is not installed (apt-get install bubblewrap)")
+    if not bwrap and spec.user is not None and not world_reachable(spec.interpreter):
+        raise RuntimeError(
+            f"the interpreter {spec.interpreter} is not readable by workload uids (a folder on its path is "
+            "private): without bwrap, install Python where every user can run it"
+        )
     argv = bwrap_args(spec, bwrap) if bwrap else list(spec.argv)
     return LaunchPlan(
         argv=argv,
