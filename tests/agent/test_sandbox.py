@@ -134,8 +134,9 @@ def test_requiring_bwrap_without_it_fails_clearly(tmp_path: Path) -> None:
 
 @needs_bwrap
 @pytest.mark.skipif(os.geteuid() != 0, reason="a uid switch needs a root-run agent")
-async def test_root_run_agent_workload_is_unprivileged_and_sees_no_host_secrets(tmp_path: Path) -> None:
+async def test_root_run_agent_workload_is_unprivileged_and_sees_no_host_secrets(data_outside_tmp: Path) -> None:
     """Issue 14 item 4: on main a root-run agent's workload was uid 0 and read /etc/shadow and listed /root."""
+    tmp_path = data_outside_tmp
     data, paths = _layout(tmp_path)
     secret_probe = [str(paths["secret"]), str(paths["db"]), "/etc/shadow", "/etc/gshadow"]
     probe = make_probe(data, mode="probe", read=secret_probe, write=["/etc/aiot-owned", "/root/x"],
@@ -161,6 +162,7 @@ async def test_root_run_agent_workload_is_unprivileged_and_sees_no_host_secrets(
     assert verdict["/etc/aiot-owned"].startswith("denied:") and verdict["/root/x"].startswith("denied:")
     assert verdict[str(probe.config_path)].startswith("read:{")  # its own 0600 config is readable by its uid
     assert verdict[f"ls {data}"] == ["workloads"]  # only the way to its own folder; node.json is not there
+    assert verdict[str(paths["secret"])] == verdict[str(paths["db"])] == "denied:FileNotFoundError"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a uid switch needs a root-run agent")
