@@ -8,6 +8,7 @@ sandbox); its setup.py records what it could see into the package it installs, a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -125,6 +126,11 @@ def test_agent_installs_only_the_requirements_file_the_manifest_names(tmp_path: 
     pkg = _package(tmp_path / "p", {"name": "m", "requirements": "reqs.txt"},
                    {"reqs.txt": "numpy>=1.26\n", "requirements.txt": "evil @ http://127.0.0.1:1/evil-1.0.tar.gz\n"})
     assert package_requirements(pkg, "model", "reqs.txt") == ["numpy>=1.26"]
+    checked = hashlib.sha256(b"numpy>=1.26\n").hexdigest()  # what the upload recorded (requirements_sha256)
+    assert package_requirements(pkg, "model", "reqs.txt", checked) == ["numpy>=1.26"]
+    (pkg / "reqs.txt").write_text("numpy>=1.26\nevil\n")  # changed after validation
+    with pytest.raises(PrepareError, match="SHA-256 differs"):
+        package_requirements(pkg, "model", "reqs.txt", checked)
     with pytest.raises(PrepareError, match="names 'reqs.txt' but the platform validated 'requirements.txt'"):
         package_requirements(pkg, "model", "requirements.txt")
     bad = _package(tmp_path / "q", {"name": "m"}, {"requirements.txt": "numpy\n--extra-index-url http://x/simple\n"})

@@ -156,10 +156,6 @@ class NodeAgent:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
-        self._lock_data_dir()
-        self._clean_previous_run()
         if self.config.use_bwrap is True and bwrap_path() is None:
             raise AgentError("bwrap was required (use_bwrap=True) but is not installed")
         if not self.sandboxed:
@@ -173,6 +169,10 @@ class NodeAgent:
                 "bubblewrap (bwrap) not available or disabled: workloads run as plain processes without "
                 "a sandbox (AIOT_ALLOW_UNSANDBOXED); this node reports itself unsandboxed"
             )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        self._lock_data_dir()
+        self._clean_previous_run()
         self.sampler = await asyncio.to_thread(LoadSampler)
         self.identity = load_identity(self.data_dir, self.config.server)
         if self.identity is None and not self.config.join_token:

@@ -15,6 +15,7 @@ workload in state `failed` with the reason; the agent retries later with back-of
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -57,12 +58,15 @@ def free_port(host: str) -> int:
     raise PrepareError(f"cannot find a free TCP port on {host!r}")
 
 
-def package_requirements(package_dir: Path, kind: str, expected: str | None = None) -> list[str]:
+def package_requirements(
+    package_dir: Path, kind: str, expected: str | None = None, expected_sha256: str | None = None
+) -> list[str]:
     """The requirements to install: exactly the file the package's manifest names (the one the upload
     validator checked; the archive's SHA-256, verified at download, pins its bytes), read with the same rule.
 
     Any other requirements file in the package (a `requirements.txt` beside a manifest naming `reqs.txt`) is
-    ignored. `expected` is the file name the control plane's copy of the manifest names: they must agree.
+    ignored. `expected` / `expected_sha256` come from the control plane's copy of the manifest (the file name
+    and the hash recorded at upload): the file must match both.
     """
     manifest_name = MANIFESTS.get(kind)
     if manifest_name is None:
@@ -80,12 +84,18 @@ def package_requirements(package_dir: Path, kind: str, expected: str | None = No
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise PrepareError(f"{name}: not a regular file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError:
-        if name != DEFAULT_REQUIREMENTS:
+        if name != DEFAULT_REQUIREMENTS or expected_sha256:
             raise PrepareError(f"{name} (named in {manifest_name}) is not in the package") from None
         return []
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise PrepareError(f"{name}: cannot read requirements ({exc})") from None
+    if expected_sha256 and hashlib.sha256(raw).hexdigest() != expected_sha256:
+        raise PrepareError(f"{name}: its SHA-256 differs from the one recorded when the package was validated")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise PrepareError(f"{name}: cannot read requirements ({exc})") from None
     try:
         return parse_requirements(text.splitlines(), name)
@@ -213,7 +223,9 @@ class ManagedWorkload:
 
         self.state, self.reason = "preparing", "building the Python environment"
         validated = ((spec.get("config") or {}).get("package") or {}).get("manifest") or {}
-        requirements = package_requirements(package_dir, self.kind, validated.get("requirements"))
+        requirements = package_requirements(
+            package_dir, self.kind, validated.get("requirements"), validated.get("requirements_sha256")
+        )
         python = await ctx.envs.build(requirements)
         venv_dir = python.parent.parent
 

@@ -63,6 +63,17 @@ def _rejected(report: ValidationReport, what: str) -> ValidationFailed:
     return ValidationFailed(f"{what} rejected: {head}{more}", details={"problems": problems})
 
 
+def stored_manifest(report: ValidationReport) -> dict[str, Any]:
+    """The manifest as stored (and handed to nodes in each assignment): the validated fields plus
+    `requirements_sha256`, the hash of the requirements file the validator checked, which the node agent
+    verifies before it installs anything (manifests forbid unknown keys, so an uploader cannot set it)."""
+    assert report.manifest is not None
+    doc = report.manifest.model_dump(mode="json")
+    if report.requirements_sha256:
+        doc["requirements_sha256"] = report.requirements_sha256
+    return doc
+
+
 @dataclass
 class Stored:
     row: Any
@@ -109,7 +120,7 @@ class ArtifactRepository:
         try:
             with self.db.session() as session:
                 row = table(name=name, version=version, sha256=report.sha256, size=report.size,
-                            manifest=manifest.model_dump(mode="json"), owner_id=owner_id, **extra)
+                            manifest=stored_manifest(report), owner_id=owner_id, **extra)
                 session.add(row)
                 session.flush()
         except IntegrityError:
