@@ -26,6 +26,7 @@ from packaging.utils import canonicalize_name
 
 DEFAULT_REQUIREMENTS = "requirements.txt"
 VCS_PREFIXES = ("git+", "hg+", "svn+", "bzr+")
+ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
 _COMMENT = re.compile(r"(^|\s)#.*$")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -60,15 +61,17 @@ def _refusal(line: str) -> tuple[str, str] | None:
         return "unsupported_requirement", f"VCS requirements are not allowed ({line!r}); use a name and version range"
     if _URL.match(line):
         return "unsupported_requirement", f"URLs are not allowed ({line!r}); use a name and version range"
-    if line.startswith((".", "/", "~")) or line.endswith((".whl", ".tar.gz", ".zip", ".tar.bz2")):
-        return "unsupported_requirement", f"local paths are not allowed ({line!r}); use a name and version range"
     try:
         req = Requirement(line)
     except InvalidRequirement as exc:
+        if line.startswith((".", "/", "~")) or "/" in line or line.endswith(ARCHIVE_SUFFIXES):
+            return "unsupported_requirement", f"local paths are not allowed ({line!r}); use a name and version range"
         return "bad_requirement", f"cannot parse requirement {line!r}: {exc}"
     if req.url:
         return ("unsupported_requirement",
                 f"direct URL requirements are not allowed ({req.name} @ ...); use a name and version range")
+    if req.name.lower().endswith(ARCHIVE_SUFFIXES):  # pip and uv would read `x.whl` as a file
+        return "unsupported_requirement", f"local paths are not allowed ({line!r}); use a name and version range"
     return None
 
 
