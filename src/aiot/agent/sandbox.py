@@ -258,11 +258,12 @@ def bwrap_args(spec: SandboxSpec, bwrap: str) -> list[str]:
         args += ["--ro-bind", "/dev/null", secret]
     made: set[Path] = set()
     for option, path in spec.binds():
-        # The folders between a tmpfs cover and the bind: bwrap would make them 0700 (root's), unwalkable.
+        # The folders between a tmpfs cover and the bind: bwrap's implicit ones are 0700 (root's, unwalkable
+        # for the workload's uid); an explicit --dir is 0755 (without --perms, which bwrap < 0.5 lacks).
         for parent in reversed(path.parents):
             cover = _covering(parent, mounts)
             if cover and cover[0] == "tmpfs" and parent != cover[1] and parent not in made:
-                args += ["--perms", "0755", "--dir", str(parent)]
+                args += ["--dir", str(parent)]
                 made.add(parent)
         args += [option, str(path), str(path)]
         mounts.append(("bind", path))
