@@ -63,9 +63,9 @@ def _sdist(dest: Path, paths: list[str], data: Path) -> Path:
 
 
 def _builder(shared_env: SharedEnv, tmp_path: Path, data: Path, links: Path, allow: tuple[str, ...]) -> EnvBuilder:
-    # The session's warm uv cache (wheels of the SDK's requirements) with a cache dir of our own for envs.
     builder = EnvBuilder(tmp_path / "envs-cache", hidden=(data,), source_build_allow=allow, find_links=(links,))
-    builder.uv_cache = shared_env.builder.uv_cache
+    if allow:  # its own cache is bound on its own: borrow the session's warm one (wheels of the SDK's needs)
+        builder.uv_cache = shared_env.builder.uv_cache
     return builder
 
 

@@ -6,7 +6,7 @@ of the normalised requirements (the package's plus the SDK's own), the Python ve
 the SDK's files, so changing any of them gives a fresh environment and nothing stale is ever reused.
 
 Why temp dir + rename: a build killed halfway (agent SIGKILLed, disk full) must never leave something that
-looks like a finished environment. Each build happens in `envs/.build-<key>-*` and is renamed onto
+looks like a finished environment. Each build happens in `build/.build-<key>-*` and is renamed onto
 `envs/<key>` only when complete (`uv venv --relocatable` keeps it valid after the move); leftovers of killed
 builds are removed by the next build of that key.
 
@@ -14,9 +14,13 @@ Why two locks: an `asyncio.Lock` per key makes concurrent `build()` calls in one
 an `fcntl.flock` on `locks/<key>.lock` does the same across processes (several agents on one machine may
 share the cache directory).
 
-The uv download/wheel cache lives at `<cache_dir>/uv-cache` (`UV_CACHE_DIR`), so warm builds use our own
-cache. Files are *copied* from it (`UV_LINK_MODE=copy`), never hard-linked: a hard link would let a later build,
-which may write the cache, change the files of every environment already built.
+The uv download/wheel cache lives at `<cache_dir>/build/uv-cache` (`UV_CACHE_DIR`), so warm builds use our own
+cache and hard-link from it (same file system, and the same bind mount in the sandbox: link() fails across
+mounts). That is safe only because no package code ever runs while the cache is writable: `uv pip install
+--no-build` installs wheels without running them, and the import check (which runs the env's `.pth` files)
+sees the env read-only and no cache. When source builds are allowed, package code does run during the install:
+those builds use a cache of their own (`build-src/`), copy from it (`UV_LINK_MODE=copy`) and hand the finished
+environment to root, so that code can change neither an existing environment nor the shared cache.
 
 Why builds are sandboxed like workloads: installing runs package code (a source distribution's `setup.py`, a
 wheel's `.pth` at the import check). Every step runs under `aiot.agent.sandbox` with the agent's data dirs and
@@ -24,8 +28,7 @@ the whole env cache covered, only this build's folder and the uv cache writable,
 `AIOT_*`, no agent secrets: only what uv needs, including the TLS / proxy / index variables of the machine),
 and, on a root-run agent, the unprivileged build uid. Source builds are off (`--no-build`): wheels only, except
 for the distributions an admin lists in `source_build_allow` (`AIOT_SOURCE_BUILD_ALLOW`), which uv then builds
-from source (`--only-binary :all: --no-binary NAME`). A finished environment is handed to root (chown) so no
-later build can alter it.
+from source (`--only-binary :all: --no-binary NAME`).
 """
 
 from __future__ import annotations
@@ -158,7 +161,11 @@ class EnvBuilder:
         self.cache_dir = Path(cache_dir)
         self.envs_dir = self.cache_dir / "envs"
         self.locks_dir = self.cache_dir / "locks"
-        self.uv_cache = self.cache_dir / "uv-cache"
+        # Wheels only: uv runs no package code, so the build folders and the uv cache share one writable bind
+        # (`build/`) and uv hard-links (fast). Source builds allowed: package code runs while the cache is
+        # writable, so those builds get a cache of their own (`build-src/`) and copy from it.
+        self.work_dir = self.cache_dir / "build"
+        self.uv_cache = self.work_dir / "uv-cache"
         self._uv = uv
         # The agent's own base interpreter: uv must not try to download a Python (no internet on nodes).
         self.python = python or trusted_python()
@@ -168,6 +175,9 @@ class EnvBuilder:
             build_user = UidPool().build
         self.build_user = build_user
         self.source_build_allow = sorted({canonicalize_name(n) for n in source_build_allow if n.strip()})
+        if self.source_build_allow:
+            self.work_dir = self.cache_dir / "build-src"
+            self.uv_cache = self.work_dir / "uv-cache"
         self.find_links = tuple(Path(p) for p in find_links)
         self._sdk_dir = sdk_dir
         self.timeout = timeout
@@ -287,8 +297,9 @@ class EnvBuilder:
             UV_NO_PROGRESS="1",
             UV_PYTHON_DOWNLOADS="never",
             UV_NO_CONFIG="1",
-            UV_LINK_MODE="copy",
         )
+        if self.source_build_allow:
+            env["UV_LINK_MODE"] = "copy"  # no inode shared between a cache that package code can write and an env
         return env
 
     def build_options(self) -> list[str]:
@@ -301,24 +312,46 @@ class EnvBuilder:
         return out
 
     def _sandbox(self, argv: list[str], tmp: Path, uv: str | None) -> SandboxSpec:
+        """A uv step: the build folder and the uv cache writable (one bind when wheels only, so hard links
+        work; bind mounts are separate file systems to link())."""
+        shared = not self.source_build_allow
         return SandboxSpec(
             argv=argv,
             cwd=tmp,
             env=self._build_env(tmp),
             workload_dir=None,
-            scratch_dir=tmp,
+            scratch_dir=self.work_dir if shared else tmp,
             venv_dir=None,
             hidden=(*self.hidden, self.cache_dir),
             memory_mb=BUILD_MEMORY_MB,
             user=self.build_user,
             extra_ro=(*([Path(uv)] if uv else []), *self.find_links),
-            extra_rw=(self.uv_cache,),
+            extra_rw=() if shared else (self.uv_cache,),
             python=self.python,
         )
 
-    async def _run(self, step: str, argv: list[str], tmp: Path, uv: str | None = None) -> None:
+    def _check_sandbox(self, argv: list[str], venv: Path, tmp: Path) -> SandboxSpec:
+        """The import check runs the env's own code (any wheel's `.pth`): the env read-only, no uv cache, a
+        scratch folder of its own, so that code cannot change files the env shares with the cache."""
+        scratch = tmp / "check"
+        env = {k: v for k, v in self._build_env(tmp).items() if not k.startswith("UV_")}
+        env.update(HOME=str(scratch), TMPDIR=str(scratch))
+        return SandboxSpec(
+            argv=argv,
+            cwd=scratch,
+            env=env,
+            workload_dir=None,
+            scratch_dir=scratch,
+            venv_dir=venv,
+            hidden=(*self.hidden, self.cache_dir),
+            memory_mb=BUILD_MEMORY_MB,
+            user=self.build_user,
+            python=self.python,
+        )
+
+    async def _run(self, step: str, spec: SandboxSpec) -> None:
         """Run one uv/python step in the build sandbox; raise EnvBuildError with the stderr tail when it fails."""
-        launch = plan(self._sandbox(argv, tmp, uv), use_bwrap=self.use_bwrap)
+        launch = plan(spec, use_bwrap=self.use_bwrap)
         proc = await asyncio.create_subprocess_exec(
             *launch.argv,
             cwd=launch.cwd,
@@ -342,13 +375,15 @@ class EnvBuilder:
 
     def _prepare_dirs(self, tmp: Path) -> None:
         """The build folder and the uv cache belong to the build uid (the cache once, when it was root's)."""
-        for sub in ("home", "tmp"):
+        for sub in ("home", "tmp", "check"):
             (tmp / sub).mkdir()
         self.uv_cache.mkdir(parents=True, exist_ok=True)
         if self.build_user is None:
             return
         user = self.build_user
         chown_tree(tmp, user.uid, user.gid)
+        if self.work_dir.stat().st_uid != user.uid:
+            os.chown(self.work_dir, user.uid, user.gid)
         if self.uv_cache.stat().st_uid != user.uid:
             chown_tree(self.uv_cache, user.uid, user.gid)
 
@@ -361,11 +396,12 @@ class EnvBuilder:
 
     async def _build_locked(self, key: str, reqs: list[str], sdk_hash: str, env: Path) -> None:
         self.envs_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.envs_dir.glob(f".build-{key}-*"):  # killed builds of this key; we hold its lock
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.work_dir.glob(f".build-{key}-*"):  # killed builds of this key; we hold its lock
             await asyncio.to_thread(shutil.rmtree, stale, True)
         if env.exists():  # a folder without the marker is not ours to trust
             await asyncio.to_thread(shutil.rmtree, env, True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=self.envs_dir))
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=self.work_dir))
         started = time.monotonic()
         log.info("building environment %s (%d requirements)", key[:12], len(reqs))
         try:
@@ -374,31 +410,21 @@ class EnvBuilder:
             venv = tmp / "venv"
             await self._run(
                 "uv venv",
-                [uv, "venv", "--quiet", "--relocatable", "--python", str(self.python), str(venv)],
-                tmp,
-                uv,
+                self._sandbox([uv, "venv", "--quiet", "--relocatable", "--python", str(self.python), str(venv)],
+                              tmp, uv),
             )
             req_file = tmp / "aiot-requirements.txt"
             req_file.write_text("\n".join(reqs) + "\n", encoding="utf-8")
             if reqs:
                 links = [a for p in self.find_links for a in ("--find-links", str(p))]
-                await self._run(
-                    "uv pip install",
-                    [uv, "pip", "install", "--python", str(self.python_of(venv)), *self.build_options(), *links,
-                     "-r", str(req_file)],
-                    tmp,
-                    uv,
-                )
+                argv = [uv, "pip", "install", "--python", str(self.python_of(venv)), *self.build_options(), *links,
+                        "-r", str(req_file)]
+                await self._run("uv pip install", self._sandbox(argv, tmp, uv))
             await asyncio.to_thread(self._inject_sdk, venv)
+            check = "import platform_sdk, sys; sys.exit(0 if '/sdk/' in platform_sdk.__file__ else 3)"
             await self._run(
                 "import check of platform_sdk",
-                [
-                    str(self.python_of(venv)),
-                    "-I",
-                    "-c",
-                    "import platform_sdk, sys; sys.exit(0 if '/sdk/' in platform_sdk.__file__ else 3)",
-                ],
-                tmp,
+                self._check_sandbox([str(self.python_of(venv)), "-I", "-c", check], venv, tmp),
             )
             seconds = round(time.monotonic() - started, 3)
             (venv / MARKER).write_text(
@@ -415,7 +441,7 @@ class EnvBuilder:
                 ),
                 encoding="utf-8",
             )
-            if self.build_user is not None:  # from now on only root may change it
+            if self.build_user is not None and self.source_build_allow:  # copies: hand them to root
                 await asyncio.to_thread(chown_tree, venv, 0, 0)
             os.rename(venv, env)
             self.builds += 1
