@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         "0 means no cap. Reserved in the NATS store like history_max_mb when set.")
     max_upload_mb: int = Field(200, description="Largest package upload accepted, in MiB (streamed to disk).")
     log_level: str = Field("INFO", description="Python log level of platform processes.")
+    allow_unsandboxed: bool = Field(
+        False, description="Let a node agent run uploaded code without bubblewrap (plain processes; the node then "
+        "reports itself unsandboxed). Off: an agent without bwrap refuses to start.")
+    source_build_allow: str = Field(
+        "", description="Comma-separated distribution names a node may build from source (their setup code runs "
+        "in the build sandbox); every other requirement must come as a wheel.")
+    workload_uid_base: int = Field(
+        1_500_000_000, description="First uid of a root-run node's workload uid range (the build uid; workloads "
+        "get the uids after it). Must not overlap the machine's accounts or /etc/subuid.")
+    workload_uid_count: int = Field(1 << 20, description="Size of the workload uid range.")
 
     @field_validator("data_dir", mode="before")
     @classmethod

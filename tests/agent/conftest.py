@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,17 @@ def shared_env(tmp_path_factory: pytest.TempPathFactory) -> SharedEnv:
     cold = time.monotonic() - started
     print(f"\ncold env build (comfort + SDK requirements, empty uv cache): {cold:.2f}s")
     return SharedEnv(builder=builder, python=python, cold_seconds=cold, requirements=requirements)
+
+
+@pytest.fixture
+def data_outside_tmp():  # type: ignore[no-untyped-def]
+    """A data dir outside /tmp (the sandbox covers all of /tmp, which would hide a data dir there anyway)."""
+    path = Path(tempfile.mkdtemp(prefix="aiot-test-data-", dir="/var/tmp"))
+    path.chmod(0o755)  # like /var/lib: walkable, what matters is the data dir inside it
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

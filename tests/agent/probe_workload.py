@@ -4,7 +4,8 @@ Reads config.json (AIOT_WORKLOAD_CONFIG) like a real workload. Behaviour comes f
   mode "normal": heartbeat every interval for ever;
   mode "crash": print and exit 3 at once;
   mode "child": also start a child process (same group) that ignores SIGTERM;
-  mode "probe": try to read/write the paths in settings.read / settings.write, print a JSON verdict, then run.
+  mode "probe": try to read/write the paths in settings.read / settings.write, list settings.list, print a JSON
+  verdict (with its uids and capabilities), then run.
 A file named `hang` in the scratch dir (next to the heartbeat file) makes it stop heartbeating but stay alive
 (it deletes the file first, so the restarted process heartbeats again).
 """
@@ -38,7 +39,15 @@ if mode == "child":
         ]
     )
 if mode == "probe":
-    verdict = {"env": sorted(os.environ), "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0]}
+    verdict = {"env": sorted(os.environ), "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
+               "uids": list(os.getresuid()), "gids": list(os.getresgid()), "groups": os.getgroups()}
+    with open("/proc/self/status") as fh:
+        verdict["status"] = dict(line.split(":\t", 1) for line in fh.read().splitlines() if ":\t" in line)
+    for path in settings.get("list", []):
+        try:
+            verdict["ls " + path] = sorted(os.listdir(path))
+        except OSError as exc:
+            verdict["ls " + path] = f"denied:{type(exc).__name__}"
     for path in settings.get("read", []):
         try:
             with open(path) as fh:

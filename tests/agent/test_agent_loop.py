@@ -149,6 +149,15 @@ async def test_agent_runs_a_deployed_model_survives_a_stalled_control_plane_and_
                 assert health["node_id"] == agent.identity.node_id and health["workloads"] == {"running": 1}
                 metrics = (await http.get(f"http://127.0.0.1:{agent.http.port}/metrics")).text
                 assert 'aiot_agent_workloads{state="running"} 1.0' in metrics
+                assert "aiot_agent_sandboxed 1.0" in metrics
+            if os.geteuid() == 0:  # a root-run agent's workload runs as its own unprivileged uid
+                inside = [p for p in psutil.Process(managed.pid).children(recursive=True) if p.name() != "bwrap"]
+                assert managed.user is not None and managed.user.uid != 0
+                assert inside and {p.uids().real for p in inside} == {managed.user.uid}
+                assert (managed.dir / "config.json").stat().st_uid == managed.user.uid
+
+            nodes = (await live.client.get("/api/v1/nodes", headers=live.headers(Role.admin))).json()
+            assert [n["load"].get("sandboxed") for n in nodes if n["name"] == "node-a"] == [True]
 
             async def api_state() -> dict:
                 return (
@@ -314,3 +323,11 @@ async def test_cli_agent_sigkill_takes_its_workloads_along_and_a_restart_runs_th
                 except TimeoutError:
                     agent.kill()
             log_file.close()
+
+
+async def test_agent_without_a_sandbox_refuses_to_start_unless_allowed(tmp_path: Path) -> None:
+    agent = NodeAgent(AgentConfig(server="http://127.0.0.1:9", data_dir=tmp_path / "a", use_bwrap=False))
+    with pytest.raises(Exception, match="AIOT_ALLOW_UNSANDBOXED=1") as info:
+        await agent.start()
+    assert type(info.value).__name__ == "AgentError" and not (tmp_path / "a").exists()
+    await agent.client.close()

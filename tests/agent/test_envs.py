@@ -61,7 +61,7 @@ def test_warm_uv_cache_and_sdk_change_give_a_fresh_env_built_once(
         check=True,
     )
     assert out.stdout.strip() == "True"
-    assert not list(builder.envs_dir.glob(".build-*"))
+    assert not list(builder.envs_dir.glob(".build-*")) and not list(builder.work_dir.glob(".build-*"))
 
 
 def test_unsatisfiable_requirements_fail_with_uv_stderr(shared_env: SharedEnv) -> None:
@@ -72,7 +72,7 @@ def test_unsatisfiable_requirements_fail_with_uv_stderr(shared_env: SharedEnv) -
     assert "numpy" in message and "unsatisfiable" in message
     key = shared_env.builder.resolve(["numpy<0.1"])[0]
     assert not shared_env.builder.env_dir(key).exists()
-    assert not list(shared_env.builder.envs_dir.glob(f".build-{key}-*"))
+    assert not list(shared_env.builder.work_dir.glob(f".build-{key}-*"))
 
 
 def test_cancelled_build_leaves_nothing_behind(shared_env: SharedEnv, tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_cancelled_build_leaves_nothing_behind(shared_env: SharedEnv, tmp_path: 
     (sdk / "_other.py").write_text("X = 1\n")
     builder = EnvBuilder(shared_env.builder.cache_dir, sdk_dir=sdk)
     key = builder.resolve([])[0]
-    stale = builder.envs_dir / f".build-{key}-killed"
+    stale = builder.work_dir / f".build-{key}-killed"
     (stale / "venv").mkdir(parents=True)  # what a SIGKILLed agent leaves
 
     async def cancel_midway() -> None:
@@ -93,7 +93,7 @@ def test_cancelled_build_leaves_nothing_behind(shared_env: SharedEnv, tmp_path: 
 
     asyncio.run(cancel_midway())
     assert not builder.env_dir(key).exists()
-    assert not list(builder.envs_dir.glob(f".build-{key}-*"))
+    assert not list(builder.work_dir.glob(f".build-{key}-*"))
     python = asyncio.run(builder.build([]))  # and the next build succeeds
     assert python.exists()
 
@@ -103,7 +103,10 @@ def test_requirement_normalisation_and_refusals() -> None:
         "httpx",
         "numpy>=1.26",
     ]
-    with pytest.raises(EnvBuildError, match="line 2: options such as '--index-url' are not allowed"):
+    with pytest.raises(EnvBuildError, match=r"requirements.txt line 2: pip options are not allowed \('--index-url'\)"):
         normalise_requirements(["numpy", "--index-url https://example.invalid/simple"], "requirements.txt")
-    with pytest.raises(EnvBuildError, match="line 1: 'numpy>>1' is not a valid requirement"):
+    with pytest.raises(EnvBuildError, match="line 1: cannot parse requirement 'numpy>>1'"):
         normalise_requirements(["numpy>>1"])
+    # The agent applies the validator's rule itself: no URL reaches uv even if a package slipped past upload.
+    with pytest.raises(EnvBuildError, match=r"reqs.txt line 1: direct URL requirements are not allowed"):
+        normalise_requirements(["evil @ http://127.0.0.1:1/evil-1.0.tar.gz"], "reqs.txt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -50,6 +51,9 @@ async def test_every_sample_round_trips(live: LivePlatform, tmp_path: Path) -> N
 async def test_same_version_is_immutable(live: LivePlatform, tmp_path: Path) -> None:
     archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
     first = await push(live, "models", archive, Role.ai_developer)
+    # The hash of the checked requirements file is recorded; node agents verify it before installing.
+    checked = hashlib.sha256((EXAMPLES / "models/comfort/requirements.txt").read_bytes()).hexdigest()
+    assert first["manifest"]["requirements_sha256"] == checked
     again = await live.client.post("/api/v1/models", content=archive.read_bytes(),
                                    headers=live.headers(Role.ai_developer))
     assert again.status_code == 200 and again.json()["id"] == first["id"]

@@ -81,7 +81,7 @@ async def test_ai_developer_deploys_and_gets_a_prediction(web: WebPlatform, tmp_
     log = (tmp_path / "agent.log").open("wb")
     env = {**os.environ, "AIOT_JOIN_TOKEN": token["token"]}  # never on a command line
     agent = subprocess.Popen([*command, "--server", web.url, "--name", "web-node",
-                              "--data-dir", str(node_dir), "--no-sandbox"], env=env, stdout=log,
+                              "--data-dir", str(node_dir)], env=env, stdout=log,
                              stderr=subprocess.STDOUT)
     try:
         page = await web.page_as("ai_developer")

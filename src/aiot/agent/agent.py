@@ -36,6 +36,7 @@ from aiot.agent.identity import NodeIdentity, forget_identity, load_identity, sa
 from aiot.agent.load import LoadSampler, node_capacity
 from aiot.agent.logsink import LogSink
 from aiot.agent.sandbox import bwrap_path
+from aiot.agent.uids import DEFAULT_BASE, DEFAULT_COUNT, UidPool
 from aiot.agent.workload import ManagedWorkload, PrepareContext, cleanup_workload_dir
 from aiot.bus.client import Bus
 
@@ -65,6 +66,14 @@ class AgentConfig:
     """Extra folders workloads must not see (the platform's data dir); data dir and env cache always are."""
     use_bwrap: bool | None = None
     """None = sandbox when bwrap is installed; False = plain processes; True = require bwrap."""
+    allow_unsandboxed: bool = False
+    """Without a sandbox (bwrap missing or use_bwrap=False) the agent refuses to start unless this is set
+    (`AIOT_ALLOW_UNSANDBOXED`): uploaded code would otherwise see the whole machine."""
+    workload_uid_base: int = DEFAULT_BASE
+    workload_uid_count: int = DEFAULT_COUNT
+    """Unprivileged uids of a root-run agent's workloads and builds (see `aiot.agent.uids`)."""
+    source_build_allow: tuple[str, ...] = ()
+    """Distributions whose source distributions may be built (`AIOT_SOURCE_BUILD_ALLOW`); others: wheels only."""
     poll_interval: float = 2.0
     report_interval: float = 2.0
     request_timeout: float = 10.0
@@ -115,7 +124,17 @@ class NodeAgent:
         self.env_cache = Path(config.env_cache_dir or self.data_dir / "envs").resolve()
         self.workloads_dir = self.data_dir / "workloads"
         self.client = ControlPlaneClient(config.server, timeout=config.request_timeout)
-        self.envs = EnvBuilder(self.env_cache)
+        self.sandboxed = config.use_bwrap is not False and bwrap_path() is not None
+        self.uids: UidPool | None = None
+        if os.geteuid() == 0:  # workloads and builds never run as root
+            self.uids = UidPool(config.workload_uid_base, config.workload_uid_count, salt=str(self.data_dir))
+        self.envs = EnvBuilder(
+            self.env_cache,
+            hidden=self._hidden(),
+            use_bwrap=self.sandboxed,
+            build_user=self.uids.build if self.uids else None,
+            source_build_allow=config.source_build_allow,
+        )
         self.sink = LogSink()
         self.sampler: LoadSampler | None = None
         self.identity: NodeIdentity | None = None
@@ -130,7 +149,6 @@ class NodeAgent:
         self._outage = _Outage(config.server)
         self._unauthorized_logged = False
         self.http: AgentHttpServer | None = None
-        self.sandboxed = config.use_bwrap is not False and bwrap_path() is not None
         self._metrics = self._make_metrics()
         self.polls = 0
         self.reports = 0
@@ -138,17 +156,23 @@ class NodeAgent:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        if self.config.use_bwrap is True and bwrap_path() is None:
+            raise AgentError("bwrap was required (use_bwrap=True) but is not installed")
+        if not self.sandboxed:
+            if not self.config.allow_unsandboxed:
+                raise AgentError(
+                    "bubblewrap (bwrap) is not installed or was disabled, and this agent runs uploaded code: "
+                    "install it (apt-get install bubblewrap) or, to run workloads as plain processes anyway, "
+                    "set AIOT_ALLOW_UNSANDBOXED=1"
+                )
+            log.warning(
+                "bubblewrap (bwrap) not available or disabled: workloads run as plain processes without "
+                "a sandbox (AIOT_ALLOW_UNSANDBOXED); this node reports itself unsandboxed"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self._lock_data_dir()
         self._clean_previous_run()
-        if self.config.use_bwrap is True and bwrap_path() is None:
-            raise AgentError("bwrap was required (use_bwrap=True) but is not installed")
-        if not self.sandboxed:
-            log.warning(
-                "bubblewrap (bwrap) not available or disabled: workloads run as plain processes without "
-                "a sandbox"
-            )
         self.sampler = await asyncio.to_thread(LoadSampler)
         self.identity = load_identity(self.data_dir, self.config.server)
         if self.identity is None and not self.config.join_token:
@@ -307,18 +331,23 @@ class NodeAgent:
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
 
-    def _context(self) -> PrepareContext:
+    def _hidden(self) -> tuple[Path, ...]:
+        """Folders no workload or build may see: the agent's data dir, the env cache, the platform's dirs."""
         hidden = {self.data_dir, self.env_cache, *(Path(p).resolve() for p in self.config.hidden_paths)}
+        return tuple(sorted(hidden))
+
+    def _context(self) -> PrepareContext:
         return PrepareContext(
             client=self.client,
             envs=self.envs,
             packages_dir=self.data_dir / "packages",
             workloads_dir=self.workloads_dir,
-            hidden=tuple(sorted(hidden)),
-            use_bwrap=self.config.use_bwrap,
+            hidden=self._hidden(),
+            use_bwrap=self.sandboxed,
             on_output=self.sink.line,
             register_log_file=self.sink.files.__setitem__,
             nats_servers=self.config.nats_servers,
+            uids=self.uids,
         )
 
     def _apply(self, assignments: list[dict[str, Any]]) -> None:
@@ -372,6 +401,7 @@ class NodeAgent:
         assert self.sampler is not None
         pids = {wid: w.pid for wid, w in self.workloads.items()}
         load = await asyncio.to_thread(self.sampler.sample, pids)
+        load["sandboxed"] = self.sandboxed  # admins see unsandboxed nodes (`aiot node ls`, /api/v1/nodes)
         return {"load": load, "workloads": [w.report() for w in self.workloads.values()]}
 
     async def _report_loop(self) -> None:
@@ -452,12 +482,16 @@ class NodeAgent:
                 "aiot_agent_control_plane_up", "1 when the last call succeeded", registry=registry
             ),
             "reports": Counter("aiot_agent_reports", "Reports sent", registry=registry),
+            "sandboxed": Gauge(
+                "aiot_agent_sandboxed", "1 when workloads run in the bubblewrap sandbox", registry=registry
+            ),
         }
 
     def _update_metrics(self, body: dict[str, Any]) -> None:
         m = self._metrics
         m["cpu"].set(body["load"]["cpu_percent"])
         m["memory"].set(body["load"]["memory_percent"])
+        m["sandboxed"].set(1 if self.sandboxed else 0)
         m["control_plane_up"].set(0 if self._outage.down else 1)
         m["reports"].inc()
 

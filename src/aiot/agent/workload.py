@@ -15,6 +15,7 @@ workload in state `failed` with the reason; the agent retries later with back-of
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -26,15 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from aiot.agent.client import ControlPlaneClient
-from aiot.agent.envs import EnvBuilder, read_requirements_file
+from aiot.agent.envs import EnvBuilder
 from aiot.agent.identity import write_private
-from aiot.agent.sandbox import SandboxSpec, plan, workload_env
+from aiot.agent.sandbox import Identity, SandboxSpec, chown_tree, plan, workload_env
 from aiot.agent.supervisor import OutputCallback, WorkloadSupervisor
-from aiot.artifacts.unpack import safe_unpack
+from aiot.agent.uids import UidPool
+from aiot.artifacts.requirements import DEFAULT_REQUIREMENTS, RequirementsRefused, parse_requirements
+from aiot.artifacts.unpack import DEFAULT_LIMITS, check_entry_name, safe_unpack
 
 log = logging.getLogger(__name__)
 
 PYTHON_NAMES = {"python", "python3"}
+MANIFESTS = {"model": "model.json", "app": "app.json"}
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0
 
 
@@ -54,6 +58,51 @@ def free_port(host: str) -> int:
     raise PrepareError(f"cannot find a free TCP port on {host!r}")
 
 
+def package_requirements(
+    package_dir: Path, kind: str, expected: str | None = None, expected_sha256: str | None = None
+) -> list[str]:
+    """The requirements to install: exactly the file the package's manifest names (the one the upload
+    validator checked; the archive's SHA-256, verified at download, pins its bytes), read with the same rule.
+
+    Any other requirements file in the package (a `requirements.txt` beside a manifest naming `reqs.txt`) is
+    ignored. `expected` / `expected_sha256` come from the control plane's copy of the manifest (the file name
+    and the hash recorded at upload): the file must match both.
+    """
+    manifest_name = MANIFESTS.get(kind)
+    if manifest_name is None:
+        raise PrepareError(f"unknown workload kind {kind!r}: expected one of {sorted(MANIFESTS)}")
+    try:
+        manifest = json.loads((package_dir / manifest_name).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as exc:
+        raise PrepareError(f"package has no readable {manifest_name}: {exc}") from None
+    name = manifest.get("requirements", DEFAULT_REQUIREMENTS) if isinstance(manifest, dict) else None
+    if not isinstance(name, str) or check_entry_name(name, DEFAULT_LIMITS) is not None:
+        raise PrepareError(f"{manifest_name}: 'requirements' must be a relative file name inside the package")
+    if expected is not None and expected != name:
+        raise PrepareError(f"{manifest_name} names {name!r} but the platform validated {expected!r}")
+    path = package_dir / name
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise PrepareError(f"{name}: not a regular file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if name != DEFAULT_REQUIREMENTS or expected_sha256:
+            raise PrepareError(f"{name} (named in {manifest_name}) is not in the package") from None
+        return []
+    except OSError as exc:
+        raise PrepareError(f"{name}: cannot read requirements ({exc})") from None
+    if expected_sha256 and hashlib.sha256(raw).hexdigest() != expected_sha256:
+        raise PrepareError(f"{name}: its SHA-256 differs from the one recorded when the package was validated")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PrepareError(f"{name}: cannot read requirements ({exc})") from None
+    try:
+        return parse_requirements(text.splitlines(), name)
+    except RequirementsRefused as exc:
+        raise PrepareError(str(exc)) from None
+
+
 @dataclass
 class PrepareContext:
     """What preparing needs from the agent."""
@@ -67,6 +116,8 @@ class PrepareContext:
     on_output: OutputCallback
     register_log_file: Callable[[str, Path], None]
     nats_servers: list[str] | None = None  # the node's own way to NATS, overriding the control plane's
+    uids: UidPool | None = None
+    """Per-workload uids (a root-run agent); None: workloads run as the agent's own (non-root) uid."""
 
 
 class ManagedWorkload:
@@ -85,6 +136,8 @@ class ManagedWorkload:
         self.endpoint: str | None = None
         self.failures = 0
         self.retry_at = 0.0
+        self.user: Identity | None = None
+        self._uids: UidPool | None = None
 
     @property
     def pid(self) -> int | None:
@@ -169,13 +222,21 @@ class ManagedWorkload:
         ctx.register_log_file(self.workload_id, self.dir / "output.log")
 
         self.state, self.reason = "preparing", "building the Python environment"
-        requirements = read_requirements_file(package_dir / "requirements.txt")
+        validated = ((spec.get("config") or {}).get("package") or {}).get("manifest") or {}
+        requirements = package_requirements(
+            package_dir, self.kind, validated.get("requirements"), validated.get("requirements_sha256")
+        )
         python = await ctx.envs.build(requirements)
         venv_dir = python.parent.parent
 
         config = self._config(package_dir, run_dir, ctx.nats_servers)
         config_path = self.dir / "config.json"
         write_private(config_path, json.dumps(config, indent=2))
+        if ctx.uids is not None:
+            if self.user is None:
+                self.user, self._uids = ctx.uids.acquire(self.workload_id), ctx.uids
+            # Its own files (config.json holds its NATS password) become readable by it and by no other uid.
+            await asyncio.to_thread(chown_tree, self.dir, self.user.uid, self.user.gid, ("output.log",))
         resources = spec.get("resources") or {}
         sandbox = SandboxSpec(
             argv=[str(python), *command[1:]],
@@ -186,6 +247,8 @@ class ManagedWorkload:
             venv_dir=venv_dir,
             hidden=ctx.hidden,
             memory_mb=int(resources.get("memory_mb") or 0) or None,
+            user=self.user,
+            python=ctx.envs.python,
         )
         heartbeat = config["heartbeat"]
         healthz = None
@@ -233,6 +296,9 @@ class ManagedWorkload:
             await self.supervisor.stop(timeout)
         self.state, self.reason = "stopped", "no longer assigned to this node"
         await asyncio.to_thread(cleanup_workload_dir, self.dir)
+        if self._uids is not None:
+            self._uids.release(self.workload_id)
+            self._uids, self.user = None, None
 
 
 def cleanup_workload_dir(path: Path) -> None:

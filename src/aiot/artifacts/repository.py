@@ -71,6 +71,17 @@ def _rejected(report: ValidationReport, what: str) -> ValidationFailed:
     return ValidationFailed(f"{what} rejected: {head}{more}", details={"problems": problems})
 
 
+def stored_manifest(report: ValidationReport) -> dict[str, Any]:
+    """The manifest as stored (and handed to nodes in each assignment): the validated fields plus
+    `requirements_sha256`, the hash of the requirements file the validator checked, which the node agent
+    verifies before it installs anything (manifests forbid unknown keys, so an uploader cannot set it)."""
+    assert report.manifest is not None
+    doc = report.manifest.model_dump(mode="json")
+    if report.requirements_sha256:
+        doc["requirements_sha256"] = report.requirements_sha256
+    return doc
+
+
 @dataclass
 class Stored:
     row: Any
@@ -147,7 +158,7 @@ class ArtifactRepository:
         with self.db.session() as session:
             names.claim(session, names.kind_of(table), manifest.name, owner_id)
             row = table(name=manifest.name, version=manifest.version, sha256=report.sha256, size=report.size,
-                        manifest=manifest.model_dump(mode="json"), owner_id=owner_id, **extra)
+                        manifest=stored_manifest(report), owner_id=owner_id, **extra)
             session.add(row)
             session.flush()
         return row

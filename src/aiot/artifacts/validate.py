@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ValidationError
@@ -42,6 +41,7 @@ from aiot.artifacts.manifests import (
     ModelManifest,
 )
 from aiot.artifacts.packing import zip_folder
+from aiot.artifacts.requirements import check_lines
 from aiot.artifacts.unpack import (
     DEFAULT_LIMITS,
     ArchiveListing,
@@ -98,6 +98,10 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     manifest: BaseModel | None = None
     files: list[str] = field(default_factory=list)
+    requirements_file: str | None = None
+    """The requirements file that was checked (the manifest's `requirements`), None when the package has none."""
+    requirements_sha256: str | None = None
+    """SHA-256 of that file's bytes: the node installs exactly this file (the archive's hash pins it)."""
 
     @property
     def ok(self) -> bool:
@@ -411,23 +415,10 @@ class _Package:
         except UnicodeDecodeError:
             self.add(name, None, "bad_requirement", "requirements file is not UTF-8 text")
             return
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            stripped = re.split(r"(^|\s)#", line, maxsplit=1)[0].strip()
-            if not stripped:
-                continue
-            where = f"line {lineno}"
-            if stripped.startswith("-"):
-                self.add(name, where, "unsupported_requirement",
-                         f"pip options are not allowed ({stripped.split()[0]!r}); list one requirement per line")
-                continue
-            try:
-                req = Requirement(stripped)
-            except InvalidRequirement as exc:
-                self.add(name, where, "bad_requirement", f"cannot parse requirement {stripped!r}: {exc}")
-                continue
-            if req.url:
-                self.add(name, where, "unsupported_requirement",
-                         f"direct URL requirements are not allowed ({req.name}); use a name and version range")
+        self.report.requirements_file = name
+        self.report.requirements_sha256 = hashlib.sha256(raw).hexdigest()
+        for problem in check_lines(text.splitlines())[1]:
+            self.add(name, f"line {problem.line}", problem.code, problem.message)
 
 
 def _top_level_defs(tree: ast.Module) -> dict[str, ast.AST]:

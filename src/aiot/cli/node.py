@@ -89,7 +89,9 @@ def join(
     http_port: int = typer.Option(
         0, "--http-port", help="Port of the agent's /healthz and /metrics (0: any)."
     ),
-    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Run workloads without bubblewrap."),
+    no_sandbox: bool = typer.Option(
+        False, "--no-sandbox", help="Run workloads without bubblewrap (also needs AIOT_ALLOW_UNSANDBOXED=1)."
+    ),
     provider: str = typer.Option("manual", "--provider", hidden=True),
     nats_url: str = typer.Option(None, "--nats-url",
                                  help="NATS URL(s) this node uses instead of the control plane's (comma separated)."),
@@ -126,6 +128,10 @@ def join(
         env_cache_dir=env_cache.expanduser() if env_cache else None,
         hidden_paths=(settings.data_dir.expanduser(),),
         use_bwrap=False if no_sandbox else None,
+        allow_unsandboxed=settings.allow_unsandboxed,
+        workload_uid_base=settings.workload_uid_base,
+        workload_uid_count=settings.workload_uid_count,
+        source_build_allow=tuple(n.strip() for n in settings.source_build_allow.split(",") if n.strip()),
         http_port=http_port,
         nats_servers=[u.strip() for u in nats_url.split(",") if u.strip()] if nats_url else None,
     )

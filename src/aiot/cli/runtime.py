@@ -50,9 +50,10 @@ def nodes_ls(as_json: bool = typer.Option(False, "--json")) -> None:
         load = row.get("load") or {}
         row["cpu%"] = load.get("cpu_percent")
         row["mem%"] = load.get("memory_percent")
+        row["sandbox"] = {True: "yes", False: "NO"}.get(load.get("sandboxed"), "?")
         row["workloads#"] = len(row.get("workloads", []))
     print_json(rows) if as_json else print_table(rows, ("id", "name", "status", "cpu%", "mem%", "workloads#",
-                                                        "report_age_s"))
+                                                        "sandbox", "report_age_s"))
 
 
 def nodes_drain(node: str) -> None:
