@@ -190,4 +190,5 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
 def workload_env(config_path: Path) -> dict[str, str]:
     """The clean environment the agent gives a workload (docs/workload-contract.md)."""
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONUNBUFFERED": "1", "AIOT_WORKLOAD_CONFIG": str(config_path)}
+            "PYTHONUNBUFFERED": "1", "AIOT_WORKLOAD_CONFIG": str(config_path),
+            "PYTHONPATH": str(ROOT / "src")}  # this tree's platform_sdk, not the venv's install

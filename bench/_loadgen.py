@@ -4,6 +4,8 @@ Run as its own process (one per measurement) so it never shares a GIL with the s
 
     python bench/_loadgen.py URL BODY_FILE CONCURRENCY SECONDS [WARMUP_S]
 
+Extra request headers (e.g. the model's `Authorization`) come as a JSON object in the environment variable
+LOADGEN_HEADERS, never on the command line (a token there is readable by every local user in `ps`).
 Prints one JSON line: requests, errors, rps, p50/p90/p99/max latency in ms. Written on raw asyncio streams
 (uvloop when importable) rather than httpx because a Python HTTP client's own cost caps what it can measure;
 this one does one write and two reads per request, so both servers are measured with the same small cost.
@@ -13,15 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 
-def request_bytes(url: str, body: bytes) -> tuple[str, int, bytes]:
+def request_bytes(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
-    head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     return parts.hostname or "127.0.0.1", parts.port or 80, head.encode() + body
 
@@ -49,8 +53,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
-    host, port, request = request_bytes(url, body)
+async def run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float,
+              headers: dict[str, str] | None = None) -> dict:
+    host, port, request = request_bytes(url, body, headers)
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter()
@@ -96,7 +101,8 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(url, Path(body_file).read_bytes(), concurrency, seconds, warmup))))
+    headers = json.loads(os.environ.get("LOADGEN_HEADERS") or "{}")
+    print(json.dumps(asyncio.run(run(url, Path(body_file).read_bytes(), concurrency, seconds, warmup, headers))))
 
 
 if __name__ == "__main__":

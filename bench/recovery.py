@@ -48,12 +48,16 @@ from _common import BIN, EXAMPLES, PYTHON, emit, free_port, machine, parser, siz
 
 DEVICES = [("thermo", "temperature"), ("lux", "light"), ("fan", "fan"), ("ac", "ac"), ("lamp", "lamp")]
 RUNNER = "platform_sdk.app_runner"
+GATEWAY_HEADER = "X-AIOT-Gateway-Token"
+PEER_TOKEN = "bench-peer-gateway-token"
+"""The supervisord peer's app runs the same guarded runner, so both sides answer through the same door."""
 
 
-def answers(port: int) -> bool:
+def answers(port: int, token: str) -> bool:
+    """The app answers through its port, as the gateway reaches it (with the instance's gateway token). The
+    runner's guard holds the port from the start and says 502 until the app itself listens behind it."""
     try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
-        return True
+        return httpx.get(f"http://127.0.0.1:{port}/", headers={GATEWAY_HEADER: token}, timeout=0.5).status_code != 502
     except httpx.HTTPError:
         return False
 
@@ -67,9 +71,10 @@ def poll(probe: Any, timeout: float, every: float = 0.02) -> float | None:
     return None
 
 
-def port_of(pid: int) -> int:
+def port_of(pid: int) -> tuple[int, str]:
+    """(port, gateway token) of a workload process, from its config file."""
     cfg = json.loads(Path(psutil.Process(pid).environ()["AIOT_WORKLOAD_CONFIG"]).read_text())
-    return int(cfg["serve"]["port"])
+    return int(cfg["serve"]["port"]), str(cfg["serve"].get("token") or "")
 
 
 def stats(values: list[float | None]) -> dict[str, Any]:
@@ -114,7 +119,7 @@ def kill_trial(fleet: Fleet, iids: list[str], sig: int, timeout: float) -> dict[
     out: dict[str, Any] = {"process_s": None, "port_s": None, "api_running_s": None, "in_backoff": in_backoff}
     if poll(new_procs, timeout) is not None:
         out["process_s"] = round(time.monotonic() - started, 3)
-        if poll(lambda: all(answers(port) for _, _, port in targets.values()), timeout) is not None:
+        if poll(lambda: all(answers(*port) for _, _, port in targets.values()), timeout) is not None:
             out["port_s"] = round(time.monotonic() - started, 3)
             if poll(lambda: all(fleet.running(i) for i in iids), timeout, 0.05) is not None:
                 out["api_running_s"] = round(time.monotonic() - started, 3)
@@ -145,7 +150,8 @@ def supervisord_trials(cluster: Cluster, work: Path, trials: int) -> dict[str, A
            "package": {"id": "app_sv", "name": manifest["name"], "version": manifest["version"],
                        "manifest": manifest},
            "package_dir": str(pkg), "app_instance_id": "ins_sv",
-           "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
+           "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
+                     "token": PEER_TOKEN},  # the same guarded runner as on a node
            "sensors": sens, "controllers": ctrl, "settings": {}}
     config = write_config(work / "sv-config.json", cfg)
     conf = work / "supervisord.conf"
@@ -174,7 +180,7 @@ redirect_stderr=true
             kids = psutil.Process(sv.pid).children()
             return kids[0].pid if kids else None
 
-        if poll(lambda: child() and answers(port), 60) is None:
+        if poll(lambda: child() and answers(port, PEER_TOKEN), 60) is None:
             raise RuntimeError("supervisord's program never answered on its port")
         def running() -> bool:  # past `startsecs` (1 s): a kill now is a plain crash, not a start-up failure
             out = subprocess.run([str(BIN / "supervisorctl"), "-c", str(conf), "status", "smart-home"],
@@ -189,7 +195,7 @@ redirect_stderr=true
             started = time.monotonic()
             os.kill(old, signal.SIGKILL)  # type: ignore[arg-type]
             t_proc = poll(lambda o=old: (c := child()) is not None and c != o, 30)
-            t_port = poll(lambda: answers(port), 30)
+            t_port = poll(lambda: answers(port, PEER_TOKEN), 30)
             procs.append(t_proc)
             ports.append(time.monotonic() - started if t_port is not None else None)
         return {"process": stats(procs), "port": stats(ports), "version": _version("supervisor")}

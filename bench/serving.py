@@ -14,6 +14,11 @@ connections sending the same JSON request back to back; it reports throughput an
     .venv/bin/python bench/serving.py                    # concurrency 1, 8, 64; 3 rounds x 3 s; both models
     .venv/bin/python bench/serving.py --smoke            # comfort only, c 1 and 8, 1 s, no BentoML (CI)
     .venv/bin/python bench/serving.py --sizes 1,8,64     # the concurrency levels (the "size" of this bench)
+    .venv/bin/python bench/serving.py --token-overhead   # only: comfort at c=1, token check on vs off, alternating
+
+Our replica checks the model token on every request (`Authorization: Bearer`, platform_sdk.endpoint_auth);
+the load generator sends it. `--token-overhead` measures what that check costs: two replicas of comfort, one
+with the check and one started with `serve.open` (no check), loaded alternately round by round.
 
 Targets (issue 8): our throughput >= BentoML's at each concurrency; p50 overhead over the in-process call at
 concurrency 1 < 2 ms for the comfort model.
@@ -97,12 +102,17 @@ def in_process(model: str, seconds: float) -> dict[str, Any]:
     return {"rps": round(len(lat) / seconds, 1), "p50_ms": s["p50"], "p99_ms": s["p99"], "calls": len(lat)}
 
 
-def start_ours(model: str, work: Path, nats: EmbeddedNats) -> tuple[subprocess.Popen, str]:
-    pkg = work / "ours" / model
+BENCH_TOKEN = "bench-model-token-0123456789abcdefghijklmnopqrstuvwxyz"
+"""As long as a real one (43 characters of urlsafe base64 from aiot.deployer.endpoint_tokens)."""
+
+
+def start_ours(model: str, work: Path, nats: EmbeddedNats, *, check_token: bool = True,
+               tag: str = "ours") -> tuple[subprocess.Popen, str]:
+    pkg = work / tag / model
     shutil.copytree(EXAMPLES / "models" / model, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = json.loads((pkg / "model.json").read_text())
     port = free_port()
-    wid = f"wl_bench_{model.replace('-', '')}"
+    wid = f"wl_bench_{model.replace('-', '')}_{tag.replace('-', '')}"
     cfg = {
         "workload_id": wid, "kind": "model", "generation": 1, "node_id": "nod_bench",
         "nats": {"servers": [nats.url], "user": nats.platform_user, "password": nats.platform_password},
@@ -111,11 +121,12 @@ def start_ours(model: str, work: Path, nats: EmbeddedNats) -> tuple[subprocess.P
         "package": {"id": f"mdl_bench{model[:4]}", "name": manifest["name"], "version": manifest["version"],
                     "manifest": manifest},
         "package_dir": str(pkg),
-        "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
+        "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
+                  **({"token": BENCH_TOKEN} if check_token else {"open": True})},
     }
-    config = write_config(work / "ours" / f"{model}.json", cfg)
+    config = write_config(work / tag / f"{model}.json", cfg)
     proc = subprocess.Popen([PYTHON, "-m", "platform_sdk.serving"], cwd=pkg, env=workload_env(config),
-                            stdout=(work / f"ours-{model}.log").open("wb"), stderr=subprocess.STDOUT)
+                            stdout=(work / f"{tag}-{model}.log").open("wb"), stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -130,10 +141,12 @@ def start_bento(model: str, work: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def load(url: str, body_file: Path, concurrency: int, seconds: float, sampler: Sampler) -> dict[str, Any]:
+def load(url: str, body_file: Path, concurrency: int, seconds: float, sampler: Sampler,
+         headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One load generator process against `url`; samples the server's memory while it runs."""
+    env = {**os.environ, "LOADGEN_HEADERS": json.dumps(headers or {})}
     gen = subprocess.Popen([PYTHON, str(LOADGEN), url, str(body_file), str(concurrency), str(seconds)],
-                           stdout=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, text=True, env=env)
     cpu0 = sampler.cpu()
     while gen.poll() is None:
         sampler.sample()
@@ -148,16 +161,19 @@ def load(url: str, body_file: Path, concurrency: int, seconds: float, sampler: S
 def start_server(name: str, model: str, work: Path, nats: EmbeddedNats) -> dict[str, Any]:
     """Start one server and wait until it is ready; returns its process, URLs, request body and sampler."""
     _, ours_body, bento_body = inputs_for(model)
-    if name == "ours":
-        proc, base = start_ours(model, work, nats)
+    headers: dict[str, str] = {}
+    if name in ("ours", "ours-open"):
+        proc, base = start_ours(model, work, nats, check_token=name == "ours", tag=name)
         health, predict, body = f"{base}/healthz", f"{base}/v1/predict", ours_body
+        headers = {"Authorization": f"Bearer {BENCH_TOKEN}"}  # sent to both: the same bytes on the wire
     else:
         proc, base = start_bento(model, work)
         health, predict, body = f"{base}/readyz", f"{base}/predict", bento_body
     body_file = work / f"{name}-{model}.body.json"
     body_file.write_text(json.dumps(body))
     server: dict[str, Any] = {"name": name, "proc": proc, "predict": predict, "body_file": body_file,
-                              "log": work / f"{'ours' if name == 'ours' else 'bento'}-{model}.log"}
+                              "headers": headers,
+                              "log": work / f"{name if name.startswith('ours') else 'bento'}-{model}.log"}
     try:
         server["start_to_ready_s"] = round(wait_http(health, 120, proc), 2)
     except Exception as exc:  # noqa: BLE001 - reported in the JSON, the other server still runs
@@ -193,7 +209,8 @@ def measure_pair(model: str, work: Path, concurrencies: list[int], seconds: floa
             rounds_of: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in live}
             for _ in range(rounds):
                 for s in live:
-                    rounds_of[s["name"]].append(load(s["predict"], s["body_file"], c, seconds, s["sampler"]))
+                    rounds_of[s["name"]].append(load(s["predict"], s["body_file"], c, seconds, s["sampler"],
+                                                     s["headers"]))
             for name, runs in rounds_of.items():
                 per[name].append(_median_run(runs))
         out = []
@@ -209,6 +226,71 @@ def measure_pair(model: str, work: Path, concurrencies: list[int], seconds: floa
     finally:
         for s in servers:
             stop(s["proc"], 15)
+
+
+def guard_cost_us(calls: int = 100_000) -> dict[str, float]:
+    """The check alone, in this process: one request through `TokenGuard` to an app that does nothing, minus
+    the same app called bare (the HTTP figures above are at the mercy of the machine's load; this is not)."""
+    from platform_sdk.endpoint_auth import MODEL_TOKEN_HEADER, TokenGuard, bearer
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    guard = TokenGuard(bare, header=MODEL_TOKEN_HEADER, expected=bearer(BENCH_TOKEN))
+    scope = {"type": "http", "path": "/v1/predict", "headers": [
+        (b"host", b"127.0.0.1:8000"), (b"user-agent", b"python-httpx/0.27"), (b"accept", b"*/*"),
+        (b"content-type", b"application/json"), (b"content-length", b"40"),
+        (b"authorization", f"Bearer {BENCH_TOKEN}".encode())]}
+
+    async def timed(app: Any) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            await app(scope, None, None)
+        return time.perf_counter() - start
+
+    async def both() -> tuple[float, float]:
+        best_bare, best_guard = float("inf"), float("inf")
+        for _ in range(3):
+            best_bare = min(best_bare, await timed(bare))
+            best_guard = min(best_guard, await timed(guard))
+        return best_bare, best_guard
+
+    plain, guarded = asyncio.run(both())
+    return {"calls": calls, "per_request_us": round((guarded - plain) / calls * 1e6, 3)}
+
+
+def token_overhead(work: Path, nats: EmbeddedNats, seconds: float, rounds: int) -> dict[str, Any]:
+    """Comfort at concurrency 1: a replica checking the model token against one started without the check,
+    both up at once and loaded alternately (`rounds` x `seconds` each); p50 per round, then the median."""
+    servers = [start_server(n, "comfort", work, nats) for n in ("ours", "ours-open")]
+    try:
+        failed = [s["error"] for s in servers if "error" in s]
+        if failed:
+            return {"error": failed}
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "ours-open": []}
+        for _ in range(rounds):
+            for s in servers:
+                runs[s["name"]].append(load(s["predict"], s["body_file"], 1, seconds, s["sampler"], s["headers"]))
+    finally:
+        for s in servers:
+            stop(s["proc"], 15)
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    checked = median([r["p50_ms"] for r in runs["ours"]])
+    unchecked = median([r["p50_ms"] for r in runs["ours-open"]])
+    diffs = [a["p50_ms"] - b["p50_ms"] for a, b in zip(runs["ours"], runs["ours-open"], strict=True)]
+    overhead = round(median(diffs), 4)
+    return {"rounds": rounds, "seconds_per_round": seconds, "concurrency": 1,
+            "p50_ms_with_check": checked, "p50_ms_without_check": unchecked,
+            "p50_ms_each_round_with": [r["p50_ms"] for r in runs["ours"]],
+            "p50_ms_each_round_without": [r["p50_ms"] for r in runs["ours-open"]],
+            "rps_with_check": median([r["rps"] for r in runs["ours"]]),
+            "rps_without_check": median([r["rps"] for r in runs["ours-open"]]),
+            "errors": sum(r["errors"] for r in runs["ours"] + runs["ours-open"]),
+            "p50_overhead_ms": overhead, "check_alone_in_process": guard_cost_us(),
+            "overhead_under_0_5ms": overhead < 0.5}
 
 
 def compare(model: str, ours: dict, bento: dict, limit: dict) -> dict[str, Any]:
@@ -242,6 +324,14 @@ async def main_async(args: Any) -> dict[str, Any]:
         work = Path(tmp)
         nats = EmbeddedNats(work / "nats")
         await nats.start()
+        if args.token_overhead:
+            try:
+                token = await asyncio.to_thread(token_overhead, work, nats, args.seconds, args.rounds)
+            finally:
+                await nats.stop()
+            return {"benchmark": "serving-token-overhead", "machine": machine(), "token_check": token,
+                    "target": "p50 overhead of the model-token check at c=1 < 0.5 ms",
+                    "ok": token.get("overhead_under_0_5ms") is True}
         try:
             for model in models:
                 limit = in_process(model, min(seconds * rounds, 3.0))
@@ -284,6 +374,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency level")
     p.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")
     p.add_argument("--bentoml", action="store_true", help="run the BentoML peer in --smoke too")
+    p.add_argument("--token-overhead", action="store_true",
+                   help="only measure the model-token check: comfort at c=1, with vs without, alternating")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     emit(asyncio.run(main_async(args)), args.output)

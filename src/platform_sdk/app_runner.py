@@ -3,7 +3,10 @@
 The manifest's `entrypoint` is either `module:function` (imported from `package_dir`, then called with no
 arguments) or a script path ending in `.py` (run as `__main__`, like `python main.py`). Both normally end in
 `platform_sdk.run()`. Web apps get their port from `serve.port` through the environment variables `PORT`
-(and `HOST` from `serve.host`), which is what the sample apps read.
+(and `HOST` from `serve.host`), which is what the sample apps read. When `serve.token` is set (the platform
+always sets it for web apps) the runner itself holds `serve.host:serve.port` with the gateway guard
+(web_guard.py) and the app's `PORT`/`HOST` are a private loopback port behind it: only requests the app
+gateway forwards reach the app. A web app without `serve.token` starts only with `serve.open: true` (local runs).
 
 The SDK runtime (connection, heartbeat) starts before the app is imported, so slow imports are covered by
 the heartbeat's start-up grace. SIGTERM ends `run()` (or raises SystemExit in code that never calls it), so
@@ -67,6 +70,26 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def expose_port(serve: dict[str, Any], source: str) -> None:
+    """Give the app its `PORT`/`HOST`: behind the gateway guard when there is a token (see the module doc)."""
+    if not serve.get("port"):
+        return
+    token = serve.get("token")
+    if isinstance(token, str) and token:
+        from platform_sdk.web_guard import GatewayGuard, private_port
+
+        upstream = private_port()
+        GatewayGuard(str(serve.get("host") or "127.0.0.1"), int(serve["port"]), token, upstream).start()
+        os.environ["PORT"], os.environ["HOST"] = str(upstream), "127.0.0.1"
+        return
+    if serve.get("open") is not True:
+        raise SystemExit(f"{source}: field 'serve.token' is required for a web app (the gateway's token); "
+                         "set 'serve.open': true to serve without one outside the platform")
+    os.environ["PORT"] = str(serve["port"])
+    if serve.get("host"):
+        os.environ["HOST"] = str(serve["host"])
+
+
 def main(argv: list[str] | None = None) -> None:
     from platform_sdk.runtime import config, configure, runtime
 
@@ -83,10 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     entrypoint = manifest.get("entrypoint")
     if not entrypoint:
         raise SystemExit(f"{cfg.source}: package.manifest has no 'entrypoint'")
-    if cfg.serve.get("port"):
-        os.environ["PORT"] = str(cfg.serve["port"])
-    if cfg.serve.get("host"):
-        os.environ["HOST"] = str(cfg.serve["host"])
+    expose_port(cfg.serve, str(cfg.source))
     os.chdir(package_dir)
     signal.signal(signal.SIGTERM, _sigterm)
     _use_uvloop()

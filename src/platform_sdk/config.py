@@ -30,6 +30,8 @@ class ModelBinding:
     model_id: str
     name: str = ""
     version: str = ""
+    token: str = field(default="", repr=False)
+    """What the model's replicas require (`Authorization: Bearer <token>`); never printed."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ def parse_config(doc: Mapping[str, Any], source: str = "config") -> WorkloadConf
             model_id=_get(m, "model_id", str, source, required=True, prefix=where),
             name=_get(m, "name", str, source, default="", prefix=where),
             version=_get(m, "version", str, source, default="", prefix=where),
+            token=_get(m, "token", str, source, default="", prefix=where),
         )
     serve = _get(doc, "serve", dict, source, default={})
     return WorkloadConfig(

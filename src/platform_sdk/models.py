@@ -16,6 +16,10 @@ connection to the same replica before that replica is skipped. App code never se
 Inputs: a dict maps by name, a list/tuple positionally onto the manifest's declared inputs (the server does
 the mapping), a single value means the model's first input. `bytes` travel as base64 (`{"b64": ...}`);
 uint8 numpy arrays of 2 or 3 dimensions are images (encoded as PNG); other numpy arrays become lists.
+
+Credentials: replicas answer only callers with the model's token; a bound model's token comes with the
+binding in config.json (`models.<alias>.token`) and goes out as `Authorization: Bearer <token>`. A model
+called by id without a binding has no token, and its replicas answer 401 (ModelError, status 401).
 """
 
 # ruff: noqa: ASYNC109 - the async API names its deadline `timeout`, exactly like the sync API
@@ -28,6 +32,7 @@ import json
 import time
 from typing import Any
 
+from platform_sdk.endpoint_auth import bearer
 from platform_sdk.errors import ModelError, ModelUnavailable, PlatformUnavailable, UnknownAlias
 from platform_sdk.runtime import Runtime, runtime
 
@@ -89,6 +94,18 @@ class ModelClient:
         self._rr: dict[str, itertools.count[int]] = {}
         self._bad: dict[str, float] = {}
         self._http: Any = None
+        self._headers: dict[str, dict[str, str]] = {}
+
+    def headers(self, model_id: str) -> dict[str, str]:
+        """The request headers for `model_id`: JSON, and the binding's token when there is one."""
+        hit = self._headers.get(model_id)
+        if hit is None:
+            hit = {"content-type": "application/json"}
+            token = next((b.token for b in self.rt.cfg.models.values() if b.model_id == model_id and b.token), "")
+            if token:
+                hit["authorization"] = bearer(token)
+            self._headers[model_id] = hit
+        return hit
 
     def lookup(self, alias_or_id: str) -> tuple[str, str]:
         """(model_id, label for messages); UnknownAlias when neither an alias, a bound name nor an id."""
@@ -160,11 +177,13 @@ class ModelClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ModelUnavailable(f"model {label}: no answer within {timeout:g}s")
-                status, data, error = await self._send(url + path, payload, remaining)
+                status, data, error = await self._send(url + path, payload, remaining, self.headers(model_id))
                 if error is not None and error.startswith(_STALE_CONNECTION_NAMES):
                     remaining = deadline - time.monotonic()
                     if remaining > 0:  # the pooled connection may have been closed under us: once, fresh
-                        status, data, error = await self._send(url + path, payload, remaining, fresh=True)
+                        status, data, error = await self._send(
+                            url + path, payload, remaining, self.headers(model_id), fresh=True
+                        )
                 if error is not None:
                     self._bad[url] = time.monotonic() + RESOLVE_TTL
                     failures.append(f"{url}: {error}")
@@ -180,7 +199,7 @@ class ModelClient:
         raise ModelUnavailable(f"model {label}: no replica answered ({'; '.join(failures)})")
 
     async def _send(
-        self, url: str, payload: bytes, timeout: float, *, fresh: bool = False
+        self, url: str, payload: bytes, timeout: float, headers: dict[str, str], *, fresh: bool = False
     ) -> tuple[int, bytes, str | None]:
         """POST once. `fresh`: on a new connection of its own (a one-off client), never a pooled one."""
         import httpx
@@ -188,13 +207,9 @@ class ModelClient:
         try:
             if fresh:
                 async with httpx.AsyncClient(trust_env=False) as once:
-                    resp = await once.post(
-                        url, content=payload, timeout=timeout, headers={"content-type": "application/json"}
-                    )
+                    resp = await once.post(url, content=payload, timeout=timeout, headers=headers)
             else:
-                resp = await self._client().post(
-                    url, content=payload, timeout=timeout, headers={"content-type": "application/json"}
-                )
+                resp = await self._client().post(url, content=payload, timeout=timeout, headers=headers)
         except httpx.TimeoutException as exc:
             if type(exc).__name__ in _RETRYABLE_NAMES:
                 return 0, b"", f"{type(exc).__name__}"

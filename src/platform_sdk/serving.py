@@ -11,6 +11,11 @@ It imports the manifest's `entrypoint` (`module:attr` inside `package_dir`: a cl
     GET  /metrics           Prometheus text
     GET  /v1/metadata       the manifest
 
+Every route but `/healthz` needs `Authorization: Bearer <serve.token>`, the token the platform issued for this
+model (bound apps get it as `models.<alias>.token`; the control plane holds it for its own calls); anything
+else is a 401 before the body is read (endpoint_auth.py). A config without `serve.token` refuses to start
+unless it says `serve.open: true` (a local run outside the platform).
+
 Bad input is a 422 `{"error", "field"}` naming the field (checked against the manifest by closures compiled
 once, see validation.py); a `ValueError` raised by predict is the model saying the input is bad, also 422;
 any other exception is a 500 with its type and message (and the traceback in the log).
@@ -45,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from platform_sdk.config import WorkloadConfig
+from platform_sdk.endpoint_auth import MODEL_TOKEN_HEADER, TokenGuard, bearer
 from platform_sdk.validation import InputError, InputValidator
 
 try:  # optional speed-up
@@ -143,7 +149,7 @@ class ModelServer:
         self._metadata = _dumps(manifest)
         self._info_prefix = b'{"model":' + _dumps(self.info) + b',"outputs":'
         self._setup_metrics()
-        self.app = self._build_app()
+        self.app = guarded(self._build_app(), cfg)
 
     # ------------------------------------------------------------------------------------------ metrics
 
@@ -497,6 +503,18 @@ class ModelServer:
             flush=True,
         )
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def guarded(app: Any, cfg: WorkloadConfig) -> Any:
+    """`app` behind the model-token check; without `serve.token` only an explicit `serve.open` serves (a
+    replica the platform started always has a token, so a missing one is a fault, never an open door)."""
+    token = cfg.serve.get("token")
+    if isinstance(token, str) and token:
+        return TokenGuard(app, header=MODEL_TOKEN_HEADER, expected=bearer(token))
+    if cfg.serve.get("open") is True:
+        return app
+    raise ValueError(f"{cfg.source}: field 'serve.token' is required (the token callers must present); "
+                     "set 'serve.open': true to serve without one outside the platform")
 
 
 def _has(module: str) -> bool:

@@ -16,6 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from aiot.deployer.endpoint_tokens import model_token
+from tests.support.tokens import platform_secret_of
+
 from .conftest import Cluster, agent_pids
 
 pytestmark = pytest.mark.slow
@@ -53,7 +56,8 @@ def _client_script(cluster: Cluster, tmp: Path, model_id: str, seconds: float) -
                                                                     "password": nats["password"]},
               "heartbeat": {"file": str(tmp / "hb"), "interval": 1.0, "subject": "aiot.hb.test-client"},
               "log_subject": "aiot.logs.test-client",
-              "models": {"comfort": {"model_id": model_id, "name": "comfort", "version": "1.0.0"}}}
+              "models": {"comfort": {"model_id": model_id, "name": "comfort", "version": "1.0.0",
+                                     "token": model_token(platform_secret_of(cluster.data_dir), model_id)}}}
     (tmp / "config.json").write_text(json.dumps(config))
     script = textwrap.dedent(f"""
         import json, sys, time

@@ -184,5 +184,6 @@ def test_end_user_gets_the_smart_home_address_by_email_and_it_serves_the_page(de
 
     running = demo.instance("smart-home")  # now running: it has a workload with its node address
     workload = demo.call("GET", f"/workloads/{running['workload_id']}")
-    direct = httpx.get(workload["endpoint"], timeout=30)  # and directly on its node
-    assert direct.status_code == 200 and "<h1>" in direct.text
+    direct = httpx.get(workload["endpoint"], timeout=30)  # directly on its node: only the gateway gets in
+    assert direct.status_code == 403 and "<h1>" not in direct.text, direct.text[:300]
+    assert workload["endpoint"] not in text  # the mail gives the gateway address only

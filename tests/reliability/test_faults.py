@@ -31,6 +31,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support.processes import RunningPlatform, start_platform
+from tests.support.tokens import model_headers
 
 from .conftest import Api, Deployment, copies, populate, seed_envs, serving_processes, wait_for
 
@@ -109,13 +110,15 @@ def _echo_serving(f: Faulty) -> list[dict] | None:
     state is the one from before, until the agents report again)."""
     running = _echo_running(f)
     try:
-        return running if running and _predict(running[0]["endpoint"], 1) == 2 else None
+        return running if running and _predict(f, running[0]["endpoint"], 1) == 2 else None
     except (httpx.HTTPError, AssertionError):
         return None
 
 
-def _predict(endpoint: str, x: float) -> float:
-    response = httpx.post(f"{endpoint}/v1/predict", json={"inputs": {"x": x}}, timeout=10)
+def _predict(f: Faulty, endpoint: str, x: float) -> float:
+    """A direct call to a replica, with the model's token (as the control plane sends it)."""
+    headers = model_headers(f.dep.data_dir, f.dep.pop.ids["echo"])
+    response = httpx.post(f"{endpoint}/v1/predict", json={"inputs": {"x": x}}, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()["outputs"]["y"]
 
@@ -143,7 +146,7 @@ def test_setup_echo_serves_and_readings_reach_history(faulty: Faulty) -> None:
     wait_for("2 ready nodes", lambda: len([n for n in f.api.get("/nodes") if n["status"] == "ready"]) == 2, 60)
     f.api.call("POST", "/models/echo/deploy", "ada2", json={"replicas": 1})
     running = wait_for("echo running", lambda: _echo_running(f), 120)
-    assert _predict(running[0]["endpoint"], 2) == 4
+    assert _predict(f, running[0]["endpoint"], 2) == 4
     _publish_readings(f, 20)
     wait_for("20 readings in the history", lambda: len(_history(f)) >= 20, 30)
     # A marker in the log stream: creating a user is logged by the control plane.
@@ -176,7 +179,7 @@ def test_sigkill_of_the_control_plane_loses_nothing_and_runs_nothing_twice(fault
     # The deployment converges again by itself, to exactly one running copy of its one workload.
     running = wait_for("echo running again", lambda: _echo_serving(f), 120)
     recovered = time.monotonic() - started
-    assert _predict(running[0]["endpoint"], 3) == 6
+    assert _predict(f, running[0]["endpoint"], 3) == 6
     workload = running[0]["id"]
     time.sleep(2)  # a duplicate would have had time to appear
     assert copies([workload])[workload] == 1, serving_processes()
@@ -239,6 +242,6 @@ def test_sigkill_of_a_workload_restarts_it_once(faulty: Faulty) -> None:
     again = wait_for("the echo server running again under a new pid",
                      lambda: (p := serving_processes().get(workload)) and p[0] != pids[0] and p, 30)
     running = wait_for("echo serving again", lambda: _echo_serving(f), 30)
-    assert _predict(running[0]["endpoint"], 5) == 10
+    assert _predict(f, running[0]["endpoint"], 5) == 10
     assert len(again) == 1 and copies([workload])[workload] == 1
     wait_for("the restart counted", lambda: f.api.get(f"/workloads/{workload}")["restarts"] >= restarts + 1, 30)

@@ -5,10 +5,16 @@ The test plays the agents' side of the HTTP protocol itself (the real agent is t
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+from sqlalchemy import select
+
 from aiot.artifacts.packing import zip_folder
+from aiot.deployer.endpoint_tokens import model_token
+from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
+from aiot.store.runtime import Workload, WorkloadStatus
 from tests.support.live import LivePlatform, live_platform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -66,8 +72,23 @@ async def test_deploy_spread_report_and_move(tmp_path: Path) -> None:
                 await _report(live, node, workloads=[{"workload_id": item["workload_id"],
                                                       "generation": item["generation"], "state": "running",
                                                       "endpoint": f"http://127.0.0.1:1{len(node['node_id'])}"}])
-        shown = (await live.client.get(f"/api/v1/deployments/{model_id}", headers=live.headers(Role.end_user)))
-        assert len(shown.json()["endpoints"]) == 3
+        owner = await live.client.get(f"/api/v1/deployments/{model_id}", headers=live.headers(Role.ai_developer))
+        assert len(owner.json()["endpoints"]) == 3 and owner.json()["running"] == 3
+        # Another user sees the state, never a replica's direct address (attack: find and call it).
+        for shown in ((await live.client.get(f"/api/v1/deployments/{model_id}",
+                                             headers=live.headers(Role.end_user))).json(),
+                      *(await live.client.get("/api/v1/deployments", headers=live.headers(Role.app_developer))).json()):
+            assert shown["running"] == 3 and shown["endpoints"] == [], shown
+            assert all(w["endpoint"] is None and w["state"] == "running" for w in shown["workloads"]), shown
+            assert "127.0.0.1:1" not in json.dumps(shown)
+        refused = await live.client.post(f"/api/v1/models/{model_id}/predict", json={"inputs": {}},
+                                         headers=live.headers(Role.app_developer))
+        assert refused.status_code == 403
+        # The replicas' token is the model's, derived from the platform secret; it is in no stored config.
+        token = model_token(platform_secret(live.ctx.settings), model_id)
+        assert {a["config"]["serve"]["token"] for a in sum(per_node.values(), [])} == {token}
+        with live.ctx.db.session() as session:
+            assert token not in json.dumps([w.config for w in session.scalars(select(Workload))])
 
         # Placement decisions are recorded with every node's score.
         workload_id = spec["workload_id"]
@@ -114,3 +135,29 @@ async def test_agent_endpoints_refuse_people_and_bad_tokens(tmp_path: Path) -> N
         bad_join = await live.client.post("/api/v1/agent/register", headers={"Authorization": "Bearer aiotjoin.a.b"},
                                           json={"name": "x", "capacity": {"cpu": 1, "memory_mb": 10}})
         assert bad_join.status_code == 401
+
+
+async def test_deployments_show_replica_addresses_only_to_the_owner(tmp_path: Path) -> None:
+    """Attack: list `/deployments` as any user, take a replica's address, call it directly. Another user sees
+    the deployment's state and count, never an address; the owner and admins see them."""
+    async with live_platform(tmp_path) as live:
+        archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
+        model_id = (await live.client.post("/api/v1/models", content=archive.read_bytes(),
+                                           headers=live.headers(Role.ai_developer))).json()["id"]
+        deployed = await live.client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 2},
+                                          headers=live.headers(Role.ai_developer))
+        assert deployed.status_code == 201, deployed.text
+        with live.ctx.db.session() as session:  # as if two agents had reported their replicas running
+            for i, workload in enumerate(session.scalars(select(Workload))):
+                status = session.get(WorkloadStatus, workload.id)
+                status.state, status.generation, status.endpoint = "running", workload.generation, \
+                    f"http://127.0.0.1:4580{i}"
+        for role in (Role.ai_developer, Role.admin):
+            seen = (await live.client.get(f"/api/v1/deployments/{model_id}", headers=live.headers(role))).json()
+            assert sorted(seen["endpoints"]) == ["http://127.0.0.1:45800", "http://127.0.0.1:45801"], seen
+        for role in (Role.end_user, Role.app_developer):
+            one = (await live.client.get(f"/api/v1/deployments/{model_id}", headers=live.headers(role))).json()
+            listed = (await live.client.get("/api/v1/deployments", headers=live.headers(role))).json()
+            for shown in (one, *listed):
+                assert shown["endpoints"] == [] and shown["running"] == 2, shown
+                assert "4580" not in json.dumps(shown), shown

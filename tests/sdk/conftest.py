@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .harness import COMFORT_ID, FACE_ID, Platform, workload_user
-from .workloads import Driver, Proc, base_config, bindings, start_model, wait_healthy, write_config
+from .workloads import Driver, Proc, base_config, binding, bindings, start_model, wait_healthy, write_config
 
 DRIVER = Path(__file__).with_name("driver.py")
 
@@ -109,8 +109,8 @@ def driver(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iter
         platform.passwords["wl_driver"],
         work,
         models={
-            "comfort": {"model_id": COMFORT_ID, "name": "comfort", "version": "1.0.0"},
-            "detector": {"model_id": FACE_ID, "name": "face-detector", "version": "1.0.0"},
+            "comfort": binding(COMFORT_ID, "comfort"),
+            "detector": binding(FACE_ID, "face-detector"),
         },
         sensors=bindings(
             temperature=["dev_temp01"], light=["dev_light01"], camera=["dev_cam01"], spare=["dev_spare01"]

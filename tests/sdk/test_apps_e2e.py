@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import Replicas
 from .harness import COMFORT_ID, EXAMPLES, FACE_ID, Platform
-from .workloads import Proc, bindings, copy_package, free_port, start_app
+from .workloads import Proc, binding, bindings, copy_package, free_port, start_app
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_smart_classroom_sample(platform: Platform, replicas: Replicas, tmp_path
         "wl_classroom",
         pkg,
         manifest,
-        models={"comfort": {"model_id": COMFORT_ID, "name": "comfort", "version": "1.0.0"}},
+        models={"comfort": binding(COMFORT_ID, "comfort")},
         sensors=bindings(temperature=["dev_temp01"], light=["dev_light01"]),
         controllers=bindings(fan=["dev_fan01"], ac=["dev_ac01"], lamp=["dev_lamp01"]),
         settings={"min_interval_s": 0.2},
@@ -183,7 +183,7 @@ def test_intruder_alert_sample(platform: Platform, replicas: Replicas, tmp_path:
         "wl_intruder",
         pkg,
         manifest,
-        models={"detector": {"model_id": FACE_ID, "name": "face-detector", "version": "1.0.0"}},
+        models={"detector": binding(FACE_ID, "face-detector")},
         sensors=bindings(camera=["dev_cam01"]),
         controllers=bindings(alarm=["dev_alarm01"], display=["dev_display01"]),
     )
@@ -202,11 +202,15 @@ def test_intruder_alert_sample(platform: Platform, replicas: Replicas, tmp_path:
 
 
 def test_smart_home_sample(platform: Platform, tmp_path: Path) -> None:
+    """The sample web app, reached the way the gateway reaches it (with the instance's gateway token); the
+    same port refuses every connection without that token, whatever the path (attack: skip the gateway's
+    owner check by calling the app's port on its node)."""
     pkg = copy_package("smart-home", "apps", tmp_path)
     manifest = json.loads((pkg / "app.json").read_text())
     port = free_port()
     fan = platform.controllers["dev_fan01"]
     mark = len(fan.received)
+    token = "gateway-token-of-ins_wl_home"
     proc = start_app(
         platform,
         tmp_path / "work",
@@ -216,35 +220,56 @@ def test_smart_home_sample(platform: Platform, tmp_path: Path) -> None:
         sensors=bindings(temperature=["dev_temp01"], light=["dev_light01"]),
         controllers=bindings(fan=["dev_fan01"], ac=["dev_ac01"], lamp=["dev_lamp01"]),
         settings={"title": "Test home"},
-        serve={"host": "127.0.0.1", "port": port},
+        serve={"host": "127.0.0.1", "port": port, "token": token},
     )
     base = f"http://127.0.0.1:{port}"
+    gw = httpx.Client(base_url=base, headers={"X-AIOT-Gateway-Token": token}, timeout=5)
     try:
-        _wait(lambda: _get(f"{base}/healthz") == 200, 20, "smart-home serving", proc)
+        _wait(lambda: _get(f"{base}/healthz", gw) == 200, 20, "smart-home serving", proc)
         for _ in range(40):
             platform.run(platform.publish_reading("dev_temp01", {"temperature": 22.75}))
-            state = httpx.get(f"{base}/api/state").json()
+            state = gw.get("/api/state").json()
             if (state["readings"].get("temperature") or {}).get("value") == 22.75:
                 break
             time.sleep(0.25)
         else:
             raise AssertionError(f"reading never shown:\n{proc.output()}")
-        page = httpx.get(base + "/")
+        page = gw.get("/")
         assert "Test home" in page.text and "22.75" in page.text
-        resp = httpx.post(f"{base}/control", data={"alias": "fan", "command": "off"})
+        for path in ("/", "/api/state", "/healthz"):  # no token, a wrong one, or a guessed prefix: refused
+            assert httpx.get(base + path, timeout=5).status_code == 403
+            assert httpx.get(base + path, headers={"X-AIOT-Gateway-Token": token[:-1]}, timeout=5).status_code == 403
+        refused = httpx.post(f"{base}/control", data={"alias": "fan", "command": "off"}, timeout=5)
+        assert refused.status_code == 403 and "gateway" in refused.text
+        assert len(fan.received) == mark  # the refused POST never reached the app
+        resp = gw.post("/control", data={"alias": "fan", "command": "off"})
         assert resp.status_code == 303
         assert fan.received[mark:] and fan.received[-1]["command"] == "off"
-        assert httpx.get(f"{base}/api/state").json()["controllers"]["fan"]["power"] is False
+        assert gw.get("/api/state").json()["controllers"]["fan"]["power"] is False
         os.kill(proc.popen.pid, signal.SIGTERM)  # graceful stop: run() returns, the process exits
         proc.popen.wait(10)
         assert proc.popen.returncode == 0, proc.output()
     finally:
+        gw.close()
         proc.stop()
 
 
-def _get(url: str) -> int:
+def test_web_app_without_a_gateway_token_does_not_start(platform: Platform, tmp_path: Path) -> None:
+    """A config with a port but no token is a fault, never an open port (`serve.open` is for local runs)."""
+    pkg = copy_package("smart-home", "apps", tmp_path)
+    manifest = json.loads((pkg / "app.json").read_text())
+    proc = start_app(platform, tmp_path / "work", "wl_home", pkg, manifest,
+                     serve={"host": "127.0.0.1", "port": free_port()})
     try:
-        return httpx.get(url, timeout=1).status_code
+        assert proc.popen.wait(30) != 0
+        assert "serve.token" in proc.output()
+    finally:
+        proc.stop()
+
+
+def _get(url: str, client: httpx.Client | None = None) -> int:
+    try:
+        return (client.get(url, timeout=1) if client else httpx.get(url, timeout=1)).status_code
     except httpx.HTTPError:
         return 0
 

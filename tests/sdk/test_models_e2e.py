@@ -13,14 +13,14 @@ import httpx
 import pytest
 
 from .conftest import Replicas
-from .harness import COMFORT_ID, Platform
-from .workloads import Driver, wait_healthy
+from .harness import COMFORT_ID, FACE_ID, Platform
+from .workloads import Driver, model_auth, model_token, wait_healthy
 
 pytestmark = pytest.mark.slow
 
 
 def predict_count(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=2).text
+    text = httpx.get(f"{url}/metrics", headers=model_auth(COMFORT_ID), timeout=2).text
     m = re.search(r'^aiot_model_requests_total\{endpoint="predict",status="200"\} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
 
@@ -68,6 +68,7 @@ def test_batch(driver: Driver, replicas: Replicas) -> None:
     bad = httpx.post(
         f"{replicas.urls['wl_comfort_a']}/v1/predict/batch",
         json={"instances": [{"temperature": 20, "light": 1}, {"temperature": "hot", "light": 1}]},
+        headers=model_auth(COMFORT_ID),
     )
     assert bad.status_code == 422 and bad.json()["field"] == "instances[1].temperature"
 
@@ -93,22 +94,45 @@ def test_face_detector_finds_the_astronaut(driver: Driver, tmp_path: Path) -> No
 
 def test_http_api_of_a_replica(replicas: Replicas) -> None:
     url = replicas.urls["wl_face_a"]
-    meta = httpx.get(f"{url}/v1/metadata").json()
+    api = httpx.Client(base_url=url, headers=model_auth(FACE_ID), timeout=10)
+    meta = api.get("/v1/metadata").json()
     assert meta["name"] == "face-detector" and "image" in meta["inputs"]
     jpeg = (Path(__file__).resolve().parents[2] / "examples/models/face-detector/example.jpg").read_bytes()
-    multi = httpx.post(
-        f"{url}/v1/predict",
+    multi = api.post(
+        "/v1/predict",
         files={"image": ("x.jpg", jpeg, "image/jpeg")},
         data={"inputs": '{"min_size": 30}'},
     )
     assert multi.status_code == 200, multi.text
     assert multi.json()["outputs"]["count"] >= 1 and multi.json()["model"]["name"] == "face-detector"
-    assert httpx.post(f"{url}/v1/predict", content=b"{not json").status_code == 422
-    wrong = httpx.post(f"{url}/v1/predict", json={"inputs": {"image": {"b64": "!!"}}})
+    assert api.post("/v1/predict", content=b"{not json").status_code == 422
+    wrong = api.post("/v1/predict", json={"inputs": {"image": {"b64": "!!"}}})
     assert wrong.status_code == 422 and wrong.json()["field"] == "image"
-    extra = httpx.post(f"{url}/v1/predict", json={"inputs": {"img": "x"}})
+    extra = api.post("/v1/predict", json={"inputs": {"img": "x"}})
     assert extra.status_code == 422 and extra.json()["field"] == "img"
-    assert "aiot_model_request_seconds" in httpx.get(f"{url}/metrics").text
+    assert "aiot_model_request_seconds" in api.get("/metrics").text
+    api.close()
+
+
+def test_replica_refuses_callers_without_the_model_token(replicas: Replicas) -> None:
+    """Attack: call a replica's address directly (it is on the node's network) and skip every owner check.
+    Only the model's own token opens it; another model's token, a prefix or no token is a 401 before the
+    model runs. /healthz (the agent's probe) stays open and runs nothing."""
+    url = replicas.urls["wl_comfort_a"]
+    before = predict_count(url)
+    body = {"inputs": {"temperature": 30, "light": 100}}
+    for headers in ({}, {"Authorization": "Bearer x"}, {"Authorization": f"Bearer {model_token(FACE_ID)}"},
+                    {"Authorization": f"Bearer {model_token(COMFORT_ID)[:-1]}"},
+                    {"Authorization": model_token(COMFORT_ID)}):
+        for path in ("/v1/predict", "/v1/predict/batch"):
+            refused = httpx.post(url + path, json=body, headers=headers, timeout=5)
+            assert refused.status_code == 401, (path, headers, refused.text)
+        assert httpx.get(f"{url}/v1/metadata", headers=headers, timeout=5).status_code == 401
+        assert httpx.get(f"{url}/metrics", headers=headers, timeout=5).status_code == 401
+    assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    assert predict_count(url) == before  # nothing refused reached the model
+    ok = httpx.post(f"{url}/v1/predict", json=body, headers=model_auth(COMFORT_ID), timeout=5)
+    assert ok.status_code == 200 and ok.json()["outputs"]["fan"] == "on"
 
 
 def test_keeps_answering_while_a_replica_is_killed(

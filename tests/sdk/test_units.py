@@ -181,3 +181,34 @@ def test_requirements_file_is_small_and_pinned_by_range() -> None:
     names = {line.split(">")[0].split("<")[0].split(";")[0].strip() for line in lines if line}
     assert {"nats-py", "httpx", "numpy", "starlette", "uvicorn", "prometheus-client"} <= names
     assert len(names) <= 10
+
+
+def test_endpoint_header_names_agree_with_the_control_plane() -> None:
+    """The SDK keeps its own copy (it may not import aiot); the gateway and the replicas must use the same."""
+    from aiot.deployer import endpoint_tokens
+    from platform_sdk import endpoint_auth
+
+    assert endpoint_auth.MODEL_TOKEN_HEADER == endpoint_tokens.MODEL_TOKEN_HEADER
+    assert endpoint_auth.GATEWAY_TOKEN_HEADER == endpoint_tokens.GATEWAY_TOKEN_HEADER
+
+
+def test_gateway_guard_strips_every_copy_of_the_token() -> None:
+    from platform_sdk.web_guard import strip_token
+
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-AIOT-Gateway-Token: a\r\nx-aiot-gateway-token:  b \r\nAccept: */*\r\n\r\n"
+    given, rest = strip_token(head)
+    assert given == b"b" and rest == b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"
+    assert strip_token(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[0] is None
+
+
+def test_replica_config_without_a_token_is_refused() -> None:
+    """A replica the platform started always has `serve.token`; a config without one is a fault, not an open
+    endpoint (only an explicit `serve.open` serves without a check)."""
+    from platform_sdk.config import parse_config
+    from platform_sdk.serving import guarded
+
+    app = object()
+    with pytest.raises(ValueError, match="serve.token"):
+        guarded(app, parse_config({**GOOD, "serve": {"port": 1}}))
+    assert guarded(app, parse_config({**GOOD, "serve": {"port": 1, "open": True}})) is app
+    assert guarded(app, parse_config({**GOOD, "serve": {"port": 1, "token": "t"}})).app is app

@@ -23,6 +23,21 @@ PYTHON = sys.executable
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+def model_token(model_id: str) -> str:
+    """The token these tests' replicas of `model_id` require (the platform derives one per model)."""
+    return f"test-token-{model_id}"
+
+
+def model_auth(model_id: str) -> dict[str, str]:
+    """Headers of a caller holding the model's token."""
+    return {"Authorization": f"Bearer {model_token(model_id)}"}
+
+
+def binding(model_id: str, name: str, version: str = "1.0.0") -> dict[str, str]:
+    """A `models.<alias>` entry of an app's config, with the model's token as the platform gives it."""
+    return {"model_id": model_id, "name": name, "version": version, "token": model_token(model_id)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,6 +98,7 @@ def clean_env(config_path: Path) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "AIOT_WORKLOAD_CONFIG": str(config_path),
+        "PYTHONPATH": str(SRC),  # this tree's platform_sdk, not whichever checkout the venv was installed from
     }
     return env
 
@@ -184,7 +200,8 @@ def start_model(
             "manifest": manifest,
         },
         package_dir=str(pkg),
-        serve={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
+        serve={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
+               "token": model_token(model_id)},
     )
     path = write_config(workdir / "config.json", cfg)
     return Proc([PYTHON, "-m", "platform_sdk.serving"], path, pkg), f"http://127.0.0.1:{port}"

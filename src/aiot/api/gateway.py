@@ -1,8 +1,10 @@
 """The web-app gateway: `/apps/<instance>/...` streams to the instance's workload on its node.
 
 Only the instance's owner and admins get through (session cookie or bearer token). The path prefix is stripped
-and sent as `X-Forwarded-Prefix`, so an app serving relative links works behind the gateway. A backend app (no
-HTTP server of its own) gets a small status page here instead, so the address mailed to its user is useful.
+and sent as `X-Forwarded-Prefix`, so an app serving relative links works behind the gateway. Every forwarded
+request carries the instance's gateway token (`X-AIOT-Gateway-Token`): the app's port admits nothing else.
+A backend app (no HTTP server of its own) gets a small status page here instead, so the address mailed to its
+user is useful.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from starlette.background import BackgroundTask
 
 from aiot.api.security import authenticate_request
 from aiot.apps.instances import get_instance
+from aiot.deployer.endpoint_tokens import gateway_headers
 from aiot.errors import NotFound, ServiceUnavailable
+from aiot.secrets_store import platform_secret
 from aiot.store.catalog import AppPackage
 from aiot.store.models import Role
 from aiot.store.runtime import Workload, WorkloadStatus
@@ -66,6 +70,7 @@ async def proxy(request: Request, instance_id: str, path: str):  # type: ignore[
                ("authorization", "cookie")}
     headers["x-forwarded-prefix"] = f"/apps/{instance_id}"
     headers["x-forwarded-host"] = request.headers.get("host", "")
+    headers.update(gateway_headers(platform_secret(request.app.state.ctx.settings), instance_id))
     body = request.stream() if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
     upstream_request = _http().build_request(request.method, url, params=request.query_params, headers=headers,
                                              content=body)

@@ -120,10 +120,9 @@ class AppsService(PlatformService):
                 if owner is not None and owner.email and app is not None:
                     from aiot.notify.outbox import enqueue
 
-                    direct = f"\nDirectly on its node: {status.endpoint}/" if status.endpoint else ""
                     enqueue(session, owner.email, f"Your app {app.name} is running",
                             f"Hello {owner.username},\n\nyour app instance {instance.name} ({instance.id}) is "
-                            f"running.\n\nOpen it at: {address}{direct}\n\n"
+                            f"running.\n\nOpen it at: {address}\n\n"
                             f"It runs until {instance.run_until.isoformat() if instance.run_until else 'stopped'}"
                             " (UTC).\n\n-- the AIoT platform\n",
                             kind="app_running", user_id=owner.id,

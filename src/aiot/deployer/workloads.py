@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aiot.bus.auth import hash_password
+from aiot.deployer.endpoint_tokens import gateway_token, model_token
 from aiot.errors import Conflict, ValidationFailed
 from aiot.secrets_store import derive_password
 from aiot.store.catalog import ModelPackage, PackageStatus
@@ -102,6 +103,14 @@ def stop_workload(session: Session, workload: Workload, reason: str) -> None:
     session.add(WorkloadEvent(workload_id=workload.id, kind="stopped", detail={"reason": reason}))
 
 
+def port_token(workload: Workload, config: dict[str, Any], secret: bytes) -> str | None:
+    """The token callers of this workload's port must present: its model's, or its web-app instance's."""
+    if workload.kind == WorkloadKind.model:
+        return model_token(secret, workload.package_id)
+    instance_id = config.get("app_instance_id")
+    return gateway_token(secret, str(instance_id)) if instance_id else None
+
+
 def assignment(workload: Workload, node: Node, secret: bytes, nats_servers: list[str]) -> dict[str, Any]:
     """What the agent on `node` needs to run `workload` (the contract in docs/workload-contract.md)."""
     config = dict(workload.config)
@@ -117,6 +126,13 @@ def assignment(workload: Workload, node: Node, secret: bytes, nats_servers: list
     config["heartbeat"] = heartbeat
     if "serve" in config:
         config["serve"] = {"host": node.address, "port": int((config.get("serve") or {}).get("port") or 0)}
+        token = port_token(workload, config, secret)
+        if token:
+            config["serve"]["token"] = token
+    if config.get("models"):
+        bindings = {alias: b if isinstance(b, dict) else {"model_id": str(b)} for alias, b in config["models"].items()}
+        config["models"] = {alias: {**b, "token": model_token(secret, str(b.get("model_id")))}
+                            for alias, b in bindings.items()}
     package = config.get("package") or {}
     return {"workload_id": workload.id, "generation": workload.generation, "kind": workload.kind.value,
             "package": {"id": workload.package_id, "name": package.get("name"), "version": package.get("version"),

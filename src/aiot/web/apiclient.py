@@ -82,6 +82,11 @@ class Api:
             raise error_from(response)
         return response
 
+    async def send(self, method: str, path: str, *, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        """A request whose error answers the caller reads itself (e.g. a model's 422 naming the field)."""
+        return await _client(self.app).request(method, API_PREFIX + path, content=content,
+                                               headers=self._headers(headers))
+
     async def get(self, path: str, **params: Any) -> Any:
         return (await self.request("GET", path, params=params)).json()
 

@@ -2,12 +2,16 @@
 
 Developers see the workloads they own (an AI developer's model replicas, also those started for app
 instances) and the workloads of the instances of apps whose name they own (to debug them); admins see all.
+A replica's direct address is shown only to the model's owner and admins (everyone else sees the deployment's
+state and replica count); calling it needs the model's token anyway, which the control plane adds for the
+owner in `POST /models/{ref}/predict`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, or_, select
@@ -15,9 +19,10 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer.endpoint_tokens import model_auth_header
 from aiot.deployer.service import wake_deployer
 from aiot.deployer.workloads import deploy_model, stop_workload
-from aiot.errors import Forbidden, NotFound
+from aiot.errors import Forbidden, NotFound, ServiceUnavailable
 from aiot.secrets_store import platform_secret
 from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance
@@ -64,14 +69,23 @@ def workload_out(session: Any, workload: Workload, detail: bool = False) -> dict
     return out
 
 
-def deployment_out(session: Any, deployment: ModelDeployment) -> dict[str, Any]:
+def may_see_endpoints(principal: Principal, model: ModelPackage, deployment: ModelDeployment) -> bool:
+    """Replica addresses are for the model's owner (or whoever deployed it) and admins."""
+    return principal.role == Role.admin or principal.user.id in (model.owner_id, deployment.owner_id)
+
+
+def deployment_out(session: Any, deployment: ModelDeployment, principal: Principal) -> dict[str, Any]:
     model = session.get(ModelPackage, deployment.model_id)
     workloads = list(session.scalars(select(Workload).where(Workload.group_id == deployment.id,
                                                             Workload.desired == DesiredState.running)))
     replicas = [workload_out(session, w) for w in workloads]
+    endpoints = [r["endpoint"] for r in replicas if r["endpoint"] and r["state"] == "running"]
+    running = sum(1 for r in replicas if r["state"] == "running")
+    if not may_see_endpoints(principal, model, deployment):
+        replicas = [{**r, "endpoint": None} for r in replicas]
+        endpoints = []
     return {"id": deployment.id, "model_id": deployment.model_id, "model": f"{model.name}:{model.version}",
-            "replicas": deployment.replicas, "workloads": replicas,
-            "endpoints": [r["endpoint"] for r in replicas if r["endpoint"] and r["state"] == "running"],
+            "replicas": deployment.replicas, "running": running, "workloads": replicas, "endpoints": endpoints,
             "created_at": deployment.created_at.isoformat()}
 
 
@@ -84,15 +98,15 @@ async def deploy(request: Request, ref: str, body: DeployIn, principal: Principa
         names.check_may_change(session, names.kind_of(ModelPackage), model.name, principal.user, "deploy it")
         deployment = deploy_model(session, platform_secret(ctx.settings), model, body.replicas, principal.user.id)
         session.flush()
-        out = deployment_out(session, deployment)
+        out = deployment_out(session, deployment, principal)
     await wake_deployer(ctx)
     return out
 
 
 @router.get("/deployments")
-def list_deployments(request: Request, _: Principal = Depends(AnyUser)) -> list[dict]:
+def list_deployments(request: Request, principal: Principal = Depends(AnyUser)) -> list[dict]:
     with request.app.state.ctx.db.session() as session:
-        return [deployment_out(session, d) for d in session.scalars(select(ModelDeployment)
+        return [deployment_out(session, d, principal) for d in session.scalars(select(ModelDeployment)
                                                                       .order_by(ModelDeployment.created_at))]
 
 
@@ -107,10 +121,10 @@ def _deployment(session: Any, ref: str) -> ModelDeployment:
 
 
 @router.get("/deployments/{ref}")
-def show_deployment(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+def show_deployment(request: Request, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
     """`ref`: a deployment id, or the model (id, name, name:version)."""
     with request.app.state.ctx.db.session() as session:
-        return deployment_out(session, _deployment(session, ref))
+        return deployment_out(session, _deployment(session, ref), principal)
 
 
 @router.delete("/deployments/{ref}", status_code=status.HTTP_204_NO_CONTENT)
@@ -163,3 +177,41 @@ def show_workload(request: Request, workload_id: str, principal: Principal = Dep
         if workload is None:
             raise NotFound(f"no workload {workload_id!r}", field="workload_id")
         return workload_out(session, workload, detail=True)
+
+
+PREDICT_TIMEOUT = 30.0
+
+
+@router.post("/models/{ref}/predict")
+async def predict(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
+    """Call a running replica of the model for its owner (or an admin), with the model's token: the body and
+    content type go through unchanged (JSON `{"inputs": ...}` or multipart), and the replica's status and JSON
+    answer come back unchanged (422 names the field). The try-it form of the web UI uses this route."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        model = ArtifactRepository.resolve(session, ModelPackage, ref)
+        deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))
+        if deployment is None:
+            raise NotFound(f"model {model.name} {model.version} is not deployed", field="model")
+        if not may_see_endpoints(principal, model, deployment):
+            raise Forbidden(f"model {model.name} belongs to another user")
+        endpoints = deployment_out(session, deployment, principal)["endpoints"]
+        model_id = model.id
+    if not endpoints:
+        raise ServiceUnavailable("this model has no running replica: deploy it and wait until a replica is running",
+                                 field="model")
+    body = await request.body()
+    headers = {"content-type": request.headers.get("content-type", "application/json"),
+               **model_auth_header(platform_secret(ctx.settings), model_id)}
+    failures = []
+    async with httpx.AsyncClient(timeout=PREDICT_TIMEOUT, trust_env=False) as client:
+        for endpoint in endpoints:
+            try:
+                answer = await client.post(endpoint.rstrip("/") + "/v1/predict", content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                failures.append(f"{endpoint}: {type(exc).__name__}")
+                continue
+            return Response(answer.content, status_code=answer.status_code,
+                            media_type=answer.headers.get("content-type", "application/json"),
+                            headers={"x-aiot-replica": endpoint})
+    raise ServiceUnavailable(f"no replica answered ({'; '.join(failures)})", field="model")

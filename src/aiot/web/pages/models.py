@@ -18,7 +18,6 @@ from aiot.web.routing import WebRoute
 from aiot.web.session import AI_DEV, WebUser, read_form
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False, prefix="/models")
-PREDICT_TIMEOUT = 30.0
 
 
 async def stream_upload(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -140,8 +139,8 @@ async def deprecate(request: Request, ref: str, web: WebUser = Depends(AI_DEV)) 
 
 @router.post("/{ref}/predict")
 async def predict(request: Request, ref: str, web: WebUser = Depends(AI_DEV)) -> Response:
-    """Call one of the model's running replicas from the server (its endpoint comes from the deployment's
-    workloads), with the form's JSON inputs and image files; answers the prediction panel (htmx)."""
+    """Call one of the model's running replicas through the API (which adds the model's token), with the form's
+    JSON inputs and image files; answers the prediction panel (htmx)."""
     form = await read_form(request)
     model = await web.api.get(f"/models/{ref}")
     text = str(form.get("inputs", "")).strip() or "{}"
@@ -162,30 +161,26 @@ async def predict(request: Request, ref: str, web: WebUser = Depends(AI_DEV)) ->
         upload = form.get(f"image_{name}")
         if isinstance(upload, UploadFile) and upload.filename:
             files[name] = (upload.filename, await upload.read(), upload.content_type or "application/octet-stream")
-    deployment = await web.api.get_or(None, f"/deployments/{model['id']}")
-    endpoints = (deployment or {}).get("endpoints") or []
-    if not endpoints:
-        return panel(errors=one_error(None, "this model has no running replica: deploy it and wait until a "
-                                            "replica is running"))
-    try:
-        response = await _call_replica(endpoints[0], inputs, files)
-    except httpx.HTTPError as exc:
-        return panel(errors=one_error(None, f"the replica at {endpoints[0]} did not answer ({type(exc).__name__})"))
+    response = await _call_model(web, model["id"], inputs, files)
     try:
         body = response.json()
     except ValueError:
         body = {"error": response.text[:500]}
     if response.status_code >= 400:
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):  # the platform's own error
+            return panel(errors=one_error(None, str(body["error"].get("message"))))
         field = body.get("field") if isinstance(body, dict) else None
         message = str(body.get("error") if isinstance(body, dict) else body)
         target = f"image_{field}" if field in files or field in images else "inputs"
         return panel(errors=one_error(target, f"{field}: {message}" if field else message))
-    return panel(result=body, endpoint=endpoints[0])
+    return panel(result=body, endpoint=response.headers.get("x-aiot-replica", ""))
 
 
-async def _call_replica(endpoint: str, inputs: dict[str, Any], files: dict[str, Any]) -> httpx.Response:
-    url = endpoint.rstrip("/") + "/v1/predict"
-    async with httpx.AsyncClient(timeout=PREDICT_TIMEOUT) as client:
-        if files:
-            return await client.post(url, data={"inputs": json.dumps(inputs)}, files=files)
-        return await client.post(url, json={"inputs": inputs})
+async def _call_model(web: WebUser, model_id: str, inputs: dict[str, Any], files: dict[str, Any]) -> httpx.Response:
+    """Through the API's `POST /models/{id}/predict` (it adds the model's token; replicas refuse anyone else)."""
+    if files:
+        request = httpx.Request("POST", "http://x", data={"inputs": json.dumps(inputs)}, files=files)
+    else:
+        request = httpx.Request("POST", "http://x", json={"inputs": inputs})
+    return await web.api.send("POST", f"/models/{model_id}/predict", content=request.read(),
+                              headers={"content-type": request.headers["content-type"]})
