@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     apps_url: str | None = Field(
         None, description="URL browsers reach web apps' pages at (the apps origin). Its host must differ from the "
         "platform's (cookies ignore ports): e.g. https://apps.example.com. Default: http://localhost:<apps port> "
-        "when the platform is at 127.0.0.1 (http://127.0.0.1:<apps port> when it is at localhost).")
+        "when the platform is at 127.0.0.1 (http://127.0.0.1:<apps port> when it is at localhost). A '{instance}' in "
+        "it (https://{instance}.apps.example.com) gives each app instance a host of its own.")
     apps_port: int = Field(
         0, ge=0, description="Port of the apps origin's HTTP server (beside the API, same bind address); 0 picks "
         "a free port at start. Set it (and apps_url) behind a firewall, proxy or with several replicas.")

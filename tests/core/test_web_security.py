@@ -226,3 +226,29 @@ def test_only_the_owner_and_admins_get_a_ticket(api: TestClient, apps: TestClien
         assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login?next=")
         assert apps.get(f"/{instance_id}/").status_code == 401  # no ticket, no entry
         assert apps.get("/_aiot/enter?ticket=forged.value").status_code == 403
+
+
+def test_with_one_host_per_instance_an_app_is_served_only_on_its_own(ctx: ServiceContext, api: TestClient,
+                                                                    users: dict[Role, str],
+                                                                    database: Database) -> None:
+    from aiot.api.appsorigin import create_apps_app
+
+    app = create_apps_app(ctx)
+    api.app.state.apps_url = app.state.apps_url = "http://{instance}.apps.test:18081"  # type: ignore[attr-defined]
+    ids = _ids(database)
+    owner = login(api, users[Role.end_user])
+    with hostile_app("http://testserver") as evil, TestClient(app, follow_redirects=False) as apps:
+        mine, other = (running_web_instance(database, app_owner_id=ids[users[Role.app_developer]],
+                                            instance_owner_id=ids[users[Role.end_user]], endpoint=evil.url,
+                                            name=name) for name in ("mine", "other"))
+        host, other_host = (f"{i.lower().replace('_', '-')}.apps.test:18081" for i in (mine, other))
+        ticket = api.get(f"/apps/{mine}/", headers=owner, follow_redirects=False).headers["location"]
+        assert ticket.startswith(f"http://{host}/_aiot/enter?ticket="), ticket
+        assert apps.get(ticket.replace(host, other_host)).status_code == 403  # not on another app's host
+        ticket = api.get(f"/apps/{mine}/", headers=owner, follow_redirects=False).headers["location"]
+        entered = apps.get(ticket)
+        assert entered.status_code == 303
+        assert apps.get(f"http://{host}/{mine}/").status_code == 200
+        value = entered.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+        smuggled = apps.get(f"http://{other_host}/{mine}/", headers={"cookie": f"aiot_app={value}"})
+        assert smuggled.status_code == 401  # another app's host does not serve this one, even with its cookie

@@ -17,8 +17,9 @@ build links from it, or use relative ones). Cookies, `Authorization` and hop-by-
 and the app's `Set-Cookie`, auth challenges and hop-by-hop headers never reach the browser.
 
 Apps share this one origin in the default set-up (no DNS needed), so one app's script can reach another app's
-pages the same viewer has opened; each app is still kept away from the platform. Per-app isolation needs one
-host per instance (a wildcard DNS name in front), which this listener does not do yet.
+pages the same viewer has opened; each app is still kept away from the platform. For one host per instance, put
+`{instance}` in `AIOT_APPS_URL` (e.g. `https://{instance}.apps.example.com`, with a wildcard DNS name and
+certificate): this listener then serves an instance only on its own host.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from starlette.background import BackgroundTask
 
 from aiot.api.errors import install_error_handlers
-from aiot.api.gateway import ENTER_PATH, TICKET_PURPOSE, app_view, status_page
+from aiot.api.gateway import ENTER_PATH, INSTANCE_PLACEHOLDER, TICKET_PURPOSE, app_view, instance_host, status_page
 from aiot.api.signing import app_secret, sign, unsign
 from aiot.errors import ServiceUnavailable
 from aiot.services.context import ServiceContext
@@ -102,6 +103,15 @@ def _refuse_page(request: Request, instance_id: str, status: int, message: str) 
     return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
 
+def _on_its_host(request: Request, instance_id: str) -> bool:
+    """With one host per instance, an instance is served (and its cookie set) only on its own host."""
+    template = getattr(request.app.state, "apps_url", "") or request.app.state.ctx.settings.apps_url or ""
+    if INSTANCE_PLACEHOLDER not in template:
+        return True
+    host = request.headers.get("host", "").split(":")[0].lower()
+    return host.startswith(instance_host(instance_id) + ".")
+
+
 def _viewer_user(request: Request, instance_id: str):  # type: ignore[no-untyped-def]
     """The platform user behind this origin's cookie, if it is still valid for this instance; else None."""
     payload = unsign(app_secret(request.app), VIEWER_PURPOSE, request.cookies.get(VIEWER_COOKIE, ""))
@@ -137,6 +147,8 @@ def create_apps_app(ctx: ServiceContext) -> FastAPI:
             return _refuse_page(request, str((payload or {}).get("i", "")), 403,
                                 "This link has expired or was already used")
         instance_id, target = str(payload["i"]), str(payload.get("p", ""))
+        if not _on_its_host(request, instance_id):
+            return _refuse_page(request, instance_id, 403, "This link is for another app's address")
         if not target.startswith(f"/{instance_id}/"):
             target = f"/{instance_id}/"
         with ctx.db.session() as session:
@@ -158,7 +170,7 @@ def create_apps_app(ctx: ServiceContext) -> FastAPI:
 
     @app.api_route("/{instance_id}/{path:path}", methods=METHODS)
     async def proxy(request: Request, instance_id: str, path: str) -> Response:
-        user = _viewer_user(request, instance_id)
+        user = _viewer_user(request, instance_id) if _on_its_host(request, instance_id) else None
         if user is None:
             return _refuse_page(request, instance_id, 401, "Please open this app from the platform")
         with ctx.db.session() as session:

@@ -68,13 +68,23 @@ def status_page(view: AppView) -> HTMLResponse:
                         "log view.</p>")
 
 
-def apps_base(request: Request) -> str:
-    """The apps origin's URL: as started beside this API (`app.state.apps_url`), else as configured."""
+INSTANCE_PLACEHOLDER = "{instance}"
+
+
+def instance_host(instance_id: str) -> str:
+    """The host label of an instance when each has a host of its own (host names ignore case)."""
+    return instance_id.lower().replace("_", "-")
+
+
+def apps_base(request: Request, instance_id: str) -> str:
+    """The apps origin's URL for this instance: as started beside this API (`app.state.apps_url`), else as
+    configured; a `{instance}` in it (e.g. `https://{instance}.apps.example.com`) gives each instance its own
+    host, so apps are kept apart from each other too, not only from the platform."""
     url = getattr(request.app.state, "apps_url", "") or request.app.state.ctx.settings.apps_url
     if not url:
         raise ServiceUnavailable("web apps are not served by this control plane process (no apps origin "
                                  "started; set AIOT_APPS_URL)", field="instance")
-    return str(url).rstrip("/")
+    return str(url).replace(INSTANCE_PLACEHOLDER, instance_host(instance_id)).rstrip("/")
 
 
 @router.get("/apps/{instance_id}")
@@ -100,5 +110,5 @@ def open_app(request: Request, instance_id: str, path: str) -> Response:
     ticket = sign(app_secret(request.app), TICKET_PURPOSE,
                   {"i": instance_id, "t": principal.token.id, "n": secrets.token_urlsafe(12), "p": target},
                   TICKET_TTL_S)
-    return RedirectResponse(f"{apps_base(request)}{ENTER_PATH}?ticket={ticket}", status_code=303,
+    return RedirectResponse(f"{apps_base(request, instance_id)}{ENTER_PATH}?ticket={ticket}", status_code=303,
                             headers={"cache-control": "no-store"})
