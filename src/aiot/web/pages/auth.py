@@ -50,8 +50,10 @@ async def favicon() -> Response:
 
 
 def _login_page(request: Request, status: int = 200, **context: object) -> Response:
-    """The form with a fresh pre-session token (and its cookie)."""
-    nonce = secrets.token_urlsafe(24)
+    """The form with the browser's pre-session token (and its cookie; kept if it has one, so that two open login
+    tabs both work)."""
+    current = request.cookies.get(LOGIN_COOKIE, "")
+    nonce = current if 20 <= len(current) <= 64 else secrets.token_urlsafe(24)
     out = render(request, "login.html", status=status, csrf=derived_token(app_secret(request.app), "login", nonce),
                  **context)
     out.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="lax",
