@@ -48,6 +48,17 @@ class Conflict(PlatformError):
     code = "conflict"
 
 
+class TooManyRequests(PlatformError):
+    """Slow down: try again after `retry_after` seconds (sent as the `Retry-After` header)."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field=field, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class PayloadTooLarge(PlatformError):
     status_code = 413
     code = "payload_too_large"

@@ -63,10 +63,29 @@ class Settings(BaseSettings):
         None, description="Password of the first admin; generated and printed once when unset."
     )
     admin_username: str = Field("admin", description="Username of the first admin.")
-    token_ttl_hours: float = Field(24.0 * 7, description="Lifetime of API tokens and web sessions.")
-    cookie_secure: bool = Field(
-        False, description="Mark the session cookie Secure (set true behind HTTPS)."
-    )
+    apps_url: str | None = Field(
+        None, description="URL browsers reach web apps' pages at (the apps origin). Its host must differ from the "
+        "platform's (cookies ignore ports): e.g. https://apps.example.com. Default: http://localhost:<apps port> "
+        "when the platform is at 127.0.0.1 (http://127.0.0.1:<apps port> when it is at localhost). A '{instance}' in "
+        "it (https://{instance}.apps.example.com) gives each app instance a host of its own.")
+    apps_port: int = Field(
+        0, ge=0, description="Port of the apps origin's HTTP server (beside the API, same bind address); 0 picks "
+        "a free port at start. Set it (and apps_url) behind a firewall, proxy or with several replicas.")
+    token_ttl_hours: float = Field(24.0 * 7, gt=0, description="Lifetime of API tokens.")
+    session_ttl_hours: float = Field(12.0, gt=0, description="Lifetime of a web session (browser login).")
+    cookie_secure: bool | None = Field(
+        None, description="Mark the platform's cookies Secure; default: on when public_url (or apps_url for the "
+        "apps origin's cookie) is https.")
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, GET /metrics needs 'Authorization: Bearer <it>' (401 otherwise).")
+    login_free_failures: int = Field(
+        5, ge=1, description="Wrong passwords in a row an account or a client address may have before back-off.")
+    login_backoff_s: float = Field(
+        1.0, gt=0, description="First lock after the free failures, in seconds; it doubles with each failure.")
+    login_account_lock_max_s: float = Field(
+        60.0, gt=0, description="Longest lock of one account (short, so an attacker cannot keep its owner out).")
+    login_address_lock_max_s: float = Field(
+        3600.0, gt=0, description="Longest lock of one client address (the lock that grows for a guesser).")
     secret_key: SecretStr | None = Field(
         None, description="Key that derives workload credentials; default: <data_dir>/secret.key, made once. "
         "Set the same value on every control plane replica.")
@@ -128,6 +147,13 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url[len("postgresql://") :]
             return url
         return f"sqlite:///{self.data_dir / 'aiot.db'}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether the platform's cookies are marked Secure: as set, else when the public URL is https."""
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return bool(self.public_url and self.public_url.lower().startswith("https://"))
 
     @property
     def embedded_nats(self) -> bool:

@@ -131,7 +131,7 @@ def test_cookie_session_needs_csrf_header_for_writes(api: TestClient, users: dic
     body = {"username": "erin", "password": "erin-password", "role": "end_user"}
     refused = api.post("/api/v1/users", json=body)
     assert refused.status_code == 403 and refused.json()["error"]["details"]["field"] == "x-csrf-token"
-    accepted = api.post("/api/v1/users", json=body, headers={"x-csrf-token": api.cookies["aiot_csrf"]})
+    accepted = api.post("/api/v1/users", json=body, headers={"x-csrf-token": response.json()["csrf_token"]})
     assert accepted.status_code == 201
 
 

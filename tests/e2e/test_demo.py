@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -173,12 +174,17 @@ def test_end_user_gets_the_smart_home_address_by_email_and_it_serves_the_page(de
     mine = demo.call("GET", "/outbox", user="eve")  # every message is also kept in the outbox, marked sent
     assert any(m["status"] == "sent" and address in m["body"] for m in mine), mine
 
-    page = httpx.get(address, headers={"Authorization": f"Bearer {demo.token('eve')}"}, timeout=30)
-    assert page.status_code == 200, page.text[:500]
-    assert "<h1>" in page.text and "Home" in page.text, page.text[:500]
-    assert "href='history'" in page.text  # relative links keep the user inside the gateway's /apps/<id>/
-    history = httpx.get(address + "history", headers={"Authorization": f"Bearer {demo.token('eve')}"}, timeout=30)
-    assert history.status_code == 200 and "<h1>" in history.text, history.text[:500]
+    # the platform address checks who asks, then redirects to the apps origin (another host) with a one-time
+    # ticket, which becomes that origin's cookie (httpx drops the bearer token on the cross-origin redirect)
+    with httpx.Client(headers={"Authorization": f"Bearer {demo.token('eve')}"}, follow_redirects=True,
+                      timeout=30) as eve:
+        page = eve.get(address)
+        assert page.status_code == 200, page.text[:500]
+        assert urlsplit(str(page.url)).hostname != urlsplit(address).hostname, page.url  # on its own origin
+        assert "<h1>" in page.text and "Home" in page.text, page.text[:500]
+        assert "href='history'" in page.text  # relative links keep the user inside the app's /<id>/
+        history = eve.get(str(page.url) + "history")
+        assert history.status_code == 200 and "<h1>" in history.text, history.text[:500]
     others = httpx.get(address, headers={"Authorization": f"Bearer {demo.token('dev')}"}, timeout=30)
     assert others.status_code in (403, 404), others.status_code  # another user's app is not theirs to open
 

@@ -18,7 +18,7 @@ from aiot.deployer.endpoint_tokens import gateway_token
 from aiot.secrets_store import platform_secret
 from aiot.store.apps import AppInstance
 from aiot.store.catalog import AppPackage
-from aiot.store.devices import Location
+from aiot.store.devices import Location, LocationGrant
 from aiot.store.models import Role, User
 from aiot.store.runtime import WorkloadStatus
 from platform_sdk.web_guard import GatewayGuard, private_port
@@ -62,7 +62,7 @@ def running_instance(live: LivePlatform) -> tuple[str, str]:
         owner = session.scalar(select(User).where(User.username == "enduser1"))
         assert owner is not None
         instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=owner.id, name="hello")
-        session.add(instance)
+        session.add_all([instance, LocationGrant(location_id=location.id, user_id=owner.id)])
         session.flush()
         workload = start_instance(session, platform_secret(live.ctx.settings), instance, occurrence_id=None,
                                   until=None)
@@ -91,8 +91,28 @@ async def test_app_port_admits_the_gateway_only(tmp_path: Path) -> None:
                                 {"X-AIOT-Gateway-Token": gateway_token(secret, "ins_another")}):
                     refused = await direct.get(url + "/", headers=headers)
                     assert refused.status_code == 403 and "hello" not in refused.text
-            page = await live.client.get(f"/apps/{instance_id}/", headers=live.headers(Role.end_user))
+            page = await _through_the_apps_origin(live, instance_id)
             assert page.status_code == 200, page.text
             assert page.text == "hello from the app; token seen: None"  # the guard strips it on the way in
             stranger = await live.client.get(f"/apps/{instance_id}/", headers=live.headers(Role.app_developer))
             assert stranger.status_code == 404  # the gateway's owner check still stands in front
+
+
+async def _through_the_apps_origin(live: LivePlatform, instance_id: str) -> httpx.Response:
+    """The owner opens the platform address, takes the ticket to the apps origin and gets the page there."""
+    from urllib.parse import urlsplit
+
+    from aiot.api.appsorigin import create_apps_app
+
+    apps = create_apps_app(live.ctx)
+    apps_url = "http://localhost:18081"
+    apps.state.apps_url = apps_url
+    apps.state.platform_url = "http://aiot.test"
+    live.client._transport.app.state.apps_url = apps_url  # type: ignore[attr-defined]
+    door = await live.client.get(f"/apps/{instance_id}/", headers=live.headers(Role.end_user))
+    assert door.status_code == 303, door.text
+    target = urlsplit(door.headers["location"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=apps), base_url=apps_url) as client:
+        entered = await client.get(f"{target.path}?{target.query}")
+        assert entered.status_code == 303, entered.text
+        return await client.get(entered.headers["location"])

@@ -20,6 +20,7 @@ import pytest_asyncio
 import uvicorn
 
 from aiot.api.app import create_app
+from aiot.api.appsorigin import create_apps_app
 from aiot.web import install
 from tests.support.live import PASSWORD, LivePlatform, live_platform
 
@@ -48,6 +49,7 @@ class WebPlatform:
     live: LivePlatform
     url: str
     browser: object
+    apps_url: str = ""
     console_errors: list[str] = field(default_factory=list)
 
     async def page_as(self, role: str, timezone: str | None = None):  # type: ignore[no-untyped-def]
@@ -82,22 +84,28 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebPlat
     async with live_platform(tmp, services=("nats-auth", "ingest")) as live:
         app = create_app(live.ctx)
         install(app)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="off", access_log=False))
-        task = asyncio.create_task(server.serve())
+        port, apps_port = free_port(), free_port()
+        # the apps origin on another host than the platform's (localhost vs 127.0.0.1), as ApiService does
+        apps = create_apps_app(live.ctx)
+        app.state.apps_url = apps.state.apps_url = f"http://localhost:{apps_port}"
+        apps.state.platform_url = f"http://127.0.0.1:{port}"
+        servers = [uvicorn.Server(uvicorn.Config(a, host="127.0.0.1", port=p, log_level="warning", lifespan="off",
+                                                 access_log=False)) for a, p in ((app, port), (apps, apps_port))]
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
         for _ in range(200):
-            if server.started or task.done():
+            if all(server.started for server in servers) or any(task.done() for task in tasks):
                 break
             await asyncio.sleep(0.02)
-        assert server.started, "uvicorn did not start"
+        assert all(server.started for server in servers), "uvicorn did not start"
         async with playwright_api.async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                                headless=True, env={**os.environ, "HOME": str(tmp)})
             try:
-                yield WebPlatform(live=live, url=f"http://127.0.0.1:{port}", browser=browser)
+                yield WebPlatform(live=live, url=f"http://127.0.0.1:{port}", browser=browser,
+                                  apps_url=f"http://localhost:{apps_port}")
             finally:
                 await browser.close()
-                server.should_exit = True
-                await asyncio.wait_for(task, 10)
+                for server in servers:
+                    server.should_exit = True
+                await asyncio.wait_for(asyncio.gather(*tasks), 10)
 

@@ -18,7 +18,7 @@ import pytest
 from aiot.artifacts.packing import zip_folder
 from aiot.bus import codec
 from aiot.devices import subjects
-from aiot.store.models import Role
+from aiot.store.models import Role, User
 from tests.web.conftest import EXAMPLES, USERS, WebPlatform, shot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(120)]
@@ -369,3 +369,34 @@ async def test_pages_need_login_and_the_right_role(web: WebPlatform) -> None:
     await page.context.close()
     web.console_errors[:] = [e for e in web.console_errors if "403" not in e]  # the refused page itself
     no_console_errors(web)
+
+
+async def test_app_page_script_cannot_act_as_the_admin_viewing_it(web: WebPlatform) -> None:
+    """An app developer's page, opened by an admin, tries to read the platform's cookies and create an admin
+    through the API (same-origin fetch, credentialed cross-origin fetch, and a no-preflight simple request)."""
+    from tests.support.hostile_app import hostile_app, running_web_instance
+
+    with web.live.ctx.db.session() as session:
+        ids = {u.username: u.id for u in session.query(User)}
+    with hostile_app(web.url) as evil:
+        instance_id = running_web_instance(web.live.ctx.db, app_owner_id=ids["appdeveloper1"],
+                                           instance_owner_id=ids["admin1"], endpoint=evil.url)
+        page = await web.page_as("admin")
+        platform_cookies = {c["name"]: c["value"] for c in await page.context.cookies(web.url)}
+        await page.goto(f"/apps/{instance_id}/")
+        await page.wait_for_function("document.title === 'done'", timeout=20_000)
+        report = json.loads(await page.inner_text("#out"))
+        users = (await web.live.client.get("/api/v1/users", headers=web.live.headers("admin"))).json()
+        assert "mallory" not in [u["username"] for u in users], f"the app's script created a user: {report}"
+        assert report["relative"] != 201 and report["platform"] != 201, report
+        assert report["cookie"] == "", report  # no platform cookie (nor the app's own, stripped) is readable
+        assert not page.url.startswith(web.url), f"the app was served on the platform's origin: {page.url}"
+        # the app's Set-Cookie reached no one: the platform session is the one the admin logged in with
+        after = {c["name"]: c["value"] for c in await page.context.cookies(web.url)}
+        assert after.get("aiot_session") == platform_cookies["aiot_session"]
+        assert not [c for c in await page.context.cookies() if c["name"] == "app_tracking"]
+        seen = evil.seen[0]
+        assert "cookie" not in seen and "authorization" not in seen, seen  # nothing of the viewer's reaches it
+        assert seen["x-forwarded-prefix"] == f"/{instance_id}"
+        await page.context.close()
+    web.console_errors[:] = [e for e in web.console_errors if "evil" not in e and instance_id not in e]

@@ -165,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(400, _page("Bad request", f"<p>{html.escape(str(exc))}</p>"))
             return
         self.send_response(303)
-        self.send_header("Location", "./")  # relative: right behind the gateway's /apps/<id>/ too
+        self.send_header("Location", "./")  # relative: right behind the apps origin's /<instance>/ too
         self.end_headers()
 
     def _send(self, status: int, body: bytes, ctype: str = "text/html; charset=utf-8") -> None:

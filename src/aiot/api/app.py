@@ -8,6 +8,7 @@ from aiot import __version__
 from aiot.api import gateway
 from aiot.api.bodylimit import BodyLimit
 from aiot.api.errors import install_error_handlers
+from aiot.api.headers import SecurityHeaders
 from aiot.api.metrics import install_metrics
 from aiot.api.routes import (
     agent,
@@ -48,4 +49,5 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(gateway.router)
     install_web(app)  # server-rendered pages for the four roles, and /static
     app.add_middleware(BodyLimit)  # JSON/form bodies are read whole: cap them (uploads stream, own cap)
+    app.add_middleware(SecurityHeaders)  # CSP, X-Frame-Options, nosniff, Referrer-Policy on every answer
     return app

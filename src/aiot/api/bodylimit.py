@@ -3,7 +3,7 @@
 Why: FastAPI reads a JSON body into memory before any validation, so without a cap one anonymous request to
 `/api/v1/auth/login` could make the control plane buffer gigabytes. Package uploads (`POST /api/v1/models`,
 `POST /api/v1/apps`) stream to disk with their own `AIOT_MAX_UPLOAD_MB` cap, multipart forms are spooled to disk
-by Starlette, and the web-app gateway streams to the app, so those are left alone here.
+by Starlette, so those are left alone here (web apps' requests stream on the apps origin, another listener).
 
 A declared `Content-Length` over the cap is refused at once, unread; a chunked body (no length) is read up to
 the cap and replayed to the app, or refused when it goes past it.
@@ -26,7 +26,7 @@ STREAMED = {("POST", "/api/v1/models"), ("POST", "/api/v1/apps")}
 
 
 def _exempt(scope: Scope) -> bool:
-    if (scope["method"], scope["path"].rstrip("/")) in STREAMED or scope["path"].startswith("/apps/"):
+    if (scope["method"], scope["path"].rstrip("/")) in STREAMED:
         return True
     headers = dict(scope.get("headers") or [])
     return headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")

@@ -36,6 +36,8 @@ def _platform_error(_request: Request, exc: Exception) -> JSONResponse:
         # The rest of an oversized body is never read: close the connection after answering, or the server
         # would keep reading and discarding whatever the client goes on sending (a declared 10 GiB, or forever).
         headers = {"Connection": "close"}
+    if exc.status_code == 429:
+        headers = {"Retry-After": str(exc.details.get("retry_after", 1))}
     return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status_code, headers=headers)
 
 

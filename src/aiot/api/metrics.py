@@ -1,11 +1,18 @@
-"""Prometheus metrics of the HTTP API (request counts and latencies by route template, not raw path)."""
+"""Prometheus metrics of the HTTP API (request counts and latencies by route template, not raw path).
+
+`/metrics` is open unless `AIOT_METRICS_TOKEN` is set; then a scraper must send `Authorization: Bearer <it>`
+(Prometheus: `authorization: {credentials: ...}` in the scrape config), and anyone else gets 401.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from aiot.errors import Unauthorized
 
 REQUESTS = Counter("aiot_http_requests_total", "HTTP requests handled", ["method", "route", "status"])
 LATENCY = Histogram("aiot_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -23,5 +30,11 @@ def install_metrics(app: FastAPI) -> None:
         return response
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        token = request.app.state.ctx.settings.metrics_token
+        if token is not None:
+            scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(),
+                                                                     token.get_secret_value().encode()):
+                raise Unauthorized("/metrics needs 'Authorization: Bearer <AIOT_METRICS_TOKEN>'")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -42,6 +42,10 @@ def _email(value: str | None) -> str | None:
     return check_email(value)
 
 
+class SessionOut(UserOut):
+    csrf_token: str = Field(description="Send it as the X-CSRF-Token header on unsafe requests of this session.")
+
+
 class UserCreate(BaseModel):
     username: str = Field(min_length=2, max_length=64)
     password: str = Field(min_length=8, max_length=1024)

@@ -2,25 +2,31 @@
 
 Every route under /api/v1 declares its audience with exactly one dependency: `Allow(roles...)`, `AnyUser` or
 `Public`. A test walks all routes and fails when one declares none, so no endpoint is open by accident.
-Cookie sessions must also send the CSRF header on unsafe methods (double-submit cookie), because a browser
-attaches cookies to cross-site requests on its own; bearer tokens need no such check.
+Cookie sessions must also send the CSRF header on unsafe methods, because a browser attaches cookies to
+cross-site requests on its own; bearer tokens need no such check. The CSRF token is a synchronizer token derived
+from the session token with the platform secret (`csrf_token`): the page embeds it, and no script-readable cookie
+carries it, so a web app's script (served from the apps origin, see `appsorigin`) has nothing to read.
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from aiot.accounts.service import resolve_token, touch_token
+from aiot.api.signing import app_secret, derived_token, tokens_match
 from aiot.errors import Forbidden, Unauthorized
 from aiot.store.models import ApiToken, Role, User
 
 SESSION_COOKIE = "aiot_session"
-CSRF_COOKIE = "aiot_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def csrf_token(request: Request, session_token: str) -> str:
+    """The CSRF token of one browser session: only the platform (holding the secret) can compute it."""
+    return derived_token(app_secret(request.app), "csrf", session_token)
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,9 @@ def authenticate_request(request: Request) -> Principal:
         user, record = resolve_token(session, token)
         session.expunge_all()
     touch_token(ctx.db, record)
-    if via_cookie and request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        expected = request.cookies.get(CSRF_COOKIE, "")
-        if not expected or not hmac.compare_digest(sent, expected):
-            raise Forbidden("missing or wrong CSRF token header for a cookie session", field=CSRF_HEADER)
+    if via_cookie and request.method not in SAFE_METHODS and \
+            not tokens_match(request.headers.get(CSRF_HEADER, ""), csrf_token(request, token)):
+        raise Forbidden("missing or wrong CSRF token header for a cookie session", field=CSRF_HEADER)
     principal = Principal(user=user, token=record, via_cookie=via_cookie)
     request.state.principal = principal
     return principal

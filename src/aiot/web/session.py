@@ -1,14 +1,14 @@
 """Who is looking at a page: the browser's session cookie, the CSRF check of forms, and page-level role checks.
 
-Pages use the same session cookie and CSRF cookie as the API (`aiot.api.security`): a form carries the CSRF
-token in a hidden field `csrf_token`, htmx requests send it in the `X-CSRF-Token` header (set once on <body>).
+Pages use the same session cookie and CSRF token as the API (`aiot.api.security`): the token is derived from the
+session (no cookie holds it); a form carries it in a hidden field `csrf_token`, htmx requests send it in the
+`X-CSRF-Token` header (set once on <body>).
 A page that needs a login raises `LoginRequired`; `WebRoute` turns that into a redirect to /login (or an
 `HX-Redirect` for htmx), and a wrong role into a friendly 403 page, never a JSON body.
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,8 @@ from fastapi import Request
 from starlette.datastructures import FormData
 
 from aiot.accounts.service import resolve_token, touch_token
-from aiot.api.security import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
+from aiot.api.security import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_token
+from aiot.api.signing import tokens_match
 from aiot.errors import Forbidden, PlatformError
 from aiot.store.models import Role, User
 from aiot.web.apiclient import Api
@@ -59,16 +60,17 @@ def session_user(request: Request) -> WebUser | None:
     except PlatformError:
         return None
     touch_token(ctx.db, record)
-    return WebUser(user=user, token=token, csrf=request.cookies.get(CSRF_COOKIE, ""), api=Api(request.app, token))
+    return WebUser(user=user, token=token, csrf=csrf_token(request, token), api=Api(request.app, token))
 
 
 def check_csrf(request: Request, form: FormData | None) -> None:
-    """Unsafe requests must echo the CSRF cookie (form field or header): a cross-site form cannot read it."""
+    """Unsafe requests must send the session's CSRF token (form field or header): only a platform page has it."""
     if request.method in SAFE_METHODS:
         return
-    expected = request.cookies.get(CSRF_COOKIE, "")
+    session = request.cookies.get(SESSION_COOKIE, "")
+    expected = csrf_token(request, session) if session else ""
     sent = request.headers.get(CSRF_HEADER) or (str(form.get(CSRF_FIELD, "")) if form is not None else "")
-    if not expected or not hmac.compare_digest(sent, expected):
+    if not tokens_match(sent, expected):
         raise Forbidden("the form's security token is missing or stale; reload the page and try again",
                         field=CSRF_FIELD)
 

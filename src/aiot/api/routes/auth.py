@@ -2,50 +2,77 @@
 
 from __future__ import annotations
 
-import secrets
+import math
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy import select
 
 from aiot.accounts import service as accounts
-from aiot.api.schemas import LoginRequest, PasswordChange, TokenInfo, TokenOut, UserOut
-from aiot.api.security import CSRF_COOKIE, SESSION_COOKIE, AnyUser, Principal, Public
-from aiot.errors import NotFound
+from aiot.accounts.throttle import LoginThrottle, ThrottlePolicy
+from aiot.api.schemas import LoginRequest, PasswordChange, SessionOut, TokenInfo, TokenOut, UserOut
+from aiot.api.security import SESSION_COOKIE, AnyUser, Principal, Public, csrf_token
+from aiot.errors import NotFound, TooManyRequests, Unauthorized
 from aiot.store.models import ApiToken, TokenKind
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _ttl(request: Request) -> timedelta:
-    return timedelta(hours=request.app.state.ctx.settings.token_ttl_hours)
+LEGACY_CSRF_COOKIE = "aiot_csrf"  # the old script-readable CSRF cookie: cleared wherever a browser still has it
+
+
+def _ttl(request: Request, kind: TokenKind) -> timedelta:
+    settings = request.app.state.ctx.settings
+    return timedelta(hours=settings.session_ttl_hours if kind == TokenKind.session else settings.token_ttl_hours)
+
+
+def login_throttle(request: Request) -> LoginThrottle:
+    """The process's login throttle (see `aiot.accounts.throttle` for the policy and why it is in memory)."""
+    throttle = getattr(request.app.state, "login_throttle", None)
+    if throttle is None:
+        throttle = LoginThrottle(ThrottlePolicy.from_settings(request.app.state.ctx.settings))
+        request.app.state.login_throttle = throttle
+    return throttle
 
 
 def _login(request: Request, body: LoginRequest, kind: TokenKind) -> TokenOut:
+    throttle = login_throttle(request)
+    address = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(body.username, address)
+    if wait > 0:
+        throttle.refused(body.username, address, wait)
+        seconds = math.ceil(wait)
+        raise TooManyRequests(f"too many failed logins; try again in {seconds} s", retry_after=seconds,
+                              field="password")
     with request.app.state.ctx.db.session() as session:
-        user = accounts.authenticate(session, body.username, body.password)
-        issued = accounts.issue_token(session, user, ttl=_ttl(request), kind=kind, name=body.token_name)
-        return TokenOut(token=issued.token, token_id=issued.record.id, expires_at=issued.record.expires_at,
-                        user=UserOut.model_validate(user))
+        try:
+            user = accounts.authenticate(session, body.username, body.password)
+        except Unauthorized:
+            throttle.failed(body.username, address)
+            raise
+        issued = accounts.issue_token(session, user, ttl=_ttl(request, kind), kind=kind, name=body.token_name)
+        out = TokenOut(token=issued.token, token_id=issued.record.id, expires_at=issued.record.expires_at,
+                       user=UserOut.model_validate(user))
+    throttle.succeeded(body.username, address)
+    return out
 
 
 @router.post("/login", response_model=TokenOut, dependencies=[Depends(Public)])
 def login(request: Request, body: LoginRequest) -> TokenOut:
-    """Exchange username and password for a bearer token (API, CLI)."""
+    """Exchange username and password for a bearer token (API, CLI). Throttled: 429 with Retry-After."""
     return _login(request, body, TokenKind.api)
 
 
-@router.post("/session", response_model=UserOut, dependencies=[Depends(Public)])
-def open_session(request: Request, body: LoginRequest, response: Response) -> UserOut:
-    """Log a browser in: sets an HttpOnly session cookie and a CSRF cookie the page echoes in a header."""
+@router.post("/session", response_model=SessionOut, dependencies=[Depends(Public)])
+def open_session(request: Request, body: LoginRequest, response: Response) -> SessionOut:
+    """Log a browser in: sets an HttpOnly SameSite=Lax session cookie; the answer carries the session's CSRF
+    token (send it as X-CSRF-Token on unsafe requests; no cookie holds it). Throttled like /auth/login."""
     out = _login(request, body, TokenKind.session)
     settings = request.app.state.ctx.settings
-    max_age = int(_ttl(request).total_seconds())
-    response.set_cookie(SESSION_COOKIE, out.token, max_age=max_age, httponly=True, samesite="lax",
-                        secure=settings.cookie_secure, path="/")
-    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24), max_age=max_age, httponly=False, samesite="lax",
-                        secure=settings.cookie_secure, path="/")
-    return out.user
+    response.set_cookie(SESSION_COOKIE, out.token, max_age=int(_ttl(request, TokenKind.session).total_seconds()),
+                        httponly=True, samesite="lax", secure=settings.secure_cookies, path="/")
+    response.delete_cookie(LEGACY_CSRF_COOKIE, path="/")
+    return SessionOut(**out.user.model_dump(), csrf_token=csrf_token(request, out.token))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -57,7 +84,7 @@ def logout(request: Request, response: Response, principal: Principal = Depends(
             accounts.revoke_token(session, record)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/")
-    response.delete_cookie(CSRF_COOKIE, path="/")
+    response.delete_cookie(LEGACY_CSRF_COOKIE, path="/")
     return response
 
 
