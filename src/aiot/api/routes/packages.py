@@ -8,6 +8,7 @@ downloading a package is for its owner and admins only.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -58,10 +59,16 @@ def _check_owner(principal: Principal, row: PackageRow) -> None:
 
 
 async def _upload(request: Request, principal: Principal, table: type[PackageRow]) -> JSONResponse:
-    repo = _repo(request)
     async with received_upload(request) as (path, _filename):
-        put = repo.put_model if table is ModelPackage else repo.put_app
-        stored = await put(path, principal.user.id)
+        return await store_package(request, principal, table, path)
+
+
+async def store_package(request: Request, principal: Principal, table: type[PackageRow], path: Path) -> JSONResponse:
+    """Validate and store the package zip at `path` as `principal`: the one path every upload takes (the
+    legacy import calls it with the converted zip, so a converted package meets exactly the same rules)."""
+    repo = _repo(request)
+    put = repo.put_model if table is ModelPackage else repo.put_app
+    stored = await put(path, principal.user.id)
     code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
     return JSONResponse(package_out(stored.row), status_code=code)
 
