@@ -154,6 +154,7 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
     raw = files.get("requirements.txt", b"").decode("utf-8-sig", errors="replace")
     out["requirements.txt"] = ("\n".join(x for x in clean_requirements(raw, notes) if x.strip()) + "\n").encode()
     out[APP_JSON] = dumps(manifest)
-    notes.append("aliases: " + ", ".join(f"{k} -> {a}" for k in ("sensors", "controllers", "models")
-                                         for a in context[k]) if any(context.values()) else "no devices or models")
+    shown = [f"{a} ({spec.get('device_type') or spec.get('name')})" for k in ("sensors", "controllers", "models")
+             for a, spec in context[k].items()]
+    notes.append("aliases (old index i -> kind_i): " + (", ".join(shown) or "none"))
     return Converted(kind="app", name=pkg_name, source=source, files=out, notes=notes)

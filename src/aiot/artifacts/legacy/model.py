@@ -107,9 +107,8 @@ def _hook(files: dict[str, bytes], config: dict[str, Any], section: str) -> tupl
 def pickle_globals(data: bytes, filename: str) -> list[str]:
     """Modules a pickle will import, read by disassembling it (nothing is executed); refuses a broken one."""
     found: list[str] = []
-    strings: list[str] = []
     try:
-        ops = list(pickletools.genops(io.BytesIO(data)))
+        ops = [(op, arg) for op, arg, _pos in pickletools.genops(io.BytesIO(data))]
     except Exception as exc:  # noqa: BLE001 - pickletools raises ValueError and others on garbage
         raise LegacyFormatError(filename, f"{CONFIG} prediction.name",
                                 f"is not a valid pickle ({exc}); it could not be unpickled",
@@ -117,14 +116,17 @@ def pickle_globals(data: bytes, filename: str) -> list[str]:
     if not ops or ops[-1][0].name != "STOP":
         raise LegacyFormatError(filename, f"{CONFIG} prediction.name", "is a truncated pickle (no STOP opcode)",
                                 code="bad_pickle")
-    for op, arg, _pos in ops:
+    recent: list[tuple[Any, Any]] = []
+    for op, arg in ops:
         if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
             found.append(arg.split(" ", 1)[0])
-        elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") and isinstance(arg, str):
-            strings.append(arg)
-        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-            found.append(strings[-2])
-    return sorted({m.split(".")[0] for m in found})
+        elif op.name == "STACK_GLOBAL" and len(recent) >= 2 and all(
+                o.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") for o, _ in recent[-2:]):
+            found.append(recent[-2][1])
+        if op.name != "MEMOIZE":
+            recent = [*recent[-1:], (op, arg)]
+    modules = {m.split(".")[0] for m in found if all(p.isidentifier() for p in m.split("."))}
+    return sorted(modules)
 
 
 def _input_fields(params: list[tuple[str, str]], notes: list[str]) -> tuple[dict[str, Any], bool]:
