@@ -144,6 +144,15 @@ def test_original_packages_run_unchanged(plane: RunningPlatform, tmp_path: Path)
     api.call("POST", "/models/fan-advisor/deploy", user="ada", json={"replicas": 1})
     wait("the converted model serving", lambda: api.call("GET", "/deployments/fan-advisor")["endpoints"], 600, plane)
 
+    # the original platform's endpoint shape still answers its external callers (logged in here)
+    old = httpx.post(f"{plane.url}/predict/fan-advisor", json={"temperature": 30.0, "light": 10.0}, timeout=60,
+                     headers={"Authorization": f"Bearer {api.tokens['eve']}"})
+    assert old.status_code == 200 and old.json() == {"output": "on"}, old.text
+    bad = httpx.post(f"{plane.url}/predict/fan-advisor", json={"temperature": "hot", "light": 10.0}, timeout=60,
+                     headers={"Authorization": f"Bearer {api.tokens['eve']}"})
+    assert bad.status_code == 422 and "temperature" in bad.text, bad.text
+    assert httpx.post(f"{plane.url}/predict/fan-advisor", json={}, timeout=60).status_code == 401
+
     with Devices(connects) as devices:
         instance = api.call("POST", "/instances", user="eve", json={"app": "smart-fan", "location": "mg-road-pune"})
         api.call("POST", f"/instances/{instance['id']}/run", user="eve", json={"minutes": 30})

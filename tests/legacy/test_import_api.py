@@ -52,6 +52,13 @@ async def test_all_four_formats_import_as_the_caller(live: LivePlatform, tmp_pat
         owner = session.scalar(select(User).where(User.id == row.owner_id))
         assert owner.role == Role.ai_developer  # stored as the caller
 
+    # the original platform's endpoint shape: logged-in callers only, and a clear 503 until deployed
+    assert (await live.client.post("/predict/fan-advisor", json={"temperature": 1})).status_code == 401
+    r = await live.client.post("/predict/fan-advisor", json={"temperature": 1}, headers=live.headers(Role.end_user))
+    assert r.status_code == 503 and "no running replica" in r.text, r.text
+    r = await live.client.post("/predict/no-such-model", json={}, headers=live.headers(Role.end_user))
+    assert r.status_code == 404, r.text
+
     r = await _import(live, Role.app_developer, app_files("5f1c0ffee"), tmp_path, "app.zip",
                       model="5f1c0ffee=fan-advisor")
     assert r.status_code == 201, r.text

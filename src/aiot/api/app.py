@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from aiot import __version__
-from aiot.api import gateway
+from aiot.api import gateway, legacy_predict
 from aiot.api.bodylimit import BodyLimit
 from aiot.api.errors import install_error_handlers
 from aiot.api.metrics import install_metrics
@@ -48,6 +48,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(api_router)
     app.include_router(system.health_router)
     app.include_router(gateway.router)
+    app.include_router(legacy_predict.router)  # the original platform's POST /predict/<model>
     install_web(app)  # server-rendered pages for the four roles, and /static
     app.add_middleware(BodyLimit)  # JSON/form bodies are read whole: cap them (uploads stream, own cap)
     return app
