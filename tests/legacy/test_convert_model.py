@@ -177,3 +177,16 @@ def test_our_own_packages_are_not_taken_for_original_ones() -> None:
     assert detect(comfort) is None
     with pytest.raises(LegacyFormatError, match="not a package of the original platform"):
         convert(comfort, "comfort")
+
+
+def test_a_pickle_needing_a_missing_module_is_flagged_and_fails_loading_by_name(original: dict[str, bytes],
+                                                                                  tmp_path: Path) -> None:
+    """Well-formed, but it imports a module nothing installs: the import warns, and the replica's load error
+    names the file and the config.json key (it is only ever unpickled there, in the model's sandbox)."""
+    files = dict(original, **{"model.pkl": b"cmissing_mod_xyz\nThing\n)R."})
+    converted = convert(files, "fan.zip")
+    assert any("WARNING" in n and "missing_mod_xyz" in n for n in converted.notes), converted.notes
+    model, _predict = load_entrypoint(_write(converted.files, tmp_path / "pkg"), converted.manifest["entrypoint"])
+    with pytest.raises(RuntimeError, match=r"model\.pkl \(config\.json prediction\.name\) could not be loaded: "
+                                           "ModuleNotFoundError"):
+        model.load()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import io
 import pickletools
+import sys
 from typing import Any
 
 from aiot.artifacts.legacy.common import (
@@ -188,11 +189,16 @@ def _requirements(files: dict[str, bytes], config: dict[str, Any], model_type: s
     text = "\n".join(kept).lower()
     wanted = {"sklearn": "scikit-learn", "numpy": "numpy", "pandas": "pandas", "xgboost": "xgboost",
               "lightgbm": "lightgbm", "scipy": "scipy", "joblib": "joblib"}
+    local = {name.split("/", 1)[0].removesuffix(".py") for name in files}
     for module in modules:
         dist = wanted.get(module)
         if dist and dist not in text and module not in text:
             kept.append(dist)
             notes.append(f"the pickle imports '{module}', so '{dist}' was added to requirements.txt")
+        elif not dist and module not in text and module not in local and module not in sys.stdlib_module_names \
+                and module not in ("__builtin__", "copy_reg"):
+            notes.append(f"WARNING: the pickle imports '{module}', which neither requirements.txt nor the package "
+                         "provides: loading the model will fail unless a requirement installs it")
     if model_type == "h5" and "tensorflow" not in text and "keras" not in text:
         kept.append("tensorflow-cpu")
         notes.append("model.h5 needs Keras: 'tensorflow-cpu' was added to requirements.txt")
