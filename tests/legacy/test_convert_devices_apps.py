@@ -139,3 +139,11 @@ def test_bad_original_apps_name_file_and_key(change: dict, file: str, key: str |
 def test_alias_convention_is_shared_with_the_sdk() -> None:
     for kind, pattern in ALIAS_FORMAT.items():
         assert compat.alias(kind, 3) == pattern.format(3)
+
+
+def test_indexes_that_are_not_0_to_n_keep_the_file_order_and_say_so() -> None:
+    files = dict(app_files(), **{"config/sensors.json": b'{"count": 2, "instances": [{"index": 1, "type": "TEMP"}, '
+                                                        b'{"index": 2, "type": "LIGHT"}]}'})
+    converted = convert(files, "app.zip")
+    assert [s["device_type"] for s in converted.manifest["context"]["sensors"].values()] == ["temp", "light"]
+    assert any("indexes [1, 2] are not 0..1" in n for n in converted.notes)

@@ -33,7 +33,7 @@ ALIAS_FORMAT = {"sensor": "sensor_{}", "controller": "controller_{}", "model": "
 """Index -> alias naming; `platform_sdk.compat` uses the same (a test checks both agree)."""
 
 
-def _instances(files: dict[str, bytes], name: str, key: str) -> list[dict[str, Any]]:
+def _instances(files: dict[str, bytes], name: str, key: str, notes: list[str]) -> list[dict[str, Any]]:
     if name not in files:
         return []
     doc = load_json(files, name)
@@ -44,12 +44,12 @@ def _instances(files: dict[str, bytes], name: str, key: str) -> list[dict[str, A
                                 code="invalid_value")
     for i, item in enumerate(items):
         require(item, name, key, str, f"instances[{i}]")
-    if all(isinstance(item.get("index"), int) for item in items):
-        indexes = [item["index"] for item in items]
-        if sorted(indexes) != list(range(len(items))):
-            raise LegacyFormatError(name, "instances[].index", f"indexes {indexes} are not 0..{len(items) - 1}",
-                                    code="invalid_value")
-        items = sorted(items, key=lambda item: item["index"])
+    indexes = [item.get("index") for item in items]
+    if items and all(isinstance(i, int) and not isinstance(i, bool) for i in indexes):
+        if sorted(indexes) == list(range(len(items))):
+            return sorted(items, key=lambda item: item["index"])
+        notes.append(f"{name}: indexes {indexes} are not 0..{len(items) - 1}; the order of the file is used "
+                     f"(index i of the app's code is the i-th entry)")
     return items
 
 
@@ -108,14 +108,14 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
     context: dict[str, Any] = {"models": {}, "sensors": {}, "controllers": {}}
     flags = {k: meta.get(k) for k in ("sensor", "controller", "model")}
     for kind, file in (("sensor", "config/sensors.json"), ("controller", "config/controllers.json")):
-        items = _instances(files, file, "type")
+        items = _instances(files, file, "type", notes)
         if flags[kind] and not items:
             raise LegacyFormatError(file, None, f"app.json says '{kind}': true but no {kind}s are listed",
                                     code="missing_file")
         for i, item in enumerate(items):
             context[f"{kind}s"][ALIAS_FORMAT[kind].format(i)] = {
                 "device_type": type_name(item["type"]), "description": f"original {kind} index {i} ({item['type']})"}
-    for i, item in enumerate(_instances(files, "config/models.json", "model_id")):
+    for i, item in enumerate(_instances(files, "config/models.json", "model_id", notes)):
         old = item["model_id"]
         mapped = (models or {}).get(old)
         if mapped is None:
