@@ -25,11 +25,11 @@ def test_dry_run_writes_every_converted_package(tmp_path: Path) -> None:
     assert json.loads((out / "fan-advisor" / "model.json").read_text())["name"] == "fan-advisor"
     assert json.loads((out / "smart-fan" / "app.json").read_text())["context"]["models"]["model_0"] == {
         "name": "fan-advisor", "version": ""}
-    assert sorted(p.name for p in (out / "device-types").iterdir()) == ["cam.json", "fan.json", "light.json",
-                                                                          "temp.json"]
+    assert sorted(p.name for p in (out / "device-types").iterdir()) == [
+        "legacy-cam.json", "legacy-fan.json", "legacy-light.json", "legacy-temp.json"]
     plan = json.loads((out / "devices-devices.json").read_text())
     assert {d["location"] for d in plan["devices"]} == {"mg-road-pune"}
-    assert "sensor_0 (temp)" in result.output
+    assert "sensor_0 (legacy-temp)" in result.output
 
 
 def test_a_bad_original_is_one_line_naming_file_and_key(tmp_path: Path) -> None:

@@ -21,10 +21,10 @@ def test_device_types_convert_and_validate(tmp_path: Path) -> None:
     assert detect(files) == "device-types"
     converted = convert_path(to_zip(files, tmp_path / "types.zip"))
     types = {json.loads(v)["name"]: json.loads(v) for v in converted.files.values()}
-    assert set(types) == {"temp", "light", "cam", "fan"}
-    assert types["temp"]["fields"] == {"value": {"type": "number"}}
-    assert types["cam"]["frame"] == {"encoding": "jpeg"}
-    assert types["fan"]["commands"]["set"]["args"] == {"value": {"type": "string"}}
+    assert set(types) == {"legacy-temp", "legacy-light", "legacy-cam", "legacy-fan"}
+    assert types["legacy-temp"]["fields"] == {"value": {"type": "number"}}
+    assert types["legacy-cam"]["frame"] == {"encoding": "jpeg"}
+    assert types["legacy-fan"]["commands"]["set"]["args"] == {"value": {"type": "string"}}
     for name, raw in converted.files.items():
         assert validate_device_type(raw, name).ok
     assert any("TEMP" in n and "value" in n for n in converted.notes)
@@ -34,10 +34,10 @@ def test_device_type_value_names_from_a_mapping() -> None:
     files = {"sensor/DHT.json": json.dumps({"company": "A", "model": "B", "parameter_count": 2,
                                             "parameters": ["float", "int"]}).encode()}
     default = convert(files, "t.zip")
-    assert json.loads(default.files["dht.json"])["fields"] == {"value_0": {"type": "number"},
+    assert json.loads(default.files["legacy-dht.json"])["fields"] == {"value_0": {"type": "number"},
                                                                "value_1": {"type": "integer"}}
     named = convert(files, "t.zip", names={"DHT": ["temperature", "humidity"]})
-    assert list(json.loads(named.files["dht.json"])["fields"]) == ["temperature", "humidity"]
+    assert list(json.loads(named.files["legacy-dht.json"])["fields"]) == ["temperature", "humidity"]
     with pytest.raises(LegacyFormatError, match="gives 1 names but the type has 2"):
         convert(files, "t.zip", names={"DHT": ["temperature"]})
 
@@ -60,8 +60,8 @@ def test_device_instances_plan_locations_from_street_and_city() -> None:
     converted = convert(files, "devices.zip")
     assert converted.locations == [{"name": "mg-road-pune", "kind": "site", "address": "MG Road, Pune"}]
     assert {(d["name"], d["device_type"], d["kind"], d["location"]) for d in converted.devices} == {
-        ("temp-t1", "temp", "sensor", "mg-road-pune"), ("light-l1", "light", "sensor", "mg-road-pune"),
-        ("fan-f1", "fan", "controller", "mg-road-pune")}
+        ("temp-t1", "legacy-temp", "sensor", "mg-road-pune"), ("light-l1", "legacy-light", "sensor", "mg-road-pune"),
+        ("fan-f1", "legacy-fan", "controller", "mg-road-pune")}
     assert location_name("MG Road", "Pune") == "mg-road-pune"
     given = convert(files, "devices.zip", location="lab")
     assert {d["location"] for d in given.devices} == {"lab"}
@@ -76,7 +76,8 @@ def test_device_instance_without_city_is_refused() -> None:
 
 def _catalog() -> StaticCatalog:
     return StaticCatalog(models={"fan-advisor": ["1.0.0"]},
-                         device_types={"temp": "sensor", "light": "sensor", "fan": "controller"})
+                         device_types={"legacy-temp": "sensor", "legacy-light": "sensor",
+                                       "legacy-fan": "controller"})
 
 
 def test_app_converts_one_alias_per_index(tmp_path: Path) -> None:
@@ -89,9 +90,9 @@ def test_app_converts_one_alias_per_index(tmp_path: Path) -> None:
     assert manifest["entrypoint"] == "app.py"
     # sensors.json listed LIGHT first with index 1: the index decides
     assert manifest["context"]["sensors"] == {
-        "sensor_0": {"device_type": "temp", "description": "original sensor index 0 (TEMP)"},
-        "sensor_1": {"device_type": "light", "description": "original sensor index 1 (LIGHT)"}}
-    assert manifest["context"]["controllers"]["controller_0"]["device_type"] == "fan"
+        "sensor_0": {"device_type": "legacy-temp", "description": "original sensor index 0 (TEMP)"},
+        "sensor_1": {"device_type": "legacy-light", "description": "original sensor index 1 (LIGHT)"}}
+    assert manifest["context"]["controllers"]["controller_0"]["device_type"] == "legacy-fan"
     assert manifest["context"]["models"] == {"model_0": {"name": "fan-advisor", "version": ""}}
     assert converted.files["app.py"] == files["app.py"]  # the code is unchanged
     pkg = tmp_path / "pkg"
@@ -145,5 +146,6 @@ def test_indexes_that_are_not_0_to_n_keep_the_file_order_and_say_so() -> None:
     files = dict(app_files(), **{"config/sensors.json": b'{"count": 2, "instances": [{"index": 1, "type": "TEMP"}, '
                                                         b'{"index": 2, "type": "LIGHT"}]}'})
     converted = convert(files, "app.zip")
-    assert [s["device_type"] for s in converted.manifest["context"]["sensors"].values()] == ["temp", "light"]
+    sensors = converted.manifest["context"]["sensors"]
+    assert [s["device_type"] for s in sensors.values()] == ["legacy-temp", "legacy-light"]
     assert any("indexes [1, 2] are not 0..1" in n for n in converted.notes)

@@ -34,7 +34,7 @@ async def _import(live: LivePlatform, who: Role, files: dict[str, bytes], tmp_pa
 async def test_all_four_formats_import_as_the_caller(live: LivePlatform, tmp_path: Path) -> None:
     r = await _import(live, Role.admin, device_type_files(), tmp_path, "types.zip")
     assert r.status_code == 201, r.text
-    assert {t["name"] for t in r.json()["stored"]} == {"temp", "light", "cam", "fan"}
+    assert {t["name"] for t in r.json()["stored"]} == {"legacy-temp", "legacy-light", "legacy-cam", "legacy-fan"}
 
     r = await _import(live, Role.admin, device_instance_files(), tmp_path, "devices.zip")
     assert r.status_code == 201, r.text

@@ -26,9 +26,15 @@ TYPE_DIRS = {"sensor": "sensor", "controller": "controller"}
 INSTANCE_DIRS = {"sensors": "sensor", "controllers": "controller"}
 
 
+TYPE_PREFIX = "legacy-"
+"""Converted device types are named `legacy-<type>`: they differ from this platform's own types of the same
+kind (values named `value`, controllers take `set`), so `FAN` must not collide with the built-in `fan` (which
+would be a 409 on upload, and a wrong simulator under `aiot sim run`)."""
+
+
 def type_name(original: str) -> str:
-    """Our device type name for an original `TYPE` (`TEMP` -> `temp`)."""
-    return slugify(original, "device")
+    """Our device type name for an original `TYPE` (`TEMP` -> `legacy-temp`)."""
+    return slugify(TYPE_PREFIX + original, "device")
 
 
 def location_name(street: str, city: str) -> str:
@@ -140,7 +146,7 @@ def convert_device_instances(files: dict[str, bytes], source: str = "devices.zip
             loc = location_name(street, city)
             locations.setdefault(loc, {"name": loc, "kind": "site", "address": f"{street}, {city}"})
         ip = doc.get("ip_loc") if isinstance(doc.get("ip_loc"), dict) else {}
-        name = slugify(f"{type_name(original_type)}-{filename[:-5]}", "device")
+        name = slugify(f"{original_type}-{filename[:-5]}", "device")
         devices.append({"name": name, "device_type": type_name(original_type), "kind": INSTANCE_DIRS[folder],
                         "location": loc, "source_file": path,
                         "original_address": f"{ip.get('ip', '')}:{ip.get('port', '')}" if ip else ""})
