@@ -65,7 +65,7 @@ async def test_all_four_formats_import_as_the_caller(live: LivePlatform, tmp_pat
     assert r.json()["stored"]["manifest"]["context"]["models"]["model_0"]["name"] == "fan-advisor"
 
 
-async def test_roles_still_apply(live: LivePlatform, tmp_path: Path) -> None:
+async def test_roles_and_refusals_leave_nothing_behind(live: LivePlatform, tmp_path: Path) -> None:
     r = await _import(live, Role.app_developer, device_type_files(), tmp_path, "types.zip")
     assert r.status_code == 403, r.text
     r = await _import(live, Role.ai_developer, app_files(), tmp_path, "app.zip")
@@ -77,8 +77,7 @@ async def test_roles_still_apply(live: LivePlatform, tmp_path: Path) -> None:
     with live.ctx.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Device)) == 0
 
-
-async def test_bad_original_gets_a_422_naming_file_and_key(live: LivePlatform, tmp_path: Path) -> None:
+    # refused originals: a 422 naming the file and key, and nothing stored
     files = {k: v for k, v in model_files().items() if k != "postprocess.py"}
     r = await _import(live, Role.ai_developer, files, tmp_path, "bad.zip")
     assert r.status_code == 422, r.text
@@ -86,9 +85,7 @@ async def test_bad_original_gets_a_422_naming_file_and_key(live: LivePlatform, t
     assert problem["file"] == "postprocess.py" and problem["field"] == "config.json postprocessing.name"
     with live.ctx.db.session() as session:
         assert session.scalar(select(func.count()).select_from(ModelPackage)) == 0
-
-
-async def test_devices_of_an_unknown_type_register_nothing(live: LivePlatform, tmp_path: Path) -> None:
+    # devices of types not registered yet: refused, none registered (one transaction)
     r = await _import(live, Role.admin, device_instance_files(), tmp_path, "devices.zip")
     assert r.status_code in (404, 422), r.text
     with live.ctx.db.session() as session:
