@@ -13,7 +13,7 @@ from aiot.artifacts.packing import zip_folder
 from aiot.artifacts.validate import StaticCatalog, validate_app_package, validate_device_type
 from platform_sdk import compat
 
-from .originals import app_files, device_instance_files, device_type_files, to_zip
+from .originals import app_files, device_instance_files, device_type_files, model_files, to_zip
 
 
 def test_device_types_convert_and_validate(tmp_path: Path) -> None:
@@ -149,3 +149,9 @@ def test_indexes_that_are_not_0_to_n_keep_the_file_order_and_say_so() -> None:
     sensors = converted.manifest["context"]["sensors"]
     assert [s["device_type"] for s in sensors.values()] == ["legacy-temp", "legacy-light"]
     assert any("indexes [1, 2] are not 0..1" in n for n in converted.notes)
+
+
+@pytest.mark.parametrize("builder", [app_files, model_files])
+def test_a_bad_version_is_a_clear_error_not_a_crash(builder) -> None:  # noqa: ANN001
+    with pytest.raises(LegacyFormatError, match=r"\(converted\) \[version\]"):
+        convert(builder(), "x.zip", version="not a version")

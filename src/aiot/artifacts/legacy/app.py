@@ -16,6 +16,7 @@ from typing import Any
 from aiot.artifacts.legacy.common import (
     Converted,
     LegacyFormatError,
+    check_converted,
     clean_requirements,
     dumps,
     load_json,
@@ -142,7 +143,7 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
     if web:
         manifest["port"] = WEB_PORT
         notes.append(f"templates/ found: a web app on port {WEB_PORT} (the PORT variable says which port to use)")
-    AppManifest.model_validate(manifest)
+    check_converted(AppManifest, manifest, APP_JSON)
     out = {k: v for k, v in files.items() if k != APP_JSON}
     if LAUNCHER in files:
         raise LegacyFormatError(LAUNCHER, None, "this file name is reserved for the converted package",

@@ -192,3 +192,16 @@ def clean_requirements(raw: str, notes: list[str]) -> list[str]:
         notes.append("dropped from requirements (standard library or the platform SDK, provided here): "
                      + ", ".join(dropped))
     return kept
+
+
+def check_converted(model: Any, doc: dict[str, Any], file: str) -> None:
+    """Validate a generated manifest; a problem (e.g. a bad `--version`) becomes a LegacyFormatError naming the
+    field, never an unexpected 500."""
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise LegacyFormatError(f"{file} (converted)", key, first.get("msg", "invalid"), code="invalid_value") from None

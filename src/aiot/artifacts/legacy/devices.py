@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiot.artifacts.legacy.common import Converted, LegacyFormatError, dumps, identifier, load_json, require, slugify
+from aiot.artifacts.legacy.common import (
+    Converted,
+    LegacyFormatError,
+    check_converted,
+    dumps,
+    identifier,
+    load_json,
+    require,
+    slugify,
+)
 from aiot.artifacts.manifests import DeviceTypeDefinition
 
 PARAM_TYPES = {"int": "integer", "integer": "integer", "float": "number", "double": "number", "number": "number",
@@ -89,7 +98,7 @@ def convert_type(doc: Any, kind: str, original: str, file: str,
             definition["state"] = {n: dict(v, required=False) for n, v in values.items()}
         if not (names and (original in names or type_name(original) in names)):
             notes.append(f"{original}: values named {', '.join(value_names)} (give names with a mapping)")
-    DeviceTypeDefinition.model_validate(definition)
+    check_converted(DeviceTypeDefinition, definition, file)
     return definition, notes
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from aiot.artifacts.legacy.common import (
     Converted,
     LegacyFormatError,
+    check_converted,
     clean_requirements,
     dumps,
     identifier,
@@ -29,6 +30,7 @@ from aiot.artifacts.legacy.common import (
     require,
     slugify,
 )
+from aiot.artifacts.manifests import ModelManifest
 from aiot.artifacts.validate import _top_level_defs
 
 CONFIG = "config.json"
@@ -365,6 +367,7 @@ def convert_model(files: dict[str, bytes], source: str = "model.zip", *, version
         "outputs": {"output": _output_field(config)},
         "requirements": "requirements.txt",
     }
+    check_converted(ModelManifest, manifest, "model.json")
     out = {k: v for k, v in files.items() if k != (config.get("dependency") or "requirements.txt")}
     out["requirements.txt"] = _requirements(files, config, model_type, modules, notes)
     entry_params = [(f, orig) for f, (orig, _) in zip(inputs, params, strict=False)] if not image else []
