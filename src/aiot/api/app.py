@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from aiot import __version__
-from aiot.api import gateway
+from aiot.api import gateway, legacy_predict
 from aiot.api.bodylimit import BodyLimit
 from aiot.api.errors import install_error_handlers
 from aiot.api.headers import SecurityHeaders
@@ -15,6 +15,7 @@ from aiot.api.routes import (
     auth,
     devices,
     instances,
+    legacy,
     logs,
     nodes,
     outbox,
@@ -31,7 +32,8 @@ API_PREFIX = "/api/v1"
 # Every router mounted under /api/v1. Tests walk this list (and cross-check the OpenAPI document) to prove each
 # route declares its audience; a capability adds its router here, one line.
 API_ROUTERS = (auth.router, users.router, system.router, packages.router, devices.router, agent.router,
-               nodes.router, workloads.router, instances.router, schedules.router, outbox.router, logs.router)
+               nodes.router, workloads.router, instances.router, schedules.router, outbox.router, logs.router,
+               legacy.router)
 
 
 def create_app(ctx: ServiceContext) -> FastAPI:
@@ -47,6 +49,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(api_router)
     app.include_router(system.health_router)
     app.include_router(gateway.router)
+    app.include_router(legacy_predict.router)  # the original platform's POST /predict/<model>
     install_web(app)  # server-rendered pages for the four roles, and /static
     app.add_middleware(BodyLimit)  # JSON/form bodies are read whole: cap them (uploads stream, own cap)
     app.add_middleware(SecurityHeaders)  # CSP, X-Frame-Options, nosniff, Referrer-Policy on every answer

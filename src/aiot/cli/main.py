@@ -8,13 +8,14 @@ import click
 import typer
 
 from aiot import __version__
-from aiot.cli import credentials, devices, node, packages, runtime, server, users
+from aiot.cli import credentials, devices, legacy, node, packages, runtime, server, users
 from aiot.cli.client import ApiClient, CliError
 from aiot.cli.output import console, err_console, print_json
 
 app = typer.Typer(help="AIoT platform command line.", no_args_is_help=True, pretty_exceptions_enable=False)
 app.command("up")(server.up)
 app.command("demo")(server.demo)
+app.command("import")(legacy.import_command)
 app.add_typer(server.db_app, name="db")
 app.add_typer(server.service_app, name="service")
 app.add_typer(users.app, name="users")

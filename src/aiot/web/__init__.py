@@ -11,13 +11,13 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from aiot.web.pages import admin, auth, catalog, deployments, health, logs, models, store
+from aiot.web.pages import admin, auth, catalog, deployments, health, legacy, logs, models, store
 from aiot.web.routing import WebRoute
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
-for _module in (auth, health, admin, models, catalog, store, deployments, logs):
+for _module in (auth, health, admin, models, catalog, store, deployments, logs, legacy):
     router.include_router(_module.router)
 
 

@@ -10,6 +10,7 @@ their own apps (state only, never the end user's settings or bindings) to debug 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -64,10 +65,16 @@ def _check_owner(session: Any, principal: Principal, row: PackageRow, action: st
 
 
 async def _upload(request: Request, principal: Principal, table: type[PackageRow]) -> JSONResponse:
-    repo = _repo(request)
     async with received_upload(request) as (path, _filename):
-        put = repo.put_model if table is ModelPackage else repo.put_app
-        stored = await put(path, principal.user.id, principal.role)
+        return await store_package(request, principal, table, path)
+
+
+async def store_package(request: Request, principal: Principal, table: type[PackageRow], path: Path) -> JSONResponse:
+    """Validate and store the package zip at `path` as `principal`: the one path every upload takes (the
+    legacy import calls it with the converted zip, so a converted package meets exactly the same rules)."""
+    repo = _repo(request)
+    put = repo.put_model if table is ModelPackage else repo.put_app
+    stored = await put(path, principal.user.id, principal.role)
     code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
     with request.app.state.ctx.db.session() as session:
         return JSONResponse(package_out(session, stored.row), status_code=code)

@@ -1,0 +1,132 @@
+"""`POST /import`: a package in the original platform's format, converted and stored as the caller.
+
+The converters (`aiot.artifacts.legacy`) are pure; this route only decides who may import what and hands the
+result to the ordinary paths: `packages.store_package` for models and apps (same validation, same ownership as
+`POST /models` / `POST /apps`), `ArtifactRepository.put_device_type` and `registry.create_*` for device types,
+locations and devices (admins only, like their own routes). Device registration is all-or-nothing: one
+transaction, and the credentials of every new device are in the answer (shown once).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from aiot.api.routes.devices import _connect_info, device_out, location_out
+from aiot.api.routes.packages import device_type_out, store_package
+from aiot.api.security import Allow, Principal
+from aiot.api.uploads import received_upload
+from aiot.artifacts.legacy import Converted, LegacyFormatError, convert, read_zip
+from aiot.artifacts.packing import zip_folder
+from aiot.artifacts.repository import ArtifactRepository
+from aiot.devices import registry
+from aiot.errors import Forbidden, NotFound, ValidationFailed
+from aiot.services.nats_auth import announce_auth_change
+from aiot.store.catalog import AppPackage, ModelPackage
+from aiot.store.models import Role
+
+router = APIRouter(tags=["import"])
+IMPORTERS = Allow(Role.ai_developer, Role.app_developer, Role.admin)
+
+WRITERS: dict[str, tuple[Role, ...]] = {
+    "model": (Role.ai_developer, Role.admin),
+    "app": (Role.app_developer, Role.admin),
+    "device-types": (Role.admin,),
+    "devices": (Role.admin,),
+}
+
+
+def parse_model_map(pairs: list[str]) -> dict[str, str]:
+    """`["<old id>=<model name>", ...]` -> dict; 422 naming the bad pair."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise ValidationFailed(f"model mapping {pair!r} must be OLD_ID=MODEL_NAME", field="model")
+        out[old.strip()] = new.strip()
+    return out
+
+
+def parse_names(raw: str | None) -> dict[str, list[str]] | None:
+    """`{"TEMP": ["temperature"]}` (JSON) or `TEMP=temperature;DHT=t,h` -> value names per original type."""
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = {k.strip(): v.split(",") for k, _, v in (p.partition("=") for p in raw.split(";") if p.strip())}
+    if not isinstance(doc, dict) or not all(isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
+                                            for v in doc.values()):
+        raise ValidationFailed("names must map each original type to a list of value names, e.g. "
+                               "TEMP=temperature;DHT=temperature,humidity", field="names")
+    return {k: [x.strip() for x in v] for k, v in doc.items()}
+
+
+def legacy_error(exc: LegacyFormatError) -> ValidationFailed:
+    return ValidationFailed(str(exc), field=exc.key, details={"problems": [exc.to_dict()]})
+
+
+async def _store(request: Request, principal: Principal, converted: Converted) -> Any:
+    if converted.kind in ("model", "app"):
+        with tempfile.TemporaryDirectory(prefix="aiot-import-") as tmp:
+            folder = Path(tmp) / "pkg"
+            for name, data in converted.files.items():
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(data)
+            archive = zip_folder(folder, Path(tmp) / f"{converted.name}.zip")
+            table = ModelPackage if converted.kind == "model" else AppPackage
+            response = await store_package(request, principal, table, archive)
+        return json.loads(response.body)
+    ctx = request.app.state.ctx
+    if converted.kind == "device-types":
+        with ctx.db.session() as session:
+            return [device_type_out(ArtifactRepository.put_device_type(session, raw, name, principal.user.id).row)
+                    for name, raw in sorted(converted.files.items())]
+    out: dict[str, Any] = {"locations": [], "devices": []}
+    issued_all = []
+    with ctx.db.session() as session:
+        for loc in converted.locations:
+            try:
+                row = registry.get_location(session, loc["name"])
+            except NotFound:
+                row = registry.create_location(session, name=loc["name"], kind=loc["kind"], address=loc["address"])
+            out["locations"].append(location_out(row))
+        for plan in converted.devices:
+            device, issued = registry.create_device(session, name=plan["name"], device_type=plan["device_type"],
+                                                    location=plan["location"])
+            out["devices"].append(device_out(device, "active"))
+            issued_all.append(issued)
+    await announce_auth_change(ctx)
+    for row, issued in zip(out["devices"], issued_all, strict=True):
+        row["connect"] = _connect_info(request, issued.username, issued.password)
+    return out
+
+
+@router.post("/import", status_code=status.HTTP_201_CREATED)
+async def import_legacy(
+    request: Request,
+    version: str = Query("1.0.0", description="version given to a converted model or app"),
+    model: list[str] = Query(default_factory=list, description="OLD_MODEL_ID=MODEL_NAME, for an app's models"),
+    names: str | None = Query(None, description="value names per original device type: TEMP=temperature;..."),
+    location: str | None = Query(None, description="register every device of an instance zip here"),
+    principal: Principal = Depends(IMPORTERS),
+) -> JSONResponse:
+    """Convert a model, app, device type or device instance zip of the original platform and store it as the
+    caller. The answer says what was converted (`converted.notes`: every choice made) and what was stored."""
+    options = {"version": version, "models": parse_model_map(model), "names": parse_names(names),
+               "location": location}
+    async with received_upload(request) as (path, filename):
+        try:
+            converted = convert(read_zip(path), filename, **options)
+        except LegacyFormatError as exc:
+            raise legacy_error(exc) from None
+    allowed = WRITERS[converted.kind]
+    if principal.role not in allowed:
+        raise Forbidden(f"importing {converted.kind} needs the role {' or '.join(r.value for r in allowed)}")
+    stored = await _store(request, principal, converted)
+    return JSONResponse({"converted": converted.summary(), "stored": stored}, status_code=status.HTTP_201_CREATED)
