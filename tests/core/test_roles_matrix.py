@@ -139,6 +139,7 @@ class Owned:
     json: dict | None = None
     params: dict | None = None
     denied: tuple[int, ...] = (404,)  # what B gets: 404 where existence must not leak
+    owner: str = ""  # the owner B's refusal must name (package names: B learns whom to ask)
 
 
 @dataclass(frozen=True)
@@ -172,12 +173,17 @@ OWNED_ROUTES: list[Owned] = [
     Owned("GET", "/schedules/{schedule}/occurrences", Role.end_user),
     Owned("PATCH", "/schedules/{schedule}", Role.end_user, json={"name": "renamed"}),
     Owned("GET", "/logs", Role.end_user, params={"app_instance_id": "{instance}"}, denied=(403, 404)),
+    Owned("GET", "/logs", Role.end_user, params={"workload_id": "{app_workload}"}, denied=(403,)),
+    Owned("GET", "/logs", Role.app_developer, params={"app_instance_id": "{instance}"}, denied=(403,)),
+    Owned("GET", "/logs/stream", Role.app_developer, params={"workload_id": "{app_workload}"}, denied=(403,)),
+    Owned("GET", "/logs", Role.ai_developer, params={"workload_id": "{model_workload}"}, denied=(403,)),
     Owned("GET", "/outbox/{email}", Role.end_user),
     # package names belong to their first uploader: B of the same role is refused, naming the owner (403)
-    Owned("GET", "/models/{model}/download", Role.ai_developer, denied=(403,)),
-    Owned("GET", "/apps/{app}/download", Role.app_developer, denied=(403,)),
-    Owned("GET", "/apps/{app}/instances", Role.app_developer, denied=(403,)),
-    Owned("POST", "/models/{model}/deploy", Role.ai_developer, json={"replicas": 1}, denied=(403,)),
+    Owned("GET", "/models/{model}/download", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
+    Owned("GET", "/apps/{app}/download", Role.app_developer, denied=(403,), owner="a-appdeveloper"),
+    Owned("GET", "/apps/{app}/instances", Role.app_developer, denied=(403,), owner="a-appdeveloper"),
+    Owned("POST", "/models/{model}/deploy", Role.ai_developer, json={"replicas": 1}, denied=(403,),
+          owner="a-aideveloper"),
     Owned("POST", "/models/{model}/predict", Role.ai_developer, json={"inputs": [1]}, denied=(403,)),
     Owned("GET", "/workloads/{model_workload}", Role.ai_developer),
     Owned("GET", "/workloads/{app_workload}", Role.app_developer),
@@ -186,10 +192,10 @@ OWNED_ROUTES: list[Owned] = [
     Owned("DELETE", "/schedules/{schedule}", Role.end_user),
     Owned("DELETE", "/instances/{instance}", Role.end_user),
     Owned("DELETE", "/deployments/{deployment}", Role.ai_developer, denied=(403,)),
-    Owned("POST", "/models/{model}/deprecate", Role.ai_developer, denied=(403,)),
-    Owned("POST", "/apps/{app}/deprecate", Role.app_developer, denied=(403,)),
-    Owned("DELETE", "/models/{model}", Role.ai_developer, denied=(403,)),
-    Owned("DELETE", "/apps/{app}", Role.app_developer, denied=(403,)),
+    Owned("POST", "/models/{model}/deprecate", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
+    Owned("POST", "/apps/{app}/deprecate", Role.app_developer, denied=(403,), owner="a-appdeveloper"),
+    Owned("DELETE", "/models/{model}", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
+    Owned("DELETE", "/apps/{app}", Role.app_developer, denied=(403,), owner="a-appdeveloper"),
 ]
 OWNED_LISTS: list[OwnedList] = [
     *[OwnedList("/devices", role, "device") for role in _DEVICE_READERS],
@@ -197,6 +203,7 @@ OWNED_LISTS: list[OwnedList] = [
     OwnedList("/apps/{app}/locations", Role.end_user, "location"),
     OwnedList("/instances", Role.end_user, "instance"),
     OwnedList("/schedules", Role.end_user, "schedule"),
+    OwnedList("/schedules", Role.end_user, "schedule", params={"app_instance_id": "{instance}"}),
     OwnedList("/outbox", Role.end_user, "email"),
     OwnedList("/workloads", Role.ai_developer, "model_workload"),
     OwnedList("/workloads", Role.app_developer, "app_workload"),
@@ -306,7 +313,7 @@ def test_user_b_cannot_reach_user_a_s_things(api: TestClient, owned_world: Owned
         url = API_PREFIX + _fill_ids(listing.path, world.ids)
         wanted = world.ids[listing.key]
         for who, headers, present in (("A", world.a[listing.role], True), ("B", world.b[listing.role], False)):
-            rows = api.get(url, headers=headers, params=listing.params).json()
+            rows = api.get(url, headers=headers, params=_fill_ids(listing.params, world.ids)).json()
             if (wanted in {row[listing.field] for row in rows}) != present:
                 wrong.append(f"{who} ({listing.role.value}) GET {url}: {wanted} {'missing' if present else 'shown'}")
     for case in OWNED_ROUTES:
@@ -315,6 +322,8 @@ def test_user_b_cannot_reach_user_a_s_things(api: TestClient, owned_world: Owned
         as_b = api.request(case.method, url, headers=world.b[case.role], **kwargs)
         if as_b.status_code not in case.denied:
             wrong.append(f"B ({case.role.value}) {case.method} {url} -> {as_b.status_code}, want {case.denied}")
+        elif case.owner and as_b.json()["error"]["details"].get("owner") != case.owner:
+            wrong.append(f"B ({case.role.value}) {case.method} {url}: the refusal does not name {case.owner}")
         as_a = api.request(case.method, url, headers=world.a[case.role], **kwargs)
         if as_a.status_code in (401, 403, 404):  # 503 is fine here: this app has no message bus
             wrong.append(f"A ({case.role.value}) {case.method} {url} -> {as_a.status_code} {as_a.text[:120]}")
