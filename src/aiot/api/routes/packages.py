@@ -91,12 +91,12 @@ def _list(request: Request, table: type[PackageRow], name: str | None, include_d
 
 
 async def _download(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> FileResponse:
-    repo = _repo(request)
+    # Who may comes before whether the store is reachable: a non-owner gets 403, never a 503 to retry.
     with request.app.state.ctx.db.session() as session:
-        row = repo.resolve(session, table, ref)
+        row = ArtifactRepository.resolve(session, table, ref)
         _check_owner(session, principal, row, "download it")
         filename, sha = f"{row.name}-{row.version}.zip", row.sha256
-    path = await repo.download(sha)
+    path = await _repo(request).download(sha)
     return FileResponse(path, media_type="application/zip", filename=filename,
                         background=BackgroundTask(path.unlink, missing_ok=True))
 
@@ -112,11 +112,10 @@ def _set_status(request: Request, principal: Principal, table: type[PackageRow],
 
 
 async def _delete(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> Response:
-    repo = _repo(request)
     with request.app.state.ctx.db.session() as session:
-        row = repo.resolve(session, table, ref)
-        _check_owner(session, principal, row, "delete it")
-        await repo.delete_package(session, row)
+        row = ArtifactRepository.resolve(session, table, ref)
+        _check_owner(session, principal, row, "delete it")  # before the store: 403, not 503, for a non-owner
+        await _repo(request).delete_package(session, row)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
