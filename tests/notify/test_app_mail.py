@@ -12,7 +12,7 @@ from aiot.apps.service import AppsService
 from aiot.secrets_store import platform_secret
 from aiot.store.apps import AppInstance
 from aiot.store.catalog import AppPackage
-from aiot.store.devices import Location
+from aiot.store.devices import Location, LocationGrant
 from aiot.store.engine import Database
 from aiot.store.notify import OutboxEmail
 from aiot.store.runtime import WorkloadStatus
@@ -31,7 +31,7 @@ def test_app_running_mail_has_only_the_gateway_address(sqlite_db: Database, user
         session.add_all([location, app])
         session.flush()
         instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=users["alice"][0], name="home")
-        session.add(instance)
+        session.add_all([instance, LocationGrant(location_id=location.id, user_id=users["alice"][0])])
         session.flush()
         workload = start_instance(session, platform_secret(ctx.settings), instance, occurrence_id=None, until=None)
         session.flush()

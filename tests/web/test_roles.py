@@ -224,7 +224,7 @@ async def test_ai_developer_uploads_bad_then_good_model(web: WebPlatform, tmp_pa
     # the prediction form explains why it cannot answer yet, next to the form
     await page.click("#predict-form button[type=submit]")
     await page.wait_for_selector("#predict #form-errors")
-    assert "no running replica" in await page.inner_text("#predict #form-errors")
+    assert "is not deployed" in await page.inner_text("#predict #form-errors")
     # invalid JSON is reported next to the inputs field
     await page.fill("#f-inputs", "{not json")
     await page.click("#predict-form button[type=submit]")
