@@ -75,15 +75,32 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 # Tests whose assertions are about time (restart within N s, zero restarts under delay, latency while slow clients
-# hold connections, a log line findable within 2 s): `scripts/test` runs them one at a time after the rest, which
-# it runs three files at a time (most tests wait on real processes, not on the CPU).
+# hold connections, a log line findable within 2 s): `scripts/test` runs them after the rest, two files at a time,
+# and the rest five files at a time (most tests wait on real processes, not on the CPU: the suite used about one
+# of two cores at three).
 SERIAL = (
     "tests/cluster/", "tests/e2e/test_demo.py", "tests/agent/test_supervisor.py", "tests/web/test_logs_and_serving.py",
     "tests/reliability/test_oversized_and_slow.py",
 )
+# The files that take longest (seconds of one worker, measured on 2 cores), started first: xdist's `loadfile`
+# hands out files in collection order, and a long file started last is the suite's tail.
+LONGEST_FIRST = (
+    "tests/cluster/test_delay.py", "tests/core/test_control_plane.py", "tests/reliability/test_load.py",
+    "tests/core/test_cli_workflow.py", "tests/reliability/test_service_replicas.py",
+    "tests/reliability/test_api_schemathesis.py", "tests/reliability/test_disk_full.py",
+    "tests/core/test_roles_matrix.py", "tests/core/test_accounts.py", "tests/sdk/test_models_e2e.py",
+    "tests/core/test_web_security.py", "tests/bench/test_smoke.py", "tests/core/test_control_plane_cli.py",
+    "tests/reliability/test_faults.py", "tests/web/test_roles.py", "tests/reliability/test_fuzz_codecs.py",
+)
+
+
+def _start_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
+    items.sort(key=_start_rank)  # stable: tests keep their order within a file
