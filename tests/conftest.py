@@ -75,8 +75,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 # Tests whose assertions are about time (restart within N s, zero restarts under delay, latency while slow clients
-# hold connections, a log line findable within 2 s): `scripts/test` runs them after the rest, two files at a time,
-# and the rest five files at a time (most tests wait on real processes, not on the CPU: the suite used about one
+# hold connections, a log line findable within 2 s): `scripts/test` runs them one at a time after the rest, which
+# it runs five files at a time (most tests wait on real processes, not on the CPU: the suite used about one
 # of two cores at three).
 SERIAL = (
     "tests/cluster/", "tests/e2e/test_demo.py", "tests/agent/test_supervisor.py", "tests/web/test_logs_and_serving.py",

@@ -1,5 +1,5 @@
-"""Load: 50 concurrent API clients (httpx async, each its own connection pool and a real token) for 2 minutes
-(AIOT_LOAD_SECONDS to change it) against a real, populated `aiot up`, while the scale benchmark's smaller fleet
+"""Load: 50 concurrent API clients (httpx async, each its own connection pool and a real token) for 1 minute
+(AIOT_LOAD_SECONDS to change it: the published figures in docs/reliability.md are 120 s runs) against a real, populated `aiot up`, while the scale benchmark's smaller fleet
 (100 thermometers at 1 Hz, bench/scale.py) publishes readings, each device over its own NATS connection and
 credentials. Every reading sent must reach the history stream. The mix is what people do: browse models, apps,
 devices, locations; end users read their instances and schedules and preview schedules; admins read status and
@@ -33,7 +33,7 @@ from .conftest import ROLE_USER, Deployment, start_populated, wait_for
 
 pytestmark = pytest.mark.slow
 CLIENTS = 50
-SECONDS = float(os.environ.get("AIOT_LOAD_SECONDS", "120"))
+SECONDS = float(os.environ.get("AIOT_LOAD_SECONDS", "60"))  # 1 min in the suite (its CPU slows every neighbour)
 DEVICES = 100  # bench/scale.py's smaller size: thermometers at 1 Hz
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from aiot.api.routes.legacy import parse_model_map, parse_names
+from aiot.api.legacy_args import parse_model_map, parse_names
 from aiot.artifacts.legacy import Converted, LegacyFormatError, convert_path
 from aiot.artifacts.packing import zip_folder
 from aiot.cli.client import ApiClient, CliError

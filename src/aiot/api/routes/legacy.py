@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import JSONResponse
 
+from aiot.api.legacy_args import parse_model_map, parse_names
 from aiot.api.routes.devices import _connect_info, device_out, location_out
 from aiot.api.routes.packages import device_type_out, store_package
 from aiot.api.security import Allow, Principal
@@ -39,32 +40,6 @@ WRITERS: dict[str, tuple[Role, ...]] = {
     "device-types": (Role.admin,),
     "devices": (Role.admin,),
 }
-
-
-def parse_model_map(pairs: list[str]) -> dict[str, str]:
-    """`["<old id>=<model name>", ...]` -> dict; 422 naming the bad pair."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        old, sep, new = pair.partition("=")
-        if not sep or not old.strip() or not new.strip():
-            raise ValidationFailed(f"model mapping {pair!r} must be OLD_ID=MODEL_NAME", field="model")
-        out[old.strip()] = new.strip()
-    return out
-
-
-def parse_names(raw: str | None) -> dict[str, list[str]] | None:
-    """`{"TEMP": ["temperature"]}` (JSON) or `TEMP=temperature;DHT=t,h` -> value names per original type."""
-    if not raw:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = {k.strip(): v.split(",") for k, _, v in (p.partition("=") for p in raw.split(";") if p.strip())}
-    if not isinstance(doc, dict) or not all(isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
-                                            for v in doc.values()):
-        raise ValidationFailed("names must map each original type to a list of value names, e.g. "
-                               "TEMP=temperature;DHT=temperature,humidity", field="names")
-    return {k: [x.strip() for x in v] for k, v in doc.items()}
 
 
 def legacy_error(exc: LegacyFormatError) -> ValidationFailed:
