@@ -1,5 +1,6 @@
 """Load: 50 concurrent API clients (httpx async, each its own connection pool and a real token) for 1 minute
-(AIOT_LOAD_SECONDS to change it: the published figures in docs/reliability.md are 120 s runs) against a real, populated `aiot up`, while the scale benchmark's smaller fleet
+(AIOT_LOAD_SECONDS to change it: the published figures in docs/reliability.md are 120 s runs) against a real,
+populated `aiot up`, while the scale benchmark's smaller fleet
 (100 thermometers at 1 Hz, bench/scale.py) publishes readings, each device over its own NATS connection and
 credentials. Every reading sent must reach the history stream. The mix is what people do: browse models, apps,
 devices, locations; end users read their instances and schedules and preview schedules; admins read status and
