@@ -14,7 +14,7 @@ import pytest
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats, find_nats_server, running_nats_servers_using
 from tests.conftest import free_port
-from tests.support.processes import start_platform
+from tests.support.processes import RunningPlatform, start_platform
 
 pytestmark = pytest.mark.slow
 
@@ -84,13 +84,23 @@ def test_generated_admin_password_is_printed_once(tmp_path: Path) -> None:
     env = {"AIOT_ADMIN_PASSWORD": ""}
     with start_platform(data_dir, port, **env) as plane:
         plane.wait_healthy()
-        log = plane.log()
+        log = _wait_for_report(plane)
     line = next(line for line in log.splitlines() if "first admin created" in line)
     password = line.split("password ")[1].split()[0]
     with start_platform(data_dir, port, **env) as plane:
         plane.wait_healthy()
         assert _login(plane.url, "admin", password)
-        assert "first admin created" not in plane.log()
+        assert "first admin created" not in _wait_for_report(plane)
+
+
+def _wait_for_report(plane: RunningPlatform, timeout: float = 30.0) -> str:
+    """The log once the start-up report is printed: `aiot up` prints it after every service started, which
+    can be a while after the API already answers /healthz."""
+    deadline = time.monotonic() + timeout
+    while "press Ctrl+C to stop" not in (log := plane.log()):
+        assert time.monotonic() < deadline, f"no start-up report within {timeout:g}s:\n{log[-3000:]}"
+        time.sleep(0.2)
+    return log
 
 
 def test_external_nats_down_is_retried_not_a_crash(tmp_path: Path) -> None:

@@ -153,5 +153,7 @@ def test_fifty_concurrent_clients_no_errors(dep: Deployment, tmp_path: Path) -> 
     assert not failures, failures.most_common(10)
     assert fleet.errors == 0 and fleet.sent >= DEVICES * SECONDS * 0.8, summary
     assert len(latencies) >= CLIENTS * 5
-    assert summary["p99_ms"] < 10_000  # a ceiling against a stalled server, not a performance target
+    # A ceiling against a stalled server, not a performance target: in the suite this shares 2 cores with four other
+    # test files (p99 14 s seen there; 3-7 s alone, docs/reliability.md); a stall shows as errors above.
+    assert summary["p99_ms"] < 30_000
     assert dep.api.call("GET", "/status").status_code == 200
