@@ -15,6 +15,7 @@ from aiot.deployer.endpoint_tokens import model_token
 from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from aiot.store.runtime import Workload, WorkloadStatus
+from tests.runtime.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -141,12 +142,7 @@ async def test_deployments_show_replica_addresses_only_to_the_owner(tmp_path: Pa
     """Attack: list `/deployments` as any user, take a replica's address, call it directly. Another user sees
     the deployment's state and count, never an address; the owner and admins see them."""
     async with live_platform(tmp_path) as live:
-        archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
-        model_id = (await live.client.post("/api/v1/models", content=archive.read_bytes(),
-                                           headers=live.headers(Role.ai_developer))).json()["id"]
-        deployed = await live.client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 2},
-                                          headers=live.headers(Role.ai_developer))
-        assert deployed.status_code == 201, deployed.text
+        model_id = await deploy_comfort(live, tmp_path, 2)
         with live.ctx.db.session() as session:  # as if two agents had reported their replicas running
             for i, workload in enumerate(session.scalars(select(Workload))):
                 status = session.get(WorkloadStatus, workload.id)

@@ -14,12 +14,12 @@ import pytest
 import typer
 from sqlalchemy import update
 
-from aiot.artifacts.packing import zip_folder
 from aiot.bus.client import Bus, BusUnavailable
 from aiot.deployer import nodes as node_rules
 from aiot.store.models import Role
 from aiot.store.runtime import Node
 from aiot.timeutil import utcnow
+from tests.runtime.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -89,12 +89,7 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
                                 attempts=20)
         await bus.close()
         assert (await live.client.post("/api/v1/agent/report", headers=headers, json={})).status_code == 200
-        archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
-        model_id = (await live.client.post("/api/v1/models", content=archive.read_bytes(),
-                                           headers=live.headers(Role.ai_developer))).json()["id"]
-        deployed = await live.client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 1},
-                                          headers=live.headers(Role.ai_developer))
-        assert deployed.status_code == 201, deployed.text
+        await deploy_comfort(live, tmp_path, 1)
         for _ in range(100):  # reporting meanwhile: a slow machine must not make n1 "lost"
             assert (await live.client.post("/api/v1/agent/report", headers=headers, json={})).status_code == 200
             assigned = (await live.client.get("/api/v1/agent/assignments", headers=headers)).json()["assignments"]

@@ -12,9 +12,9 @@ from typing import Any
 
 import nats
 
-from aiot.artifacts.packing import zip_folder
 from aiot.logs.stream import ensure_logs_stream
 from aiot.store.models import Role
+from tests.runtime.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -87,12 +87,7 @@ async def test_nodes_log_only_for_their_workloads_and_replicas_announce_only_the
 
 
 async def _scenario(live: LivePlatform, tmp_path: Path, n1: dict[str, Any], n2: dict[str, Any]) -> None:
-    archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
-    model_id = (await live.client.post("/api/v1/models", content=archive.read_bytes(),
-                                       headers=live.headers(Role.ai_developer))).json()["id"]
-    deployed = await live.client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 2},
-                                      headers=live.headers(Role.ai_developer))
-    assert deployed.status_code == 201, deployed.text
+    model_id = await deploy_comfort(live, tmp_path, 2)
 
     async def one_each() -> dict[str, dict] | None:
         got = {}

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiot.artifacts.packing import zip_folder
 from aiot.deployer.workloads import new_workload
 from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from aiot.store.runtime import WorkloadKind
+from tests.runtime.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 from .test_deployer_api import _assignments, _join, _report
@@ -40,12 +40,7 @@ async def test_app_waits_for_its_model_then_starts_and_says_why(tmp_path: Path) 
     async with live_platform(tmp_path, services=("nats-auth", "deployer")) as live:
         live.ctx.settings.node_grace_seconds = 120  # the fake agent reports only when the test says so
         node = await _join(live, "n1")
-        archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
-        model_id = (await live.client.post("/api/v1/models", content=archive.read_bytes(),
-                                           headers=live.headers(Role.ai_developer))).json()["id"]
-        deployed = await live.client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 1},
-                                          headers=live.headers(Role.ai_developer))
-        assert deployed.status_code == 201, deployed.text
+        model_id = await deploy_comfort(live, tmp_path, 1)
         with live.ctx.db.session() as session:  # the workload an app instance bound to comfort becomes
             app = new_workload(session, platform_secret(live.ctx.settings), kind=WorkloadKind.app,
                                package_id="app_test", sha256="0" * 64, owner_id=None, group_id="ins_test",
