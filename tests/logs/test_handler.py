@@ -85,3 +85,22 @@ async def test_records_from_other_threads_are_shipped(logs_platform: LogsPlatfor
         await wait_until(lambda: handler.published >= 1, 5, "the thread's record to be published")
     finally:
         await handler.aclose()
+
+
+async def test_http_client_request_lines_are_not_shipped(logs_platform: LogsPlatform) -> None:
+    """The web UI calls the API in process through httpx, which logs every request at INFO: one line per page
+    poll every 2 s drowned the platform's own log (522 of 676 lines)."""
+    p = logs_platform
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    handler = install_platform_log_handler(p.bus, "web")
+    try:
+        await p.search("admin1", service="web")  # an httpx request made while the handler listens
+        logging.getLogger("aiot.test.web").info("after the request")
+        await wait_until(lambda: handler.published >= 1, 5, "the marker record to be published")
+    finally:
+        await handler.aclose()
+        root.setLevel(level)
+    records = (await p.search("admin1", service="web")).json()["records"]
+    assert [r["logger"] for r in records] == ["aiot.test.web"], records

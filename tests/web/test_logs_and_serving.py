@@ -50,6 +50,30 @@ async def test_workload_log_line_is_findable_by_text_within_2s(web: WebPlatform)
     no_console_errors(web)
 
 
+async def test_live_tail_shows_a_line_published_after_the_page_opened(web: WebPlatform) -> None:
+    """The tail's server sends named events (`event: log`); a page listening only to `message` never sees one."""
+    from aiot.logs.records import LogRecord, workload_subject
+    from aiot.logs.stream import ensure_logs_stream
+
+    await ensure_logs_stream(web.live.ctx.bus, web.live.ctx.settings)
+    page = await web.page_as("admin")
+    needle = f"tail-marker-{time.monotonic_ns()}"
+    await page.goto(f"/logs?q={needle}")
+    await page.wait_for_selector("#tail-status:has-text('live')", timeout=10_000)
+    record = LogRecord(ts=datetime.now(UTC), level="INFO", service="workload", workload_id="wl_webtail0001",
+                       message=f"published after the page opened {needle}")
+    await web.live.ctx.bus.publish(workload_subject("wl_webtail0001"), json.dumps(record.to_json()).encode())
+    await page.wait_for_selector(f"#log-rows tr:has-text('{needle}')", timeout=5_000)
+    other = LogRecord(ts=datetime.now(UTC), level="INFO", service="workload", workload_id="wl_webtail0001",
+                      message="a line the search does not match")
+    await web.live.ctx.bus.publish(workload_subject("wl_webtail0001"), json.dumps(other.to_json()).encode())
+    await asyncio.sleep(1.0)
+    assert "a line the search does not match" not in await page.inner_text("#log-rows"), \
+        "the live tail ignores the page's search text"
+    await page.context.close()
+    no_console_errors(web)
+
+
 def _agent_command() -> list[str] | None:
     """How to start a node agent here: `aiot node join`, or the node CLI module before it is wired."""
     aiot = str(Path(sys.executable).parent / "aiot")

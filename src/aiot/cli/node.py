@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from aiot.cli.output import err_console
+from aiot.logs.handler import quiet_http_client_loggers
 from aiot.settings import load_settings
 
 node_app = typer.Typer(help="Run this machine as a node of a cluster.", no_args_is_help=True)
@@ -104,7 +105,7 @@ def join(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
+    quiet_http_client_loggers()  # one line per poll is noise
     server = server or os.environ.get("AIOT_SERVER") or f"http://127.0.0.1:{settings.port}"
     try:
         join_token = read_join_token(token, token_file)

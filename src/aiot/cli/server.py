@@ -11,6 +11,7 @@ import typer
 
 from aiot.cli.output import console, err_console
 from aiot.errors import PlatformError
+from aiot.logs.handler import quiet_http_client_loggers
 
 if TYPE_CHECKING:
     from aiot.services.supervisor import StartupReport
@@ -38,6 +39,7 @@ def _settings(port: int | None, data_dir: Path | None, **extra: object) -> Setti
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_http_client_loggers()
 
 
 def _print_report(report: StartupReport) -> None:

@@ -147,12 +147,24 @@ class PlatformLogHandler(logging.Handler):
         self.close()
 
 
+CHATTY_LOGGERS = ("httpx", "httpcore")
+"""Client libraries that log one INFO line per request: the web UI's in-process API calls every 2-3 s per open
+page would otherwise be most of the platform's log."""
+
+
+def quiet_http_client_loggers() -> None:
+    """Raise the HTTP client libraries' loggers to WARNING (their errors still reach the log)."""
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def install_platform_log_handler(bus: Bus, service: str, *, node_id: str | None = None,
                                  level: int | str = logging.INFO) -> PlatformLogHandler:
     """Attach a `PlatformLogHandler` to the root logger (replacing one installed before) and start it.
 
     Call from inside the event loop, once the bus is connected; `await handler.aclose()` at shutdown.
     """
+    quiet_http_client_loggers()
     root = logging.getLogger()
     for existing in [h for h in root.handlers if isinstance(h, PlatformLogHandler)]:
         root.removeHandler(existing)

@@ -35,7 +35,9 @@ async def _search(web: WebUser, values: dict[str, str]) -> dict[str, Any]:
         return {"available": True, "records": [], "errors": form_errors(exc, FILTERS)}
     records = out if isinstance(out, list) else (out or {}).get("records", [])
     truncated = isinstance(out, dict) and bool(out.get("truncated"))
-    stream = {k: v for k, v in params.items() if k not in ("since", "until", "limit")}
+    stream = {k: v for k, v in params.items() if k not in ("since", "until", "limit", "q")}
+    if "q" in params:  # the search's free text is the tail's `text` filter
+        stream["text"] = params["q"]
     return {"available": True, "records": records, "truncated": truncated,
             "stream_url": "/api/v1/logs/stream" + (f"?{urlencode(stream)}" if stream else "")}
 

@@ -57,7 +57,8 @@
       source.onerror = function () {
         if (status) { status.textContent = "reconnecting"; status.className = "state s-pending"; }
       };
-      source.onmessage = function (message) {
+      // The server sends named events (`event: log`): `onmessage` alone would never fire.
+      var showRecord = function (message) {
         var record;
         try { record = JSON.parse(message.data); } catch (e) { return; }
         var row = document.createElement("tr");
@@ -72,6 +73,8 @@
         var empty = document.getElementById(body.dataset.sseEmpty || "");
         if (empty) { empty.remove(); }
       };
+      source.addEventListener("log", showRecord);
+      source.onmessage = showRecord;
     });
   }
   window.addEventListener("pagehide", function () { streams.forEach(function (s) { s.source.close(); }); });
