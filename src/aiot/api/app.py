@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from aiot import __version__
-from aiot.api import gateway, legacy_predict
+from aiot.api import gateway, legacy_predict, model_gateway
 from aiot.api.bodylimit import BodyLimit
 from aiot.api.errors import install_error_handlers
 from aiot.api.headers import SecurityHeaders
@@ -50,6 +50,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(system.health_router)
     app.include_router(gateway.router)
     app.include_router(legacy_predict.router)  # the original platform's POST /predict/<model>
+    app.include_router(model_gateway.router)  # stable model URLs: /models/<owner>/<name>/v1/..., OIP /v2/...
     install_web(app)  # server-rendered pages for the four roles, and /static
     app.add_middleware(BodyLimit)  # JSON/form bodies are read whole: cap them (uploads stream, own cap)
     app.add_middleware(SecurityHeaders)  # CSP, X-Frame-Options, nosniff, Referrer-Policy on every answer

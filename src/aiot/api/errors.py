@@ -36,7 +36,7 @@ def _platform_error(_request: Request, exc: Exception) -> JSONResponse:
         # The rest of an oversized body is never read: close the connection after answering, or the server
         # would keep reading and discarding whatever the client goes on sending (a declared 10 GiB, or forever).
         headers = {"Connection": "close"}
-    if exc.status_code == 429:
+    if exc.status_code == 429 or (exc.status_code == 503 and "retry_after" in exc.details):
         headers = {"Retry-After": str(exc.details.get("retry_after", 1))}
     return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status_code, headers=headers)
 

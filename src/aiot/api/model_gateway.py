@@ -1,0 +1,211 @@
+"""The model gateway: every deployed model at a stable control-plane address, in our format and the OIP.
+
+Replica addresses (`http://<node>:<port>`) change on every restart, so callers outside the SDK had to look them
+up. Here a model has fixed URLs on the control plane:
+
+    POST /models/<owner>/<name>/v1/predict        {"inputs": ...} -> the replica's answer, unchanged
+    POST /models/<owner>/<name>/v1/predict/batch  {"instances": [...]}
+    GET  /v2/health/live, /v2/health/ready        Open Inference Protocol (KServe v2 REST)
+    GET  /v2/models/<name>[/versions/<v>]         metadata from the manifest
+    GET  /v2/models/<name>[/versions/<v>]/ready   200, or 503 + Retry-After
+    POST /v2/models/<name>[/versions/<v>]/infer   tensors in, tensors out (`oip.py`)
+
+Without a version, a name means its highest version that has a running replica (else its highest deployed
+version, which then answers 503 + Retry-After until a replica is ready); `?version=` pins one.
+
+Who may call: the name's owner, whoever deployed the version, admins (their API token or session), and
+workloads holding the model's token (apps bound to the model). Names have one owner, so `<owner>` in the
+first form is a check: a name that is not that user's is unknown (404). The lookup of a name's replicas is
+cached for one second per process; the balancing and retries live in `replica_pool.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from packaging.version import Version
+from sqlalchemy import select
+
+from aiot.api import oip
+from aiot.api.legacy_predict import running_endpoints
+from aiot.api.replica_pool import NoReplicaAnswered, ReplicaPool
+from aiot.api.security import authenticate_request
+from aiot.api.signing import tokens_match
+from aiot.artifacts import names
+from aiot.deployer.endpoint_tokens import model_auth_header, model_token
+from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
+from aiot.secrets_store import platform_secret
+from aiot.store.catalog import ModelPackage, PackageKind
+from aiot.store.models import Role
+from aiot.store.runtime import ModelDeployment
+
+router = APIRouter(tags=["model gateway"])
+RESOLVE_TTL = 1.0
+RETRY_AFTER_SECONDS = 2
+_pool = ReplicaPool()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployed model version and what is needed to call and authorise it."""
+
+    model_id: str
+    name: str
+    version: str
+    manifest: dict[str, Any]
+    owner_ids: frozenset[str]  # the name's owner and the deployment's owner
+    endpoints: tuple[str, ...]
+    versions: tuple[str, ...]  # every deployed version of the name, for metadata
+
+
+_cache: dict[tuple[str | None, str, str | None], tuple[float, Target]] = {}
+
+
+def _resolve(request: Request, owner: str | None, name: str, version: str | None) -> Target:
+    key = (owner, name, version)
+    hit = _cache.get(key)
+    now = time.monotonic()
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        row = names.name_row(session, PackageKind.model, name)
+        if row is None or (owner is not None and names.owner_username(session, row) != owner):
+            whose = f" owned by {owner!r}" if owner else ""
+            raise NotFound(f"no model {name!r}{whose}", field="model")
+        deployed = list(session.execute(
+            select(ModelPackage, ModelDeployment).join(ModelDeployment, ModelDeployment.model_id == ModelPackage.id)
+            .where(ModelPackage.name == name)))
+        if version is not None:
+            deployed = [(m, d) for m, d in deployed if m.version == version]
+        if not deployed:
+            which = f"version {version} of model {name}" if version else f"model {name}"
+            raise NotFound(f"{which} is not deployed (aiot model deploy {name}{':' + version if version else ''})",
+                           field="model")
+        live = [(m, d, running_endpoints(session, m)) for m, d in deployed]
+        live.sort(key=lambda item: (bool(item[2]), Version(item[0].version)), reverse=True)
+        model, deployment, endpoints = live[0]
+        target = Target(model_id=model.id, name=model.name, version=model.version, manifest=dict(model.manifest),
+                        owner_ids=frozenset(i for i in (row.owner_id, deployment.owner_id) if i),
+                        endpoints=tuple(endpoints),
+                        versions=tuple(sorted((m.version for m, _ in deployed), key=Version)))
+    _cache[key] = (now + RESOLVE_TTL, target)
+    return target
+
+
+def _authorise(request: Request, target: Target) -> None:
+    """The model's own token (bound workloads), or a user who owns or deployed it, or an admin."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value and \
+            tokens_match(value.strip(), model_token(platform_secret(request.app.state.ctx.settings), target.model_id)):
+        return
+    principal = authenticate_request(request)
+    if principal.role != Role.admin and principal.user.id not in target.owner_ids:
+        raise Forbidden(f"model {target.name} belongs to another user; call it with its owner's token or as a "
+                        "bound app", field="model")
+
+
+def _unavailable(target: Target, why: str) -> ServiceUnavailable:
+    return ServiceUnavailable(f"model {target.name} {target.version}: {why}", field="model",
+                              details={"retry_after": RETRY_AFTER_SECONDS})
+
+
+async def forward(request: Request, target: Target, path: str, content: bytes, content_type: str) -> Response:
+    """Send the body to a replica of `target` with the model's token; its answer comes back unchanged."""
+    if not target.endpoints:
+        raise _unavailable(target, "no replica is ready yet")
+    headers = {"content-type": content_type,
+               **model_auth_header(platform_secret(request.app.state.ctx.settings), target.model_id)}
+    try:
+        answer = await _pool.send(list(target.endpoints), path, content, headers)
+    except NoReplicaAnswered as exc:
+        _cache.clear()  # the replica set changed: look again on the next call
+        raise _unavailable(target, f"no replica answered ({exc})") from None
+    return Response(answer.content, status_code=answer.status, media_type=answer.content_type,
+                    headers={"x-aiot-model-version": target.version})
+
+
+async def _predict(request: Request, owner: str, name: str, path: str) -> Response:
+    target = _resolve(request, owner, name, request.query_params.get("version"))
+    _authorise(request, target)
+    return await forward(request, target, path, await request.body(),
+                         request.headers.get("content-type", "application/json"))
+
+
+@router.post("/models/{owner}/{name}/v1/predict")
+async def predict(request: Request, owner: str, name: str) -> Response:
+    """Our predict format at a stable address: `{"inputs": {...}}` (or multipart with image files)."""
+    return await _predict(request, owner, name, "/v1/predict")
+
+
+@router.post("/models/{owner}/{name}/v1/predict/batch")
+async def predict_batch(request: Request, owner: str, name: str) -> Response:
+    """Several predictions in one request: `{"instances": [{...}, ...]}`."""
+    return await _predict(request, owner, name, "/v1/predict/batch")
+
+
+@router.get("/v2/health/live")
+async def oip_live() -> dict[str, bool]:
+    """OIP server liveness: this process answers."""
+    return {"live": True}
+
+
+@router.get("/v2/health/ready")
+async def oip_ready() -> dict[str, bool]:
+    """OIP server readiness: the gateway takes requests (each model says its own readiness)."""
+    return {"ready": True}
+
+
+def _oip_target(request: Request, name: str, version: str | None) -> Target:
+    target = _resolve(request, None, name, version)
+    _authorise(request, target)
+    return target
+
+
+@router.get("/v2/models/{name}")
+@router.get("/v2/models/{name}/versions/{version}")
+async def oip_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    """OIP model metadata: inputs and outputs with their datatypes, from the manifest."""
+    target = _oip_target(request, name, version)
+    return oip.model_metadata(target.manifest, list(target.versions))
+
+
+@router.get("/v2/models/{name}/ready")
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def oip_model_ready(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+    """200 when a replica is ready; 503 with Retry-After while none is."""
+    target = _oip_target(request, name, version)
+    if not target.endpoints:
+        raise _unavailable(target, "no replica is ready yet")
+    return {"name": target.name, "version": target.version, "ready": True}
+
+
+@router.post("/v2/models/{name}/infer")
+@router.post("/v2/models/{name}/versions/{version}/infer")
+async def oip_infer(request: Request, name: str, version: str | None = None) -> Response:
+    """OIP inference: tensors are mapped to the model's named inputs and its outputs back to tensors."""
+    target = _oip_target(request, name, version)
+    try:
+        doc = json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise ValidationFailed(f"the body must be a JSON inference request: {exc}", field="body") from None
+    inputs = oip.request_to_inputs(doc)
+    answer = await forward(request, target, "/v1/predict", json.dumps({"inputs": inputs}).encode(),
+                           "application/json")
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        body = {}
+    if answer.status_code != 200 or not isinstance(body, dict):
+        message = body.get("error") if isinstance(body, dict) else None
+        return JSONResponse({"error": message or "the model failed"}, status_code=answer.status_code)
+    outputs = body.get("outputs") if isinstance(body.get("outputs"), dict) else {}
+    request_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    return JSONResponse(oip.outputs_to_response(outputs, target.name, target.version, request_id),
+                        headers={"x-aiot-model-version": target.version})

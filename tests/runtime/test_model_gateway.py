@@ -1,0 +1,97 @@
+"""The model gateway end to end: a real agent runs a real comfort replica; callers use only stable URLs.
+
+Before the gateway a caller outside the SDK had to look up `http://127.0.0.1:<port>` of a replica, which
+changes on every restart. Here: our format at `/models/<owner>/<name>/v1/predict`, the Open Inference Protocol
+at `/v2/...`, who may call (owner, admin, the model's token; not another developer, not anonymous), and
+`503 + Retry-After` while no replica is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from aiot.agent.agent import AgentConfig, NodeAgent
+from aiot.api.app import create_app
+from aiot.deployer.endpoint_tokens import model_token
+from aiot.secrets_store import platform_secret
+from aiot.store.models import Role
+from tests.agent.test_agent_loop import serve_http
+from tests.runtime.helpers import deploy_comfort
+from tests.support.live import live_platform
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+HOT = {"temperature": 31.5, "light": 120}
+
+
+async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_path: Path) -> None:
+    async with (
+        live_platform(tmp_path, services=("nats-auth", "deployer")) as live,
+        serve_http(create_app(live.ctx)) as api_port,
+    ):
+        client, dev = live.client, live.headers(Role.ai_developer)
+        url = "/models/aideveloper1/comfort/v1/predict"
+        assert (await client.post(url, json={"inputs": HOT}, headers=dev)).status_code == 404  # nothing yet
+        model_id = await deploy_comfort(live, tmp_path, 1)
+
+        waiting = await client.post(url, json={"inputs": HOT}, headers=dev)  # deployed, no node yet
+        assert waiting.status_code == 503 and waiting.headers["retry-after"] == "2", waiting.text
+        assert "no replica is ready" in waiting.json()["error"]["message"]
+        not_ready = await client.get("/v2/models/comfort/ready", headers=dev)
+        assert not_ready.status_code == 503 and "retry-after" in not_ready.headers
+
+        join = await client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))
+        agent = NodeAgent(AgentConfig(server=f"http://127.0.0.1:{api_port}", data_dir=tmp_path / "agent",
+                                      join_token=join.json()["token"], name="gw-node",
+                                      capacity={"cpu": 4, "memory_mb": 8192}, hidden_paths=(tmp_path / "data",),
+                                      poll_interval=0.5, report_interval=0.5))
+        await agent.start()
+        try:
+            deadline = time.monotonic() + 150
+            while (answer := await client.post(url, json={"inputs": HOT}, headers=dev)).status_code != 200:
+                assert answer.status_code == 503, answer.text
+                assert time.monotonic() < deadline, f"no replica became ready: {answer.text}"
+                await asyncio.sleep(0.5)
+            assert answer.json()["outputs"] == {"fan": "on", "ac": "on", "lamp": "on"}
+            assert answer.headers["x-aiot-model-version"] == "1.0.0"
+
+            # who may call
+            assert (await client.post("/models/someoneelse/comfort/v1/predict", json={"inputs": HOT},
+                                      headers=dev)).status_code == 404
+            assert (await client.post(url, json={"inputs": HOT})).status_code == 401
+            stranger = live.add_user("otherdev1", Role.ai_developer)
+            denied = await client.post(url, json={"inputs": HOT}, headers=stranger)
+            assert denied.status_code == 403 and "belongs to another user" in denied.json()["error"]["message"]
+            assert (await client.post(url, json={"inputs": HOT}, headers=live.headers(Role.admin))).status_code == 200
+            bound = {"Authorization": f"Bearer {model_token(platform_secret(live.ctx.settings), model_id)}"}
+            assert (await client.post(url, json={"inputs": HOT}, headers=bound)).status_code == 200
+            bad = await client.post(url, json={"inputs": {"temperature": 300, "light": 1}}, headers=dev)
+            assert bad.status_code == 422 and bad.json()["field"] == "temperature"  # the replica's answer
+            batch = await client.post(url + "/batch", headers=dev,
+                                      json={"instances": [HOT, {"temperature": 20, "light": 900}]})
+            assert [o["ac"] for o in batch.json()["outputs"]] == ["on", "off"]
+
+            # the Open Inference Protocol
+            assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+            meta = (await client.get("/v2/models/comfort", headers=dev)).json()
+            assert meta["versions"] == ["1.0.0"]
+            assert {t["name"]: t["datatype"] for t in meta["inputs"]} == {"temperature": "FP64", "light": "FP64"}
+            assert (await client.get("/v2/models/comfort/versions/1.0.0/ready", headers=dev)).json()["ready"]
+            infer = await client.post("/v2/models/comfort/infer", headers=bound, json={"id": "r1", "inputs": [
+                {"name": "temperature", "shape": [1], "datatype": "FP32", "data": [31.5]},
+                {"name": "light", "shape": [1], "datatype": "FP32", "data": [120]}]})
+            assert infer.status_code == 200, infer.text
+            body = infer.json()
+            assert body["id"] == "r1" and body["model_name"] == "comfort" and body["model_version"] == "1.0.0"
+            assert {t["name"]: t["data"] for t in body["outputs"]} == {"fan": ["on"], "ac": ["on"], "lamp": ["on"]}
+            assert all(t["datatype"] == "BYTES" and t["shape"] == [1] for t in body["outputs"])
+            wrong = await client.post("/v2/models/comfort/infer", headers=dev, json={"inputs": [
+                {"name": "temperature", "shape": [2], "datatype": "FP32", "data": [31.5]}]})
+            assert wrong.status_code == 422 and wrong.json()["error"]["details"]["field"] == "inputs[0].data"
+            assert (await client.post("/v2/models/comfort/infer", headers=stranger,
+                                      json={"inputs": []})).status_code == 403
+        finally:
+            await agent.stop()
