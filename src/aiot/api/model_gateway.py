@@ -66,7 +66,7 @@ class Target:
 _cache: dict[tuple[str | None, str, str | None], tuple[float, Target]] = {}
 
 
-def _resolve(request: Request, owner: str | None, name: str, version: str | None) -> Target:
+def resolve(request: Request, owner: str | None, name: str, version: str | None) -> Target:
     key = (owner, name, version)
     hit = _cache.get(key)
     now = time.monotonic()
@@ -128,11 +128,11 @@ async def forward(request: Request, target: Target, path: str, content: bytes, c
         _cache.clear()  # the replica set changed: look again on the next call
         raise _unavailable(target, f"no replica answered ({exc})") from None
     return Response(answer.content, status_code=answer.status, media_type=answer.content_type,
-                    headers={"x-aiot-model-version": target.version})
+                    headers={"x-aiot-model-version": target.version, "x-aiot-replica": answer.replica})
 
 
 async def _predict(request: Request, owner: str, name: str, path: str) -> Response:
-    target = _resolve(request, owner, name, request.query_params.get("version"))
+    target = resolve(request, owner, name, request.query_params.get("version"))
     _authorise(request, target)
     return await forward(request, target, path, await request.body(),
                          request.headers.get("content-type", "application/json"))
@@ -163,7 +163,7 @@ async def oip_ready() -> dict[str, bool]:
 
 
 def _oip_target(request: Request, name: str, version: str | None) -> Target:
-    target = _resolve(request, None, name, version)
+    target = resolve(request, None, name, version)
     _authorise(request, target)
     return target
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, or_, select
 
+from aiot.api import model_gateway
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
-from aiot.deployer.endpoint_tokens import model_auth_header
 from aiot.deployer.service import wake_deployer
 from aiot.deployer.workloads import deploy_model, stop_workload
-from aiot.errors import Forbidden, NotFound, ServiceUnavailable
+from aiot.errors import Forbidden, NotFound
 from aiot.secrets_store import platform_secret
 from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance
@@ -184,9 +183,10 @@ PREDICT_TIMEOUT = 30.0
 
 @router.post("/models/{ref}/predict")
 async def predict(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
-    """Call a running replica of the model for its owner (or an admin), with the model's token: the body and
-    content type go through unchanged (JSON `{"inputs": ...}` or multipart), and the replica's status and JSON
-    answer come back unchanged (422 names the field). The try-it form of the web UI uses this route."""
+    """Call a running replica of the model for its owner (or an admin) through the model gateway (pooled,
+    least-outstanding, retried on refusal): the body and content type go through unchanged (JSON
+    `{"inputs": ...}` or multipart), and the replica's status and JSON answer come back unchanged (422 names
+    the field). The try-it form of the web UI uses this route."""
     ctx = request.app.state.ctx
     with ctx.db.session() as session:
         model = ArtifactRepository.resolve(session, ModelPackage, ref)
@@ -195,23 +195,7 @@ async def predict(request: Request, ref: str, principal: Principal = Depends(MOD
             raise NotFound(f"model {model.name} {model.version} is not deployed", field="model")
         if not may_see_endpoints(principal, model, deployment):
             raise Forbidden(f"model {model.name} belongs to another user")
-        endpoints = deployment_out(session, deployment, principal)["endpoints"]
-        model_id = model.id
-    if not endpoints:
-        raise ServiceUnavailable("this model has no running replica: deploy it and wait until a replica is running",
-                                 field="model")
-    body = await request.body()
-    headers = {"content-type": request.headers.get("content-type", "application/json"),
-               **model_auth_header(platform_secret(ctx.settings), model_id)}
-    failures = []
-    async with httpx.AsyncClient(timeout=PREDICT_TIMEOUT, trust_env=False) as client:
-        for endpoint in endpoints:
-            try:
-                answer = await client.post(endpoint.rstrip("/") + "/v1/predict", content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                failures.append(f"{endpoint}: {type(exc).__name__}")
-                continue
-            return Response(answer.content, status_code=answer.status_code,
-                            media_type=answer.headers.get("content-type", "application/json"),
-                            headers={"x-aiot-replica": endpoint})
-    raise ServiceUnavailable(f"no replica answered ({'; '.join(failures)})", field="model")
+        name, version = model.name, model.version
+    target = model_gateway.resolve(request, None, name, version)
+    return await model_gateway.forward(request, target, "/v1/predict", await request.body(),
+                                       request.headers.get("content-type", "application/json"))
