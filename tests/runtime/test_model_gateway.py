@@ -9,9 +9,13 @@ at `/v2/...`, who may call (owner, admin, the model's token; not another develop
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from aiot.agent.agent import AgentConfig, NodeAgent
@@ -21,7 +25,7 @@ from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from tests.agent.test_agent_loop import serve_http
 from tests.runtime.helpers import deploy_comfort
-from tests.support.live import live_platform
+from tests.support.live import LivePlatform, live_platform
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 HOT = {"temperature": 31.5, "light": 120}
@@ -93,5 +97,60 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
             assert wrong.status_code == 422 and wrong.json()["error"]["details"]["field"] == "inputs[0].data"
             assert (await client.post("/v2/models/comfort/infer", headers=stranger,
                                       json={"inputs": []})).status_code == 403
+
+            await _two_replicas_share_load_and_one_killed_mid_load_fails_nothing(live, model_id, url)
         finally:
             await agent.stop()
+
+
+def _serving_pid(workload_id: str) -> int | None:
+    """The model server's own Python process (not the bwrap sandbox wrapper around it)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            if cmdline and "bwrap" not in cmdline[0] and "platform_sdk.serving" in " ".join(cmdline) and \
+                    workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", ""):
+                return proc.pid
+        except psutil.Error:
+            continue
+    return None
+
+
+async def _two_replicas_share_load_and_one_killed_mid_load_fails_nothing(live: LivePlatform, model_id: str,
+                                                                         url: str) -> None:
+    client, dev = live.client, live.headers(Role.ai_developer)
+    resized = await client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 2}, headers=dev)
+    assert resized.status_code in (200, 201), resized.text
+    deadline = time.monotonic() + 120
+    while (shown := (await client.get(f"/api/v1/deployments/{model_id}", headers=dev)).json()) \
+            .get("running") != 2:
+        assert time.monotonic() < deadline, f"the second replica did not start: {shown}"
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.1)  # past the gateway's one-second cache of the replica set
+    served: Counter[str] = Counter()
+    failures: list[str] = []
+    stop = asyncio.Event()
+
+    async def steady_client() -> None:
+        while not stop.is_set():
+            answer = await client.post(url, json={"inputs": HOT}, headers=dev)
+            if answer.status_code == 200:
+                served[answer.headers["x-aiot-replica"]] += 1
+            else:
+                failures.append(f"{answer.status_code}: {answer.text[:200]}")
+
+    clients = [asyncio.create_task(steady_client()) for _ in range(4)]
+    try:
+        await asyncio.sleep(2.0)
+        assert len(served) == 2, f"both replicas should take requests: {served}"
+        victim = shown["workloads"][0]["id"]
+        pid = _serving_pid(victim)
+        assert pid is not None, f"no serving process for {victim}"
+        os.kill(pid, signal.SIGKILL)
+        before = sum(served.values())
+        await asyncio.sleep(3.0)
+        assert sum(served.values()) > before + 20, "the surviving replica should go on answering"
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+    assert failures == [], failures[:5]
