@@ -20,6 +20,9 @@ Bad input is a 422 `{"error", "field"}` naming the field (checked against the ma
 once, see validation.py); a `ValueError` raised by predict is the model saying the input is bad, also 422;
 any other exception is a 500 with its type and message (and the traceback in the log).
 
+Adaptive batching (opt-in, `model.json` `batching`: `max_batch_size`, `max_wait_ms`): concurrent `/v1/predict`
+requests are grouped into one `predict_batch` call (batching.py); each caller gets its own result.
+
 Performance: predict runs in a thread pool (CPU-bound model code never blocks the event loop); models are
 called one at a time unless the class sets `thread_safe = True` (then up to `serve.threads` at once).
 uvloop and httptools are used when installed, orjson when importable. The hot path does one JSON parse, the
@@ -49,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from platform_sdk.batching import Batcher
 from platform_sdk.config import WorkloadConfig
 from platform_sdk.endpoint_auth import MODEL_TOKEN_HEADER, TokenGuard, bearer
 from platform_sdk.validation import InputError, InputValidator
@@ -149,6 +153,10 @@ class ModelServer:
         self._metadata = _dumps(manifest)
         self._info_prefix = b'{"model":' + _dumps(self.info) + b',"outputs":'
         self._setup_metrics()
+        batching = manifest.get("batching") or None
+        self.batcher = Batcher(self._predict_many, max_batch_size=int(batching.get("max_batch_size", 16)),
+                               max_wait_ms=float(batching.get("max_wait_ms", 2.0)),
+                               on_batch=self.m_batch_size.observe) if batching else None
         self.app = guarded(self._build_app(), cfg)
 
     # ------------------------------------------------------------------------------------------ metrics
@@ -177,6 +185,12 @@ class ModelServer:
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
         )
         self.m_inflight = Gauge("aiot_model_inflight", "Predict calls running now", registry=self.registry)
+        self.m_batch_size = Histogram(
+            "aiot_model_batch_size",
+            "Requests per batch call (adaptive batching)",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
         self.m_ok = self.m_requests.labels("predict", "200")
         self.m_lat_predict = self.m_latency.labels("predict")
 
@@ -283,7 +297,7 @@ class ModelServer:
                 return problem(422, exc.message, exc.field)
             self.m_inflight.inc()
             try:
-                outputs = await self._predict(inputs)
+                outputs = await (self.batcher.submit(inputs) if self.batcher else self._predict(inputs))
             except Exception as exc:  # noqa: BLE001 - reported to the caller, never crashes the server
                 resp = failure(exc, "predict")
                 self.m_requests.labels("predict", str(resp.status_code)).inc()

@@ -163,6 +163,14 @@ class Resources(_Strict):
     replicas: int = Field(1, ge=1, le=32, description="How many copies of the model server to run by default.")
 
 
+class Batching(_Strict):
+    """Adaptive batching: concurrent predict requests are grouped into one `predict_batch(list)` call."""
+
+    max_batch_size: int = Field(16, ge=2, le=256, description="Most requests in one batch call.")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000,
+                               description="Longest a request waits for others to join its batch, in ms.")
+
+
 class ExampleImage(_Strict):
     """An example image stored inside the package, used for an image field in `example`."""
 
@@ -217,6 +225,9 @@ class ModelManifest(_Strict):
         description="pip requirements file inside the package (optional when left at the default).",
     )
     resources: Resources = Field(default_factory=Resources, description="Resource hints.")
+    batching: Batching | None = Field(
+        None, description="Opt in to adaptive batching (the model should define predict_batch for it to pay)."
+    )
     example: dict[FieldName, Any] | None = Field(
         None,
         description="An example request: input name -> value. An image value is {'file': 'path/in/package'} "
