@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     nats_host: str = Field(
         "127.0.0.1", description="Address the embedded nats-server's client and MQTT listeners bind to (its "
         "monitor stays on loopback); 0.0.0.0 lets agents and devices on other hosts reach it."
+    )
+    nats_port: int | None = Field(
+        None, ge=1, le=65535, description="Client port of the embedded nats-server (e.g. 4222). Unset: a free "
+        "port chosen on first start and kept while free. Set: that port or a clear start-up error."
+    )
+    mqtt_port: int | None = Field(
+        None, ge=1, le=65535, description="MQTT port of the embedded nats-server (e.g. 1883, what devices "
+        "expect). Unset: a free port chosen on first start and kept while free. Set: that port or an error."
+    )
+    jetstream_replicas: Literal[1, 3] = Field(
+        1, description="Replicas of every stream, KV bucket and object store the platform creates: 1, or 3 "
+        "on a NATS cluster of 3 or more servers (AIOT_NATS_URL). Existing ones are raised or lowered to it."
     )
     nats_connect_timeout: float = Field(5.0, description="Seconds to wait for each NATS connection attempt.")
     nats_connect_attempts: int = Field(
@@ -136,6 +148,16 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Any) -> Any:
         return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+    @model_validator(mode="after")
+    def _nats_layout(self) -> Settings:
+        """Combinations that cannot work are refused at start, naming the settings (not found out later)."""
+        if self.jetstream_replicas > 1 and self.embedded_nats:
+            raise ValueError(f"jetstream_replicas={self.jetstream_replicas} needs a NATS cluster of at least "
+                             f"{self.jetstream_replicas} servers: set AIOT_NATS_URL (the embedded server is one)")
+        if self.nats_port is not None and self.nats_port == self.mqtt_port:
+            raise ValueError(f"nats_port and mqtt_port are both {self.nats_port}: give them different ports")
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -25,7 +25,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -87,9 +87,11 @@ def _describe(exc: BaseException | None) -> str:
 class Bus:
     """A connected NATS client plus get-or-create helpers. Create it with `await Bus.connect(...)`."""
 
-    def __init__(self, nc: NatsClient, name: str) -> None:
+    def __init__(self, nc: NatsClient, name: str, *, replicas: int = 1) -> None:
         self.nc = nc
         self.name = name
+        self.replicas = replicas
+        """Replicas of every stream, KV bucket and object store made through this bus (AIOT_JETSTREAM_REPLICAS)."""
         self._js: JetStreamContext | None = None
 
     # ----------------------------------------------------------------- connecting
@@ -104,6 +106,7 @@ class Bus:
         name: str,
         connect_timeout: float = 5.0,
         attempts: int = 0,
+        replicas: int = 1,
     ) -> Bus:
         """Connect to NATS. `attempts=0` retries for ever (WARNING log line per failed attempt, back-off
         0.25 s doubling to 10 s); `attempts=N` raises `BusUnavailable` after N failed attempts.
@@ -124,7 +127,7 @@ class Bus:
             nc, error = await cls._try_connect(urls, user, password, name, connect_timeout)
             if nc is not None:
                 log.info("connected to NATS at %s as %r", _redact(str(nc.connected_url.geturl())), name)
-                return cls(nc, name)
+                return cls(nc, name, replicas=replicas)
             if attempts and attempt >= attempts:
                 raise BusUnavailable(
                     f"NATS at {shown} unreachable after {attempt} attempt(s) (last error: {_describe(error)}). "
@@ -273,6 +276,7 @@ class Bus:
             max_msgs=max_msgs if max_msgs is not None else -1,
             max_bytes=max_bytes if max_bytes is not None else -1,
             storage=StorageType(storage),
+            num_replicas=self.replicas,
         )
         try:
             await self.js.stream_info(name)
@@ -289,26 +293,44 @@ class Bus:
         An existing bucket is returned as it is (its ttl/history are not changed).
         """
         try:
-            return await self.js.key_value(bucket)
+            found = await self.js.key_value(bucket)
         except BucketNotFoundError:
             pass
+        else:
+            await self.match_replicas(f"KV_{bucket}")
+            return found
         if isinstance(ttl, timedelta):
             ttl = ttl.total_seconds()
         try:
-            return await self.js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl, history=history))
+            return await self.js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl, history=history,
+                                                                 replicas=self.replicas))
         except BadRequestError:
             return await self.js.key_value(bucket)  # created concurrently with another config
 
     async def object_store(self, bucket: str) -> ObjectStore:
         """The object store `bucket`, created if it does not exist yet."""
         try:
-            return await self.js.object_store(bucket)
+            found = await self.js.object_store(bucket)
         except BucketNotFoundError:
             pass
+        else:
+            await self.match_replicas(f"OBJ_{bucket}")
+            return found
         try:
-            return await self.js.create_object_store(bucket)
+            return await self.js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket, replicas=self.replicas))
         except BadRequestError:
             return await self.js.object_store(bucket)
+
+    async def match_replicas(self, stream: str) -> None:
+        """Raise or lower an existing stream (KV and object stores are streams) to this bus's replica count, so
+        a changed AIOT_JETSTREAM_REPLICAS is applied, not silently ignored. Errors (e.g. too few servers for
+        R3) propagate with the server's reason."""
+        info = await self.js.stream_info(stream)
+        if info.config.num_replicas != self.replicas:
+            log.info("stream %s: %s replica(s) -> %s", stream, info.config.num_replicas, self.replicas)
+            config = info.config
+            config.num_replicas = self.replicas
+            await self.js.update_stream(config)
 
 
 async def connect_from_settings(settings: Settings, *, name: str, servers: str | None = None) -> Bus:

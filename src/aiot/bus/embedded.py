@@ -117,9 +117,13 @@ class EmbeddedNats:
         stop_timeout: float = 10.0,
         reload_timeout: float = 10.0,
         binary: Path | None = None,
+        client_port: int | None = None,
+        mqtt_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
+        # Fixed ports (AIOT_NATS_PORT, AIOT_MQTT_PORT): used as given or start fails; None = chosen and kept.
+        self.fixed_ports = {k: v for k, v in (("client_port", client_port), ("mqtt_port", mqtt_port)) if v}
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.reload_timeout = reload_timeout
@@ -361,7 +365,15 @@ class EmbeddedNats:
                 data = json.loads(self.state_path.read_text(encoding="utf-8"))
                 previous = {k: int(v) for k, v in data.items() if k.endswith("_port")}
         ports: dict[str, int] = {}
+        for key, port in self.fixed_ports.items():
+            if not _port_free(self.host, port):
+                setting = {"client_port": "AIOT_NATS_PORT", "mqtt_port": "AIOT_MQTT_PORT"}[key]
+                raise EmbeddedNatsError(f"{setting}={port}: port {port} on {self.host} is in use by another "
+                                        "program; stop it or choose another port")
+            ports[key] = port
         for key in ("client_port", "mqtt_port", "monitor_port"):
+            if key in ports:
+                continue
             bind_host = "127.0.0.1" if key == "monitor_port" else self.host
             port = previous.get(key)
             if port is None or port in ports.values() or not _port_free(bind_host, port):

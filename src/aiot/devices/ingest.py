@@ -85,6 +85,7 @@ class IngestConfig:
     log_interval: float = 30.0  # min seconds between warnings per (device, reason)
     queue_group: str | None = QUEUE_GROUP  # several ingest replicas share the work
     max_pending_acks: int = 4000
+    replicas: int = 1  # of the history stream and the KV buckets (AIOT_JETSTREAM_REPLICAS)
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class Ingest:
             max_bytes=cfg.history_max_bytes,
             max_msgs_per_subject=cfg.history_max_msgs_per_device,
             allow_direct=True,
+            num_replicas=cfg.replicas,
         )
         try:
             try:
@@ -238,7 +240,13 @@ class Ingest:
             try:
                 await self.js.key_value(bucket)
             except BucketNotFoundError:
-                await self.js.create_key_value(js_api.KeyValueConfig(bucket=bucket, description=desc, history=1))
+                await self.js.create_key_value(js_api.KeyValueConfig(bucket=bucket, description=desc, history=1,
+                                                                     replicas=cfg.replicas))
+            else:
+                info = await self.js.stream_info(f"KV_{bucket}")
+                if info.config.num_replicas != cfg.replicas:  # AIOT_JETSTREAM_REPLICAS changed: apply it
+                    info.config.num_replicas = cfg.replicas
+                    await self.js.update_stream(info.config)
 
     # ------------------------------------------------------------------------------------------ messages
 

@@ -44,7 +44,8 @@ class IngestService(PlatformService):
 
     async def start(self, ctx: ServiceContext) -> None:
         assert ctx.bus is not None, "ingest needs the message bus"
-        config = IngestConfig(history_max_bytes=ctx.settings.history_max_mb * 1024**2)
+        config = IngestConfig(history_max_bytes=ctx.settings.history_max_mb * 1024**2,
+                              replicas=ctx.settings.jetstream_replicas)
         self.ingest = Ingest(ctx.bus.nc, DatabaseDeviceDirectory(ctx.db), config)
         await self.ingest.start()
 

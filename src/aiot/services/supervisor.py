@@ -172,7 +172,8 @@ class ControlPlane:
             self._attached = shared
             user, password = shared.platform_user, shared.platform_password
         elif settings.embedded_nats:
-            self.embedded = EmbeddedNats(settings.data_dir, settings.nats_host)
+            self.embedded = EmbeddedNats(settings.data_dir, settings.nats_host, client_port=settings.nats_port,
+                                         mqtt_port=settings.mqtt_port)
             await self.embedded.start()
             user, password = self.embedded.platform_user, self.embedded.platform_password
         else:
@@ -181,6 +182,7 @@ class ControlPlane:
         return await Bus.connect(
             self._nats_servers(), user=user, password=password, name=f"aiot-{'+'.join(self.service_names or ['all'])}",
             connect_timeout=settings.nats_connect_timeout, attempts=settings.nats_connect_attempts,
+            replicas=settings.jetstream_replicas,
         )
 
     async def stop(self) -> None:
