@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     )
     nats_user: str | None = Field(None, description="User for an external NATS server (with nats_url).")
     nats_password: SecretStr | None = Field(None, description="Password for an external NATS server.")
+    nats_callout: bool = Field(
+        False, description="The external NATS server (AIOT_NATS_URL) delegates client authentication to the "
+        "platform through auth callout (`aiot nats callout-config` prints its server configuration): devices, "
+        "nodes and workloads then connect with the credentials the platform issues, without provisioning."
+    )
+    nats_system_user: str | None = Field(
+        None, description="A system-account user of the external NATS server: lets the platform disconnect a "
+        "revoked credential's open connections within seconds (auth callout only checks new connections)."
+    )
+    nats_system_password: SecretStr | None = Field(None, description="Password of nats_system_user.")
     nats_host: str = Field(
         "127.0.0.1", description="Address the embedded nats-server's client and MQTT listeners bind to (its "
         "monitor stays on loopback); 0.0.0.0 lets agents and devices on other hosts reach it."

@@ -123,6 +123,14 @@ def _widen_for_mqtt_multilevel(subjects: list[str]) -> list[str]:
 
 def user_entry(user: NatsUser, password_hash: str) -> dict[str, object]:
     """The nats-server `users` entry for `user` (JSON-compatible; nats.conf accepts JSON syntax)."""
+    entry: dict[str, object] = {"user": user.username, "password": password_hash, "permissions": permissions_for(user)}
+    if user.connection_types is not None:
+        entry["allowed_connection_types"] = list(user.connection_types)
+    return entry
+
+
+def permissions_for(user: NatsUser) -> dict[str, object]:
+    """`user`'s permissions with the rules above applied: the same for a config entry and a callout's JWT."""
     mqtt_allowed = user.connection_types is None or "MQTT" in user.connection_types
     mqtt_only = user.connection_types is not None and set(user.connection_types) == {"MQTT"}
     subscribe = list(user.subscribe)
@@ -136,10 +144,7 @@ def user_entry(user: NatsUser, password_hash: str) -> dict[str, object]:
     }
     if user.allow_responses:
         permissions["allow_responses"] = True
-    entry: dict[str, object] = {"user": user.username, "password": password_hash, "permissions": permissions}
-    if user.connection_types is not None:
-        entry["allowed_connection_types"] = list(user.connection_types)
-    return entry
+    return permissions
 
 
 AUTH_TIMEOUT_S = 10

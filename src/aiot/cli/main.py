@@ -8,7 +8,7 @@ import click
 import typer
 
 from aiot import __version__
-from aiot.cli import credentials, devices, legacy, node, packages, runtime, server, users
+from aiot.cli import credentials, devices, legacy, nats, node, packages, runtime, server, users
 from aiot.cli.client import ApiClient, CliError
 from aiot.cli.output import console, err_console, print_json
 
@@ -26,6 +26,7 @@ app.add_typer(devices.location_app, name="location")
 app.add_typer(devices.device_app, name="device")
 app.add_typer(devices.sim_app, name="sim")
 app.add_typer(node.node_app, name="node")
+app.add_typer(nats.nats_app, name="nats")
 node.node_app.command("token")(runtime.node_token)
 node.node_app.command("ls")(runtime.nodes_ls)
 node.node_app.command("drain")(runtime.nodes_drain)
