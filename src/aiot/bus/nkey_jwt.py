@@ -111,3 +111,8 @@ def response_claims(user_nkey: str, server_id: str, *, user_jwt: str = "", error
     if error:
         nats["error"] = error
     return {"sub": user_nkey, "aud": server_id, "nats": nats}
+
+
+def derived_secret(secret: str, purpose: str) -> str:
+    """A password derived from `secret` for `purpose` (no second secret to store or lose)."""
+    return base64.urlsafe_b64encode(hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()).decode()
