@@ -126,6 +126,9 @@ async def test_ai_developer_deploys_and_gets_a_prediction(web: WebPlatform, tmp_
         admin = await web.page_as("admin")
         await admin.goto("/admin/nodes")
         await admin.wait_for_selector("[data-node=web-node] svg.chart path.cpu", timeout=15_000)
+        from aiot.agent.sandbox import bwrap_path
+        expected = "sandboxed" if bwrap_path() is not None else "unsandboxed"
+        assert (await admin.inner_text("[data-node=web-node] .sandbox")).strip() == expected
         await asyncio.sleep(4)  # a few more load reports for the chart
         await shot(admin, "admin-nodes-with-node")
         await admin.goto("/admin")

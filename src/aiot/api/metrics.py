@@ -10,12 +10,30 @@ import hmac
 import time
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import select
 
 from aiot.errors import Unauthorized
 
 REQUESTS = Counter("aiot_http_requests_total", "HTTP requests handled", ["method", "route", "status"])
 LATENCY = Histogram("aiot_http_request_seconds", "HTTP request latency", ["method", "route"])
+NODES = Gauge("aiot_nodes", "Nodes by status and whether their workloads run sandboxed (bubblewrap)",
+              ["status", "sandboxed"])
+
+
+def _count_nodes(request: Request) -> None:
+    """Refresh NODES from the database at scrape time: an unsandboxed node is something to alert on."""
+    from aiot.store.runtime import Node
+
+    counts: dict[tuple[str, str], int] = {}
+    with request.app.state.ctx.db.session() as session:
+        for node in session.scalars(select(Node)):
+            sandboxed = (node.load or {}).get("sandboxed")
+            key = (node.status.value, "unknown" if sandboxed is None else str(bool(sandboxed)).lower())
+            counts[key] = counts.get(key, 0) + 1
+    NODES.clear()
+    for (status, sandboxed), count in counts.items():
+        NODES.labels(status, sandboxed).set(count)
 
 
 def install_metrics(app: FastAPI) -> None:
@@ -37,4 +55,5 @@ def install_metrics(app: FastAPI) -> None:
             if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(),
                                                                      token.get_secret_value().encode()):
                 raise Unauthorized("/metrics needs 'Authorization: Bearer <AIOT_METRICS_TOKEN>'")
+        _count_nodes(request)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -259,6 +259,7 @@ async def _nodes(web: WebUser) -> list[dict[str, Any]]:
         node["cpu"] = float(load.get("cpu_percent", 0.0) or 0.0)
         node["memory"] = float(load.get("memory_percent", 0.0) or 0.0)
         node["samples"] = len(series.cpu)
+        node["sandboxed"] = load.get("sandboxed")  # None: the node has not said (an older agent)
         node["workload_rows"] = [workloads.get(w, {"id": w, "state": "?"}) for w in node.get("workloads", [])]
     return nodes
 
