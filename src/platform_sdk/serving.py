@@ -7,7 +7,8 @@ It imports the manifest's `entrypoint` (`module:attr` inside `package_dir`: a cl
                             or multipart/form-data (image fields as files, the rest as JSON in field "inputs")
                             -> {"outputs": {...}, "model": {"name", "version"}}
     POST /v1/predict/batch  {"instances": [{...}, ...]} -> {"outputs": [...], "model": {...}}
-    GET  /healthz           200 once loaded; 503 while loading (or after load failed)
+    GET  /healthz           200 once loaded and warmed up (one prediction on the manifest's `example`);
+                            503 while loading (or after load or warm-up failed)
     GET  /metrics           Prometheus text
     GET  /v1/metadata       the manifest
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import importlib
 import inspect
@@ -146,6 +148,7 @@ class ModelServer:
         self.is_async = False
         self.lock: threading.Lock | None = threading.Lock()
         self.state = "loading"
+        self.warmup_s: float | None = None
         self.load_error = ""
         self.started = time.monotonic()
         self.inflight: dict[int, float] = {}
@@ -207,6 +210,31 @@ class ModelServer:
         self.is_async = inspect.iscoroutinefunction(predict)
         if getattr(model, "thread_safe", False):
             self.lock = None
+        self.warm_up(package_dir)
+
+    def warm_up(self, package_dir: str) -> None:
+        """One prediction on the manifest's `example` before the replica says it is ready: a model that loads
+        but cannot predict (a missing file, a wrong version of a library) never takes traffic, and the first
+        caller does not pay for lazy initialisation. Raises ValueError naming the example on failure."""
+        example = self.manifest.get("example")
+        if not example:
+            return
+        inputs: dict[str, Any] = {}
+        for name, value in example.items():
+            if isinstance(value, dict) and set(value) == {"file"}:  # an image stored inside the package
+                value = base64.b64encode((Path(package_dir) / str(value["file"])).read_bytes()).decode("ascii")
+            inputs[name] = value
+        started = time.monotonic()
+        try:
+            clean = self.validate(inputs)
+            outputs = asyncio.run(self.predict_fn(clean)) if self.is_async else self.predict_fn(clean)
+        except Exception as exc:
+            raise ValueError(f"warm-up prediction on the manifest's example failed: {type(exc).__name__}: {exc}") \
+                from exc
+        if not isinstance(outputs, dict):
+            raise ValueError(f"warm-up prediction on the manifest's example returned {type(outputs).__name__}, "
+                             "expected a dict of outputs")
+        self.warmup_s = round(time.monotonic() - started, 3)
 
     def _run(self, fn: Any, arg: Any) -> Any:
         token = threading.get_ident()

@@ -4,7 +4,7 @@ Each script runs as a subprocess, exactly as a person runs it; the test checks t
 the README's table is built from, and that the figures are sane (work was done, nothing failed outright).
 Targets are not asserted: a benchmark's target is data, and a smoke run is far too short to judge it.
 
-The seven scripts start together (in one module fixture) and run concurrently: each spends most of its time
+The scripts start together (in one module fixture) and run concurrently: each spends most of its time
 waiting on processes it started, and run one after another they would take about two minutes on a 2-core
 machine; together they take well under 90 s.
 """
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = ["ingest", "serving", "telemetry", "deployment", "recovery", "scheduler", "scale"]
+BENCHES = ["ingest", "serving", "telemetry", "deployment", "recovery", "scheduler", "scale", "gateway", "placement"]
 TIMEOUT = 240
 
 pytestmark = pytest.mark.slow
@@ -176,3 +176,19 @@ def test_scale(runs: Runs) -> None:
     assert run["acknowledged_by_displays"] >= 0.9 * run["sent"]
     assert run["e2e_latency_ms"]["p50"] > 0
     assert {"control_plane", "nats_server", "node_agent", "app_workloads"} <= set(run["processes"])
+
+
+def test_gateway(runs: Runs) -> None:
+    doc = runs.result("gateway")
+    point = doc["points"]["1"]
+    for side in ("direct", "gateway"):
+        assert point[side]["requests"] > 0 and point[side]["errors"] == 0, (side, point[side])
+    assert point["p50_overhead_ms"] is not None
+
+
+def test_placement(runs: Runs) -> None:
+    doc = runs.result("placement")
+    (point,) = doc["points"]
+    assert point["nodes"] == 100 and point["placed"] == point["workloads"] == 200
+    assert point["placements_per_s"] > 0 and 0 < point["decision_p50_ms"] <= point["decision_p99_ms"]
+    assert doc["peer"]["nomad_c1m_placements_per_s"] == 3750

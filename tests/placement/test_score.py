@@ -61,3 +61,25 @@ def test_memory_capacity_fills_up() -> None:
     assert _place(nodes, 4, memory_mb=256) == {"a": 4}
     decision = choose(nodes, Request("wl_5", cpu=0.1, memory_mb=256, group_id="g"))
     assert decision.node_id is None and "not enough memory" in decision.reason
+
+
+def test_large_clusters_record_the_best_nodes_and_count_the_rest() -> None:
+    """Above DETAIL_NODES nodes a decision keeps the best ones and a count, not 5,000 explanations; the choice is
+    the one full scoring would make."""
+    import random
+
+    from aiot.placement.score import DETAIL_NODES, NodeView, Request, _fast_score, choose, score_node
+
+    rng = random.Random(7)
+    nodes = [NodeView(node_id=f"nod_{i}", name=f"n{i:04d}", labels={"zone": "a" if i % 4 else "b"},
+                      capacity_cpu=4, capacity_memory_mb=8192, observed_cpu_percent=rng.uniform(0, 90),
+                      reserved_cpu=rng.choice([0, 1, 3.9]), workloads=rng.randint(0, 10)) for i in range(500)]
+    request = Request(workload_id="wl_x", cpu=0.5, memory_mb=256, group_id="dep_1", selector={"zone": "a"})
+    assert all(_fast_score(n, request) == score_node(n, request)[0] for n in nodes)
+    decision = choose(nodes, request)
+    full = min((score_node(n, request)[0], n.workloads, n.name) for n in nodes if score_node(n, request)[0] is not None)
+    assert decision.node_id == f"nod_{int(full[2][1:])}" and decision.score == full[0]
+    assert len(decision.scores) == DETAIL_NODES + 1 and "(others)" in decision.scores
+    shown = [s["score"] for name, s in decision.scores.items() if name != "(others)"]
+    assert shown == sorted(shown) and shown[0] == decision.score
+    assert "480 more nodes not listed" in decision.scores["(others)"]["why"]

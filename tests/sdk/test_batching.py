@@ -89,3 +89,38 @@ def test_manifest_batching_is_checked(batching: dict, field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         ModelManifest.model_validate({**doc, "batching": batching})
     assert ModelManifest.model_validate({**doc, "batching": {"max_batch_size": 4}}).batching.max_wait_ms == 2.0
+
+
+def _package(tmp_path: Path, module: str, example: dict | None) -> ModelServer:
+    name = f"warm_{abs(hash((str(tmp_path), module)))}"  # a module name of its own: imports are cached per process
+    package = tmp_path / "warm"
+    package.mkdir(parents=True)
+    (package / f"{name}.py").write_text(module)
+    manifest = {"format": 1, "name": "warm", "version": "1.0.0", "framework": "python", "entrypoint": f"{name}:Model",
+                "inputs": {"n": {"type": "integer"}}, "outputs": {"double": {"type": "integer"}}}
+    if example is not None:
+        manifest["example"] = example
+    (package / "model.json").write_text(json.dumps(manifest))
+    return ModelServer(parse_config({"workload_id": "wl_warm", "nats": {"servers": ["nats://127.0.0.1:1"]},
+                                     "package_dir": str(package), "serve": {"port": 1, "open": True}}))
+
+
+GOOD = "class Model:\n    seen = []\n    def predict(self, inputs):\n        self.seen.append(inputs)\n" \
+       "        return {'double': inputs['n'] * 2}\n"
+BROKEN = "class Model:\n    def predict(self, inputs):\n        raise FileNotFoundError('weights.bin')\n"
+
+
+def test_a_replica_warms_up_on_the_manifest_example_before_it_is_ready(tmp_path: Path) -> None:
+    server = _package(tmp_path, GOOD, {"n": 21})
+    server.load()
+    assert server.model.seen == [{"n": 21}] and server.warmup_s is not None
+
+
+def test_a_model_that_cannot_predict_its_example_never_becomes_ready(tmp_path: Path) -> None:
+    server = _package(tmp_path, BROKEN, {"n": 1})
+    with pytest.raises(ValueError, match=r"warm-up prediction on the manifest's example failed: FileNotFoundError"):
+        server.load()
+    assert server.state == "loading"  # _load_task turns this into `failed` and a restart, never `ready`
+    bad_example = _package(tmp_path / "x", GOOD, {"n": "not a number"})
+    with pytest.raises(ValueError, match="example"):
+        bad_example.load()

@@ -88,20 +88,55 @@ def score_node(node: NodeView, request: Request) -> tuple[float | None, str]:
     return round(score, 6), why
 
 
+DETAIL_NODES = 20
+"""Up to this many ready nodes every node's score or exclusion is recorded with a decision; above it, the best
+`DETAIL_NODES` eligible ones plus a count of the others (as Nomad keeps the top scores and filter counts): writing
+5,000 explanations per placement cost more than the decision itself (bench/placement.py)."""
+
+
+def _fast_score(node: NodeView, request: Request) -> float | None:
+    """`score_node`'s number without its explanation (the hot loop over every node)."""
+    if request.selector and any(node.labels.get(k) != v for k, v in request.selector.items()):
+        return None
+    cpu, memory = node.reserved_cpu + request.cpu, node.reserved_memory_mb + request.memory_mb
+    if cpu > node.capacity_cpu + 1e-9 or memory > node.capacity_memory_mb or node.workloads + 1 > node.max_workloads:
+        return None
+    cpu_frac = max(node.observed_cpu_percent / 100, cpu / node.capacity_cpu)
+    mem_frac = max(node.observed_memory_percent / 100, memory / node.capacity_memory_mb)
+    score = (W_CPU * min(cpu_frac, 1) + W_MEM * min(mem_frac, 1) + W_COUNT * (node.workloads + 1) / node.max_workloads
+             + W_SAME_GROUP * node.groups.get(request.group_id, 0))
+    return round(score, 6)
+
+
 def choose(nodes: list[NodeView], request: Request) -> Decision:
-    """The least-scored eligible node, with every node's score or exclusion reason (recorded for the API)."""
-    scores: dict[str, Any] = {}
-    best: tuple[float, int, str, NodeView] | None = None
+    """The least-scored eligible node, with the nodes' scores or exclusion reasons (recorded for the API): all of
+    them up to DETAIL_NODES nodes, else the best DETAIL_NODES and a count of the rest."""
+    ranked: list[tuple[float, int, str, NodeView]] = []
+    excluded: list[NodeView] = []
     for node in nodes:
+        value = _fast_score(node, request)
+        if value is None:
+            excluded.append(node)
+        else:
+            ranked.append((value, node.workloads, node.name, node))
+    ranked.sort(key=lambda item: item[:3])
+    shown = ranked if len(nodes) <= DETAIL_NODES else ranked[:DETAIL_NODES]
+    scores: dict[str, Any] = {}
+    for _, _, _, node in shown:
         value, why = score_node(node, request)
         scores[node.name] = {"node_id": node.node_id, "score": value, "why": why}
-        if value is not None:
-            key = (value, node.workloads, node.name, node)
-            if best is None or key[:3] < best[:3]:
-                best = key
-    if best is None:
+    if len(nodes) <= DETAIL_NODES or not ranked:
+        for node in excluded[:DETAIL_NODES]:
+            scores[node.name] = {"node_id": node.node_id, "score": None, "why": score_node(node, request)[1]}
+    hidden = len(nodes) - len(scores)
+    if hidden:
+        scores["(others)"] = {"node_id": None, "score": None, "why": f"{hidden} more nodes not listed: "
+                              f"{len(ranked) - len(shown)} eligible with higher scores, "
+                              f"{len(excluded) - sum(1 for s in scores.values() if s['score'] is None)} excluded"}
+    if not ranked:
         return Decision(None, "no node can take it: " + "; ".join(f"{n}: {s['why']}" for n, s in scores.items())
                         if scores else "no ready node", None, scores)
+    best = ranked[0]
     node = best[3]
     return Decision(node.node_id, f"least score {best[0]:.3f} on {node.name} ({scores[node.name]['why']})",
                     best[0], scores)
