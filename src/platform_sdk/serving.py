@@ -141,6 +141,7 @@ class ModelServer:
         self.threads = int(threads or serve.get("threads") or max(2, min(8, os.cpu_count() or 2)))
         self.hang_after = float(serve.get("hang_after") or 60.0)
         self.load_timeout = float(serve.get("load_timeout") or 300.0)
+        self.keepalive_s = float(serve.get("keepalive_s") or SERVER_KEEPALIVE)  # bench/keepalive.py lowers it
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="predict")
         self.model: Any = None
         self.predict_fn: Any = None
@@ -535,7 +536,7 @@ class ModelServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
-            timeout_keep_alive=SERVER_KEEPALIVE,
+            timeout_keep_alive=self.keepalive_s,
             server_header=False,
             date_header=False,
         )

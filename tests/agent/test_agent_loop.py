@@ -89,7 +89,7 @@ async def test_agent_runs_a_deployed_model_survives_a_stalled_control_plane_and_
 ) -> None:
     caplog.set_level(logging.WARNING, logger="aiot.agent.agent")
     async with (
-        live_platform(tmp_path, services=("nats-auth", "deployer")) as live,
+        live_platform(tmp_path, services=("nats-auth", "deployer", "log-relay")) as live,
         serve_http(create_app(live.ctx)) as api_port,
     ):
         proxy = StallProxy(api_port)
@@ -237,7 +237,7 @@ async def test_cli_agent_sigkill_takes_its_workloads_along_and_a_restart_runs_th
     tmp_path: Path, shared_env: SharedEnv
 ) -> None:
     async with (
-        live_platform(tmp_path, services=("nats-auth", "deployer")) as live,
+        live_platform(tmp_path, services=("nats-auth", "deployer", "log-relay")) as live,
         serve_http(create_app(live.ctx)) as api_port,
     ):
         server = f"http://127.0.0.1:{api_port}"

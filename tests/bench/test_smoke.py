@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = ["ingest", "serving", "telemetry", "deployment", "recovery", "scheduler", "scale", "gateway", "placement"]
+BENCHES = ["ingest", "serving", "telemetry", "deployment", "recovery", "scheduler", "scale", "gateway", "placement",
+           "keepalive"]
 TIMEOUT = 240
 
 pytestmark = pytest.mark.slow
@@ -192,3 +193,10 @@ def test_placement(runs: Runs) -> None:
     assert point["nodes"] == 100 and point["placed"] == point["workloads"] == 200
     assert point["placements_per_s"] > 0 and 0 < point["decision_p50_ms"] <= point["decision_p99_ms"]
     assert doc["peer"]["nomad_c1m_placements_per_s"] == 3750
+
+
+def test_keepalive(runs: Runs) -> None:
+    doc = runs.result("keepalive")
+    sdk, naive = doc["callers"]["sdk"], doc["callers"]["naive"]
+    assert sdk["calls"] > 20 and naive["calls"] > 20
+    assert sdk["failed"] == 0, sdk["failure_samples"]  # the SDK retries a connection the replica just closed

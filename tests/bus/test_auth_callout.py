@@ -161,3 +161,27 @@ def test_jwts_round_trip_and_a_tampered_one_is_refused() -> None:
         nkey_jwt.decode(f"{header}.{body}.{other.split('.')[2]}")
     with pytest.raises(nkey_jwt.JwtError, match="not a JWT"):
         nkey_jwt.decode("garbage")
+
+
+async def test_an_unknown_user_makes_one_refresh_then_is_found_and_misses_are_rate_limited() -> None:
+    """A credential committed a moment ago (its change notice not applied yet) is found by refreshing the
+    directory once, instead of being refused; unknown names cannot turn that into a database load."""
+    from aiot.bus.auth import NatsUser
+    from aiot.bus.callout import CalloutResponder
+
+    directory: dict[str, NatsUser] = {}
+    refreshes: list[int] = []
+
+    async def refresh() -> None:
+        refreshes.append(1)
+        directory["dev_new"] = NatsUser(username="dev_new", password="pw-new-1", connection_types=["MQTT"])
+
+    responder = CalloutResponder(None, nkey_jwt.account_keypair(b"s"), directory.get, on_miss=refresh)
+    user, _ = await responder.decide({"user": "dev_new", "pass": "pw-new-1"}, {"type": "mqtt", "mqtt_id": "dev_new"})
+    assert user is not None and refreshes == [1]
+    for _ in range(5):
+        user, why = await responder.decide({"user": "nobody", "pass": "x"}, {"type": "nats"})
+        assert user is None and why == "unknown user or wrong password"
+    assert refreshes == [1]  # within a second of the last refresh: not again
+    user, why = await responder.decide({"user": "dev_new", "pass": "pw-new-1"}, {"type": "nats"})
+    assert user is None and "may not connect as STANDARD" in why  # MQTT-only credential over plain NATS

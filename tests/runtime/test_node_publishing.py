@@ -12,6 +12,7 @@ from typing import Any
 
 import nats
 
+from aiot.logs.records import node_log_subject
 from aiot.logs.stream import ensure_logs_stream
 from aiot.store.models import Role
 from tests.runtime.helpers import deploy_comfort
@@ -76,7 +77,7 @@ async def _until(probe: Any, timeout: float = 20.0) -> Any:
 
 
 async def test_nodes_log_only_for_their_workloads_and_replicas_announce_only_themselves(tmp_path: Path) -> None:
-    async with live_platform(tmp_path, services=("nats-auth", "deployer", "registry")) as live:
+    async with live_platform(tmp_path, services=("nats-auth", "deployer", "registry", "log-relay")) as live:
         await ensure_logs_stream(live.ctx.bus, live.ctx.settings)
         n1, n2 = await _join(live, "n1"), await _join(live, "n2")
         reporting = asyncio.create_task(_keep_reporting(live, n1, n2))  # not lost, however slow this machine is
@@ -102,24 +103,30 @@ async def _scenario(live: LivePlatform, tmp_path: Path, n1: dict[str, Any], n2: 
     assert placed, "the two replicas were not spread over n1 and n2"
     w1, w2 = placed[n1["node_id"]], placed[n2["node_id"]]
 
-    # Logs: n1 writes its own workload's output; its forged line in n2's workload's log is refused.
+    # Logs: n1 writes its own workload's output (through the log relay); a line it forges for n2's workload -
+    # straight on the log subject, on n2's node subject, or on its own node subject - never reaches that log.
     node1, node2 = await Client().connect(n1["nats"]), await Client().connect(n2["nats"])
+    n1_id, n2_id = n1["node_id"], n2["node_id"]
     try:
         async def n1_line_stored() -> bool:
-            await node1.nc.publish(f"aiot.logs.{w1['workload_id']}", json.dumps({"message": "n1 ok"}).encode())
+            await node1.nc.publish(node_log_subject(n1_id, w1["workload_id"]), b"{\"message\": \"n1 ok\"}")
             return "n1 ok" in await _logs(live, w1["workload_id"])
 
-        assert await _until(n1_line_stored), node1.errors  # (n1's NATS user follows its placement)
-        forged = f"aiot.logs.{w2['workload_id']}"
-        await node1.nc.publish(forged, json.dumps({"message": "forged by n1", "level": "ERROR"}).encode())
-        assert await node1.refused(forged), node1.errors
+        assert await _until(n1_line_stored), node1.errors
+        forged = json.dumps({"message": "forged by n1", "level": "ERROR"}).encode()
+        for subject in (f"aiot.logs.{w2['workload_id']}", node_log_subject(n2_id, w2["workload_id"])):
+            await node1.nc.publish(subject, forged)
+            assert await node1.refused(subject), (subject, node1.errors)  # not its subjects: the server refuses
+        await node1.nc.publish(node_log_subject(n1_id, w2["workload_id"]), forged)  # its own: the relay drops it
+        await node1.nc.flush()
 
         async def n2_line_stored() -> bool:
-            await node2.nc.publish(forged, json.dumps({"message": "n2 ok"}).encode())
+            await node2.nc.publish(node_log_subject(n2_id, w2["workload_id"]), b"{\"message\": \"n2 ok\"}")
             return "n2 ok" in await _logs(live, w2["workload_id"])
 
         assert await _until(n2_line_stored), node2.errors
         assert "forged by n1" not in await _logs(live, w2["workload_id"])
+        assert live.ctx.services["log-relay"].dropped >= 1
     finally:
         await node1.nc.close()
         await node2.nc.close()

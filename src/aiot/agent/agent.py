@@ -438,6 +438,7 @@ class NodeAgent:
             attempts=0,
         )
         self.bus = bus
+        self.sink.node_id = ident.node_id
         self.sink.bus = bus
 
         async def on_wake(_msg: Any) -> None:

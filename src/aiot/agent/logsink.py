@@ -1,4 +1,7 @@
-"""Workload stdout/stderr -> the log stream (`aiot.logs.<workload_id>` on NATS), or a local file when offline.
+"""Workload stdout/stderr -> the log stream, or a local file when offline.
+
+Lines go out on `aiot.node.<node id>.logs.<workload id>`, the node's own log subjects; the platform's log relay
+(`aiot.logs.relay`) checks that the workload runs on this node and puts them on `aiot.logs.<workload id>`.
 
 The supervisor calls `LogSink.line` synchronously for every line; lines are queued and published by one task,
 so a slow or absent NATS never blocks the supervisor (the queue is bounded; overflow drops the oldest
@@ -17,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aiot.logs.records import node_log_subject
+
 if TYPE_CHECKING:
     from aiot.bus.client import Bus
 
@@ -29,6 +34,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 class LogSink:
     def __init__(self, keep: int = 500, queue_size: int = 10000) -> None:
         self.bus: Bus | None = None
+        self.node_id = ""  # set with the bus, once the node has its identity
         self.keep = keep
         self.recent: dict[str, deque[dict[str, str]]] = {}
         self.files: dict[str, Path] = {}
@@ -68,7 +74,7 @@ class LogSink:
         bus = self.bus
         if bus is not None and bus.is_connected:
             try:
-                await bus.publish(f"aiot.logs.{record['workload_id']}", json.dumps(record).encode())
+                await bus.publish(node_log_subject(self.node_id, record["workload_id"]), json.dumps(record).encode())
                 self.published += 1
                 return
             except Exception as exc:  # noqa: BLE001 - fall back to the file, never lose the line silently

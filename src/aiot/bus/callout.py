@@ -21,7 +21,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import bcrypt
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH"
 QUEUE_GROUP = "aiot-auth-callout"
+MISS_REFRESH_SECONDS = 1.0
 GLOBAL_ACCOUNT = "$G"
 
 Lookup = Callable[[str], NatsUser | None]
@@ -44,15 +46,22 @@ _CLIENT_TYPES = {"nats": "STANDARD", "mqtt": "MQTT", "websocket": "WEBSOCKET"}
 class CalloutResponder:
     """Subscribes to the callout subject on a platform connection and answers each request."""
 
-    def __init__(self, nc: Any, issuer: nkeys.KeyPair, lookup: Lookup, *, account: str = GLOBAL_ACCOUNT) -> None:
+    def __init__(self, nc: Any, issuer: nkeys.KeyPair, lookup: Lookup, *, account: str = GLOBAL_ACCOUNT,
+                 on_miss: Callable[[], Awaitable[None]] | None = None) -> None:
         self.nc = nc
         self.issuer = issuer
         self.lookup = lookup
         self.account = account
+        self.on_miss = on_miss
+        """Refreshes the directory (from the database) when a user is not in it: a credential committed a moment
+        ago, whose change notice has not been applied yet, is then found instead of refused."""
+        self._refresh: asyncio.Task[None] | None = None
+        self._refreshed_at = 0.0
         self.allowed = 0
         self.refused = 0
         self._verified: dict[str, tuple[str, bytes]] = {}  # username -> (stored hash, sha256 of the password)
         self._sub: Any = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(CALLOUT_SUBJECT, queue=QUEUE_GROUP, cb=self._on_request)
@@ -68,6 +77,13 @@ class CalloutResponder:
         self._verified.pop(username, None)
 
     async def _on_request(self, msg: Any) -> None:
+        """One task per request: nats-py delivers a subscription's messages one after another, and a bcrypt check
+        (in a worker thread) must not hold up the connections behind it."""
+        task = asyncio.create_task(self._answer(msg))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, msg: Any) -> None:
         try:
             request = nkey_jwt.decode(msg.data.decode("ascii"))
             claims = request["nats"]
@@ -94,6 +110,8 @@ class CalloutResponder:
         """(the user, "") when the connection may proceed, else (None, why)."""
         username, password = str(connect.get("user") or ""), str(connect.get("pass") or "")
         user = self.lookup(username) if username else None
+        if user is None and username and await self._refreshed():
+            user = self.lookup(username)
         if user is None or not password or not await self._password_ok(user, password):
             return None, "unknown user or wrong password"
         kind = "LEAFNODE" if client.get("kind") == "Leafnode" else _CLIENT_TYPES.get(str(client.get("type")), "")
@@ -103,6 +121,23 @@ class CalloutResponder:
         if client.get("type") == "mqtt" and client.get("mqtt_id") != username:
             return None, f"MQTT client id must be the user name {username!r}"
         return user, ""
+
+    async def _refreshed(self) -> bool:
+        """Run `on_miss` (one at a time, at most once a second: unknown names cannot make it a DB load); True
+        when a refresh ran or was joined."""
+        if self.on_miss is None:
+            return False
+        if self._refresh is None or self._refresh.done():
+            if time.monotonic() - self._refreshed_at < MISS_REFRESH_SECONDS:
+                return False
+            self._refreshed_at = time.monotonic()
+            self._refresh = asyncio.ensure_future(self.on_miss())
+        try:
+            await asyncio.shield(self._refresh)
+        except Exception as exc:  # noqa: BLE001 - the user stays unknown; the reason is logged
+            log.warning("refreshing the NATS user directory failed: %s", exc)
+            return False
+        return True
 
     async def _password_ok(self, user: NatsUser, password: str) -> bool:
         if user.password is not None:

@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -150,6 +151,8 @@ class EmbeddedNats:
         self._ports: dict[str, int] | None = None
         self._password: str | None = None
         self._users: dict[str, NatsUser] = {}
+        self.on_directory_miss: Callable[[], Awaitable[None]] | None = None
+        """Called when a connecting user is not among those `set_users` gave (the nats-auth service's sync)."""
         self._callout: CalloutResponder | None = None
         self._callout_nc: nats.NATS | None = None
         self._system_nc: nats.NATS | None = None
@@ -348,19 +351,22 @@ class EmbeddedNats:
         self._callout_nc = await nats.connect(self.url, user=PLATFORM_USER, password=self.platform_password,
                                               name="aiot-auth-callout", **options)
         issuer = nkey_jwt.account_keypair(self.platform_password.encode())
-        self._callout = CalloutResponder(self._callout_nc, issuer, lambda name: self._users.get(name))
+        self._callout = CalloutResponder(self._callout_nc, issuer, lambda name: self._users.get(name),
+                                         on_miss=self.on_directory_miss)
         await self._callout.start()
         self._system_nc = await nats.connect(self.url, user=SYSTEM_USER, password=self._system_password(),
                                              name="aiot-auth-system", **options)
 
     async def _stop_callout(self) -> None:
-        responder, self._callout = self._callout, None
-        for nc in (self._callout_nc, self._system_nc):
-            if nc is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(nc.close(), 5)
+        """Close the responder's connections, giving each at most 5 s: never wait on a client that will not
+        finish closing (asyncio.wait_for would wait for its cancellation too), the server stops next anyway."""
+        self._callout = None
+        closing = [asyncio.ensure_future(nc.close()) for nc in (self._callout_nc, self._system_nc) if nc is not None]
         self._callout_nc = self._system_nc = None
-        del responder
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=5)
+            for task in late:
+                task.cancel()
 
     # ----------------------------------------------------------------- internals
 

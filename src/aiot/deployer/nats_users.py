@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import timedelta
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aiot.bus.auth import NatsUser
 from aiot.devices.subjects import cmd_subject, readings_subject, state_subject
+from aiot.logs.records import node_log_permission
 from aiot.logs.records import workload_subject as workload_log_subject
 from aiot.registry.service import announce_subject
 from aiot.services.nats_auth import register_user_source
-from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload, WorkloadKind, WorkloadStatus
-from aiot.timeutil import utcnow
-
-# A node may still publish the output of a workload stopped this recently (its last lines while shutting down).
-STOPPED_LOG_GRACE = timedelta(minutes=2)
+from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload, WorkloadKind
 
 
 def workload_permissions(workload: Workload) -> tuple[list[str], list[str]]:
@@ -51,29 +45,12 @@ def workload_users(session: Session) -> list[NatsUser]:
     return users
 
 
-def node_log_subjects(session: Session) -> dict[str, list[str]]:
-    """node id -> the log subjects of the workloads it runs: assigned to it, or that it last reported and that were
-    stopped or moved moments ago (their last output while shutting down).
-
-    Exactly these: a node publishes its workloads' captured output and nothing else, so a node (or whoever holds
-    its password) cannot forge a line in another node's workload's log, nor a platform service's."""
-    recent = utcnow() - STOPPED_LOG_GRACE
-    subjects: dict[str, set[str]] = defaultdict(set)
-    assigned = session.execute(select(Workload.node_id, Workload.id).where(
-        Workload.node_id.is_not(None), Workload.desired == DesiredState.running))
-    leaving = session.execute(select(WorkloadStatus.node_id, Workload.id)
-                              .join(WorkloadStatus, WorkloadStatus.workload_id == Workload.id)
-                              .where(WorkloadStatus.node_id.is_not(None), Workload.updated_at >= recent))
-    for node_id, workload_id in [*assigned, *leaving]:
-        subjects[node_id].add(workload_log_subject(workload_id))
-    return {node_id: sorted(found) for node_id, found in subjects.items()}
-
-
 @register_user_source
 def node_users(session: Session) -> list[NatsUser]:
-    logs = node_log_subjects(session)
+    """A node publishes its workloads' output on its own log subjects only (fixed: placing a workload changes no
+    node's permissions); the log relay checks each line's workload runs there (`aiot.logs.relay`)."""
     return [
-        NatsUser(username=node.id, password_hash=node.nats_password_bcrypt, publish=logs.get(node.id, []),
+        NatsUser(username=node.id, password_hash=node.nats_password_bcrypt, publish=[node_log_permission(node.id)],
                  subscribe=[f"aiot.node.{node.id}.>"], connection_types=["STANDARD"])
         for node in session.scalars(select(Node).where(Node.status != NodeStatus.removed))
     ]

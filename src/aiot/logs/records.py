@@ -61,6 +61,20 @@ def workload_subject(workload_id: str) -> str:
     return f"{SUBJECT_PREFIX}.{workload_id}"
 
 
+NODE_LOGS = "aiot.node.*.logs.*"
+"""Where node agents send their workloads' output, for the log relay to check (`relay.py`)."""
+
+
+def node_log_subject(node_id: str, workload_id: str) -> str:
+    """Where a node agent publishes a line of `workload_id`'s output."""
+    return f"aiot.node.{node_id}.logs.{workload_id}"
+
+
+def node_log_permission(node_id: str) -> str:
+    """The publish permission a node's NATS user gets for its workloads' output."""
+    return f"aiot.node.{node_id}.logs.*"
+
+
 def platform_subject(service: str) -> str:
     return f"{SUBJECT_PREFIX}.{PLATFORM_TOKEN}.{service}"
 

@@ -14,6 +14,7 @@ from aiot.deployer.autoscale import AutoscaleService
 from aiot.deployer.service import DeployerService
 from aiot.devices.ingest_service import IngestService
 from aiot.logs.collector import LogCollectorService
+from aiot.logs.relay import LogRelayService
 from aiot.notify.service import NotifyService
 from aiot.registry import RegistryService
 from aiot.scheduler.service import SchedulerService
@@ -30,6 +31,7 @@ SERVICE_FACTORIES: dict[str, Callable[[], PlatformService]] = {
     "scheduler": SchedulerService,
     "notify": NotifyService,
     "log-collector": LogCollectorService,
+    "log-relay": LogRelayService,
     "api": ApiService,
     "autoscaler": AutoscaleService,
 }

@@ -86,8 +86,13 @@ class NatsAuthService(PlatformService):
         if ctx.embedded is None:
             assert ctx.bus is not None
             issuer = nkey_jwt.account_keypair(platform_secret(ctx.settings))
-            self.callout = CalloutResponder(ctx.bus.nc, issuer, lambda name: self._directory.get(name))
+            self.callout = CalloutResponder(ctx.bus.nc, issuer, lambda name: self._directory.get(name),
+                                            on_miss=self.sync)
             await self.callout.start()
+        else:
+            ctx.embedded.on_directory_miss = self.sync
+            if ctx.embedded.callout is not None:
+                ctx.embedded.callout.on_miss = self.sync
         assert ctx.bus is not None
         self._sub = await ctx.bus.subscribe(AUTH_CHANGED_SUBJECT, self._on_change)
         self._task = asyncio.create_task(self._loop(), name="nats-auth-sync")
