@@ -9,6 +9,7 @@ at `/v2/...`, who may call (owner, admin, the model's token; not another develop
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -61,6 +62,19 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
                 await asyncio.sleep(0.5)
             assert answer.json()["outputs"] == {"fan": "on", "ac": "on", "lamp": "on"}
             assert answer.headers["x-aiot-model-version"] == "1.0.0"
+
+            # the CLI uses the same stable URL (in a thread: the server runs on this event loop)
+            from typer.testing import CliRunner
+
+            from aiot.cli.main import app as cli
+            env = {"AIOT_SERVER": f"http://127.0.0.1:{api_port}", "AIOT_TOKEN": live.tokens[Role.ai_developer.value]}
+            ran = await asyncio.to_thread(CliRunner().invoke, cli, ["model", "predict", "comfort", "--input",
+                                                                    '{"temperature": 20, "light": 900}'], env=env)
+            assert ran.exit_code == 0, ran.output
+            assert json.loads(ran.output)["outputs"] == {"fan": "off", "ac": "off", "lamp": "off"}
+            bad = await asyncio.to_thread(CliRunner().invoke, cli, ["model", "predict", "comfort", "--input", "{"],
+                                          env=env)
+            assert bad.exit_code != 0 and "--input is not JSON" in bad.output + str(bad.exception)
 
             # who may call
             assert (await client.post("/models/someoneelse/comfort/v1/predict", json={"inputs": HOT},

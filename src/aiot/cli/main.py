@@ -35,6 +35,7 @@ app.add_typer(runtime.workloads_app, name="workloads")
 app.add_typer(runtime.instance_app, name="instance")
 packages.model_app.command("deploy")(runtime.deploy_model)
 packages.model_app.command("endpoints")(runtime.model_endpoints)
+packages.model_app.command("predict")(runtime.model_predict)
 
 
 @app.command()

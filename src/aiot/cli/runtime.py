@@ -113,3 +113,22 @@ def instance_run(instance_id: str, minutes: float | None = typer.Option(None)) -
 def instance_stop(instance_id: str) -> None:
     ApiClient().post(f"/instances/{instance_id}/stop")
     console.print(f"{instance_id} stopped")
+
+
+def model_predict(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or owner/NAME"),
+    inputs: str = typer.Option(..., "--input", "-i", help='the inputs as JSON, e.g. \'{"temperature": 31}\''),
+) -> None:
+    """One prediction through the model gateway's stable URL (/models/<owner>/<name>/v1/predict): the highest
+    version with a ready replica, or the version given."""
+    try:
+        parsed = json.loads(inputs)
+    except ValueError as exc:
+        raise CliError(f"--input is not JSON ({exc}); give an object of the model's inputs") from None
+    client = ApiClient()
+    model = client.get(f"/models/{ref}")
+    url = f"{client.server}/models/{model['owner']}/{model['name']}/v1/predict"
+    pinned = ":" in ref.split("/")[-1]
+    answer = client.request("POST", url, json={"inputs": parsed},
+                            params={"version": model["version"]} if pinned else None)
+    print_json(answer)
