@@ -191,7 +191,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency level")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    emit(asyncio.run(main_async(args)), args.output)
+    from aiot.cli.server import _loop_factory  # uvloop, as `aiot up` runs the control plane
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        emit(runner.run(main_async(args)), args.output)
 
 
 if __name__ == "__main__":

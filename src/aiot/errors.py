@@ -69,6 +69,13 @@ class ServiceUnavailable(PlatformError):
     code = "service_unavailable"
 
 
+class UpstreamTimeout(PlatformError):
+    """A workload the platform forwarded to (a model replica) did not answer in time."""
+
+    status_code = 504
+    code = "gateway_timeout"
+
+
 class InsufficientStorage(PlatformError):
     """The disk under the data directory (or the NATS store's reservation) is full: retry once space is freed."""
 

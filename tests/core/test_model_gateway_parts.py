@@ -108,3 +108,72 @@ async def test_a_refusing_replica_is_skipped_and_then_tried_last() -> None:
     finally:
         await pool.aclose()
         good.close()
+
+
+async def _server(answer) -> tuple[asyncio.AbstractServer, str]:  # type: ignore[no-untyped-def]
+    """A TCP server whose `answer(request_number_on_this_connection)` returns bytes to send, or None to close."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        count = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                count += 1
+                reply = await answer(count)
+                if reply is None:
+                    break
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+
+async def test_a_keepalive_connection_the_replica_closed_is_retried_on_a_new_one() -> None:
+    async def first_only(count: int) -> bytes | None:
+        return OK if count == 1 else None  # the keep-alive timer wins on the second request
+
+    server, url = await _server(first_only)
+    pool = ReplicaPool(timeout=5)
+    try:
+        for _ in range(4):
+            answer = await pool.send([url], "/v1/predict", b"{}", {})
+            assert answer.status == 200 and answer.content == b"{}"
+    finally:
+        await pool.aclose()
+        server.close()
+
+
+async def test_chunked_answers_and_timeouts() -> None:
+    from aiot.api.replica_http import ReplicaTimeout
+
+    async def chunked(count: int) -> bytes:
+        return (b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/json\r\n"
+                b"transfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n")
+
+    async def slow(count: int) -> bytes:
+        await asyncio.sleep(2)
+        return OK
+
+    chunky, chunky_url = await _server(chunked)
+    sleepy, sleepy_url = await _server(slow)
+    pool = ReplicaPool(timeout=0.5)
+    try:
+        answer = await pool.send([chunky_url], "/v1/predict", b"{}", {})
+        assert (answer.status, answer.content) == (422, b'{"a": 1}')  # passed through, status and all
+        with pytest.raises(ReplicaTimeout):  # raised, not retried elsewhere: the model may still be at it
+            await pool.send([sleepy_url], "/v1/predict", b"{}", {})
+    finally:
+        await pool.aclose()
+        chunky.close()
+        sleepy.close()

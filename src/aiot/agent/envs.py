@@ -59,7 +59,7 @@ from aiot.artifacts.requirements import RequirementsRefused, parse_requirements
 log = logging.getLogger(__name__)
 
 # Used only while platform_sdk ships no requirements.txt of its own (see `sdk_requirements`).
-FALLBACK_SDK_REQUIREMENTS = ["nats-py", "httpx", "numpy", "starlette", "uvicorn", "prometheus-client"]
+FALLBACK_SDK_REQUIREMENTS = ["nats-py", "httpx", "sniffio", "numpy", "starlette", "uvicorn", "prometheus-client"]
 MARKER = "aiot-env.json"
 PTH_NAME = "aiot_platform_sdk.pth"
 _STDERR_TAIL = 3000

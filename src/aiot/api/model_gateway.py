@@ -21,6 +21,7 @@ cached for one second per process; the balancing and retries live in `replica_po
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -33,12 +34,13 @@ from sqlalchemy import select
 
 from aiot.api import oip
 from aiot.api.legacy_predict import running_endpoints
+from aiot.api.replica_http import ReplicaTimeout
 from aiot.api.replica_pool import NoReplicaAnswered, ReplicaPool
 from aiot.api.security import authenticate_request
 from aiot.api.signing import tokens_match
 from aiot.artifacts import names
-from aiot.deployer.endpoint_tokens import model_auth_header, model_token
-from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
+from aiot.deployer.endpoint_tokens import MODEL_TOKEN_HEADER, model_token
+from aiot.errors import Forbidden, NotFound, ServiceUnavailable, UpstreamTimeout, ValidationFailed
 from aiot.secrets_store import platform_secret
 from aiot.store.catalog import ModelPackage, PackageKind
 from aiot.store.models import Role
@@ -47,6 +49,7 @@ from aiot.store.runtime import ModelDeployment
 router = APIRouter(tags=["model gateway"])
 RESOLVE_TTL = 1.0
 RETRY_AFTER_SECONDS = 2
+PRINCIPAL_TTL = 2.0
 _pool = ReplicaPool()
 
 
@@ -61,6 +64,7 @@ class Target:
     owner_ids: frozenset[str]  # the name's owner and the deployment's owner
     endpoints: tuple[str, ...]
     versions: tuple[str, ...]  # every deployed version of the name, for metadata
+    token: str  # the model's token: what its replicas require, and what bound apps hold
 
 
 _cache: dict[tuple[str | None, str, str | None], tuple[float, Target]] = {}
@@ -93,20 +97,41 @@ def resolve(request: Request, owner: str | None, name: str, version: str | None)
         target = Target(model_id=model.id, name=model.name, version=model.version, manifest=dict(model.manifest),
                         owner_ids=frozenset(i for i in (row.owner_id, deployment.owner_id) if i),
                         endpoints=tuple(endpoints),
-                        versions=tuple(sorted((m.version for m, _ in deployed), key=Version)))
+                        versions=tuple(sorted((m.version for m, _ in deployed), key=Version)),
+                        token=model_token(platform_secret(ctx.settings), model.id))
     _cache[key] = (now + RESOLVE_TTL, target)
     return target
+
+
+_callers: dict[str, tuple[float, str, Role]] = {}
+
+
+def _caller(request: Request, bearer: str) -> tuple[str, Role]:
+    """(user id, role) of the request's user: an API token's answer is kept PRINCIPAL_TTL seconds (the token check
+    reads the database twice, more than the rest of the gateway), so a revoked token stops working here within
+    that time; a cookie session is checked every time (CSRF rules apply to it)."""
+    key = hashlib.sha256(bearer.encode()).hexdigest() if bearer else ""
+    now = time.monotonic()
+    hit = _callers.get(key) if key else None
+    if hit is not None and hit[0] > now:
+        return hit[1], hit[2]
+    principal = authenticate_request(request)
+    if key and not principal.via_cookie:
+        if len(_callers) > 10_000:
+            _callers.clear()
+        _callers[key] = (now + PRINCIPAL_TTL, principal.user.id, principal.role)
+    return principal.user.id, principal.role
 
 
 def _authorise(request: Request, target: Target) -> None:
     """The model's own token (bound workloads), or a user who owns or deployed it, or an admin."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value and \
-            tokens_match(value.strip(), model_token(platform_secret(request.app.state.ctx.settings), target.model_id)):
+    bearer = value.strip() if scheme.lower() == "bearer" else ""
+    if bearer and tokens_match(bearer, target.token):
         return
-    principal = authenticate_request(request)
-    if principal.role != Role.admin and principal.user.id not in target.owner_ids:
+    user_id, role = _caller(request, bearer)
+    if role != Role.admin and user_id not in target.owner_ids:
         raise Forbidden(f"model {target.name} belongs to another user; call it with its owner's token or as a "
                         "bound app", field="model")
 
@@ -120,10 +145,12 @@ async def forward(request: Request, target: Target, path: str, content: bytes, c
     """Send the body to a replica of `target` with the model's token; its answer comes back unchanged."""
     if not target.endpoints:
         raise _unavailable(target, "no replica is ready yet")
-    headers = {"content-type": content_type,
-               **model_auth_header(platform_secret(request.app.state.ctx.settings), target.model_id)}
+    headers = {"content-type": content_type, MODEL_TOKEN_HEADER: f"Bearer {target.token}"}
     try:
         answer = await _pool.send(list(target.endpoints), path, content, headers)
+    except ReplicaTimeout:
+        raise UpstreamTimeout(f"model {target.name} {target.version}: no answer within {_pool.timeout:g}s",
+                              field="model") from None
     except NoReplicaAnswered as exc:
         _cache.clear()  # the replica set changed: look again on the next call
         raise _unavailable(target, f"no replica answered ({exc})") from None

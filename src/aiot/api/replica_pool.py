@@ -16,14 +16,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-import httpx
+from aiot.api.replica_http import HttpPool, Refused, ReplicaHttpError, Reply, Stale
 
 KEEPALIVE_EXPIRY = 4.0
 """Seconds an idle pooled connection is kept: far below the replica's keep-alive timeout (serving: 75 s)."""
 BAD_REPLICA_SECONDS = 2.0
 """How long a replica that refused a connection is tried last."""
-_STALE = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.CloseError)
-"""What a request on a connection the server just closed raises (not a refusal or a timeout)."""
 
 
 @dataclass(frozen=True)
@@ -45,22 +43,14 @@ class NoReplicaAnswered(Exception):
 
 
 class ReplicaPool:
-    """Per-process balancer: in-flight counts per replica URL, a pooled client, retries on refusal."""
+    """Per-process balancer: in-flight counts per replica URL, pooled connections, retries on refusal."""
 
     def __init__(self, *, timeout: float = 30.0) -> None:
         self.timeout = timeout
-        self._client: httpx.AsyncClient | None = None
+        self._http = HttpPool(timeout=timeout, keepalive_expiry=KEEPALIVE_EXPIRY)
         self._in_flight: defaultdict[str, int] = defaultdict(int)
         self._bad_until: dict[str, float] = {}
         self._tie: itertools.count[int] = itertools.count()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                trust_env=False, timeout=httpx.Timeout(self.timeout, connect=5.0),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128,
-                                    keepalive_expiry=KEEPALIVE_EXPIRY))
-        return self._client
 
     def order(self, replicas: list[str]) -> list[str]:
         """Replicas to try, best first: healthy before recently refusing, then fewest in flight, ties rotated."""
@@ -72,35 +62,36 @@ class ReplicaPool:
         return [replicas[i] for i in ranked]
 
     async def send(self, replicas: list[str], path: str, content: bytes, headers: dict[str, str]) -> Answer:
-        """POST `content` to `path` on one replica; NoReplicaAnswered when none took it."""
+        """POST `content` to `path` on one replica; NoReplicaAnswered when none took it, ReplicaTimeout (not
+        retried) when the chosen one did not answer in time."""
         failures: list[str] = []
         for url in self.order(replicas):
             self._in_flight[url] += 1
             try:
-                response = await self._post(url.rstrip("/") + path, content, headers)
-            except (httpx.ReadTimeout, httpx.WriteTimeout):
-                raise  # not retried: the replica may still be computing
-            except httpx.TransportError as exc:  # refused, reset, or no connection in time: try the next one
+                reply = await self._post(url.rstrip("/") + path, content, headers)
+            except (Refused, Stale) as exc:  # nothing reached the model, or the retry failed too
                 self._bad_until[url] = time.monotonic() + BAD_REPLICA_SECONDS
-                failures.append(f"{url}: {type(exc).__name__}")
+                failures.append(f"{url}: {exc.kind}")
+                continue
+            except ReplicaHttpError as exc:
+                if exc.kind == "ReadTimeout":
+                    raise
+                self._bad_until[url] = time.monotonic() + BAD_REPLICA_SECONDS
+                failures.append(f"{url}: {exc.kind}")
                 continue
             finally:
                 self._in_flight[url] -= 1
-            if response.status_code == 503:  # loading or shutting down: another replica may take it
+            if reply.status == 503:  # loading or shutting down: another replica may take it
                 failures.append(f"{url}: not ready (503)")
                 continue
-            return Answer(response.status_code, response.content,
-                          response.headers.get("content-type", "application/json"), url)
+            return Answer(reply.status, reply.body, reply.content_type, url)
         raise NoReplicaAnswered(failures)
 
-    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> Reply:
         try:
-            return await self._http().post(url, content=content, headers=headers)
-        except _STALE:  # a pooled connection the replica had just closed: once more, on a new connection
-            async with httpx.AsyncClient(trust_env=False, timeout=self.timeout) as once:
-                return await once.post(url, content=content, headers=headers)
+            return await self._http.post(url, content, headers)
+        except Stale:  # a pooled connection the replica had just closed: once more, on a new connection
+            return await self._http.post(url, content, headers, fresh=True)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
