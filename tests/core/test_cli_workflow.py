@@ -61,7 +61,7 @@ def test_cli_push_register_and_simulate(tmp_path: Path) -> None:
         latest = json.loads(_ok(["device", "latest", thermo], env))
         assert isinstance(latest["latest"]["values"]["temperature"], float)
         assert latest["presence"]["status"] in ("online", "offline")
-        history = json.loads(_ok(["device", "history", thermo, "--limit", "50"], env))
+        history = json.loads(_ok(["device", "history", thermo, "--limit", "50", "-o", "json"], env))
         assert len(history) >= 2
         refused = run_cli(["device", "send", fan, "on"], env)  # simulator stopped: nobody acknowledges
         assert refused.returncode == 1 and "did not acknowledge" in refused.stderr

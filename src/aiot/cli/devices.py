@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
+import sys
+from datetime import UTC, datetime, timedelta
 
 import typer
 
 from aiot.cli.client import ApiClient, CliError
-from aiot.cli.output import console, print_json, print_table
+from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit
 
 location_app = typer.Typer(help="Locations (admin adds and grants; everyone lists the ones they were granted).",
                            no_args_is_help=True)
@@ -36,14 +39,13 @@ def add_location(name: str, kind: str = typer.Option("site", help="school, bank,
 
 
 @location_app.command("ls")
-def ls_locations(as_json: bool = typer.Option(False, "--json")) -> None:
-    rows = ApiClient().get("/locations")
-    print_json(rows) if as_json else print_table(rows, ("id", "name", "kind", "timezone", "device_count"))
+def ls_locations(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+    emit(ApiClient().get("/locations"), output, ("id", "name", "kind", "timezone", "device_count"), as_json=as_json)
 
 
 @location_app.command("show")
-def show_location(ref: str) -> None:
-    print_json(ApiClient().get(f"/locations/{ref}"))
+def show_location(ref: str, output: Output = OUTPUT) -> None:
+    emit(ApiClient().get(f"/locations/{ref}"), output)
 
 
 @location_app.command("grant")
@@ -63,7 +65,7 @@ def revoke_location(location: str, user: str) -> None:
 @location_app.command("grants")
 def ls_grants(location: str | None = typer.Argument(None, help="only this location's grants"),
               user: str | None = typer.Option(None, help="only this user's grants"),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
     """Who was given which location (admins)."""
     client = ApiClient()
     if location:
@@ -71,7 +73,7 @@ def ls_grants(location: str | None = typer.Argument(None, help="only this locati
                                                                                             r["user_id"])]
     else:
         rows = client.get("/location-grants", params={"user": user} if user else None)
-    print_json(rows) if as_json else print_table(rows, ("location", "user", "granted_at"))
+    emit(rows, output, ("location", "user", "granted_at"), as_json=as_json)
 
 
 @device_app.command("add")
@@ -83,10 +85,9 @@ def add_device(name: str, device_type: str = typer.Option(..., "--type"),
 
 
 @device_app.command("ls")
-def ls_devices(location: str | None = None, as_json: bool = typer.Option(False, "--json")) -> None:
+def ls_devices(location: str | None = None, output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
     rows = ApiClient().get("/devices", params={"location": location} if location else None)
-    columns = ("id", "name", "device_type", "kind", "location", "state", "credential")
-    print_json(rows) if as_json else print_table(rows, columns)
+    emit(rows, output, ("id", "name", "device_type", "kind", "location", "state", "credential"), as_json=as_json)
 
 
 @device_app.command("rotate")
@@ -113,22 +114,52 @@ def enable(device_id: str) -> None:
 
 
 @device_app.command("latest")
-def latest(device_id: str) -> None:
-    print_json(ApiClient().get(f"/devices/{device_id}/latest"))
+def latest(device_id: str, output: Output = OUTPUT) -> None:
+    emit(ApiClient().get(f"/devices/{device_id}/latest"), output)
+
+
+def parse_since(text: str) -> str:
+    """An ISO time, or a duration back from now: `90s`, `10m`, `2h`, `1d` -> ISO time (UTC)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return (datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * units[text[-1]])).isoformat()
+    try:
+        return datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        raise CliError(f"--since {text!r}: give an ISO time (2026-12-03T10:00:00+00:00) or a duration "
+                       "like 90s, 10m, 2h, 1d") from None
 
 
 @device_app.command("history")
-def history(device_id: str, limit: int = 20) -> None:
-    print_json(ApiClient().get(f"/devices/{device_id}/history", params={"limit": limit}))
+def history(device_id: str, limit: int = typer.Option(100, min=1, max=1000),
+            since: str | None = typer.Option(None, help="ISO time or a duration back from now: 10m, 2h, 1d"),
+            output: Output = OUTPUT, csv_out: bool = typer.Option(False, "--csv", help="CSV for a spreadsheet")
+            ) -> None:
+    """A device's stored readings (oldest first), e.g. `aiot device history thermo --since 1h --csv > t.csv`."""
+    params: dict[str, object] = {"limit": limit}
+    if since:
+        params["since"] = parse_since(since)
+    rows = ApiClient().get(f"/devices/{device_id}/history", params=params)
+    if not csv_out:
+        emit(rows, output, ("ts", "channel", "values"), table_rows=lambda d: [
+            {**r, "values": json.dumps(r.get("values"))} for r in d])
+        return
+    names = sorted({k for r in rows for k in (r.get("values") or {})})
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["ts", "channel", *names])
+    for r in rows:
+        values = r.get("values") or {}
+        writer.writerow([r.get("ts"), r.get("channel"), *(values.get(n, "") for n in names)])
 
 
 @device_app.command("send")
-def send(device_id: str, command: str, args: str = typer.Option("{}", help="JSON object of arguments")) -> None:
+def send(device_id: str, command: str, args: str = typer.Option("{}", help="JSON object of arguments"),
+         output: Output = OUTPUT) -> None:
     try:
         parsed = json.loads(args)
     except ValueError as exc:
         raise CliError(f"--args must be a JSON object: {exc}") from exc
-    print_json(ApiClient().post(f"/devices/{device_id}/commands", json={"command": command, "args": parsed}))
+    emit(ApiClient().post(f"/devices/{device_id}/commands", json={"command": command, "args": parsed}), output)
 
 
 @sim_app.command("run")

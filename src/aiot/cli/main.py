@@ -8,9 +8,9 @@ import click
 import typer
 
 from aiot import __version__
-from aiot.cli import credentials, devices, legacy, nats, node, packages, runtime, server, users
+from aiot.cli import credentials, devices, legacy, logs, nats, node, packages, runtime, server, users
 from aiot.cli.client import ApiClient, CliError
-from aiot.cli.output import console, err_console, print_json
+from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit, err_console
 
 app = typer.Typer(help="AIoT platform command line.", no_args_is_help=True, pretty_exceptions_enable=False)
 app.command("up")(server.up)
@@ -36,6 +36,7 @@ app.add_typer(runtime.instance_app, name="instance")
 packages.model_app.command("deploy")(runtime.deploy_model)
 packages.model_app.command("endpoints")(runtime.model_endpoints)
 packages.model_app.command("predict")(runtime.model_predict)
+app.command("logs")(logs.logs)
 
 
 @app.command()
@@ -79,11 +80,11 @@ def password(
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
     """Show the control plane's version, database, NATS and services."""
     data = ApiClient().get("/status")
-    if as_json:
-        print_json(data)
+    if as_json or output != Output.table:
+        emit(data, output, as_json=as_json)
         return
     console.print(f"version {data['version']}")
     console.print(f"database: {'ok' if data['database']['ok'] else 'DOWN'} ({data['database'].get('backend')})")

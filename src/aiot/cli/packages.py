@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from aiot.artifacts.packing import zip_folder
 from aiot.cli.client import ApiClient, CliError
-from aiot.cli.output import console, print_json, print_table
+from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit
 
 model_app = typer.Typer(help="Model packages (AI developers).", no_args_is_help=True)
 app_app = typer.Typer(help="App packages (app developers).", no_args_is_help=True)
@@ -54,14 +54,14 @@ def _register(typer_app: typer.Typer, collection: str, noun: str) -> None:
 
     @typer_app.command("ls")
     def ls(name: str | None = typer.Option(None), all_: bool = typer.Option(False, "--all", help="Include deprecated."),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+           output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
         rows = ApiClient().get(f"/{collection}", params={"name": name, "include_deprecated": all_} if name else
                                {"include_deprecated": all_})
-        print_json(rows) if as_json else print_table(rows, PACKAGE_COLUMNS, title=collection)
+        emit(rows, output, PACKAGE_COLUMNS, title=collection, as_json=as_json)
 
     @typer_app.command("show")
-    def show(ref: str = typer.Argument(..., help="id, name or name:version")) -> None:
-        print_json(ApiClient().get(f"/{collection}/{ref}"))
+    def show(ref: str = typer.Argument(..., help="id, name or name:version"), output: Output = OUTPUT) -> None:
+        emit(ApiClient().get(f"/{collection}/{ref}"), output)
 
     @typer_app.command("download")
     def download(ref: str, output: Path = typer.Option(None, "-o", "--output")) -> None:
@@ -95,6 +95,6 @@ def add_device_type(file: Path = typer.Argument(..., exists=True, dir_okay=False
 
 
 @device_type_app.command("ls")
-def ls_device_types(as_json: bool = typer.Option(False, "--json")) -> None:
-    rows = ApiClient().get("/device-types")
-    print_json(rows) if as_json else print_table(rows, ("id", "name", "kind", "created_at"), title="device types")
+def ls_device_types(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+    emit(ApiClient().get("/device-types"), output, ("id", "name", "kind", "created_at"), title="device types",
+         as_json=as_json)

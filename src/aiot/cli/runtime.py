@@ -7,7 +7,7 @@ import json
 import typer
 
 from aiot.cli.client import ApiClient, CliError
-from aiot.cli.output import console, print_json, print_table
+from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit
 
 workloads_app = typer.Typer(help="Workloads: model replicas and app instances as processes.", no_args_is_help=True)
 instance_app = typer.Typer(help="App instances (end users): bind an app at a location and run it.",
@@ -22,9 +22,10 @@ def deploy_model(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or mode
                   f"deployment {out['id']}; endpoints appear in `aiot model endpoints {ref}` once running")
 
 
-def model_endpoints(ref: str) -> None:
+def model_endpoints(ref: str, output: Output = OUTPUT) -> None:
     out = ApiClient().get(f"/deployments/{ref}")
-    print_table(out["workloads"], ("id", "node_id", "state", "endpoint", "restarts"), title=out["model"])
+    emit(out, output, ("id", "node_id", "state", "endpoint", "restarts"), title=out["model"],
+         table_rows=lambda d: d["workloads"])
 
 
 def node_token(uses: int = typer.Option(1, "--uses", min=1, help="Registrations the token allows."),
@@ -44,16 +45,19 @@ def nodes_revoke(node: str) -> None:
     console.print(f"{out['name']} ({out['id']}) revoked; {len(moved)} workload(s) moved to other nodes")
 
 
-def nodes_ls(as_json: bool = typer.Option(False, "--json")) -> None:
-    rows = ApiClient().get("/nodes")
+def _node_rows(rows: list[dict]) -> list[dict]:
+    shown = []
     for row in rows:
         load = row.get("load") or {}
-        row["cpu%"] = load.get("cpu_percent")
-        row["mem%"] = load.get("memory_percent")
-        row["sandbox"] = {True: "yes", False: "NO"}.get(load.get("sandboxed"), "?")
-        row["workloads#"] = len(row.get("workloads", []))
-    print_json(rows) if as_json else print_table(rows, ("id", "name", "status", "cpu%", "mem%", "workloads#",
-                                                        "sandbox", "report_age_s"))
+        shown.append({**row, "cpu%": load.get("cpu_percent"), "mem%": load.get("memory_percent"),
+                      "sandbox": {True: "yes", False: "NO"}.get(load.get("sandboxed"), "?"),
+                      "workloads#": len(row.get("workloads", []))})
+    return shown
+
+
+def nodes_ls(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+    emit(ApiClient().get("/nodes"), output, ("id", "name", "status", "cpu%", "mem%", "workloads#", "sandbox",
+                                             "report_age_s"), table_rows=_node_rows, as_json=as_json)
 
 
 def nodes_drain(node: str) -> None:
@@ -62,15 +66,14 @@ def nodes_drain(node: str) -> None:
 
 
 @workloads_app.command("ls")
-def workloads_ls(as_json: bool = typer.Option(False, "--json")) -> None:
-    rows = ApiClient().get("/workloads")
-    print_json(rows) if as_json else print_table(rows, ("id", "kind", "package_id", "node_id", "state",
-                                                        "restarts", "endpoint"))
+def workloads_ls(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+    emit(ApiClient().get("/workloads"), output, ("id", "kind", "package_id", "node_id", "state", "restarts",
+                                                 "endpoint"), as_json=as_json)
 
 
 @workloads_app.command("show")
-def workloads_show(workload_id: str) -> None:
-    print_json(ApiClient().get(f"/workloads/{workload_id}"))
+def workloads_show(workload_id: str, output: Output = OUTPUT) -> None:
+    emit(ApiClient().get(f"/workloads/{workload_id}"), output)
 
 
 @instance_app.command("create")
@@ -96,10 +99,9 @@ def instance_create(app: str, location: str = typer.Option(..., "--location"),
 
 
 @instance_app.command("ls")
-def instance_ls(as_json: bool = typer.Option(False, "--json")) -> None:
-    rows = ApiClient().get("/instances")
-    print_json(rows) if as_json else print_table(rows, ("id", "app", "state", "workload_state", "address",
-                                                        "run_until"))
+def instance_ls(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+    emit(ApiClient().get("/instances"), output, ("id", "app", "state", "workload_state", "address", "run_until"),
+         as_json=as_json)
 
 
 @instance_app.command("run")
@@ -118,6 +120,7 @@ def instance_stop(instance_id: str) -> None:
 def model_predict(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION or owner/NAME"),
     inputs: str = typer.Option(..., "--input", "-i", help='the inputs as JSON, e.g. \'{"temperature": 31}\''),
+    output: Output = OUTPUT,
 ) -> None:
     """One prediction through the model gateway's stable URL (/models/<owner>/<name>/v1/predict): the highest
     version with a ready replica, or the version given."""
@@ -131,4 +134,4 @@ def model_predict(
     pinned = ":" in ref.split("/")[-1]
     answer = client.request("POST", url, json={"inputs": parsed},
                             params={"version": model["version"]} if pinned else None)
-    print_json(answer)
+    emit(answer, output)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from aiot.cli.client import ApiClient
-from aiot.cli.output import console, print_json, print_table
+from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit
 from aiot.store.models import Role
 
 app = typer.Typer(help="Manage users and roles (admin).", no_args_is_help=True)
@@ -14,9 +14,9 @@ COLUMNS = ("id", "username", "role", "email", "disabled", "created_at")
 
 @app.command("ls")
 def list_users(role: Role | None = typer.Option(None, help="Only this role."),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+               output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
     rows = ApiClient().get("/users", params={"role": role.value} if role else None)
-    print_json(rows) if as_json else print_table(rows, COLUMNS, title="users")
+    emit(rows, output, COLUMNS, title="users", as_json=as_json)
 
 
 @app.command("add")

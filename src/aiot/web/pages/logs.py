@@ -27,8 +27,9 @@ def _query(request: Request) -> dict[str, str]:
 
 async def _search(web: WebUser, values: dict[str, str]) -> dict[str, Any]:
     params = {k: v for k, v in values.items() if v}
+    query = {("text" if k == "q" else k): v for k, v in params.items()}  # the page's `q` is the API's `text`
     try:
-        out = await web.api.get("/logs", **params)
+        out = await web.api.get("/logs", **query)
     except ApiError as exc:
         if exc.missing_route:
             return {"available": False, "records": []}
