@@ -314,6 +314,8 @@ async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tm
     assert await page.input_value("#f-timezone") == "Europe/Paris"
 
     await page.select_option("#f-location", room)
+    zone = (await web.live.client.get(f"/api/v1/locations/{room}", headers=web.live.headers(Role.admin))).json()
+    assert await page.input_value("#f-timezone") == zone["timezone"]  # the location's zone, not the browser's
     await page.fill("#f-times", "08:00, 14:30")
     await page.fill("#f-duration_minutes", "45")
     await page.click("#schedule-form button:has-text('Preview next runs')")
@@ -330,6 +332,9 @@ async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tm
 
     await page.goto("/deployments")
     await page.wait_for_selector(f"tr[data-instance={instance_id}]")
+    if scheduled:  # its next runs are listed (the list of schedules carries them now), not "none"
+        row = await page.inner_text(f"tr[data-instance={instance_id}]")
+        assert "none" not in row and ("08:00" in row or "14:30" in row), row
     await shot(page, "user-deployments")
 
     # its address: a backend app gets the gateway's status page (a web app would answer itself)

@@ -186,7 +186,8 @@ def list_schedules(request: Request, app_instance_id: str | None = None,
             query = query.where(Schedule.owner_id == principal.user.id)
         if app_instance_id:
             query = query.where(Schedule.app_instance_id == app_instance_id)
-        return [schedule_out(row) for row in session.scalars(query)]
+        now = utcnow()  # each with its next runs: the end user's deployments page shows them
+        return [{**schedule_out(row), "next": _upcoming(row, now, 3)} for row in session.scalars(query)]
 
 
 @router.get("/schedules/{schedule_id}")

@@ -108,6 +108,7 @@ async def _app_page(request: Request, web: WebUser, ref: str, **extra: Any) -> R
     return render(request, "store/app.html", web, title=app["name"], app=app, needs=_needs(app),
                   locations=locations, weekdays=WEEKDAYS,
                   location_options=[("", "— choose a location —")] + [(loc["id"], loc["name"]) for loc in locations],
+                  location_zones={loc["id"]: loc.get("timezone") or "UTC" for loc in locations},
                   **extra)
 
 

@@ -15,6 +15,20 @@
     root.querySelectorAll("[data-browser-tz-label]").forEach(function (el) { el.textContent = zone; });
   }
 
+  /* A location select with data-location-zones (location id -> IANA zone) sets its form's time zone field to the
+     chosen location's zone, unless the user typed a zone there: schedules run in the location's local time. */
+  document.addEventListener("input", function (event) {
+    if (event.target.matches && event.target.matches("[data-browser-tz]")) { event.target.dataset.userSet = "1"; }
+  });
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (!select.dataset || !select.dataset.locationZones || !select.form) { return; }
+    var zones;
+    try { zones = JSON.parse(select.dataset.locationZones); } catch (e) { return; }
+    var field = select.form.querySelector("[data-browser-tz]");
+    if (field && !field.dataset.userSet && zones[select.value]) { field.value = zones[select.value]; }
+  });
+
   /* Forms or buttons with data-confirm ask before doing something that cannot be undone. */
   document.addEventListener("submit", function (event) {
     var form = event.target;
