@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from aiot.apps.instances import get_instance, start_instance, stop_instance
 from aiot.deployer.service import wake_deployer
@@ -18,6 +20,7 @@ from aiot.services.context import ServiceContext
 from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage
+from aiot.store.devices import Location
 from aiot.store.models import User
 from aiot.store.runtime import Workload, WorkloadStatus
 from aiot.timeutil import utcnow
@@ -37,6 +40,24 @@ def public_base(ctx: ServiceContext) -> str:
 def instance_address(ctx: ServiceContext, instance_id: str) -> str:
     return f"{public_base(ctx)}/apps/{instance_id}/"
 
+
+
+def until_text(run_until: datetime | None, zone: str) -> str:
+    """When the instance stops, in its location's local time first (what the end user plans by), UTC beside."""
+    if run_until is None:
+        return "It runs until you stop it."
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz, zone = ZoneInfo("UTC"), "UTC"
+    local = run_until.astimezone(tz)
+    utc = run_until.astimezone(UTC)
+    return (f"It runs until {local:%Y-%m-%d %H:%M} {zone} time ({local.tzname()}; {utc:%Y-%m-%d %H:%M} UTC).")
+
+
+def _zone(session: Session, location_id: str | None) -> str:
+    location = session.get(Location, location_id) if location_id else None
+    return location.timezone if location is not None and location.timezone else "UTC"
 
 class DeployerInstanceController:
     """Starts and stops app instances for the scheduler (and the API's "run now")."""
@@ -123,8 +144,8 @@ class AppsService(PlatformService):
                     enqueue(session, owner.email, f"Your app {app.name} is running",
                             f"Hello {owner.username},\n\nyour app instance {instance.name} ({instance.id}) is "
                             f"running.\n\nOpen it at: {address}\n\n"
-                            f"It runs until {instance.run_until.isoformat() if instance.run_until else 'stopped'}"
-                            " (UTC).\n\n-- the AIoT platform\n",
+                            f"{until_text(instance.run_until, _zone(session, instance.location_id))}\n\n"
+                            "-- the AIoT platform\n",
                             kind="app_running", user_id=owner.id,
                             dedupe_key=f"app_running:{instance.id}:{workload.id}:{workload.generation}")
                     self.mailed += 1
