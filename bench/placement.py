@@ -56,6 +56,7 @@ def _populate(db: Any, nodes: int, workloads: int, seed: int) -> None:
 
 def measure(database_url: str | None, nodes: int, workloads: int, work: Path) -> dict[str, Any]:
     from aiot.deployer import reconcile
+    from aiot.placement.score import Placer
     from aiot.store import migrate
     from aiot.store.engine import Database
 
@@ -65,16 +66,16 @@ def measure(database_url: str | None, nodes: int, workloads: int, work: Path) ->
     try:
         _populate(db, nodes, workloads, seed=nodes)
         decisions: list[float] = []
-        real_choose = reconcile.choose
+        real_choose = Placer.choose
 
-        def timed_choose(views: Any, request: Any) -> Any:
+        def timed_choose(self: Any, request: Any) -> Any:
             started = time.perf_counter()
             try:
-                return real_choose(views, request)
+                return real_choose(self, request)
             finally:
                 decisions.append(time.perf_counter() - started)
 
-        reconcile.choose = timed_choose  # type: ignore[assignment]
+        Placer.choose = timed_choose  # type: ignore[method-assign]
         try:
             started = time.perf_counter()
             with db.session() as session:
@@ -85,7 +86,7 @@ def measure(database_url: str | None, nodes: int, workloads: int, work: Path) ->
                 reconcile.place_pending(session, result)
             total = time.perf_counter() - started
         finally:
-            reconcile.choose = real_choose  # type: ignore[assignment]
+            Placer.choose = real_choose  # type: ignore[method-assign]
         placed = len(result.placed)
         return {"nodes": nodes, "workloads": workloads, "placed": placed, "unplaceable": len(result.unplaceable),
                 "pass_s": round(total, 3), "placements_per_s": round(placed / total, 1) if total else None,

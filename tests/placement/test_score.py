@@ -83,3 +83,31 @@ def test_large_clusters_record_the_best_nodes_and_count_the_rest() -> None:
     shown = [s["score"] for name, s in decision.scores.items() if name != "(others)"]
     assert shown == sorted(shown) and shown[0] == decision.score
     assert "480 more nodes not listed" in decision.scores["(others)"]["why"]
+
+
+def test_the_vectorised_placer_chooses_what_the_full_scoring_chooses() -> None:
+    """A pass over many nodes uses `Placer` (numpy); it must pick the node `choose` picks, decision after
+    decision, while reservations accumulate."""
+    import copy
+    import random
+
+    from aiot.placement.score import NodeView, Placer, Request, choose
+
+    rng = random.Random(11)
+    nodes = [NodeView(node_id=f"nod_{i}", name=f"n{rng.randint(0, 99999):05d}-{i}",
+                      labels={"zone": rng.choice("abc"), "gpu": rng.choice(["yes", "no"])},
+                      capacity_cpu=rng.choice([2, 4, 8]), capacity_memory_mb=rng.choice([2048, 8192]),
+                      observed_cpu_percent=rng.uniform(0, 95), observed_memory_percent=rng.uniform(0, 95),
+                      reserved_cpu=rng.choice([0, 0.5, 1]), workloads=rng.randint(0, 5),
+                      groups={"dep_a": rng.randint(0, 1)}) for i in range(300)]
+    reference = copy.deepcopy(nodes)
+    placer = Placer(nodes)
+    for step in range(200):
+        request = Request(workload_id=f"wl_{step}", cpu=rng.choice([0.25, 0.5, 1.0]),
+                          memory_mb=rng.choice([128, 512, 1024]), group_id=rng.choice(["dep_a", "dep_b", "dep_c"]),
+                          selector=rng.choice([{}, {"zone": "a"}, {"gpu": "yes", "zone": "b"}]))
+        fast, full = placer.choose(request), choose(reference, request)
+        assert (fast.node_id, fast.score) == (full.node_id, full.score), step
+        if fast.node_id is not None:
+            placer.reserve(fast.node_id, request)
+            next(n for n in reference if n.node_id == full.node_id).reserve(request)

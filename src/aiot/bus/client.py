@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MsgHandler = Callable[[Msg], Awaitable[None]]
 
+CLOSE_SECONDS = 15.0
+"""How long `Bus.close` lets a drain take before it closes the connection outright."""
 _FIRST_DELAY = 0.25
 _MAX_DELAY = 10.0
 _RECONNECT_WAIT = 2.0
@@ -238,12 +240,15 @@ class Bus:
         """Drain (deliver what is in flight, then close). Safe to call twice."""
         if self.nc.is_closed:
             return
-        try:
-            await self.nc.drain()
-        except Exception as exc:  # noqa: BLE001 - closing must not fail the caller's shutdown
-            log.debug("NATS drain of %r failed (%s); closing", self.name, _describe(exc))
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        draining = asyncio.ensure_future(self.nc.drain())
+        done, _ = await asyncio.wait({draining}, timeout=CLOSE_SECONDS)  # never wait on a stuck client for ever
+        if done and draining.exception() is None:
+            return
+        log.debug("NATS drain of %r did not finish (%s); closing", self.name,
+                  _describe(draining.exception()) if done else "timed out")
+        draining.cancel()
+        closing = asyncio.ensure_future(self.nc.close())
+        await asyncio.wait({closing}, timeout=5)
 
     # ----------------------------------------------------------------- JetStream
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from aiot.deployer.readiness import hold, unready_models
 from aiot.deployer.workloads import bump_generation
-from aiot.placement import NodeView, Request, choose
+from aiot.placement import NodeView, Placer, Request
 from aiot.store.runtime import (
     DesiredState,
     Node,
@@ -95,7 +95,7 @@ def place_pending(session: Session, result: PassResult, ready_deadline: float = 
                                                           Workload.node_id.is_(None)).order_by(Workload.created_at)))
     if not pending:
         return
-    views = node_views(session)
+    placer = Placer(node_views(session))
     for workload in pending:
         reasons = unready_models(session, workload)
         if reasons:  # readiness gate: an app starts only once its models can answer
@@ -103,7 +103,7 @@ def place_pending(session: Session, result: PassResult, ready_deadline: float = 
             result.waiting.append(workload.id)
             continue
         request = _request(workload)
-        decision = choose(views, request)
+        decision = placer.choose(request)
         session.add(PlacementDecision(workload_id=workload.id, node_id=decision.node_id, reason=decision.reason,
                                       scores=decision.scores, score=decision.score))
         if decision.node_id is None:
@@ -122,7 +122,7 @@ def place_pending(session: Session, result: PassResult, ready_deadline: float = 
         set_committed_value(workload, "updated_at", now)
         session.add(WorkloadEvent(workload_id=workload.id, kind="placed", node_id=decision.node_id,
                                   detail={"reason": decision.reason, "generation": workload.generation}))
-        next(v for v in views if v.node_id == decision.node_id).reserve(request)
+        placer.reserve(decision.node_id, request)
         result.placed[workload.id] = decision.node_id
         result.touched_nodes.add(decision.node_id)
 

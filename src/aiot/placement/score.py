@@ -140,3 +140,88 @@ def choose(nodes: list[NodeView], request: Request) -> Decision:
     node = best[3]
     return Decision(node.node_id, f"least score {best[0]:.3f} on {node.name} ({scores[node.name]['why']})",
                     best[0], scores)
+
+
+class Placer:
+    """`choose` for a whole placement pass over many nodes, vectorised with numpy: the same score, eligibility
+    and ties (score, then fewer workloads, then name), a few microseconds per decision instead of a Python loop
+    over every node (7 ms at 5,000 nodes; bench/placement.py). `reserve` keeps it and the node views in step."""
+
+    def __init__(self, nodes: list[NodeView]) -> None:
+        import numpy as np
+
+        self._np = np
+        self.nodes = nodes
+        self.index = {node.node_id: i for i, node in enumerate(nodes)}
+        self.name_rank = np.argsort(np.argsort(np.array([n.name for n in nodes], dtype=object)))
+        self.capacity_cpu = np.array([n.capacity_cpu for n in nodes], dtype=float)
+        self.capacity_mem = np.array([n.capacity_memory_mb for n in nodes], dtype=float)
+        self.observed_cpu = np.array([n.observed_cpu_percent / 100 for n in nodes], dtype=float)
+        self.observed_mem = np.array([n.observed_memory_percent / 100 for n in nodes], dtype=float)
+        self.reserved_cpu = np.array([n.reserved_cpu for n in nodes], dtype=float)
+        self.reserved_mem = np.array([n.reserved_memory_mb for n in nodes], dtype=float)
+        self.count = np.array([n.workloads for n in nodes], dtype=float)
+        self.max_workloads = np.array([n.max_workloads for n in nodes], dtype=float)
+        self._groups: dict[str, Any] = {}
+        self._masks: dict[tuple[tuple[str, str], ...], Any] = {}
+
+    def _same_group(self, group_id: str) -> Any:
+        found = self._groups.get(group_id)
+        if found is None:
+            found = self._np.array([n.groups.get(group_id, 0) for n in self.nodes], dtype=float)
+            self._groups[group_id] = found
+        return found
+
+    def _mask(self, selector: dict[str, str]) -> Any:
+        key = tuple(sorted(selector.items()))
+        found = self._masks.get(key)
+        if found is None:
+            found = self._np.array([all(n.labels.get(k) == v for k, v in key) for n in self.nodes], dtype=bool)
+            self._masks[key] = found
+        return found
+
+    def choose(self, request: Request) -> Decision:
+        np = self._np
+        if len(self.nodes) <= DETAIL_NODES:
+            return choose(self.nodes, request)
+        cpu = self.reserved_cpu + request.cpu
+        mem = self.reserved_mem + request.memory_mb
+        eligible = (self._mask(request.selector) & (cpu <= self.capacity_cpu + 1e-9) & (mem <= self.capacity_mem)
+                    & (self.count + 1 <= self.max_workloads))
+        if not eligible.any():
+            return choose(self.nodes, request)  # every node's reason, as the full scoring gives them
+        score = (W_CPU * np.minimum(np.maximum(self.observed_cpu, cpu / self.capacity_cpu), 1)
+                 + W_MEM * np.minimum(np.maximum(self.observed_mem, mem / self.capacity_mem), 1)
+                 + W_COUNT * (self.count + 1) / self.max_workloads
+                 + W_SAME_GROUP * self._same_group(request.group_id))
+        score = np.round(score, 6)
+        candidates = np.flatnonzero(eligible)
+        if len(candidates) > DETAIL_NODES:  # the best DETAIL_NODES by score only, then ordered exactly
+            cut = np.argpartition(score[candidates], DETAIL_NODES - 1)[:DETAIL_NODES]
+            threshold = score[candidates[cut]].max()
+            candidates = candidates[score[candidates] <= threshold]  # ties at the cut stay in
+        order = candidates[np.lexsort((self.name_rank[candidates], self.count[candidates], score[candidates]))]
+        shown = [self.nodes[i] for i in order[:DETAIL_NODES]]
+        scores: dict[str, Any] = {}
+        for node in shown:
+            value, why = score_node(node, request)
+            scores[node.name] = {"node_id": node.node_id, "score": value, "why": why}
+        eligible_count = int(eligible.sum())
+        scores["(others)"] = {"node_id": None, "score": None,
+                              "why": f"{len(self.nodes) - len(shown)} more nodes not listed: "
+                                     f"{eligible_count - len(shown)} eligible with higher scores, "
+                                     f"{len(self.nodes) - eligible_count} excluded"}
+        best = shown[0]
+        value = scores[best.name]["score"]
+        return Decision(best.node_id, f"least score {value:.3f} on {best.name} ({scores[best.name]['why']})",
+                        value, scores)
+
+    def reserve(self, node_id: str, request: Request) -> None:
+        """A workload was placed on `node_id`: account for it here and in its node view."""
+        i = self.index[node_id]
+        self.nodes[i].reserve(request)
+        self.reserved_cpu[i] += request.cpu
+        self.reserved_mem[i] += request.memory_mb
+        self.count[i] += 1
+        if request.group_id in self._groups:
+            self._groups[request.group_id][i] += 1

@@ -4,6 +4,8 @@ device type the app needs; the time zone defaults to the browser's)."""
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -38,6 +40,14 @@ def _needs(app: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     return {section: [(alias, ref["device_type"]) for alias, ref in (context.get(section) or {}).items()]
             for section in ("sensors", "controllers")}
 
+
+
+def _zones_attr(locations: list[dict[str, Any]]) -> str:
+    """`data-location-zones="{id: zone}"` for the location select: app.js puts the chosen location's zone in the
+    form (schedules run in the location's time). Built here as plain, escaped text: joined to the other attributes
+    in the template as markup, Jinja would escape their quotes."""
+    zones = {loc["id"]: loc.get("timezone") or "UTC" for loc in locations}
+    return f'data-location-zones="{html.escape(json.dumps(zones), quote=True)}"'
 
 @router.get("")
 async def store(request: Request, web: WebUser = Depends(END_USER)) -> Response:
@@ -108,7 +118,7 @@ async def _app_page(request: Request, web: WebUser, ref: str, **extra: Any) -> R
     return render(request, "store/app.html", web, title=app["name"], app=app, needs=_needs(app),
                   locations=locations, weekdays=WEEKDAYS,
                   location_options=[("", "— choose a location —")] + [(loc["id"], loc["name"]) for loc in locations],
-                  location_zones={loc["id"]: loc.get("timezone") or "UTC" for loc in locations},
+                  zones_attr=_zones_attr(locations),
                   **extra)
 
 
