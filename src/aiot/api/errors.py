@@ -48,10 +48,33 @@ def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None))
 
 
+def plain_message(err: dict[str, Any]) -> str:
+    """A person's wording for a pydantic error ("String should have at least 2 characters" reads like a parser's
+    complaint on a form): by error type, with pydantic's own text for the rest."""
+    ctx = err.get("ctx") or {}
+    kind = err.get("type", "")
+    given = err.get("input")
+    if kind == "missing" or (kind == "string_too_short" and given in ("", None)):
+        return "is required"
+    if kind == "string_too_short":
+        return f"needs at least {ctx.get('min_length')} characters"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be {'at least' if kind.endswith('equal') else 'more than'} {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be {'at most' if kind.endswith('equal') else 'less than'} {ctx.get('le', ctx.get('lt'))}"
+    if kind in ("int_parsing", "int_type", "float_parsing", "float_type"):
+        return "must be a number" if kind.startswith("float") else "must be a whole number"
+    if kind == "string_pattern_mismatch":
+        return f"does not have the expected form ({ctx.get('pattern')})"
+    return str(err.get("msg", ""))
+
+
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
-        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg", ""),
+        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": plain_message(err),
          "type": err.get("type", "")}
         for err in exc.errors()
     ]
