@@ -196,17 +196,32 @@ def _oip_target(request: Request, name: str, version: str | None) -> Target:
 
 
 @router.get("/v2/models/{name}")
-@router.get("/v2/models/{name}/versions/{version}")
-async def oip_metadata(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+async def oip_metadata(request: Request, name: str) -> dict[str, Any]:
     """OIP model metadata: inputs and outputs with their datatypes, from the manifest."""
+    target = _oip_target(request, name, None)
+    return oip.model_metadata(target.manifest, list(target.versions))
+
+
+@router.get("/v2/models/{name}/versions/{version}")
+async def oip_version_metadata(request: Request, name: str, version: str) -> dict[str, Any]:
+    """OIP model metadata of one version."""
     target = _oip_target(request, name, version)
     return oip.model_metadata(target.manifest, list(target.versions))
 
 
 @router.get("/v2/models/{name}/ready")
-@router.get("/v2/models/{name}/versions/{version}/ready")
-async def oip_model_ready(request: Request, name: str, version: str | None = None) -> dict[str, Any]:
+async def oip_model_ready(request: Request, name: str) -> dict[str, Any]:
     """200 when a replica is ready; 503 with Retry-After while none is."""
+    return await _ready(request, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def oip_version_ready(request: Request, name: str, version: str) -> dict[str, Any]:
+    """200 when a replica of this version is ready; 503 with Retry-After while none is."""
+    return await _ready(request, name, version)
+
+
+async def _ready(request: Request, name: str, version: str | None) -> dict[str, Any]:
     target = _oip_target(request, name, version)
     if not target.endpoints:
         raise _unavailable(target, "no replica is ready yet")
@@ -214,9 +229,18 @@ async def oip_model_ready(request: Request, name: str, version: str | None = Non
 
 
 @router.post("/v2/models/{name}/infer")
-@router.post("/v2/models/{name}/versions/{version}/infer")
-async def oip_infer(request: Request, name: str, version: str | None = None) -> Response:
+async def oip_infer(request: Request, name: str) -> Response:
     """OIP inference: tensors are mapped to the model's named inputs and its outputs back to tensors."""
+    return await _infer(request, name, None)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer")
+async def oip_version_infer(request: Request, name: str, version: str) -> Response:
+    """OIP inference on one version."""
+    return await _infer(request, name, version)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
     target = _oip_target(request, name, version)
     try:
         doc = json.loads(await request.body() or b"null")

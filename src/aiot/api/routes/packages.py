@@ -121,8 +121,14 @@ async def _delete(request: Request, principal: Principal, table: type[PackageRow
 
 # ---------------------------------------------------------------------- models
 
+UPLOAD_BODY = {"requestBody": {"required": True, "description": "The package, a zip archive, as the body (a browser "
+                               "form may send it as the multipart field `file` instead).", "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+"""Declared by hand: the routes stream the body themselves (no size limit in memory), so FastAPI cannot see it, and
+without it a client generated from /openapi.json could not upload a package."""
 
-@router.post("/models", status_code=status.HTTP_201_CREATED)
+
+@router.post("/models", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY)
 async def upload_model(request: Request, principal: Principal = Depends(MODEL_WRITERS)) -> JSONResponse:
     """Upload a model package (zip as the body, or multipart field `file`). 201 new, 200 identical re-upload."""
     return await _upload(request, principal, ModelPackage)
@@ -160,7 +166,7 @@ async def delete_model(request: Request, ref: str, principal: Principal = Depend
 # ---------------------------------------------------------------------- apps
 
 
-@router.post("/apps", status_code=status.HTTP_201_CREATED)
+@router.post("/apps", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY)
 async def upload_app(request: Request, principal: Principal = Depends(APP_WRITERS)) -> JSONResponse:
     """Upload an app package; every model and device type it names must already exist."""
     return await _upload(request, principal, AppPackage)
