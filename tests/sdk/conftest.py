@@ -67,6 +67,19 @@ class Replicas:
     def add(self, platform: Platform, root: Path, wid: str, model_id: str, package: str) -> None:
         self.procs[wid], self.urls[wid] = start_model(platform, root / wid, wid, model_id, package)
 
+    def add_healthy(self, platform: Platform, root: Path, wid: str, model_id: str, package: str) -> None:
+        """`add`, then wait until it answers. The port is picked free and bound by the replica a moment later;
+        when another process took it meanwhile (five test files run at once), start again on another port."""
+        for attempt in range(3):
+            self.add(platform, root, wid, model_id, package)
+            try:
+                wait_healthy(self.procs[wid], self.urls[wid], 60)
+                return
+            except AssertionError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.procs[wid].stop()
+
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.stop()
@@ -84,9 +97,7 @@ def replicas(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> It
             ("wl_comfort_b", COMFORT_ID, "comfort"),
             ("wl_face_a", FACE_ID, "face-detector"),
         ):
-            r.add(platform, root, wid, model_id, package)
-        for wid, proc in r.procs.items():
-            wait_healthy(proc, r.urls[wid], 60)
+            r.add_healthy(platform, root, wid, model_id, package)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if len(platform.registry.live(COMFORT_ID)) == 2 and len(platform.registry.live(FACE_ID)) == 1:

@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import Replicas
 from .harness import COMFORT_ID, FACE_ID, Platform
-from .workloads import Driver, model_auth, model_token, wait_healthy
+from .workloads import Driver, model_auth, model_token
 
 pytestmark = pytest.mark.slow
 
@@ -138,8 +138,7 @@ def test_replica_refuses_callers_without_the_model_token(replicas: Replicas) -> 
 def test_keeps_answering_while_a_replica_is_killed(
     driver: Driver, replicas: Replicas, platform: Platform
 ) -> None:
-    replicas.add(platform, replicas.root, "wl_comfort_c", COMFORT_ID, "comfort")  # the one to kill
-    wait_healthy(replicas.procs["wl_comfort_c"], replicas.urls["wl_comfort_c"], 60)
+    replicas.add_healthy(platform, replicas.root, "wl_comfort_c", COMFORT_ID, "comfort")  # the one to kill
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(platform.registry.live(COMFORT_ID)) != 3:
         time.sleep(0.1)
@@ -162,9 +161,8 @@ def test_keeps_answering_while_a_replica_is_killed(
 def test_sigterm_withdraws_the_replica_at_once(replicas: Replicas, platform: Platform) -> None:
     """uvicorn re-raises the SIGTERM once the lifespan has ended, so a withdraw only queued for the SDK thread
     died with the process and the stopped replica's dead URL stayed in the registry until the TTL."""
-    replicas.add(platform, replicas.root, "wl_comfort_d", COMFORT_ID, "comfort")
+    replicas.add_healthy(platform, replicas.root, "wl_comfort_d", COMFORT_ID, "comfort")
     proc = replicas.procs["wl_comfort_d"]
-    wait_healthy(proc, replicas.urls["wl_comfort_d"], 60)
 
     def listed() -> bool:
         return "wl_comfort_d" in [e["workload_id"] for e in platform.registry.live(COMFORT_ID)]
