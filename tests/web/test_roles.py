@@ -405,3 +405,28 @@ async def test_app_page_script_cannot_act_as_the_admin_viewing_it(web: WebPlatfo
         assert seen["x-forwarded-prefix"] == f"/{instance_id}"
         await page.context.close()
     web.console_errors[:] = [e for e in web.console_errors if "evil" not in e and instance_id not in e]
+
+
+async def test_the_store_shows_one_card_per_app_with_its_newest_version(web: WebPlatform, tmp_path: Path) -> None:
+    """Two uploaded versions of an app showed as two cards that looked alike; now one card, the newest version,
+    and the older ones linked under it."""
+    import shutil
+
+    await ensure_device_types(web)
+    await ensure_package(web, "apps", "apps/smart-home", Role.app_developer, tmp_path)
+    newer = tmp_path / "smart-home-1.1.0"
+    shutil.copytree(EXAMPLES / "apps" / "smart-home", newer)
+    manifest = json.loads((newer / "app.json").read_text())
+    (newer / "app.json").write_text(json.dumps({**manifest, "version": "1.1.0"}))
+    r = await web.live.client.post("/api/v1/apps", content=zip_folder(newer, tmp_path / "new.zip").read_bytes(),
+                                   headers={**web.live.headers(Role.app_developer), "Content-Type": "application/zip"})
+    assert r.status_code in (200, 201), r.text
+
+    page = await web.page_as("end_user")
+    await page.goto("/store")
+    cards = page.locator("[data-app=smart-home]")
+    assert await cards.count() == 1
+    assert "1.1.0" in await cards.locator(".badge").first.inner_text()
+    assert "1.0.0" in await cards.locator(".older-versions").inner_text()
+    await page.context.close()
+    no_console_errors(web)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from packaging.version import InvalidVersion, Version
 
 from aiot.web.apiclient import ApiError
 from aiot.web.forms import FormErrors, clean, form_errors, one_error
@@ -51,10 +52,30 @@ def _zones_attr(locations: list[dict[str, Any]]) -> str:
 
 @router.get("")
 async def store(request: Request, web: WebUser = Depends(END_USER)) -> Response:
-    apps = await web.api.get("/apps")
+    apps = newest_versions(await web.api.get("/apps"))
     for app in apps:
         app["needs"] = _needs(app)
     return render(request, "store/list.html", web, title="App store", apps=apps)
+
+
+def newest_versions(apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One card per app name: its newest active version, with the others listed under it (an app with two
+    uploaded versions showed as two cards that looked alike)."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for app in apps:
+        by_name.setdefault(app["name"], []).append(app)
+    cards = []
+    for name in sorted(by_name):
+        versions = sorted(by_name[name], key=lambda a: _version_key(a["version"]), reverse=True)
+        cards.append({**versions[0], "older": versions[1:]})
+    return cards
+
+
+def _version_key(version: str) -> Any:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
 
 
 def schedule_spec(values: dict[str, str], weekdays: list[str]) -> dict[str, Any]:
