@@ -86,7 +86,12 @@ def test_cancelled_build_leaves_nothing_behind(shared_env: SharedEnv, tmp_path: 
 
     async def cancel_midway() -> None:
         task = asyncio.create_task(builder.build([]))
-        await asyncio.sleep(0.15)
+        # Cancel once the build has its work folder (uv then still has to create and fill the venv): a fixed
+        # delay was sometimes longer than a whole build from a warm uv cache.
+        deadline = time.monotonic() + 30
+        while not [p for p in builder.work_dir.glob(f".build-{key}-*") if p != stale]:
+            assert not task.done() and time.monotonic() < deadline, "the build made no work folder"
+            await asyncio.sleep(0.001)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

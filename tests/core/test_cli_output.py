@@ -32,7 +32,7 @@ from tests.logs.conftest import serve
 from tests.runtime.helpers import EXAMPLES
 from tests.support.live import LivePlatform, live_platform
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 AIOT = str(Path(sys.executable).parent / "aiot")
 
 
@@ -110,8 +110,11 @@ async def test_json_and_yaml_are_the_apis_answer_and_logs_and_history_work(tmp_p
             record = LogRecord(ts=datetime.now(UTC), level=level, service="workload", workload_id="wl_clitest01",
                                message=text)
             await live.ctx.bus.publish(workload_subject("wl_clitest01"), json.dumps(record.to_json()).encode())
-        await asyncio.sleep(0.5)
-        found = json.loads(await _aiot(url, admin, "logs", "-w", "wl_clitest01", "--level", "ERROR", "-o", "json"))
+        deadline = time.monotonic() + 20
+        while not (found := json.loads(await _aiot(url, admin, "logs", "-w", "wl_clitest01", "--level", "ERROR",
+                                                   "-o", "json")))["records"]:
+            assert time.monotonic() < deadline, "the log records never reached the stream"
+            await asyncio.sleep(0.3)
         assert [r["message"] for r in found["records"]] == ["disk on fire"]
         assert "boring line" in await _aiot(url, admin, "logs", "-w", "wl_clitest01", "--grep", "BORING")
 
@@ -119,12 +122,16 @@ async def test_json_and_yaml_are_the_apis_answer_and_logs_and_history_work(tmp_p
         follower = subprocess.Popen([AIOT, "logs", "-f", "-w", "wl_clitest01", "-o", "json"], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            await asyncio.sleep(2.0)  # connected (its first read waits for a line)
-            record = LogRecord(ts=datetime.now(UTC), level="WARNING", service="workload",
-                               workload_id="wl_clitest01", message="published after the follower started")
-            await live.ctx.bus.publish(workload_subject("wl_clitest01"), json.dumps(record.to_json()).encode())
-            line = await asyncio.wait_for(asyncio.to_thread(follower.stdout.readline), 10)  # type: ignore[union-attr]
-            assert json.loads(line)["message"] == "published after the follower started"
+            # the follower connects when its process is up (seconds on a loaded machine): publish until it prints
+            reading = asyncio.ensure_future(asyncio.to_thread(follower.stdout.readline))  # type: ignore[union-attr]
+            deadline = time.monotonic() + 60
+            while not reading.done():
+                assert time.monotonic() < deadline, "aiot logs -f printed nothing"
+                record = LogRecord(ts=datetime.now(UTC), level="WARNING", service="workload",
+                                   workload_id="wl_clitest01", message="published after the follower started")
+                await live.ctx.bus.publish(workload_subject("wl_clitest01"), json.dumps(record.to_json()).encode())
+                await asyncio.wait({reading}, timeout=0.5)
+            assert json.loads(reading.result())["message"] == "published after the follower started"
         finally:
             follower.kill()
             follower.wait(5)

@@ -51,7 +51,23 @@ class NatsServer:
 
 
 def start_nats(workdir: Path, users: list[dict[str, Any]] | None = None) -> NatsServer:
-    """`users`: nats-server user entries ({"user", "password", "permissions"?}); JSON is valid NATS conf."""
+    """`users`: nats-server user entries ({"user", "password", "permissions"?}); JSON is valid NATS conf.
+
+    The ports are picked free and bound by nats-server a moment later; when another process took one meanwhile
+    (five test files run at once), the server exits and is started again on other ports."""
+    for attempt in range(3):
+        try:
+            return _start_nats(workdir / f"try{attempt}" if attempt else workdir, users)
+        except PortTaken:
+            continue
+    raise RuntimeError("nats-server could not bind free ports three times")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def _start_nats(workdir: Path, users: list[dict[str, Any]] | None) -> NatsServer:
     workdir.mkdir(parents=True, exist_ok=True)
     port, mqtt_port = free_port(), free_port()
     conf: dict[str, Any] = {
@@ -69,13 +85,20 @@ def start_nats(workdir: Path, users: list[dict[str, Any]] | None = None) -> Nats
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"nats-server exited: {(workdir / 'nats.log').read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2), socket.create_connection(
-                ("127.0.0.1", mqtt_port), 0.2
-            ):
-                return NatsServer(proc, port, mqtt_port, workdir)
-        except OSError:
-            time.sleep(0.05)
+            text = (workdir / "nats.log").read_text()[-2000:]
+            if "address already in use" in text.lower():
+                raise PortTaken(text)
+            raise RuntimeError(f"nats-server exited: {text}")
+        if "Server is ready" in (workdir / "nats.log").read_text(errors="replace"):
+            try:  # ours, not whoever else might have the port: a NATS server greets with INFO
+                with socket.create_connection(("127.0.0.1", port), 0.5) as sock, socket.create_connection(
+                    ("127.0.0.1", mqtt_port), 0.5
+                ):
+                    sock.settimeout(2)
+                    if sock.recv(4) == b"INFO":
+                        return NatsServer(proc, port, mqtt_port, workdir)
+            except OSError:
+                pass
+        time.sleep(0.05)
     proc.kill()
     raise RuntimeError("nats-server did not start in 10 s")
