@@ -172,7 +172,12 @@ def load_or_create_platform_password(path: Path) -> str:
     return password
 
 
-def access_key(user: NatsUser) -> tuple[object, ...]:
+def _access_key(user: NatsUser) -> tuple[object, ...]:
     """What decides `user`'s access, order-insensitive: two users with equal keys need no reconnect."""
     return (user.password, user.password_hash, tuple(sorted(user.publish)), tuple(sorted(user.subscribe)),
             tuple(sorted(user.connection_types or ())), user.connection_types is None, user.allow_responses)
+
+
+def changed_users(old: dict[str, NatsUser], fresh: dict[str, NatsUser]) -> list[str]:
+    """Names in `old` that are gone from `fresh` or whose access changed: their connections must be closed."""
+    return [name for name, user in old.items() if name not in fresh or _access_key(fresh[name]) != _access_key(user)]

@@ -50,7 +50,7 @@ from aiot.bus import nkey_jwt, process
 from aiot.bus.auth import (
     PLATFORM_USER,
     NatsUser,
-    access_key,
+    changed_users,
     hash_password,
     load_or_create_platform_password,
     write_private,
@@ -317,8 +317,7 @@ class EmbeddedNats:
         if duplicates:
             raise ValueError(f"set_users: duplicate usernames {duplicates}")
         fresh = {user.username: user for user in users}
-        changed = [name for name, user in self._users.items()
-                   if name not in fresh or access_key(fresh[name]) != access_key(user)]
+        changed = changed_users(self._users, fresh)
         self._users = fresh
         if self._callout is not None:
             for name in changed:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from aiot.bus import nkey_jwt
-from aiot.bus.auth import NatsUser, access_key
+from aiot.bus.auth import NatsUser, changed_users
 from aiot.bus.callout import CalloutResponder
 from aiot.bus.client import Bus
 from aiot.bus.kick import kick_users
@@ -131,8 +131,7 @@ class NatsAuthService(PlatformService):
 
     async def _apply_external(self, ctx: ServiceContext, users: list[NatsUser]) -> None:
         fresh = {user.username: user for user in users}
-        gone = [name for name, user in self._directory.items()
-                if name not in fresh or access_key(fresh[name]) != access_key(user)]
+        gone = changed_users(self._directory, fresh)
         self._directory = fresh
         for name in gone:
             if self.callout is not None:
