@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from aiot.deployer.endpoint_tokens import model_token
+from tests.support.processes import serving_pid
 from tests.support.tokens import platform_secret_of
 
 from .conftest import Cluster, agent_pids
@@ -88,7 +89,7 @@ def test_model_answers_through_sdk_across_replicas_while_one_is_killed(cluster: 
     model_id = cluster.get("/deployments/comfort")["model_id"]
     client = _client_script(cluster, tmp_path, model_id, seconds=12)
     assert client.stdout is not None and client.stdout.readline().strip() == "warm", client.stderr.read()
-    victim = _serving_pid(replicas[0]["id"])
+    victim = serving_pid(replicas[0]["id"])
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
     out, err = client.communicate(timeout=60)
@@ -99,22 +100,9 @@ def test_model_answers_through_sdk_across_replicas_while_one_is_killed(cluster: 
     assert len(result["answers"]) == 1  # every replica gives the same (deterministic) answer
 
 
-def _serving_pid(workload_id: str) -> int | None:
-    """The model server's own Python process (not the bwrap sandbox wrapper around it)."""
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            cmdline = proc.info["cmdline"] or []
-            if cmdline and "bwrap" not in cmdline[0] and "platform_sdk.serving" in " ".join(cmdline) and \
-                    workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", ""):
-                return proc.pid
-        except psutil.Error:
-            continue
-    return None
-
-
 def _wait_new_running(cluster: Cluster, workload_id: str, old_pid: int, started: float, limit: float) -> float:
     def probe() -> float | None:
-        pid = _serving_pid(workload_id)
+        pid = serving_pid(workload_id)
         detail = cluster.get(f"/workloads/{workload_id}")
         if pid and pid != old_pid and detail["state"] == "running":
             return time.monotonic() - started
@@ -125,13 +113,13 @@ def _wait_new_running(cluster: Cluster, workload_id: str, old_pid: int, started:
 
 def test_sigkill_workload_is_running_again_in_under_2s(cluster: Cluster) -> None:
     replica = cluster.running_replicas("comfort", 2)[0]
-    pid = _serving_pid(replica["id"])
+    pid = serving_pid(replica["id"])
     assert pid is not None
     started = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     # The process is back at once; "running" needs its first heartbeat and /healthz after the model loads.
     def respawned() -> float | None:
-        new = _serving_pid(replica["id"])
+        new = serving_pid(replica["id"])
         return time.monotonic() - started if new and new != pid else None
 
     assert cluster.wait("a new process", respawned, timeout=5, every=0.02) < 2.0
@@ -143,12 +131,12 @@ def test_sigkill_workload_is_running_again_in_under_2s(cluster: Cluster) -> None
 
 def test_hung_workload_is_restarted_within_three_intervals_plus_1s(cluster: Cluster) -> None:
     replica = cluster.running_replicas("comfort", 2)[1]
-    pid = _serving_pid(replica["id"])
+    pid = serving_pid(replica["id"])
     assert pid is not None
     started = time.monotonic()
     os.kill(pid, signal.SIGSTOP)  # alive but silent: its heartbeat file stops advancing
     def respawned() -> float | None:
-        new = _serving_pid(replica["id"])
+        new = serving_pid(replica["id"])
         return time.monotonic() - started if new and new != pid else None
 
     elapsed = cluster.wait("the hung replica replaced", respawned, timeout=10, every=0.05)

@@ -46,26 +46,14 @@ def test_oip_outputs_become_typed_tensors() -> None:
 
 
 async def _replica(delay: float, served: list[str], name: str) -> tuple[asyncio.AbstractServer, str]:
-    """A keep-alive HTTP server answering each POST after `delay` seconds."""
+    """A keep-alive HTTP server answering each POST after `delay` seconds (recording `name` in `served`)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
-                await asyncio.sleep(delay)
-                served.append(name)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def answer(_count: int) -> bytes:
+        await asyncio.sleep(delay)
+        served.append(name)
+        return OK
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    return await _server(answer)
 
 
 def _closed_port() -> str:

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 
 from aiot.agent.agent import AgentConfig, NodeAgent
@@ -27,6 +26,7 @@ from aiot.store.models import Role
 from tests.agent.test_agent_loop import serve_http
 from tests.runtime.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
+from tests.support.processes import serving_pid
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 HOT = {"temperature": 31.5, "light": 120}
@@ -117,19 +117,6 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
             await agent.stop()
 
 
-def _serving_pid(workload_id: str) -> int | None:
-    """The model server's own Python process (not the bwrap sandbox wrapper around it)."""
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            cmdline = proc.info["cmdline"] or []
-            if cmdline and "bwrap" not in cmdline[0] and "platform_sdk.serving" in " ".join(cmdline) and \
-                    workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", ""):
-                return proc.pid
-        except psutil.Error:
-            continue
-    return None
-
-
 async def _two_replicas_share_load_and_one_killed_mid_load_fails_nothing(live: LivePlatform, model_id: str,
                                                                          url: str) -> None:
     client, dev = live.client, live.headers(Role.ai_developer)
@@ -158,7 +145,7 @@ async def _two_replicas_share_load_and_one_killed_mid_load_fails_nothing(live: L
         await asyncio.sleep(2.0)
         assert len(served) == 2, f"both replicas should take requests: {served}"
         victim = shown["workloads"][0]["id"]
-        pid = _serving_pid(victim)
+        pid = serving_pid(victim)
         assert pid is not None, f"no serving process for {victim}"
         os.kill(pid, signal.SIGKILL)
         before = sum(served.values())

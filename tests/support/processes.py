@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 AIOT = str(Path(sys.executable).parent / "aiot")
 
@@ -76,3 +77,16 @@ def start_platform(data_dir: Path, port: int, args: tuple[str, ...] = (), comman
 
 def run_cli(args: list[str], env: dict[str, str], input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([AIOT, *args], env=env, capture_output=True, text=True, input=input_text, timeout=60)
+
+
+def serving_pid(workload_id: str) -> int | None:
+    """The model server's own Python process for `workload_id` (not the bwrap sandbox wrapper around it)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            if cmdline and "bwrap" not in cmdline[0] and "platform_sdk.serving" in " ".join(cmdline) and \
+                    workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", ""):
+                return proc.pid
+        except psutil.Error:
+            continue
+    return None
