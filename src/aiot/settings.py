@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     model_ready_deadline_seconds: float = Field(
         300.0, gt=0, description="An app waits this long for its models' first ready replica, then shows failed "
         "(it still starts once they are ready).")
+    rollout_soak_seconds: float = Field(
+        30.0, gt=0, description="How long a new version must run healthy (no restart, not degraded) before the "
+        "upgrade succeeds and the old version is retired.")
+    rollout_ready_deadline_seconds: float = Field(
+        240.0, gt=0, description="A new version not running after this long is rolled back.")
+    rollout_max_restarts: int = Field(
+        2, ge=1, description="Restarts of a new version (a crash loop) that roll it back.")
+    degraded_after_failures: int = Field(
+        5, ge=1, description="Consecutive failed callbacks after which a running app shows `degraded`.")
     join_token_ttl_minutes: float = Field(
         60.0, gt=0, description="Default lifetime of a node join token (an admin may ask for less or more).")
     smtp_host: str | None = Field(None, description="SMTP server for e-mails; unset keeps mail in the outbox.")

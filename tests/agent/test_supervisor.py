@@ -175,3 +175,14 @@ async def test_missing_program_is_failed_with_reason(tmp_path: Path) -> None:
         assert "no-such-python" in sup.reason
     finally:
         await sup.stop()
+
+
+def test_a_restart_reason_names_the_exception_not_the_traceback() -> None:
+    from aiot.agent.supervisor import error_summary
+
+    assert error_summary("platform_sdk.errors.ModelUnavailable: no replica answered") == \
+        "ModelUnavailable: no replica answered"
+    assert error_summary("RuntimeError: cannot start: missing setting") == "RuntimeError: cannot start: missing setting"
+    for line in ('  File "main.py", line 3, in <module>', "Traceback (most recent call last):", "INFO:app:ok",
+                 "    raise ValueError('x')"):
+        assert error_summary(line) is None, line

@@ -193,3 +193,21 @@ def test_end_user_gets_the_smart_home_address_by_email_and_it_serves_the_page(de
     direct = httpx.get(workload["endpoint"], timeout=30)  # directly on its node: only the gateway gets in
     assert direct.status_code == 403 and "<h1>" not in direct.text, direct.text[:300]
     assert workload["endpoint"] not in text  # the mail gives the gateway address only
+
+
+DEMO_MINUTES = 5
+
+
+def test_no_workload_restarts_and_no_model_unavailable_in_the_first_five_minutes(demo: Demo) -> None:
+    """Deployment-lifecycle acceptance: readiness gates keep apps from crash-looping while their model starts,
+    and model calls never fail on a reused connection the replica closed. Runs last in this module, so the demo
+    has also served the other tests' traffic (a face, a hot room, the smart-home page)."""
+    remaining = demo.started + DEMO_MINUTES * 60 - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+    workloads = demo.call("GET", "/workloads", params={"include_stopped": "true"})
+    assert len(workloads) >= 4, workloads  # the demo's models and apps
+    restarted = {w["id"]: (w["package_id"], w["restarts"], w["reason"]) for w in workloads if w["restarts"]}
+    assert not restarted, f"workloads restarted in the demo's first {DEMO_MINUTES} minutes: {restarted}"
+    failures = demo.call("GET", "/logs", params={"text": "ModelUnavailable", "since": "15m", "limit": 50})
+    assert failures["count"] == 0, [r["message"][:300] for r in failures["records"]]

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -62,6 +63,21 @@ def describe_exit(code: int | None, sandboxed: bool) -> str:
     if sandboxed and code > 128 and code - 128 in signal.valid_signals():
         return f"killed by signal {signal.Signals(code - 128).name}"  # bwrap reports 128 + signal
     return f"exited with code {code}"
+
+
+_EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_]\w*\.)*([A-Z]\w*(?:Error|Exception|Unavailable|Exit|Failed|Failure|Timeout|Denied)\w*)"
+    r"(?:: (.*))?$")
+
+
+def error_summary(line: str) -> str | None:
+    """`ValueError: bad input` for the last line of a Python traceback (module path dropped), else None.
+    A restart reason carries it, so whoever sees the state learns why without reading a raw traceback."""
+    match = _EXCEPTION_LINE.match(line.strip()) if line[:1] not in (" ", "\t") else None
+    if match is None:
+        return None
+    name, message = match.group(1), (match.group(2) or "").strip()
+    return f"{name}: {message}"[:200] if message else name
 
 
 def _iso(ts: float | None) -> str | None:
@@ -108,6 +124,7 @@ class WorkloadSupervisor:
         self.state = "pending"
         self.reason = ""
         self.restarts = 0
+        self.last_error = ""  # the last exception line the current run printed on stderr
         self.consecutive_failures = 0
         self.proc: asyncio.subprocess.Process | None = None
         self.started_at: float | None = None
@@ -196,9 +213,12 @@ class WorkloadSupervisor:
             self.consecutive_failures += 1
             self.restarts += 1
             delay = backoff_delay(self.consecutive_failures)
+            if self.last_error:
+                why = f"{why} ({self.last_error})"
             self._set("restarting", f"{why}; restart {self.restarts}" + (f" in {delay:g}s" if delay else ""))
 
     async def _spawn(self) -> None:
+        self.last_error = ""
         with contextlib.suppress(FileNotFoundError):
             self.heartbeat_file.unlink()  # a stale file from the last run must not count as a heartbeat
         plan = self.launch
@@ -310,6 +330,10 @@ class WorkloadSupervisor:
                 raw = await stream.read(LINE_LIMIT)
             if not raw:
                 return
+            if name == "stderr":
+                summary = error_summary(raw.decode("utf-8", "replace"))
+                if summary is not None:
+                    self.last_error = summary
             if self.on_output is not None:
                 try:
                     self.on_output(self.workload_id, name, raw.decode("utf-8", "replace").rstrip("\r\n"))

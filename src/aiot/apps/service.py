@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aiot.apps.instances import get_instance, start_instance, stop_instance
+from aiot.apps.upgrades import RolloutPolicy, check_instance_rollouts
 from aiot.deployer.service import wake_deployer
 from aiot.secrets_store import platform_secret
 from aiot.services.base import HealthState, PlatformService, ServiceHealth
@@ -117,6 +118,17 @@ class AppsService(PlatformService):
         expired = await asyncio.to_thread(self._check_sync, ctx)
         for instance_id in expired:
             await DeployerInstanceController(ctx).stop(instance_id, None)
+        if await asyncio.to_thread(self._check_rollouts, ctx):
+            await announce_auth_change(ctx)
+            await wake_deployer(ctx)
+
+    def _check_rollouts(self, ctx: ServiceContext) -> list[str]:
+        """Judge rolling upgrades (succeed after the soak, or roll back); the instances whose workloads changed."""
+        policy = RolloutPolicy(soak_seconds=ctx.settings.rollout_soak_seconds,
+                               ready_deadline_seconds=ctx.settings.rollout_ready_deadline_seconds,
+                               max_restarts=ctx.settings.rollout_max_restarts)
+        with ctx.db.session() as session:
+            return check_instance_rollouts(session, platform_secret(ctx.settings), policy)
 
     def _check_sync(self, ctx: ServiceContext) -> list[str]:
         expired = []

@@ -410,6 +410,12 @@ class AppManifest(_Strict):
         "The platform passes the port to use in the PORT environment variable; use it when set.",
     )
     resources: Resources = Field(default_factory=Resources, description="Resource hints.")
+    upgrade: Literal["stop-first", "start-first"] = Field(
+        "stop-first",
+        description="How a running instance moves to a new version: 'stop-first' stops the old version before "
+        "starting the new one (never two copies acting on the same devices); 'start-first' starts the new one "
+        "beside the old and switches once it runs (no gap for web apps).",
+    )
 
     @field_validator("name")
     @classmethod

@@ -117,6 +117,38 @@ def instance_stop(instance_id: str) -> None:
     console.print(f"{instance_id} stopped")
 
 
+ROLLOUT_COLUMNS = ("id", "from_version", "to_version", "state", "reason", "started_at", "finished_at")
+
+
+@instance_app.command("upgrade")
+def instance_upgrade(instance_id: str, version: str = typer.Option(..., "--version", help="e.g. 1.2.0"),
+                     output: Output = OUTPUT) -> None:
+    """Move the instance to another version of its app; rolled back by itself if the new one fails."""
+    out = ApiClient().post(f"/instances/{instance_id}/upgrade", json={"version": version})
+    if output.value != "table":
+        emit(out, output)
+        return
+    console.print(f"{instance_id}: {out['from_version']} -> {out['to_version']} ({out['id']}); watch it with "
+                  f"`aiot instance history {instance_id}`")
+
+
+@instance_app.command("rollback")
+def instance_rollback(instance_id: str, output: Output = OUTPUT) -> None:
+    """Back to the version the latest upgrade replaced."""
+    out = ApiClient().post(f"/instances/{instance_id}/rollback")
+    if output.value != "table":
+        emit(out, output)
+        return
+    back_to = out["from_version"] if out["state"] == "rolled_back" else out["to_version"]
+    console.print(f"{instance_id}: back to {back_to} ({out['id']})")
+
+
+@instance_app.command("history")
+def instance_history(instance_id: str, output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+    """Every version change of the instance with its outcome, oldest first."""
+    emit(ApiClient().get(f"/instances/{instance_id}/history"), output, ROLLOUT_COLUMNS, as_json=as_json)
+
+
 def model_predict(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION or owner/NAME"),
     inputs: str = typer.Option(..., "--input", "-i", help='the inputs as JSON, e.g. \'{"temperature": 31}\''),

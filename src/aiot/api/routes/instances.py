@@ -16,12 +16,17 @@ from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.bindings import locations_for_app
 from aiot.apps.instances import create_instance, get_instance
 from aiot.apps.service import DeployerInstanceController
+from aiot.apps.upgrades import history, rollback_instance, rollout_out, upgrade_instance
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer.service import wake_deployer
 from aiot.devices.grants import scope_for
 from aiot.errors import NotFound
+from aiot.secrets_store import platform_secret
+from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage
 from aiot.store.models import Role
+from aiot.store.rollouts import RolloutState
 from aiot.store.runtime import Workload, WorkloadStatus
 from aiot.timeutil import utcnow
 
@@ -35,6 +40,10 @@ class InstanceIn(BaseModel):
     bindings: dict[str, list[str]] = Field(default_factory=dict, description="alias -> device ids, when ambiguous")
     settings: dict[str, Any] = Field(default_factory=dict)
     name: str = Field("", max_length=100)
+
+
+class UpgradeIn(BaseModel):
+    version: str = Field(min_length=1, max_length=60, description="the app version to move to, e.g. 1.2.0")
 
 
 class RunIn(BaseModel):
@@ -55,6 +64,8 @@ def instance_out(session: Any, instance: AppInstance) -> dict[str, Any]:
         "node_id": workload.node_id if workload and instance.state == InstanceState.running else None,
         "address": instance.address, "run_until": instance.run_until.isoformat() if instance.run_until else None,
         "current_occurrence_id": instance.current_occurrence_id, "created_at": instance.created_at.isoformat(),
+        "rollout": next((rollout_out(r) for r in history(session, instance.id)
+                         if r.state == RolloutState.rolling), None),
     }
 
 
@@ -119,6 +130,46 @@ async def stop_now(request: Request, instance_id: str, principal: Principal = De
     await DeployerInstanceController(ctx).stop(instance_id, None)
     with ctx.db.session() as session:
         return instance_out(session, get_instance(session, instance_id))
+
+
+async def _changed(ctx: Any) -> None:
+    """A new or stopped workload: refresh NATS permissions and wake the deployer now, not at its next pass."""
+    await announce_auth_change(ctx)
+    await wake_deployer(ctx)
+
+
+@router.post("/instances/{instance_id}/upgrade")
+async def upgrade(request: Request, instance_id: str, body: UpgradeIn, principal: Principal = Depends(USERS)) -> dict:
+    """Move the instance to another version of its app (and the newest models that version accepts). A running
+    instance restarts on it at once; if the new version crash-loops, is not running in time or degrades during
+    the soak period, the platform rolls back by itself and mails the owner."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        instance = _owned(session, principal, instance_id)
+        rollout = rollout_out(upgrade_instance(session, platform_secret(ctx.settings), instance, body.version,
+                                               by=principal.user.id))
+    await _changed(ctx)
+    return rollout
+
+
+@router.post("/instances/{instance_id}/rollback")
+async def rollback(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
+    """Back to the version the latest upgrade replaced (an upgrade still in progress is undone at once)."""
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        instance = _owned(session, principal, instance_id)
+        rollout = rollout_out(rollback_instance(session, platform_secret(ctx.settings), instance,
+                                                by=principal.user.id))
+    await _changed(ctx)
+    return rollout
+
+
+@router.get("/instances/{instance_id}/history")
+def version_history(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> list[dict]:
+    """Every version change of the instance, oldest first, with its outcome."""
+    with request.app.state.ctx.db.session() as session:
+        instance = _owned(session, principal, instance_id)
+        return [rollout_out(r) for r in history(session, instance.id)]
 
 
 @router.delete("/instances/{instance_id}", status_code=status.HTTP_204_NO_CONTENT)
