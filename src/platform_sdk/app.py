@@ -62,9 +62,10 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
     stop()
 
 
-def _log_failure(fn: Callback, reading: Any) -> None:
+def _log_failure(fn: Callback, reading: Any, exc: BaseException) -> None:
     global _errors
     _errors += 1
+    runtime().callbacks.failed(exc)
     from platform_sdk.logs import get_logger
 
     get_logger("platform_sdk").exception(
@@ -109,8 +110,9 @@ def run() -> None:
                         if runner is None:
                             runner = asyncio.Runner()
                         runner.run(_await(result))
-                except Exception:  # noqa: BLE001 - one bad reading must not stop the app
-                    _log_failure(fn, reading)
+                    rt.callbacks.succeeded()
+                except Exception as exc:  # noqa: BLE001 - one bad reading must not stop the app
+                    _log_failure(fn, reading, exc)
     except KeyboardInterrupt:
         pass
     finally:
@@ -151,8 +153,9 @@ async def arun() -> None:
                     result = fn(reading)
                     if inspect.isawaitable(result):
                         await result
-                except Exception:  # noqa: BLE001
-                    _log_failure(fn, reading)
+                    rt.callbacks.succeeded()
+                except Exception as exc:  # noqa: BLE001
+                    _log_failure(fn, reading, exc)
     finally:
         rt.liveness.run_thread = None
         _active.remove(box)

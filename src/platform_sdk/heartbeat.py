@@ -32,13 +32,35 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 
+class CallbackHealth:
+    """Consecutive failed callbacks and the last error's one-line summary, carried in every heartbeat.
+
+    A callback that fails on every reading leaves the process alive and beating, so the agent cannot tell from
+    liveness alone; with this it shows the workload `degraded` and why ("ModelUnavailable: ..."), never a raw
+    traceback (that goes to the app's log for its developer). One success clears it."""
+
+    def __init__(self) -> None:
+        self.failing = 0
+        self.last_error = ""
+
+    def succeeded(self) -> None:
+        self.failing = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failing += 1
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        self.last_error = f"{type(exc).__name__}: {message}"[:200] if message else type(exc).__name__
+
+
 class HeartbeatWriter:
     """Rewrites the heartbeat file atomically (temp + rename) and hands the beat to `publish`."""
 
-    def __init__(self, workload_id: str, path: str | None, publish: Callable[[bytes], None] | None) -> None:
+    def __init__(self, workload_id: str, path: str | None, publish: Callable[[bytes], None] | None,
+                 health: CallbackHealth | None = None) -> None:
         self.workload_id = workload_id
         self.path = path
         self.publish = publish
+        self.health = health
         self.seq = 0
         self.last_beat = 0.0
         self._lock = threading.Lock()
@@ -51,8 +73,11 @@ class HeartbeatWriter:
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             if self.path and self._tmp:
                 try:
+                    doc: dict[str, object] = {"seq": seq, "ts": ts, "pid": os.getpid()}
+                    if self.health is not None and self.health.failing:
+                        doc.update(failing=self.health.failing, last_error=self.health.last_error)
                     with open(self._tmp, "w", encoding="utf-8") as fh:
-                        fh.write(json.dumps({"seq": seq, "ts": ts, "pid": os.getpid()}) + "\n")
+                        fh.write(json.dumps(doc) + "\n")
                     os.replace(self._tmp, self.path)
                 except OSError as exc:  # a full disk must not kill the app; the agent will see the stale file
                     print(f"platform_sdk: cannot write heartbeat file {self.path}: {exc}", flush=True)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from platform_sdk.config import WorkloadConfig, load_config
 from platform_sdk.errors import PlatformUnavailable
-from platform_sdk.heartbeat import HeartbeatWriter, Liveness
+from platform_sdk.heartbeat import CallbackHealth, HeartbeatWriter, Liveness
 
 T = TypeVar("T")
 LOG_BUFFER = 10_000  # records kept while disconnected; the oldest are dropped beyond that
@@ -99,7 +99,8 @@ class Runtime:
         self.log_buffer: collections.deque[bytes] = collections.deque(maxlen=LOG_BUFFER)
         self.logs_dropped = 0
         self.liveness = Liveness(cfg.hang_after, cfg.startup_grace)
-        self.heartbeat = HeartbeatWriter(cfg.workload_id, cfg.heartbeat_file, self._publish_beat)
+        self.callbacks = CallbackHealth()
+        self.heartbeat = HeartbeatWriter(cfg.workload_id, cfg.heartbeat_file, self._publish_beat, self.callbacks)
         self.pacemaker_enabled = True  # the serving wrapper beats from its own loop instead
         self._thread = threading.Thread(target=self._main, name="platform-sdk-io", daemon=True)
         self._ready = threading.Event()

@@ -4,6 +4,8 @@ Reads config.json (AIOT_WORKLOAD_CONFIG) like a real workload. Behaviour comes f
   mode "normal": heartbeat every interval for ever;
   mode "crash": print and exit 3 at once;
   mode "child": also start a child process (same group) that ignores SIGTERM;
+  mode "failing": beat through the SDK's HeartbeatWriter with a callback failing on every beat, until a file
+  named `recover` appears in the scratch dir;
   mode "probe": try to read/write the paths in settings.read / settings.write, list settings.list, print a JSON
   verdict (with its uids and capabilities), then run.
 A file named `hang` in the scratch dir (next to the heartbeat file) makes it stop heartbeating but stay alive
@@ -62,6 +64,22 @@ if mode == "probe":
         except OSError as exc:
             verdict[path] = f"denied:{type(exc).__name__}"
     print("VERDICT " + json.dumps(verdict), flush=True)
+
+if mode == "failing":
+    from platform_sdk.heartbeat import CallbackHealth, HeartbeatWriter
+
+    health = CallbackHealth()
+    writer = HeartbeatWriter(config["workload_id"], hb_file, None, health)
+    while True:
+        if os.path.exists(os.path.join(scratch, "recover")):
+            health.succeeded()
+        else:
+            try:
+                raise ConnectionError("model comfort: no replica answered\n  a second line nobody needs")
+            except ConnectionError as exc:
+                health.failed(exc)
+        writer.beat()
+        time.sleep(interval)
 
 while True:
     flag = os.path.join(scratch, "hang")

@@ -186,3 +186,20 @@ def test_a_restart_reason_names_the_exception_not_the_traceback() -> None:
     for line in ('  File "main.py", line 3, in <module>', "Traceback (most recent call last):", "INFO:app:ok",
                  "    raise ValueError('x')"):
         assert error_summary(line) is None, line
+
+
+async def test_failing_callbacks_show_degraded_with_the_error_line_and_recover_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    probe = make_probe(tmp_path / "data", interval=0.2, mode="failing")
+    sup = _supervisor(probe, False, degraded_after=4)
+    sup.start()
+    try:
+        await wait_until(lambda: sup.state == "degraded", 15)
+        assert "callbacks in a row failed" in sup.reason, sup.reason
+        assert sup.reason.endswith("last: ConnectionError: model comfort: no replica answered"), sup.reason
+        (probe.heartbeat.parent / "recover").write_text("")
+        await wait_until(lambda: sup.state == "running", 5)
+        assert sup.restarts == 0  # a failing callback is reported, never "fixed" by a restart
+    finally:
+        await sup.stop()

@@ -168,6 +168,13 @@ OWNED_ROUTES: list[Owned] = [
     Owned("GET", "/instances/{instance}", Role.end_user),
     Owned("POST", "/instances/{instance}/run", Role.end_user, json={"minutes": 5}),
     Owned("POST", "/instances/{instance}/stop", Role.end_user),
+    Owned("POST", "/instances/{instance}/upgrade", Role.end_user, json={"version": "1.0.0"}),
+    Owned("POST", "/instances/{instance}/rollback", Role.end_user),
+    Owned("GET", "/instances/{instance}/history", Role.end_user),
+    Owned("POST", "/models/{model_name}/rollout", Role.ai_developer, json={"version": "1.0.0"}, denied=(403,),
+          owner="a-aideveloper"),
+    Owned("POST", "/models/{model_name}/rollback", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
+    Owned("GET", "/models/{model_name}/rollouts", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
     Owned("POST", "/schedules", Role.end_user, json={"app_instance_id": "{instance}", "spec": _SPEC}),
     Owned("GET", "/schedules/{schedule}", Role.end_user),
     Owned("GET", "/schedules/{schedule}/occurrences", Role.end_user),
@@ -259,7 +266,7 @@ def owned_world(api: TestClient, database: Database) -> OwnedWorld:
                                    kind="backend"), "a-appdeveloper")
         model = ModelPackage(name="vision", version="1.0.0", sha256="1" * 64, size=1, manifest={})
         _claim(session, model, "a-aideveloper")
-        ids: dict[str, str] = {"app": "hello", "model": model.id}
+        ids: dict[str, str] = {"app": "hello", "model": model.id, "model_name": model.name}
 
     def ok(response: Any) -> dict:
         assert response.status_code in (200, 201), response.text

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -110,8 +111,10 @@ class WorkloadSupervisor:
         hang_kill_after: float = 0.5,
         stop_timeout: float = 3.0,
         tick: float | None = None,
+        degraded_after: int = 5,
     ) -> None:
         self.workload_id = workload_id
+        self.degraded_after = max(1, int(degraded_after))  # consecutive failed callbacks that show `degraded`
         self.launch = launch
         self.heartbeat_file = Path(heartbeat_file)
         self.interval = float(heartbeat_interval)
@@ -125,6 +128,8 @@ class WorkloadSupervisor:
         self.reason = ""
         self.restarts = 0
         self.last_error = ""  # the last exception line the current run printed on stderr
+        self.last_exit = ""  # why the previous run ended, e.g. "exited with code 1 (RuntimeError: ...)"
+        self._beat_seen: tuple[float | None, int, str] = (None, 0, "")  # heartbeat mtime, failing, last error
         self.consecutive_failures = 0
         self.proc: asyncio.subprocess.Process | None = None
         self.started_at: float | None = None
@@ -215,6 +220,7 @@ class WorkloadSupervisor:
             delay = backoff_delay(self.consecutive_failures)
             if self.last_error:
                 why = f"{why} ({self.last_error})"
+            self.last_exit = why
             self._set("restarting", f"{why}; restart {self.restarts}" + (f" in {delay:g}s" if delay else ""))
 
     async def _spawn(self) -> None:
@@ -236,7 +242,8 @@ class WorkloadSupervisor:
         self.started_at = time.time()
         self.last_heartbeat = None
         self.healthy_since = None
-        self._set("starting", f"started pid {self.proc.pid}; waiting for its first heartbeat")
+        after = f" (previous run: {self.last_exit})" if self.last_exit else ""  # why it restarted stays visible
+        self._set("starting", f"started pid {self.proc.pid}{after}; waiting for its first heartbeat")
 
     def _heartbeat_mtime(self) -> float | None:
         try:
@@ -305,10 +312,27 @@ class WorkloadSupervisor:
         elif not http_ok:
             self._set("starting", f"heartbeating; waiting for {self.healthz_url} to answer")
         else:
-            if self.state != "running":
+            if self.state not in ("running", "degraded"):
                 self.healthy_since = self.healthy_since or time.monotonic()
-            self._set("running", "heartbeats fresh")
+            failing, last_error = self._callback_failures(mtime)
+            if failing >= self.degraded_after:
+                self._set("degraded", f"{failing} callbacks in a row failed; last: {last_error}")
+            else:
+                self._set("running", "heartbeats fresh")
         return None
+
+    def _callback_failures(self, mtime: float) -> tuple[int, str]:
+        """(consecutive failed callbacks, last error) from the heartbeat file; read once per new beat."""
+        if self._beat_seen[0] != mtime:
+            failing, last_error = 0, ""
+            try:
+                doc = json.loads(self.heartbeat_file.read_text(encoding="utf-8")[:4096])
+                failing = int(doc.get("failing") or 0) if isinstance(doc, dict) else 0
+                last_error = str(doc.get("last_error") or "")[:200] if failing else ""
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass  # mid-rename or not ours: liveness alone decides, as before
+            self._beat_seen = (mtime, failing, last_error)
+        return self._beat_seen[1], self._beat_seen[2]
 
     async def _probe_healthz(self, ok: asyncio.Event) -> None:
         """Poll the model server's /healthz until it answers 200 (only gates starting -> running)."""

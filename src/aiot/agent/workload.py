@@ -262,6 +262,7 @@ class ManagedWorkload:
             on_output=ctx.on_output,
             startup_grace=float(heartbeat.get("startup_grace") or 60.0),
             healthz_url=healthz,
+            degraded_after=int(heartbeat.get("degraded_after") or 5),
         )
 
     def _config(self, package_dir: Path, run_dir: Path, nats_servers: list[str] | None = None) -> dict[str, Any]:

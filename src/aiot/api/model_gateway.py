@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,8 +142,29 @@ def _unavailable(target: Target, why: str) -> ServiceUnavailable:
                               details={"retry_after": RETRY_AFTER_SECONDS})
 
 
-async def forward(request: Request, target: Target, path: str, content: bytes, content_type: str) -> Response:
-    """Send the body to a replica of `target` with the model's token; its answer comes back unchanged."""
+async def forward(request: Request, target: Target, path: str, content: bytes, content_type: str,
+                  relookup: Callable[[], Target] | None = None) -> Response:
+    """Send the body to a replica of `target` with the model's token; its answer comes back unchanged.
+
+    When none of the (cached) replicas took it, the replica set changed under the cache: a rollout retired
+    them, or they moved. With `relookup`, the name is then resolved afresh and, if that finds other replicas,
+    sent once more there, so a caller never sees the second in which the cache was behind."""
+    try:
+        return await _send(target, path, content, content_type)
+    except NoReplicaAnswered as exc:
+        _cache.clear()
+        fresh = relookup() if relookup is not None else None
+        if fresh is None or not fresh.endpoints or set(fresh.endpoints) == set(target.endpoints):
+            raise _unavailable(target, f"no replica answered ({exc})") from None
+        _authorise(request, fresh)
+        try:
+            return await _send(fresh, path, content, content_type)
+        except NoReplicaAnswered as again:
+            _cache.clear()
+            raise _unavailable(fresh, f"no replica answered ({again})") from None
+
+
+async def _send(target: Target, path: str, content: bytes, content_type: str) -> Response:
     if not target.endpoints:
         raise _unavailable(target, "no replica is ready yet")
     headers = {"content-type": content_type, MODEL_TOKEN_HEADER: f"Bearer {target.token}"}
@@ -151,18 +173,17 @@ async def forward(request: Request, target: Target, path: str, content: bytes, c
     except ReplicaTimeout:
         raise UpstreamTimeout(f"model {target.name} {target.version}: no answer within {_pool.timeout:g}s",
                               field="model") from None
-    except NoReplicaAnswered as exc:
-        _cache.clear()  # the replica set changed: look again on the next call
-        raise _unavailable(target, f"no replica answered ({exc})") from None
     return Response(answer.content, status_code=answer.status, media_type=answer.content_type,
                     headers={"x-aiot-model-version": target.version, "x-aiot-replica": answer.replica})
 
 
 async def _predict(request: Request, owner: str, name: str, path: str) -> Response:
-    target = resolve(request, owner, name, request.query_params.get("version"))
+    version = request.query_params.get("version")
+    target = resolve(request, owner, name, version)
     _authorise(request, target)
     return await forward(request, target, path, await request.body(),
-                         request.headers.get("content-type", "application/json"))
+                         request.headers.get("content-type", "application/json"),
+                         relookup=lambda: resolve(request, owner, name, version))
 
 
 @router.post("/models/{owner}/{name}/v1/predict")
@@ -248,7 +269,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         raise ValidationFailed(f"the body must be a JSON inference request: {exc}", field="body") from None
     inputs = oip.request_to_inputs(doc)
     answer = await forward(request, target, "/v1/predict", json.dumps({"inputs": inputs}).encode(),
-                           "application/json")
+                           "application/json", relookup=lambda: resolve(request, None, name, version))
+    answered_version = answer.headers.get("x-aiot-model-version", target.version)
     try:
         body = json.loads(answer.body)
     except ValueError:
@@ -258,5 +280,5 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         return JSONResponse({"error": message or "the model failed"}, status_code=answer.status_code)
     outputs = body.get("outputs") if isinstance(body.get("outputs"), dict) else {}
     request_id = doc.get("id") if isinstance(doc.get("id"), str) else None
-    return JSONResponse(oip.outputs_to_response(outputs, target.name, target.version, request_id),
-                        headers={"x-aiot-model-version": target.version})
+    return JSONResponse(oip.outputs_to_response(outputs, target.name, answered_version, request_id),
+                        headers={"x-aiot-model-version": answered_version})

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aiot.apps.instances import get_instance, start_instance, stop_instance
-from aiot.apps.upgrades import RolloutPolicy, check_instance_rollouts
+from aiot.apps.upgrades import check_instance_rollouts
+from aiot.deployer.rollouts import RolloutPolicy
 from aiot.deployer.service import wake_deployer
 from aiot.secrets_store import platform_secret
 from aiot.services.base import HealthState, PlatformService, ServiceHealth
@@ -124,11 +125,9 @@ class AppsService(PlatformService):
 
     def _check_rollouts(self, ctx: ServiceContext) -> list[str]:
         """Judge rolling upgrades (succeed after the soak, or roll back); the instances whose workloads changed."""
-        policy = RolloutPolicy(soak_seconds=ctx.settings.rollout_soak_seconds,
-                               ready_deadline_seconds=ctx.settings.rollout_ready_deadline_seconds,
-                               max_restarts=ctx.settings.rollout_max_restarts)
         with ctx.db.session() as session:
-            return check_instance_rollouts(session, platform_secret(ctx.settings), policy)
+            return check_instance_rollouts(session, platform_secret(ctx.settings),
+                                           RolloutPolicy.from_settings(ctx.settings))
 
     def _check_sync(self, ctx: ServiceContext) -> list[str]:
         expired = []

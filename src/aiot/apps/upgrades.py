@@ -19,7 +19,6 @@ rollout, back to the version the last one replaced, watched the same way.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from aiot.apps.instances import repin, start_instance
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer.rollouts import RolloutPolicy, history, replica_failure, rolling
 from aiot.deployer.workloads import stop_workload
 from aiot.errors import Conflict, NotFound, ValidationFailed
 from aiot.store.apps import AppInstance, InstanceState
@@ -38,25 +38,6 @@ from aiot.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RolloutPolicy:
-    """When a new version counts as good or failed (from settings; tests shorten them)."""
-
-    soak_seconds: float = 30.0
-    ready_deadline_seconds: float = 240.0
-    max_restarts: int = 2
-
-
-def history(session: Session, target_id: str) -> list[Rollout]:
-    """Every rollout of one instance (or model name), oldest first."""
-    return list(session.scalars(select(Rollout).where(Rollout.target_id == target_id)
-                                .order_by(Rollout.started_at, Rollout.id)))
-
-
-def _rolling(session: Session, target_id: str) -> Rollout | None:
-    return session.scalar(select(Rollout).where(Rollout.target_id == target_id,
-                                                Rollout.state == RolloutState.rolling))
 
 
 def _restart(session: Session, secret: bytes, instance: AppInstance, reason: str) -> Workload | None:
@@ -104,7 +85,7 @@ def upgrade_instance(session: Session, secret: bytes, instance: AppInstance, ver
                        field="version")
     if target.id == current.id and not manual_rollback:
         raise Conflict(f"instance {instance.id} already runs {current.name} {current.version}", field="version")
-    previous = _rolling(session, instance.id)
+    previous = rolling(session, instance.id)
     if previous is not None:  # the in-flight change is replaced; its "from" stays the last proven version
         previous.state, previous.finished_at = RolloutState.superseded, utcnow()
         previous.reason = f"superseded by an upgrade to {target.version}"
@@ -192,21 +173,6 @@ def _mail_owner(session: Session, instance: AppInstance, rollout: Rollout, old: 
             kind="rollback", user_id=owner.id, dedupe_key=f"rollback:{rollout.id}")
 
 
-def _verdict(workload: Workload, status: WorkloadStatus | None, rollout: Rollout, policy: RolloutPolicy,
-             now: datetime) -> str | None:
-    """Why the new version failed, or None while it may still become good."""
-    observed = None if status is None or status.generation != workload.generation else status
-    if observed is not None:
-        if observed.restarts >= policy.max_restarts:
-            return f"crash loop: {observed.restarts} restarts; last: {observed.reason}"
-        if observed.state in ("failed", "degraded"):
-            return f"{observed.state}: {observed.reason}"
-    running = observed is not None and observed.state == "running"
-    if not running and now - workload.created_at > timedelta(seconds=policy.ready_deadline_seconds):
-        return f"not running {policy.ready_deadline_seconds:g}s after its start"
-    return None
-
-
 def _new_workload(session: Session, instance: AppInstance, rollout: Rollout) -> Workload | None:
     """The workload running the new version: the one the upgrade started, or a later run's (scheduled).
     A start-first copy outlives nothing: when its instance stopped meanwhile, it stops too."""
@@ -240,7 +206,7 @@ def check_instance_rollouts(session: Session, secret: bytes, policy: RolloutPoli
         if workload is None:
             continue  # idle: the next run proves the version
         status = session.get(WorkloadStatus, workload.id)
-        failure = _verdict(workload, status, rollout, policy, now)
+        failure = replica_failure(workload, status, policy, now)
         if failure is not None:
             _roll_back(session, secret, instance, rollout, failure)
             changed.append(instance.id)
@@ -263,15 +229,3 @@ def _succeed(session: Session, instance: AppInstance, rollout: Rollout, workload
         instance.workload_id = workload.id
     rollout.state, rollout.finished_at = RolloutState.succeeded, now
     rollout.reason = f"ran {(now - (rollout.healthy_since or now)).total_seconds():.0f}s without a restart"
-
-
-def rollout_out(rollout: Rollout) -> dict:
-    """The API's view of one rollout."""
-    return {"id": rollout.id, "target": rollout.target.value, "target_id": rollout.target_id,
-            "from_version": rollout.from_version, "to_version": rollout.to_version,
-            "from_package_id": rollout.from_package_id, "to_package_id": rollout.to_package_id,
-            "state": rollout.state.value, "reason": rollout.reason, "manual_rollback": rollout.manual_rollback,
-            "started_at": rollout.started_at.isoformat(),
-            "finished_at": rollout.finished_at.isoformat() if rollout.finished_at else None}
-
-

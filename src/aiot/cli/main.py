@@ -36,6 +36,9 @@ app.add_typer(runtime.instance_app, name="instance")
 packages.model_app.command("deploy")(runtime.deploy_model)
 packages.model_app.command("endpoints")(runtime.model_endpoints)
 packages.model_app.command("predict")(runtime.model_predict)
+packages.model_app.command("rollout")(runtime.model_rollout)
+packages.model_app.command("rollback")(runtime.model_rollback)
+packages.model_app.command("history")(runtime.model_history)
 app.command("logs")(logs.logs)
 
 

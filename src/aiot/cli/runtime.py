@@ -149,6 +149,33 @@ def instance_history(instance_id: str, output: Output = OUTPUT, as_json: bool = 
     emit(ApiClient().get(f"/instances/{instance_id}/history"), output, ROLLOUT_COLUMNS, as_json=as_json)
 
 
+def model_rollout(name: str, version: str = typer.Option(..., "--version", help="e.g. 1.1.0"),
+                  output: Output = OUTPUT) -> None:
+    """Serve another version of the model: its replicas replace the current ones one by one; rolled back by
+    itself if a new replica fails."""
+    out = ApiClient().post(f"/models/{name}/rollout", json={"version": version})
+    if output.value != "table":
+        emit(out, output)
+        return
+    console.print(f"model {name}: rolling out {out['from_version']} -> {out['to_version']} ({out['id']}); "
+                  f"watch it with `aiot model history {name}`")
+
+
+def model_rollback(name: str, output: Output = OUTPUT) -> None:
+    """Undo the rollout in progress, or go back to the version the last rollout replaced."""
+    out = ApiClient().post(f"/models/{name}/rollback")
+    if output.value != "table":
+        emit(out, output)
+        return
+    back_to = out["from_version"] if out["state"] == "rolled_back" else out["to_version"]
+    console.print(f"model {name}: back to {back_to} ({out['id']})")
+
+
+def model_history(name: str, output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+    """Every rollout of the model with its outcome, oldest first."""
+    emit(ApiClient().get(f"/models/{name}/rollouts"), output, ROLLOUT_COLUMNS, as_json=as_json)
+
+
 def model_predict(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION or owner/NAME"),
     inputs: str = typer.Option(..., "--input", "-i", help='the inputs as JSON, e.g. \'{"temperature": 31}\''),

@@ -23,7 +23,8 @@ from aiot.timeutil import utcnow
 
 JOIN_PREFIX = "aiotjoin"
 NODE_PREFIX = "aiotnode"
-WORKLOAD_STATES = {"pending", "preparing", "starting", "running", "unhealthy", "restarting", "failed", "stopped"}
+WORKLOAD_STATES = {"pending", "preparing", "starting", "running", "degraded", "unhealthy", "restarting", "failed",
+                   "stopped"}
 
 
 def _sha(secret: str) -> str:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from aiot.deployer.reconcile import PassResult, reconcile_once
+from aiot.deployer.rollouts import RolloutPolicy, check_model_rollouts
 from aiot.secrets_store import platform_secret
 from aiot.services.base import HealthState, PlatformService, ServiceHealth
 from aiot.services.context import ServiceContext
@@ -71,6 +72,7 @@ class DeployerService(PlatformService):
 
         def run() -> PassResult:
             with ctx.db.session() as session:
+                check_model_rollouts(session, self._secret, RolloutPolicy.from_settings(ctx.settings))
                 return reconcile_once(session, self._secret, ctx.settings.node_grace_seconds,
                                       ctx.settings.model_ready_deadline_seconds)
 

@@ -111,8 +111,10 @@ def port_token(workload: Workload, config: dict[str, Any], secret: bytes) -> str
     return gateway_token(secret, str(instance_id)) if instance_id else None
 
 
-def assignment(workload: Workload, node: Node, secret: bytes, nats_servers: list[str]) -> dict[str, Any]:
-    """What the agent on `node` needs to run `workload` (the contract in docs/workload-contract.md)."""
+def assignment(workload: Workload, node: Node, secret: bytes, nats_servers: list[str],
+               degraded_after: int = 5) -> dict[str, Any]:
+    """What the agent on `node` needs to run `workload` (the contract in docs/workload-contract.md);
+    `degraded_after`: the platform's degraded_after_failures setting, applied by the agent."""
     config = dict(workload.config)
     config.update(
         workload_id=workload.id, generation=workload.generation, node_id=node.id,
@@ -123,6 +125,7 @@ def assignment(workload: Workload, node: Node, secret: bytes, nats_servers: list
     heartbeat = dict(config.get("heartbeat") or {})
     heartbeat.setdefault("interval", HEARTBEAT_INTERVAL)
     heartbeat["subject"] = f"aiot.hb.{workload.id}"
+    heartbeat["degraded_after"] = degraded_after
     config["heartbeat"] = heartbeat
     if "serve" in config:
         config["serve"] = {"host": node.address, "port": int((config.get("serve") or {}).get("port") or 0)}

@@ -68,7 +68,9 @@ def assignments(request: Request, node: Node = Depends(NodeAuth)) -> dict:
         rows = session.scalars(select(Workload).where(Workload.node_id == node.id,
                                                       Workload.desired == DesiredState.running)
                                .order_by(Workload.created_at))
-        return {"node_id": node.id, "assignments": [assignment(w, node, secret, servers) for w in rows]}
+        degraded_after = ctx.settings.degraded_after_failures
+        return {"node_id": node.id,
+                "assignments": [assignment(w, node, secret, servers, degraded_after) for w in rows]}
 
 
 @router.get("/packages/{sha256}", response_class=FileResponse)

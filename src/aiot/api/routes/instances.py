@@ -16,8 +16,9 @@ from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.bindings import locations_for_app
 from aiot.apps.instances import create_instance, get_instance
 from aiot.apps.service import DeployerInstanceController
-from aiot.apps.upgrades import history, rollback_instance, rollout_out, upgrade_instance
+from aiot.apps.upgrades import rollback_instance, upgrade_instance
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer.rollouts import history, rollout_out
 from aiot.deployer.service import wake_deployer
 from aiot.devices.grants import scope_for
 from aiot.errors import NotFound
@@ -61,6 +62,7 @@ def instance_out(session: Any, instance: AppInstance) -> dict[str, Any]:
         "location_id": instance.location_id, "owner_id": instance.owner_id, "bindings": instance.bindings,
         "settings": instance.settings, "state": instance.state.value, "workload_id": instance.workload_id,
         "workload_state": observed.state if observed and instance.state == InstanceState.running else None,
+        "workload_reason": observed.reason if observed and instance.state == InstanceState.running else None,
         "node_id": workload.node_id if workload and instance.state == InstanceState.running else None,
         "address": instance.address, "run_until": instance.run_until.isoformat() if instance.run_until else None,
         "current_occurrence_id": instance.current_occurrence_id, "created_at": instance.created_at.isoformat(),
