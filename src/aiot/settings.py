@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     model_ready_deadline_seconds: float = Field(
         300.0, gt=0, description="An app waits this long for its models' first ready replica, then shows failed "
         "(it still starts once they are ready).")
+    prewarm_seconds: float = Field(
+        120.0, gt=0, description="Models a scheduled run needs are deployed this long before it starts; models "
+        "deployed for app runs are removed after this long with no run needing them.")
     rollout_soak_seconds: float = Field(
         30.0, gt=0, description="How long a new version must run healthy (no restart, not degraded) before the "
         "upgrade succeeds and the old version is retired.")

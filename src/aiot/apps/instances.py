@@ -113,12 +113,13 @@ def pinned_model(session: Session, instance: AppInstance, alias: str, ref: dict[
     return model
 
 
-def _ensure_model_deployed(session: Session, secret: bytes, model: ModelPackage) -> dict:
+def ensure_model_deployed(session: Session, secret: bytes, model: ModelPackage) -> dict:
     """Deploy the pinned version if nothing serves it yet: one replica, owned by the model's owner (the end
-    user starting the instance must not own, manage or read the logs of another user's model)."""
+    user starting the instance must not own, manage or read the logs of another user's model), marked `auto`
+    (removed again when no run needs it, `aiot.apps.prewarm`)."""
     if session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id)) is None:
         log.info("deploying model %s %s for an app instance (1 replica)", model.name, model.version)
-        deploy_model(session, secret, model, 1, model.owner_id, allow_deprecated=True)
+        deploy_model(session, secret, model, 1, model.owner_id, allow_deprecated=True, auto=True)
     return {"model_id": model.id, "name": model.name, "version": model.version}
 
 
@@ -139,7 +140,7 @@ def start_instance(session: Session, secret: bytes, instance: AppInstance, *, oc
             instance.current_occurrence_id, instance.run_until = occurrence_id, until
             return current
     context = app.manifest.get("context") or {}
-    models = {alias: _ensure_model_deployed(session, secret, pinned_model(session, instance, alias, ref))
+    models = {alias: ensure_model_deployed(session, secret, pinned_model(session, instance, alias, ref))
               for alias, ref in (context.get("models") or {}).items()}
     config: dict[str, Any] = {
         "kind": "app", "app_instance_id": instance.id,

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aiot.apps.instances import get_instance, start_instance, stop_instance
+from aiot.apps.prewarm import ScaleBack, prewarm
 from aiot.apps.upgrades import check_instance_rollouts
 from aiot.deployer.rollouts import RolloutPolicy
 from aiot.deployer.service import wake_deployer
@@ -98,6 +99,7 @@ class AppsService(PlatformService):
         self._task: asyncio.Task[None] | None = None
         self._error = ""
         self.mailed = 0
+        self._scale_back = ScaleBack()
 
     async def start(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
@@ -119,9 +121,18 @@ class AppsService(PlatformService):
         expired = await asyncio.to_thread(self._check_sync, ctx)
         for instance_id in expired:
             await DeployerInstanceController(ctx).stop(instance_id, None)
-        if await asyncio.to_thread(self._check_rollouts, ctx):
+        rolled = await asyncio.to_thread(self._check_rollouts, ctx)
+        if await asyncio.to_thread(self._prewarm, ctx) or rolled:
             await announce_auth_change(ctx)
             await wake_deployer(ctx)
+
+    def _prewarm(self, ctx: ServiceContext) -> bool:
+        """Models ready before scheduled runs, and removed once no run needs them; True when any changed."""
+        lead = timedelta(seconds=ctx.settings.prewarm_seconds)
+        with ctx.db.session() as session:
+            started = prewarm(session, platform_secret(ctx.settings), lead)
+            removed = self._scale_back.run(session, lead)
+        return bool(started or removed)
 
     def _check_rollouts(self, ctx: ServiceContext) -> list[str]:
         """Judge rolling upgrades (succeed after the soak, or roll back); the instances whose workloads changed."""
@@ -140,7 +151,7 @@ class AppsService(PlatformService):
                     continue
                 workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
                 status = session.get(WorkloadStatus, workload.id) if workload else None
-                if workload is None or status is None or status.state != "running" or \
+                if workload is None or status is None or status.state not in ("running", "degraded") or \
                         status.generation != workload.generation:
                     continue
                 address = instance_address(ctx, instance.id)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aiot.store.runtime import DesiredState, Workload, WorkloadKind, WorkloadStatus
+from aiot.store.runtime import DesiredState, Workload, WorkloadEvent, WorkloadKind, WorkloadStatus
 from aiot.timeutil import utcnow
 
 
@@ -61,6 +61,10 @@ def hold(session: Session, workload: Workload, reasons: list[str], deadline_s: f
         status = WorkloadStatus(workload_id=workload.id)
         session.add(status)
     if (status.state, status.reason) != (state, reason[:500]):
+        if status.state != state:  # the transition, with its reason, in the workload's history
+            session.add(WorkloadEvent(workload_id=workload.id, kind="state",
+                                      detail={"state": state, "reason": reason[:300],
+                                              "generation": workload.generation}))
         status.state, status.reason, status.generation = state, reason[:500], workload.generation
         status.updated_at = now
     return state

@@ -64,11 +64,12 @@ def bump_generation(session: Session, secret: bytes, workload: Workload, *, reas
 
 
 def deploy_model(session: Session, secret: bytes, model: ModelPackage, replicas: int,
-                 owner_id: str | None, *, allow_deprecated: bool = False) -> ModelDeployment:
+                 owner_id: str | None, *, allow_deprecated: bool = False, auto: bool = False) -> ModelDeployment:
     """Create (or resize) the deployment of one model version; each replica is a workload.
 
     `allow_deprecated`: for app instances pinned to a version that was deprecated since (deprecated versions
-    still run for whoever already uses them; only new deployments are refused)."""
+    still run for whoever already uses them; only new deployments are refused). `auto`: started for app
+    instances, removed again when no run needs it; any other deploy of the version makes it a user's."""
     if not 1 <= replicas <= 32:
         raise ValidationFailed("replicas must be between 1 and 32", field="replicas")
     if model.status != PackageStatus.active and not allow_deprecated:
@@ -76,9 +77,11 @@ def deploy_model(session: Session, secret: bytes, model: ModelPackage, replicas:
                        field="model")
     deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))
     if deployment is None:
-        deployment = ModelDeployment(model_id=model.id, replicas=replicas, owner_id=owner_id)
+        deployment = ModelDeployment(model_id=model.id, replicas=replicas, owner_id=owner_id, auto=auto)
         session.add(deployment)
         session.flush()
+    elif not auto:
+        deployment.auto = False
     deployment.replicas = replicas
     current = list(session.scalars(select(Workload).where(Workload.group_id == deployment.id,
                                                           Workload.desired == DesiredState.running)))

@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, Enum, Float, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiot.ids import new_id
@@ -143,3 +143,6 @@ class ModelDeployment(Base):
     replicas: Mapped[int] = mapped_column(Integer, default=1)
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Started on behalf of app instances (at their start, or ahead of a scheduled run), not by `aiot model
+    # deploy`: the platform also removes it once no run needs it. A user's deploy of the version adopts it.
+    auto: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

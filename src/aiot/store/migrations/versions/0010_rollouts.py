@@ -1,4 +1,4 @@
-"""rollouts: version changes of instances and model deployments
+"""rollouts: version changes of instances and model deployments; deployments started for app instances
 
 Revision ID: 0010
 Revises: 0009
@@ -40,9 +40,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('rollouts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_rollouts_target_id'), ['target_id'], unique=False)
+    with op.batch_alter_table('model_deployments', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('auto', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('model_deployments', schema=None) as batch_op:
+        batch_op.drop_column('auto')
     with op.batch_alter_table('rollouts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_rollouts_target_id'))
     op.drop_table('rollouts')
