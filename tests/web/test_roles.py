@@ -430,3 +430,41 @@ async def test_the_store_shows_one_card_per_app_with_its_newest_version(web: Web
     assert "1.0.0" in await cards.locator(".older-versions").inner_text()
     await page.context.close()
     no_console_errors(web)
+
+
+async def test_end_user_upgrades_an_instance_and_rolls_it_back_on_its_page(web: WebPlatform) -> None:
+    """The deployment page offers the app's other versions, shows the change as being checked, and rolls back
+    by hand; the history lists both changes with their outcome."""
+    from tests.apps.test_upgrades import GOOD, app_zip
+
+    for version in ("1.0.0", "1.1.0"):
+        r = await web.live.client.post("/api/v1/apps", content=app_zip(version, GOOD),
+                                       headers={**web.live.headers(Role.app_developer),
+                                                "Content-Type": "application/zip"})
+        assert r.status_code in (200, 201), r.text
+    lab = await ensure_location(web, "Upgrade Lab", {})
+    r = await web.live.client.post(f"/api/v1/locations/{lab}/grants", json={"user": USERS["end_user"]},
+                                   headers=web.live.headers(Role.admin))
+    assert r.status_code in (200, 201), r.text
+    r = await web.live.client.post("/api/v1/instances", json={"app": "upgrade-probe:1.0.0", "location": lab},
+                                   headers=web.live.headers(Role.end_user))
+    assert r.status_code == 201, r.text
+    instance_id = r.json()["id"]
+
+    page = await web.page_as("end_user")
+    await page.goto(f"/deployments/{instance_id}")
+    assert "Runs version 1.0.0" in await page.inner_text("#versions")
+    assert await page.eval_on_selector_all("#upgrade-version option", "els => els.map(e => e.value)") == ["1.1.0"]
+    await page.click("#upgrade")
+    await page.wait_for_selector("#versions tbody tr")
+    assert "Runs version 1.1.0" in await page.inner_text("#versions")
+    row = await page.inner_text("#versions tbody tr")
+    assert "1.0.0 → 1.1.0" in row and "rolling" in row, row  # idle: checked at its next run
+    await shot(page, "user-upgrade")
+
+    await page.click("#rollback")
+    await page.wait_for_selector("#versions tbody tr:has-text('rolled back')")
+    assert "Runs version 1.0.0" in await page.inner_text("#versions")
+    assert "(by hand)" in await page.inner_text("#versions tbody")
+    await page.context.close()
+    no_console_errors(web)

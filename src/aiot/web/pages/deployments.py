@@ -76,11 +76,20 @@ async def _logs(web: WebUser, instance: dict[str, Any]) -> dict[str, Any]:
     return {"available": True, "records": records, "query": query}
 
 
+async def _versions(web: WebUser, instance: dict[str, Any]) -> dict[str, Any]:
+    """The app's other active versions (what an upgrade may choose) and the instance's version history."""
+    name, _, current = str(instance.get("app") or "").partition(":")
+    releases, history = await asyncio.gather(web.api.get_or([], "/apps", name=name),
+                                             web.api.get_or([], f"/instances/{instance['id']}/history"))
+    others = [r["version"] for r in releases if r.get("name") == name and r.get("version") != current]
+    return {"current": current, "others": others, "history": list(reversed(history))}
+
+
 @router.get("/{instance_id}")
 async def deployment(request: Request, instance_id: str, web: WebUser = Depends(END_USER)) -> Response:
     instance = await _instance(web, instance_id)
     return render(request, "store/deployment.html", web, title=instance["name"], i=instance,
-                  logs=await _logs(web, instance))
+                  logs=await _logs(web, instance), versions=await _versions(web, instance))
 
 
 @router.get("/{instance_id}/live")
@@ -90,7 +99,7 @@ async def deployment_live(request: Request, instance_id: str, web: WebUser = Dep
 
 @router.post("/{instance_id}/{action}")
 async def act(request: Request, instance_id: str, action: str, web: WebUser = Depends(END_USER)) -> Response:
-    """run (now, optionally for `minutes`), stop, or delete an instance."""
+    """run (now, optionally for `minutes`), stop, upgrade (to `version`), rollback, or delete an instance."""
     form = await read_form(request)
     back = str(form.get("back", "")) or f"/deployments/{instance_id}"
     back = back if back.startswith("/deployments") else f"/deployments/{instance_id}"
@@ -102,6 +111,17 @@ async def act(request: Request, instance_id: str, action: str, web: WebUser = De
     if action == "stop":
         row = await web.api.post(f"/instances/{instance_id}/stop")
         return redirect(back, flash=f"{row['name']} is stopping.")
+    if action in ("upgrade", "rollback"):
+        try:
+            if action == "upgrade":
+                change = await web.api.post(f"/instances/{instance_id}/upgrade",
+                                            {"version": str(form.get("version", ""))})
+            else:
+                change = await web.api.post(f"/instances/{instance_id}/rollback")
+        except ApiError as exc:
+            return redirect(back, flash=f"Not changed: {exc.message}")
+        target = change["from_version"] if change["state"] == "rolled_back" else change["to_version"]
+        return redirect(back, flash=f"Moving to version {target}; the platform goes back by itself if it fails.")
     if action == "delete":
         await web.api.delete(f"/instances/{instance_id}")
         return redirect("/deployments", flash="Deployment deleted.")
