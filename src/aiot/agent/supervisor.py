@@ -181,6 +181,8 @@ class WorkloadSupervisor:
     # ----------------------------------------------------------------- internals
 
     def _set(self, state: str, reason: str) -> None:
+        if state in ("starting", "unhealthy") and self.last_exit:
+            reason = f"{reason} (previous run: {self.last_exit})"  # why it restarted stays visible until it runs
         if (state, reason) != (self.state, self.reason):
             if state != self.state:
                 log.info("workload %s: %s -> %s (%s)", self.workload_id, self.state, state, reason)
@@ -242,8 +244,7 @@ class WorkloadSupervisor:
         self.started_at = time.time()
         self.last_heartbeat = None
         self.healthy_since = None
-        after = f" (previous run: {self.last_exit})" if self.last_exit else ""  # why it restarted stays visible
-        self._set("starting", f"started pid {self.proc.pid}{after}; waiting for its first heartbeat")
+        self._set("starting", f"started pid {self.proc.pid}; waiting for its first heartbeat")
 
     def _heartbeat_mtime(self) -> float | None:
         try:

@@ -4,7 +4,6 @@ and ends manual runs at their end time. Also the scheduler's `InstanceController
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,8 +17,8 @@ from aiot.apps.upgrades import check_instance_rollouts
 from aiot.deployer.rollouts import RolloutPolicy
 from aiot.deployer.service import wake_deployer
 from aiot.secrets_store import platform_secret
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
 from aiot.services.context import ServiceContext
+from aiot.services.loop import LoopService
 from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage
@@ -91,33 +90,20 @@ class DeployerInstanceController:
         await wake_deployer(self.ctx)
 
 
-class AppsService(PlatformService):
+class AppsService(LoopService):
     name = "apps"
+    interval = INTERVAL
 
     def __init__(self) -> None:
-        self._ctx: ServiceContext | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._error = ""
+        super().__init__()
         self.mailed = 0
         self._scale_back = ScaleBack()
 
-    async def start(self, ctx: ServiceContext) -> None:
-        self._ctx = ctx
-        self._task = asyncio.create_task(self._loop(), name="apps-watch")
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check()
-                self._error = ""
-            except Exception as exc:  # noqa: BLE001 - keep watching
-                self._error = f"{type(exc).__name__}: {exc}"
-                log.exception("app instance check failed")
-            await asyncio.sleep(INTERVAL)
+    async def run_pass(self) -> None:
+        await self.check()
 
     async def check(self) -> None:
-        ctx = self._ctx
-        assert ctx is not None
+        ctx = self.ctx
         expired = await asyncio.to_thread(self._check_sync, ctx)
         for instance_id in expired:
             await DeployerInstanceController(ctx).stop(instance_id, None)
@@ -174,16 +160,5 @@ class AppsService(PlatformService):
                 instance.notified_address = address
         return expired
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def health(self) -> ServiceHealth:
-        if self._task is None:
-            return ServiceHealth(HealthState.stopped)
-        if self._error:
-            return ServiceHealth(HealthState.degraded, self._error)
-        return ServiceHealth(HealthState.ok, f"{self.mailed} address mails queued")
+    def health_detail(self) -> str:
+        return f"{self.mailed} address mails queued"

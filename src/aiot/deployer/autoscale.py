@@ -8,15 +8,15 @@ Only nodes the provider started are ever removed, and only after draining moved 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from aiot.deployer.service import wake_deployer
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.base import HealthState, ServiceHealth
 from aiot.services.context import ServiceContext
+from aiot.services.loop import LoopService
 from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload
 from aiot.timeutil import utcnow
 
@@ -59,30 +59,25 @@ class AutoscalePolicy:
         return "hold"
 
 
-class AutoscaleService(PlatformService):
+class AutoscaleService(LoopService):
     name = "autoscaler"
+    interval = INTERVAL
 
     def __init__(self) -> None:
-        self._ctx: ServiceContext | None = None
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self.policy: AutoscalePolicy | None = None
         self.actions: list[str] = []
 
-    async def start(self, ctx: ServiceContext) -> None:
-        self._ctx = ctx
+    async def on_start(self, ctx: ServiceContext) -> None:
         s = ctx.settings
         self.policy = AutoscalePolicy(s.autoscale_high_cpu, s.autoscale_low_cpu, s.autoscale_window_s,
                                       s.autoscale_idle_window_s, s.autoscale_min_nodes, s.autoscale_max_nodes)
-        if s.autoscale:
-            self._task = asyncio.create_task(self._loop(), name="autoscaler")
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.step()
-            except Exception:  # noqa: BLE001 - keep evaluating
-                log.exception("autoscaler step failed")
-            await asyncio.sleep(INTERVAL)
+    def enabled(self, ctx: ServiceContext) -> bool:
+        return ctx.settings.autoscale
+
+    async def run_pass(self) -> None:
+        await self.step()
 
     async def step(self) -> str:
         ctx, policy = self._ctx, self.policy
@@ -125,16 +120,12 @@ class AutoscaleService(PlatformService):
             await wake_deployer(ctx)
         return decision
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
     def health(self) -> ServiceHealth:
         if self._ctx is None:
             return ServiceHealth(HealthState.stopped)
         if not self._ctx.settings.autoscale:
             return ServiceHealth(HealthState.ok, "disabled (AIOT_AUTOSCALE=false)")
-        return ServiceHealth(HealthState.ok, "; ".join(self.actions[-3:]) or "no action yet")
+        return super().health()
+
+    def health_detail(self) -> str:
+        return "; ".join(self.actions[-3:]) or "no action yet"

@@ -8,14 +8,13 @@ wakes shortly after each UTC midnight (`archive.GRACE`) to archive yesterday, an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiot.logs import archive
 from aiot.logs.stream import ensure_logs_stream, first_time
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.loop import LoopService
 from aiot.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -29,44 +28,38 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_ERROR = 300.0
 
 
-class LogCollectorService(PlatformService):
+class LogCollectorService(LoopService):
     name = "log-collector"
 
     def __init__(self) -> None:
-        self._ctx: ServiceContext | None = None
+        super().__init__()
         self._store: ObjectStore | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._error = ""
         self.archived: list[date] = []
         self.last_run: datetime | None = None
 
-    async def start(self, ctx: ServiceContext) -> None:
+    async def on_start(self, ctx: ServiceContext) -> None:
         if ctx.bus is None:
             raise RuntimeError("log-collector needs the NATS bus (ServiceContext.bus is None)")
-        self._ctx = ctx
         await ensure_logs_stream(ctx.bus, ctx.settings, force=True)
         self._store = await ctx.bus.object_store(archive.BUCKET)
-        self._task = asyncio.create_task(self._run(), name="log-collector")
 
-    async def stop(self) -> None:
-        """Cancel the archiving task and give it 5 s: a NATS call deep in it may not honour the cancellation at
-        once (seen in the suite: a stop that waited minutes), and stopping must not wait on it."""
-        if self._task is not None:
-            self._task.cancel()
-            done, _ = await asyncio.wait({self._task}, timeout=5)
-            if not done:
-                log.warning("log-collector: archiving did not stop within 5 s; leaving it")
-            self._task = None
+    async def run_pass(self) -> None:
+        await self.catch_up()
 
-    def health(self) -> ServiceHealth:
-        if self._task is None:
-            return ServiceHealth(HealthState.stopped)
-        extra = {"archived_days": len(self.archived),
-                 "last_run": self.last_run.isoformat() if self.last_run else None}
-        if self._error:
-            return ServiceHealth(HealthState.degraded, self._error, extra)
+    async def next_delay(self) -> float:
+        """Shortly after the next UTC midnight; RETRY_AFTER_ERROR after a failed pass (NATS trouble)."""
+        return RETRY_AFTER_ERROR if self._error else seconds_until_next_run(utcnow())
+
+    def describe_error(self, exc: Exception) -> str:
+        return f"archiving failed: {type(exc).__name__}: {exc}"
+
+    def health_extra(self) -> dict[str, Any]:
+        return {"archived_days": len(self.archived),
+                "last_run": self.last_run.isoformat() if self.last_run else None}
+
+    def health_detail(self) -> str:
         last = self.archived[-1].isoformat() if self.archived else "none yet"
-        return ServiceHealth(HealthState.ok, f"log stream ready; last archived day: {last}", extra)
+        return f"log stream ready; last archived day: {last}"
 
     @property
     def bus(self) -> Bus:
@@ -103,18 +96,6 @@ class LogCollectorService(PlatformService):
         await archive.prune_archives(self.store, self._ctx.settings.log_archive_days, now.date())
         self.last_run = now
         return done
-
-    async def _run(self) -> None:
-        while True:
-            delay = RETRY_AFTER_ERROR
-            try:
-                await self.catch_up()
-                self._error = ""
-                delay = seconds_until_next_run(utcnow())
-            except Exception as exc:  # noqa: BLE001 - NATS trouble: report it, try again later
-                self._error = f"archiving failed: {type(exc).__name__}: {exc}"
-                log.exception("log-collector: archiving failed; retrying in %.0fs", RETRY_AFTER_ERROR)
-            await asyncio.sleep(delay)
 
 
 def seconds_until_next_run(now: datetime) -> float:

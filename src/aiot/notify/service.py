@@ -13,7 +13,6 @@ says how many wait, so an operator sees why nobody got a mail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -22,12 +21,11 @@ from typing import TYPE_CHECKING
 
 from aiot.ids import new_id
 from aiot.notify import outbox, smtp
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.base import HealthState, ServiceHealth
+from aiot.services.loop import LoopService
 from aiot.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from nats.aio.subscription import Subscription
-
     from aiot.services.context import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -35,8 +33,9 @@ log = logging.getLogger(__name__)
 KICK_SUBJECT = "aiot.notify.kick"
 
 
-class NotifyService(PlatformService):
+class NotifyService(LoopService):
     name = "notify"
+    wake_subject = KICK_SUBJECT
 
     def __init__(self, *, poll_interval: float = 2.0, retry_base: float = 5.0, retry_max: float = 600.0,
                  max_attempts: int = 10, lease: float = 300.0, batch: int = 20) -> None:
@@ -44,7 +43,8 @@ class NotifyService(PlatformService):
             raise ValueError(f"NotifyService: need 0 < retry_base <= retry_max, got {retry_base}, {retry_max}")
         if max_attempts < 1:
             raise ValueError(f"NotifyService: max_attempts must be >= 1, got {max_attempts}")
-        self.poll_interval = poll_interval
+        super().__init__()
+        self.poll_interval = self.interval = poll_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.max_attempts = max_attempts
@@ -54,43 +54,23 @@ class NotifyService(PlatformService):
         self.sent = 0
         self.failed = 0
         self.waiting = 0
-        self._ctx: ServiceContext | None = None
         self._config: smtp.SmtpConfig | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._sub: Subscription | None = None
-        self._error = ""
+        self._delivery_error = ""  # the last failed send; kept until a send succeeds (not just a pass)
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self, ctx: ServiceContext) -> None:
-        self._ctx = ctx
+    async def on_start(self, ctx: ServiceContext) -> None:
         self._config = smtp.SmtpConfig.from_settings(ctx.settings)
         self.worker = f"{ctx.instance_id or socket.gethostname()}:{os.getpid()}:{new_id('ntf')}"[:64]
-        self._wake = asyncio.Event()
-        if ctx.bus is not None:
-            async def on_kick(_msg: object) -> None:
-                self._wake.set()
-
-            self._sub = await ctx.bus.subscribe(KICK_SUBJECT, on_kick)
         if self._config is None:
             log.warning("notify: smtp_host is not set; e-mails stay in the outbox (set AIOT_SMTP_HOST to send)")
-        self._task = asyncio.create_task(self._run(), name="notify")
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def kick(self) -> None:
         """Look at the outbox now instead of at the next poll (same process)."""
-        self._wake.set()
+        self.wake()
+
+    def describe_error(self, exc: Exception) -> str:
+        return f"outbox check failed: {type(exc).__name__}: {exc}"
 
     def health(self) -> ServiceHealth:
         if self._task is None:
@@ -99,28 +79,19 @@ class NotifyService(PlatformService):
         if self._config is None:
             return ServiceHealth(HealthState.degraded,
                                  f"smtp_host is not set: {self.waiting} e-mail(s) wait in the outbox", extra)
-        if self._error:
-            return ServiceHealth(HealthState.degraded, f"{self._error}; {self.waiting} e-mail(s) waiting", extra)
+        error = self._error or self._delivery_error
+        if error:
+            return ServiceHealth(HealthState.degraded, f"{error}; {self.waiting} e-mail(s) waiting", extra)
         return ServiceHealth(HealthState.ok, f"{self.sent} sent, {self.waiting} waiting via {self._config.where}",
                              extra)
 
     # ----------------------------------------------------------------- work
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the loop
-                self._error = f"outbox check failed: {type(exc).__name__}: {exc}"
-                log.exception("notify: outbox check failed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+    async def run_pass(self) -> None:
+        await self.run_once()
 
     async def run_once(self) -> int:
         """One round: send what is due. Returns how many mails were delivered."""
-        ctx = self._ctx
-        assert ctx is not None, "NotifyService.run_once before start"
         delivered = 0
         if self._config is not None:
             ids = await asyncio.to_thread(self._due)
@@ -162,7 +133,7 @@ class NotifyService(PlatformService):
         with ctx.db.session() as session:
             outbox.mark_sent(session, claimed.id, self.worker, utcnow())
         self.sent += 1
-        self._error = ""
+        self._delivery_error = ""
         log.info("notify: sent %s to %s (attempt %d)", claimed.id, claimed.to_address, claimed.attempts)
         return "sent"
 
@@ -171,7 +142,7 @@ class NotifyService(PlatformService):
         error = smtp.describe(exc, config)
         unreachable = smtp.is_connection_problem(exc)
         if unreachable:
-            self._error = error
+            self._delivery_error = error
         with self._ctx.db.session() as session:
             if smtp.is_permanent(exc) or claimed.attempts >= self.max_attempts:
                 reason = "refused for good" if smtp.is_permanent(exc) else f"{claimed.attempts} attempts"

@@ -16,12 +16,12 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiot.errors import PlatformError
 from aiot.ids import new_id
 from aiot.scheduler import ledger
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.loop import LoopService
 from aiot.store.engine import Database
 from aiot.timeutil import utcnow
 
@@ -73,28 +73,25 @@ class TickReport:
     failed: list[str] = field(default_factory=list)
 
 
-class SchedulerService(PlatformService):
+class SchedulerService(LoopService):
     name = "scheduler"
 
     def __init__(self, controller: InstanceController | None = None, *, clock: Clock = utcnow,
                  interval: float = INTERVAL, horizon: timedelta = HORIZON, replica: str | None = None) -> None:
+        super().__init__()
         self.controller = controller
         self.clock = clock
         self.interval = interval
         self.horizon = horizon
         self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{new_id('sched')[-6:]}"
         self._db: Database | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._error = ""
         self.totals = {"started": 0, "skipped": 0, "stopped": 0, "failed": 0}
         self._refill_pending = False
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, ctx: ServiceContext) -> None:
+    async def on_start(self, ctx: ServiceContext) -> None:
         self.attach(ctx)
-        self._task = asyncio.create_task(self._loop(), name=f"scheduler-{self.replica}")
 
     def attach(self, ctx: ServiceContext) -> None:
         """Bind to a context without starting the loop (tests then call `tick` themselves)."""
@@ -102,40 +99,19 @@ class SchedulerService(PlatformService):
         if self.controller is None:
             self.controller = default_controller(ctx)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def health_detail(self) -> str:
+        return ", ".join(f"{count} {what}" for what, count in self.totals.items())
 
-    def health(self) -> ServiceHealth:
-        if self._task is None:
-            return ServiceHealth(HealthState.stopped)
-        detail = ", ".join(f"{count} {what}" for what, count in self.totals.items())
-        if self._error:
-            return ServiceHealth(HealthState.degraded, self._error, {"replica": self.replica})
-        return ServiceHealth(HealthState.ok, detail, {"replica": self.replica})
-
-    def wake(self) -> None:
-        """Run a pass now (a schedule was created or changed)."""
-        self._wake.set()
+    def health_extra(self) -> dict[str, Any]:
+        return {"replica": self.replica}
 
     # ------------------------------------------------------------------ the loop
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-                delay = await self._delay()
-                self._error = ""
-            except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the loop
-                self._error = f"{type(exc).__name__}: {exc}"
-                log.exception("scheduler pass failed")
-                delay = self.interval
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+    async def run_pass(self) -> None:
+        await self.tick()
+
+    async def next_delay(self) -> float:
+        return self.interval if self._error else await self._delay()
 
     @property
     def refill_pending(self) -> bool:

@@ -30,8 +30,9 @@ from aiot.bus.callout import CalloutResponder
 from aiot.bus.client import Bus
 from aiot.bus.kick import kick_users
 from aiot.secrets_store import platform_secret
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.base import HealthState, ServiceHealth
 from aiot.services.context import ServiceContext
+from aiot.services.loop import LoopService
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,14 @@ async def announce_auth_change(ctx: ServiceContext) -> None:
             await ctx.bus.flush(timeout=2)
 
 
-class NatsAuthService(PlatformService):
+class NatsAuthService(LoopService):
     name = "nats-auth"
+    interval = RESYNC_SECONDS
+    wake_subject = AUTH_CHANGED_SUBJECT
+    pass_at_start = False  # on_start syncs before serving
 
     def __init__(self) -> None:
-        self._ctx: ServiceContext | None = None
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._sub = None
-        self._last_error = ""
+        super().__init__()
         self._users = 0
         self._syncs = 0
         self._sync_lock = asyncio.Lock()
@@ -78,8 +78,10 @@ class NatsAuthService(PlatformService):
         ctx = self._ctx
         return ctx is not None and ctx.bus is not None and (ctx.embedded is not None or ctx.settings.nats_callout)
 
-    async def start(self, ctx: ServiceContext) -> None:
-        self._ctx = ctx
+    def enabled(self, ctx: ServiceContext) -> bool:
+        return self.manages_users
+
+    async def on_start(self, ctx: ServiceContext) -> None:
         if not self.manages_users:
             return
         await self.sync()  # before serving: devices registered earlier may connect as soon as we are up
@@ -93,28 +95,13 @@ class NatsAuthService(PlatformService):
             ctx.embedded.on_directory_miss = self.sync
             if ctx.embedded.callout is not None:
                 ctx.embedded.callout.on_miss = self.sync
-        assert ctx.bus is not None
-        self._sub = await ctx.bus.subscribe(AUTH_CHANGED_SUBJECT, self._on_change)
-        self._task = asyncio.create_task(self._loop(), name="nats-auth-sync")
 
-    async def _on_change(self, _msg: object) -> None:
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=RESYNC_SECONDS)
-            self._wake.clear()
-            try:
-                await self.sync()
-            except Exception as exc:  # noqa: BLE001 - keep reconciling; report in health
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("NATS user sync failed")
+    async def run_pass(self) -> None:
+        await self.sync()
 
     async def sync(self) -> None:
         """Read every source and apply the result (users that changed or went lose their connections)."""
-        ctx = self._ctx
-        assert ctx is not None
+        ctx = self.ctx
 
         def collect() -> list[NatsUser]:
             with ctx.db.session() as session:
@@ -126,7 +113,7 @@ class NatsAuthService(PlatformService):
                 await ctx.embedded.set_users(users)
             else:
                 await self._apply_external(ctx, users)
-        self._users, self._last_error = len(users), ""
+        self._users, self._error = len(users), ""
         self._syncs += 1
 
     async def _apply_external(self, ctx: ServiceContext, users: list[NatsUser]) -> None:
@@ -147,21 +134,12 @@ class NatsAuthService(PlatformService):
         if kicked:
             log.info("closed %d connection(s) of %d changed or removed NATS user(s)", kicked, len(gone))
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         for closing in (self.callout, self._system):
             if closing is not None:
                 with contextlib.suppress(Exception):
                     await closing.stop() if isinstance(closing, CalloutResponder) else await closing.close()
         self.callout = self._system = None
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
 
     def health(self) -> ServiceHealth:
         ctx = self._ctx
@@ -174,6 +152,6 @@ class NatsAuthService(PlatformService):
         responder = ctx.embedded.callout if ctx.embedded is not None else self.callout
         extra = {"users": self._users, "syncs": self._syncs,
                  "allowed": responder.allowed if responder else 0, "refused": responder.refused if responder else 0}
-        if self._last_error:
-            return ServiceHealth(HealthState.degraded, self._last_error, extra)
+        if self._error:
+            return ServiceHealth(HealthState.degraded, self._error, extra)
         return ServiceHealth(HealthState.ok, f"auth callout: {self._users} users", extra)
