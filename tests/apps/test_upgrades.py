@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -56,15 +55,7 @@ class Api:
         return response.json() if response.content else None
 
     def wait(self, what: str, probe: Callable[[], Any], timeout: float = 90.0) -> Any:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = probe()
-            if last:
-                return last
-            time.sleep(0.3)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n"
-                             f"{self.plane.log()[-3000:]}")
+        return self.plane.wait(what, probe, timeout)
 
     def upload(self, version: str, body: str, upgrade: str = "stop-first") -> dict:
         return self.call("POST", "/apps", content=app_zip(version, body, upgrade),

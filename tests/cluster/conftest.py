@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +40,7 @@ class Cluster:
         return response.json() if response.content else None
 
     def wait(self, what: str, probe: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = probe()
-            if last:
-                return last
-            time.sleep(every)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}\n{self.plane.log()[-3000:]}")
+        return self.plane.wait(what, probe, timeout, every)
 
     def push_model(self, name: str) -> dict:
         from aiot.artifacts.packing import zip_folder

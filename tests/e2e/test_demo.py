@@ -57,15 +57,7 @@ class Demo:
         return response.json()
 
     def wait(self, what: str, probe: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = probe()
-            if last:
-                return last
-            time.sleep(every)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n"
-                             f"{self.plane.log()[-4000:]}")
+        return self.plane.wait(what, probe, timeout, every)
 
     def device(self, location: str, name: str) -> dict:
         devices = self.call("GET", "/devices", params={"location": location})

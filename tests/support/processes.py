@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -51,6 +52,19 @@ class RunningPlatform:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.proc.send_signal(sig)
         self.proc.wait(timeout=20)
+
+    def wait(self, what: str, probe: Callable[[], Any], timeout: float, every: float = 0.3) -> Any:
+        """Poll `probe` until it returns something truthy (returned); on time-out fail naming `what`, the last
+        value and the tail of the platform's log."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = probe()
+            if last:
+                return last
+            time.sleep(every)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n"
+                             f"{self.log()[-3000:]}")
 
 
 @contextmanager
