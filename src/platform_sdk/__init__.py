@@ -9,6 +9,8 @@ The original platform's SDK names (`get_sensor_data(i)`, ...) are here too, see 
 This package must never import `aiot`: it runs inside workloads with only the workload's own credentials.
 """
 
+from typing import Any
+
 from platform_sdk.app import arun, heartbeat, on_reading, run, stop
 from platform_sdk.compat import (
     NotProvided,
@@ -43,7 +45,7 @@ from platform_sdk.wire import Reading
 __version__ = "1.0.0"
 
 
-def settings() -> dict:
+def settings() -> dict[str, Any]:
     """The app's settings: app.json defaults overridden by what the user chose when scheduling (a copy)."""
     return merged_settings(config())
 

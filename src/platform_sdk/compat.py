@@ -53,7 +53,8 @@ def _alias(kind: str, index: Any) -> str:
         raise TypeError(f"{kind} index must be an integer (its position in config/{kind}s.json), got {index!r}")
     name = alias(kind, index)
     cfg = config()
-    bound = {"sensor": cfg.sensors, "controller": cfg.controllers, "model": cfg.models}[kind]
+    bound: dict[str, Any] = {"sensor": cfg.sensors, "controller": cfg.controllers,
+                             "model": cfg.models}[kind]  # type: ignore[assignment]  # three dict types
     if name not in bound:
         count = sum(1 for a in bound if a.startswith(f"{kind}_"))
         raise UnknownAlias(kind, name, list(bound)) if count == 0 else IndexError(
@@ -102,7 +103,7 @@ def get_sensor_image(sensor_index: int, timeout: float | None = None) -> bytes:
 def get_stream_image(sensor_index: int, count: int = 1, timeout: float | None = None) -> list[bytes]:
     """The next `count` frames of the camera, encoded, oldest first."""
     s = sensor(_alias("sensor", sensor_index))
-    frames = []
+    frames: list[bytes] = []
     while len(frames) < count:
         reading = s.read(timeout)
         if reading.frame_bytes is None:

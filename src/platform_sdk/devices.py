@@ -132,7 +132,8 @@ class DeviceHub:
             self._state_waiters.get(device_id, {}).pop(cmd_id, None)
         if state.error is not None:
             raise CommandRefused(device_id, command, state.error, state.state)
-        return state.state
+        result: dict[str, Any] = state.state
+        return result
 
 
 def _hub(rt: Runtime) -> DeviceHub:
@@ -191,7 +192,8 @@ class Sensor:
             with self.rt.liveness.waiting(step):
                 ok, item = box.get(step)
             if ok:
-                return item
+                reading: Reading = item
+                return reading
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no reading from sensor {self.alias!r} within {timeout:g}s")
 
@@ -200,7 +202,8 @@ class Sensor:
         ok, item = await self._box().aget(timeout)
         if not ok:
             raise TimeoutError(f"no reading from sensor {self.alias!r} within {timeout:g}s")
-        return item
+        reading: Reading = item
+        return reading
 
     def stream(self) -> Iterator[Reading]:
         """Readings as they arrive, for ever (a blocking iterator)."""

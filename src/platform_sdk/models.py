@@ -242,14 +242,16 @@ def _client(rt: Runtime) -> ModelClient:
 
 async def _call(rt: Runtime, alias_or_id: str, params: Any, timeout: float) -> dict[str, Any]:
     body = await _client(rt).post(alias_or_id, "/v1/predict", {"inputs": build_inputs(params)}, timeout)
-    return body.get("outputs", body)
+    outputs: dict[str, Any] = body.get("outputs", body)
+    return outputs
 
 
 async def _call_batch(rt: Runtime, alias_or_id: str, instances: list[Any], timeout: float) -> list[Any]:
     body = await _client(rt).post(
         alias_or_id, "/v1/predict/batch", {"instances": [build_inputs(i) for i in instances]}, timeout
     )
-    return body.get("outputs", body)
+    outputs: list[Any] = body.get("outputs", body)
+    return outputs
 
 
 def model_call(alias_or_id: str, params: Any = None, timeout: float = 30.0) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def _client_class() -> Any:
 
                 async def answering_pings() -> bytes:
                     while True:
-                        line = await readline()
+                        line: bytes = await readline()
                         if line.rstrip(b"\r\n") != b"PING":
                             return line
                         transport.write(b"PONG\r\n")

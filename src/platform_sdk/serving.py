@@ -63,7 +63,8 @@ try:  # optional speed-up
     import orjson
 
     def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+        encoded: bytes = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+        return encoded
 
     _loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
@@ -112,7 +113,7 @@ def load_entrypoint(package_dir: str | Path, entrypoint: str) -> tuple[Any, Any]
             f"entrypoint {entrypoint!r}: module {module_name!r} has no attribute {attr!r}"
         ) from None
     if inspect.isclass(target):
-        model = target()
+        model: Any = target()
         if not callable(getattr(model, "predict", None)):
             raise ValueError(f"entrypoint {entrypoint!r}: class {attr} has no predict(inputs) method")
         return model, model.predict
@@ -536,7 +537,7 @@ class ModelServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
-            timeout_keep_alive=self.keepalive_s,
+            timeout_keep_alive=self.keepalive_s,  # type: ignore[arg-type]  # a float works (call_later); the bench uses fractions
             server_header=False,
             date_header=False,
         )

@@ -202,7 +202,7 @@ def decode_image(data: bytes) -> Any:
     try:
         import cv2
     except ImportError:
-        cv2 = None
+        cv2 = None  # type: ignore[assignment]  # optional: Pillow below
     if cv2 is not None:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None:
@@ -236,7 +236,7 @@ def encode_image(array: Any, fmt: str = "png") -> bytes:
     try:
         import cv2
     except ImportError:
-        cv2 = None
+        cv2 = None  # type: ignore[assignment]  # optional: Pillow below
     if cv2 is not None:
         if arr.ndim == 3 and arr.shape[2] == 3:
             arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)

@@ -40,6 +40,7 @@ class Demo:
         self.smtp = smtp
         self.tokens: dict[str, str] = {}
         self.started = 0.0  # monotonic time the demo said it was ready
+        self.launched = 0.0  # monotonic time `aiot demo` was started, on a fresh data dir
 
     def token(self, user: str) -> str:
         if user not in self.tokens:
@@ -76,6 +77,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     smtp = SmtpServer(port=free_port(), sink=MailSink())
     smtp.start()
     data_dir = tmp_path_factory.mktemp("demo") / "data"
+    launched = time.monotonic()
     try:
         with start_platform(data_dir, free_port(), command="demo", AIOT_SMTP_HOST="127.0.0.1",
                             AIOT_SMTP_PORT=str(smtp.port)) as plane:
@@ -85,6 +87,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             assert plane.proc.poll() is None, plane.log()
             assert "smart-home is scheduled daily" in plane.log(), plane.log()[-3000:]  # by the scheduler
             demo.started = time.monotonic()
+            demo.launched = launched
             yield demo
     finally:
         smtp.stop()
@@ -186,20 +189,3 @@ def test_end_user_gets_the_smart_home_address_by_email_and_it_serves_the_page(de
     assert direct.status_code == 403 and "<h1>" not in direct.text, direct.text[:300]
     assert workload["endpoint"] not in text  # the mail gives the gateway address only
 
-
-DEMO_MINUTES = 5
-
-
-def test_no_workload_restarts_and_no_model_unavailable_in_the_first_five_minutes(demo: Demo) -> None:
-    """Deployment-lifecycle acceptance: readiness gates keep apps from crash-looping while their model starts,
-    and model calls never fail on a reused connection the replica closed. Runs last in this module, so the demo
-    has also served the other tests' traffic (a face, a hot room, the smart-home page)."""
-    remaining = demo.started + DEMO_MINUTES * 60 - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
-    workloads = demo.call("GET", "/workloads", params={"include_stopped": "true"})
-    assert len(workloads) >= 4, workloads  # the demo's models and apps
-    restarted = {w["id"]: (w["package_id"], w["restarts"], w["reason"]) for w in workloads if w["restarts"]}
-    assert not restarted, f"workloads restarted in the demo's first {DEMO_MINUTES} minutes: {restarted}"
-    failures = demo.call("GET", "/logs", params={"text": "ModelUnavailable", "since": "15m", "limit": 50})
-    assert failures["count"] == 0, [r["message"][:300] for r in failures["records"]]

@@ -128,7 +128,8 @@ class Bus:
             attempt += 1
             nc, error = await cls._try_connect(urls, user, password, name, connect_timeout)
             if nc is not None:
-                log.info("connected to NATS at %s as %r", _redact(str(nc.connected_url.geturl())), name)
+                url = nc.connected_url
+                log.info("connected to NATS at %s as %r", _redact(url.geturl() if url else "?"), name)
                 return cls(nc, name, replicas=replicas)
             if attempts and attempt >= attempts:
                 raise BusUnavailable(

@@ -305,7 +305,8 @@ class Frame:
         """Pixels as an RGB (or grey) uint8 array HxWx3 (HxW); decoded once, on first call."""
         if "img" not in self._cache:
             self._cache["img"] = _decode_image(self.data)
-        return self._cache["img"]
+        img: np.ndarray = self._cache["img"]
+        return img
 
     def to_bytes(self) -> bytes:
         """The wire form (header + data) again; byte-identical to what `encode_frame` produced."""
@@ -318,7 +319,7 @@ def _decode_image(data: bytes) -> np.ndarray:
     try:
         import cv2
     except ImportError:  # Pillow fallback keeps the codec usable without OpenCV
-        cv2 = None
+        cv2 = None  # type: ignore[assignment]  # optional: Pillow below
     if cv2 is not None:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None:
@@ -423,7 +424,7 @@ def _command_fields(spec: Any) -> Mapping[str, Any]:
     """A command spec may be the args map itself or an object with an `args` map."""
     if spec is None:
         return {}
-    args = spec_attr(spec, "args")
+    args: Mapping[str, Any] | None = spec_attr(spec, "args")
     if args is not None:
         return args
     if isinstance(spec, Mapping) and set(spec) <= {"description", "args"}:

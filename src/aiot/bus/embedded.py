@@ -45,6 +45,7 @@ from types import TracebackType
 
 import nats
 import psutil
+from nats.aio.client import Client as NATS
 
 from aiot.bus import nkey_jwt, process
 from aiot.bus.auth import (
@@ -88,7 +89,7 @@ def _pick_free_port(host: str, avoid: set[int]) -> int:
     for _ in range(50):
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
-            port = s.getsockname()[1]
+            port = int(s.getsockname()[1])
         if port not in avoid:
             return port
     raise EmbeddedNatsError(f"could not find a free TCP port on {host}")
@@ -154,8 +155,8 @@ class EmbeddedNats:
         self.on_directory_miss: Callable[[], Awaitable[None]] | None = None
         """Called when a connecting user is not among those `set_users` gave (the nats-auth service's sync)."""
         self._callout: CalloutResponder | None = None
-        self._callout_nc: nats.NATS | None = None
-        self._system_nc: nats.NATS | None = None
+        self._callout_nc: NATS | None = None
+        self._system_nc: NATS | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -386,12 +387,12 @@ class EmbeddedNats:
             if key in ports:
                 continue
             bind_host = "127.0.0.1" if key == "monitor_port" else self.host
-            port = previous.get(key)
-            if port is None or port in ports.values() or not _port_free(bind_host, port):
-                if port is not None:
-                    log.info("NATS %s %s is taken; picking a new one", key, port)
-                port = _pick_free_port(bind_host, set(ports.values()))
-            ports[key] = port
+            before = previous.get(key)
+            if before is None or before in ports.values() or not _port_free(bind_host, before):
+                if before is not None:
+                    log.info("NATS %s %s is taken; picking a new one", key, before)
+                before = _pick_free_port(bind_host, set(ports.values()))
+            ports[key] = before
         return ports
 
     def _render_config(self, version: tuple[int, int, int]) -> str:
@@ -426,7 +427,7 @@ class EmbeddedNats:
         if server is None:
             return None
         with contextlib.suppress(psutil.Error):
-            parent = server.ppid()
+            parent = int(server.ppid())
             if parent not in (0, 1) and parent != os.getpid() and psutil.pid_exists(parent):
                 return parent
         return None

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import nacl.exceptions
@@ -44,7 +45,8 @@ def account_keypair(secret: bytes) -> nkeys.KeyPair:
 
 
 def public_key(keypair: nkeys.KeyPair) -> str:
-    return keypair.public_key.decode("ascii")
+    key: bytes = keypair.public_key
+    return key.decode("ascii")
 
 
 def _verify_key(public: str) -> nacl.signing.VerifyKey:
@@ -88,7 +90,7 @@ def encode(claims: dict[str, Any], signer: nkeys.KeyPair) -> str:
 
 
 def user_claims(user_nkey: str, name: str, account: str, permissions: dict[str, Any],
-                connection_types: list[str] | None, expires_at: int | None = None) -> dict[str, Any]:
+                connection_types: Sequence[str] | None, expires_at: int | None = None) -> dict[str, Any]:
     """A user JWT's claims: who (`sub` = the nkey the server made for this connection), where (`aud` = the
     account in server-configuration mode) and what it may do (`permissions` as in a config `users` entry)."""
     nats: dict[str, Any] = {"pub": permissions.get("publish", {}), "sub": permissions.get("subscribe", {}),

@@ -22,7 +22,8 @@ from aiot.timeutil import utcnow
 
 class OverlapPolicy(enum.StrEnum):
     forbid = "forbid"  # a start while the instance still runs an earlier occurrence is skipped
-    replace = "replace"  # the earlier run is stopped and the new one starts
+    replace = "replace"  # type: ignore[assignment]  # shadows str.replace; the stored value must stay "replace"
+    # (above) the earlier run is stopped and the new one starts
 
 
 class OccurrenceState(enum.StrEnum):

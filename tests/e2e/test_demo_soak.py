@@ -1,0 +1,60 @@
+"""Deployment-lifecycle acceptance: `aiot demo` on a fresh data dir runs 5 minutes with 0 restarts of any
+workload and no `ModelUnavailable` in any log.
+
+Readiness gates keep apps from crash-looping while their model starts, and model calls never fail on a reused
+connection the replica closed. This file is not `serial` (unlike test_demo.py): it starts first in the suite's
+parallel phase and mostly waits, so its 5 minutes overlap the other tests; their load on the machine is part of
+what it survives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import free_port
+from tests.e2e.test_demo import Demo
+from tests.support.processes import start_platform
+from tests.support.smtp import MailSink, SmtpServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+DEMO_MINUTES = 5
+
+
+@pytest.fixture(scope="module")
+def soak_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    smtp = SmtpServer(port=free_port(), sink=MailSink())
+    smtp.start()
+    data_dir = tmp_path_factory.mktemp("demo-soak") / "data"
+    launched = time.monotonic()
+    try:
+        with start_platform(data_dir, free_port(), command="demo", AIOT_SMTP_HOST="127.0.0.1",
+                            AIOT_SMTP_PORT=str(smtp.port)) as plane:
+            demo = Demo(plane, smtp)
+            demo.wait("the demo to be ready", lambda: "AIoT demo running" in plane.log() or plane.proc.poll(),
+                      timeout=300)
+            assert plane.proc.poll() is None, plane.log()
+            demo.started, demo.launched = time.monotonic(), launched
+            yield demo
+    finally:
+        smtp.stop()
+
+
+def test_no_workload_restarts_and_no_model_unavailable_in_the_first_five_minutes(soak_demo: Demo) -> None:
+    demo = soak_demo
+    demo.wait("the demo's apps running", lambda: all(
+        i["workload_state"] == "running" for i in demo.call("GET", "/instances", user="eve")
+        if i["state"] == "running"), timeout=120)
+    remaining = demo.launched + DEMO_MINUTES * 60 - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+    assert demo.plane.proc.poll() is None, demo.plane.log()[-3000:]
+    workloads = demo.call("GET", "/workloads", params={"include_stopped": "true"})
+    assert len(workloads) >= 4, workloads  # the demo's models and apps
+    restarted = {w["id"]: (w["package_id"], w["restarts"], w["reason"]) for w in workloads if w["restarts"]}
+    assert not restarted, f"workloads restarted in the demo's first {DEMO_MINUTES} minutes: {restarted}"
+    failures = demo.call("GET", "/logs", params={"text": "ModelUnavailable", "since": "15m", "limit": 50})
+    assert failures["count"] == 0, [r["message"][:300] for r in failures["records"]]
