@@ -468,3 +468,79 @@ async def test_end_user_upgrades_an_instance_and_rolls_it_back_on_its_page(web: 
     assert "(by hand)" in await page.inner_text("#versions tbody")
     await page.context.close()
     no_console_errors(web)
+
+
+async def _answer_commands(url: str, device_id: str, password: str, handled: list[str]) -> None:
+    """Play the fan: acknowledge each command with its new state, as a controller does."""
+    for _ in range(50):
+        try:
+            nc = await nats.connect(url, user=device_id, password=password, connect_timeout=1,
+                                    max_reconnect_attempts=0, allow_reconnect=False)
+            break
+        except Exception:  # noqa: BLE001 - credential not applied yet
+            await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the fan could not connect")
+    state = {"power": False, "speed": 0}
+
+    async def on_command(msg) -> None:  # type: ignore[no-untyped-def]
+        command = codec.decode_command(msg.data)
+        handled.append(command.command)
+        if command.command == "set_speed":
+            state.update(speed=int(command.args["speed"]), power=int(command.args["speed"]) > 0)
+        await nc.publish(subjects.device_subject(device_id, "state"),
+                         codec.encode_state(state, cmd_id=command.cmd_id))
+
+    await nc.subscribe(subjects.cmd_subject(device_id), cb=on_command)
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        await nc.close()
+
+
+async def test_device_page_charts_history_and_sends_a_command(web: WebPlatform) -> None:
+    await ensure_device_types(web)
+    room = await ensure_location(web, "Chart Room", {"thermo-c": "temperature", "fan-c": "fan"})
+    admin = web.live.headers(Role.admin)
+    devices = {d["name"]: d["id"] for d in (await web.live.client.get(
+        "/api/v1/devices", params={"location": room}, headers=admin)).json()}
+    creds = {}
+    for name in ("thermo-c", "fan-c"):
+        r = await web.live.client.post(f"/api/v1/devices/{devices[name]}/credentials/rotate", headers=admin)
+        assert r.status_code == 200, r.text
+        creds[name] = r.json()["password"]
+    for value in (19.5, 21.0, 23.5):
+        await publish_reading(web.live.nats.url, devices["thermo-c"], creds["thermo-c"], {"temperature": value})
+
+    async def history_count() -> int:
+        r = await web.live.client.get(f"/api/v1/devices/{devices['thermo-c']}/history", headers=admin)
+        return len(r.json())
+
+    for _ in range(50):
+        if await history_count() >= 3:
+            break
+        await asyncio.sleep(0.2)
+
+    page = await web.page_as("admin")
+    await page.goto(f"/admin/locations/{room}")
+    await page.click("a[href='/devices/" + devices["thermo-c"] + "']")
+    await page.wait_for_selector(".chart-box[data-field=temperature] svg.series")
+    assert await page.get_attribute(".chart-box[data-field=temperature] svg", "data-points") == "3"
+    assert await page.locator(".chart-box[data-field=temperature] circle.point").count() == 3
+    assert "23.5" in await page.inner_text("#latest")
+    await shot(page, "device-page-chart")
+
+    handled: list[str] = []
+    fan = asyncio.create_task(_answer_commands(web.live.nats.url, devices["fan-c"], creds["fan-c"], handled))
+    try:
+        await page.goto(f"/devices/{devices['fan-c']}")
+        await page.fill("#arg-set_speed-speed", "2")
+        await page.click("#cmd-set_speed")
+        flash = await (await page.wait_for_selector("#flash")).inner_text()
+        assert "set_speed: acknowledged" in flash and "speed=2" in flash, flash[:500]
+        assert handled == ["set_speed"]
+        await shot(page, "device-page-command")
+    finally:
+        fan.cancel()
+    await page.context.close()
+    no_console_errors(web)
