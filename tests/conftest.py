@@ -80,12 +80,11 @@ def sqlite_url(tmp_path: Path) -> str:
 # of two cores at three).
 SERIAL = (
     "tests/cluster/", "tests/e2e/test_demo.py", "tests/agent/test_supervisor.py", "tests/web/test_logs_and_serving.py",
-    "tests/reliability/test_oversized_and_slow.py",
+    "tests/reliability/test_oversized_and_slow.py", "tests/logs/test_query_api.py",
 )
 # The files that take longest (seconds of one worker, measured on 2 cores), started first: xdist's `loadfile`
 # hands out files in collection order, and a long file started last is the suite's tail.
 LONGEST_FIRST = (
-    "tests/e2e/test_demo_soak.py",  # 5 minutes, mostly waiting: it overlaps the rest
     "tests/cluster/test_delay.py", "tests/core/test_control_plane.py", "tests/reliability/test_load.py",
     "tests/core/test_cli_workflow.py", "tests/reliability/test_service_replicas.py",
     "tests/reliability/test_api_schemathesis.py", "tests/reliability/test_disk_full.py",

@@ -2,9 +2,9 @@
 workload and no `ModelUnavailable` in any log.
 
 Readiness gates keep apps from crash-looping while their model starts, and model calls never fail on a reused
-connection the replica closed. This file is not `serial` (unlike test_demo.py): it starts first in the suite's
-parallel phase and mostly waits, so its 5 minutes overlap the other tests; their load on the machine is part of
-what it survives.
+connection the replica closed. `scripts/test` runs this file (marker `soak`) as its own pytest beside the
+parallel phase: it mostly waits, so its 5 minutes overlap the other tests, and their load on the machine is part
+of what it survives.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.e2e.test_demo import Demo
 from tests.support.processes import start_platform
 from tests.support.smtp import MailSink, SmtpServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.soak, pytest.mark.timeout(600)]
 
 DEMO_MINUTES = 5
 

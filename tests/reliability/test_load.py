@@ -34,7 +34,7 @@ from .conftest import ROLE_USER, Deployment, start_populated, wait_for
 
 pytestmark = pytest.mark.slow
 CLIENTS = 50
-SECONDS = float(os.environ.get("AIOT_LOAD_SECONDS", "60"))  # 1 min in the suite (its CPU slows every neighbour)
+SECONDS = float(os.environ.get("AIOT_LOAD_SECONDS", "30"))  # 30 s in the suite (its CPU slows every neighbour)
 DEVICES = 100  # bench/scale.py's smaller size: thermometers at 1 Hz
 
 

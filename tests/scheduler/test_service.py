@@ -235,7 +235,7 @@ async def test_real_loop_with_a_fast_clock(sqlite_db: Database) -> None:
     service = make_service(sqlite_db, controller, fast_clock, interval=0.05)
     await service.start(_ctx(sqlite_db))
     try:
-        for _ in range(100):
+        for _ in range(300):  # 15 s at most: 1.5 s alone, longer beside the suite's heaviest tests
             if len(controller.of("stop")) == 2:
                 break
             await asyncio.sleep(0.05)
