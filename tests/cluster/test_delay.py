@@ -23,7 +23,7 @@ from tests.support.processes import start_platform
 
 from .conftest import Cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.soak]  # scripts/test runs it beside the parallel phase
 DELAY = 2.0
 WATCH_SECONDS = 60.0
 

@@ -470,9 +470,10 @@ async def test_end_user_upgrades_an_instance_and_rolls_it_back_on_its_page(web: 
     no_console_errors(web)
 
 
-async def _answer_commands(url: str, device_id: str, password: str, handled: list[str]) -> None:
+async def _answer_commands(url: str, device_id: str, password: str, handled: list[str],
+                           listening: asyncio.Event) -> None:
     """Play the fan: acknowledge each command with its new state, as a controller does."""
-    for _ in range(50):
+    for _ in range(150):
         try:
             nc = await nats.connect(url, user=device_id, password=password, connect_timeout=1,
                                     max_reconnect_attempts=0, allow_reconnect=False)
@@ -492,6 +493,8 @@ async def _answer_commands(url: str, device_id: str, password: str, handled: lis
                          codec.encode_state(state, cmd_id=command.cmd_id))
 
     await nc.subscribe(subjects.cmd_subject(device_id), cb=on_command)
+    await nc.flush()
+    listening.set()
     try:
         await asyncio.sleep(3600)
     finally:
@@ -531,8 +534,11 @@ async def test_device_page_charts_history_and_sends_a_command(web: WebPlatform) 
     await shot(page, "device-page-chart")
 
     handled: list[str] = []
-    fan = asyncio.create_task(_answer_commands(web.live.nats.url, devices["fan-c"], creds["fan-c"], handled))
+    listening = asyncio.Event()
+    fan = asyncio.create_task(_answer_commands(web.live.nats.url, devices["fan-c"], creds["fan-c"], handled,
+                                               listening))
     try:
+        await asyncio.wait_for(listening.wait(), 30)  # its new credential applied and its subscription live
         await page.goto(f"/devices/{devices['fan-c']}")
         await page.fill("#arg-set_speed-speed", "2")
         await page.click("#cmd-set_speed")

@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,17 @@ def hash_tree(root: Path) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _remove_build_dir(tmp: Path, attempts: int = 30) -> None:
+    """Remove a build folder for good. A cancelled build's uv dies with its sandbox (`--die-with-parent`) a
+    moment after bwrap, and may still write a file or two meanwhile: one pass of rmtree could leave those."""
+    for _ in range(attempts):
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not tmp.exists():
+            return
+        time.sleep(0.1)
+    log.warning("build folder %s could not be removed; the next build of its key removes it", tmp)
 
 
 class EnvBuilder:
@@ -389,6 +401,8 @@ class EnvBuilder:
 
     @staticmethod
     async def _kill(proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the group it leads (start_new_session), not only bwrap
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         with contextlib.suppress(Exception):
@@ -448,7 +462,7 @@ class EnvBuilder:
             self.last_build_seconds = seconds
             log.info("environment %s built in %.1fs", key[:12], seconds)
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            await asyncio.to_thread(_remove_build_dir, tmp)
 
     def _inject_sdk(self, venv: Path) -> None:
         """Copy platform_sdk into <venv>/sdk/ and add that folder to sys.path with a .pth file.
