@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -24,11 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats
-from aiot.devices import registry
+from aiot.devices import registry, subjects
 from aiot.devices.ingest import READINGS_STREAM
 from aiot.devices.simulators.links import Connection
 from aiot.devices.simulators.runner import SimDevice, run_simulators
@@ -85,6 +87,21 @@ class Sampler:
         return self._cpu() - self.start_cpu
 
 
+async def _until_ingest_subscribed(monitor_url: str, timeout: float = 60.0) -> None:
+    """Wait until the ingest service subscribes to device messages (the server's /subsz lists it): it creates
+    its stream first, and on a loaded machine its subscription can follow seconds later."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                doc = (await client.get(f"{monitor_url}/subsz", params={"subs": 1})).json()
+                if any(sub.get("subject") == subjects.ALL_DEVICE_MESSAGES
+                       for sub in doc.get("subscriptions_list") or []):
+                    return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the ingest service did not subscribe to {subjects.ALL_DEVICE_MESSAGES} in {timeout:g}s")
+
+
 async def run_once(sensors: int, rate: float, duration: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="aiot-bench-") as tmp:
         data = Path(tmp)
@@ -111,7 +128,8 @@ async def run_once(sensors: int, rate: float, duration: float) -> dict:
                     break
                 except Exception:  # noqa: BLE001
                     await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)
+            await _until_ingest_subscribed(nats.monitor_url)  # readings sent before that reach no one
+            await asyncio.sleep(0.5)
             samplers = {"ingest": Sampler(ingest.pid), "peer_raw_subscriber": Sampler(peer.pid)}
             connection = Connection(nats_url=nats.url, username=nats.platform_user, password=nats.platform_password)
             sims = [SimDevice(device_id=d, model="temperature", options={"rate": rate}) for d in device_ids]
