@@ -550,3 +550,24 @@ async def test_device_page_charts_history_and_sends_a_command(web: WebPlatform) 
         fan.cancel()
     await page.context.close()
     no_console_errors(web)
+
+
+async def test_admin_sees_the_outbox_reads_a_mail_and_sends_it_again(web: WebPlatform) -> None:
+    from aiot.notify.outbox import enqueue
+
+    with web.live.ctx.db.session() as session:  # no SMTP server here: the mail waits, as the health page says
+        mail_id = enqueue(session, "eve@example.com", "Your app smart-home is running",
+                          "Hello eve,\n\nopen it at: http://example.invalid/apps/ins_x/\n", kind="app_running").id
+    page = await web.page_as("admin")
+    await page.click("nav[aria-label=Main] a[href='/admin/outbox']")
+    row = page.locator(f"tr[data-email={mail_id}]")
+    assert "eve@example.com" in await row.inner_text() and "pending" in await row.inner_text()
+    await page.click("a[href='/admin/outbox?status=sent']")
+    assert await page.locator(f"tr[data-email={mail_id}]").count() == 0  # the filter hides it
+    await page.goto(f"/admin/outbox/{mail_id}")
+    assert "open it at: http://example.invalid/apps/ins_x/" in await page.inner_text("#email-body")
+    await page.click("#retry")
+    assert "Queued again for eve@example.com" in await (await page.wait_for_selector("#flash")).inner_text()
+    await shot(page, "admin-outbox-email")
+    await page.context.close()
+    no_console_errors(web)

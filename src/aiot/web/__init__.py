@@ -14,14 +14,14 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aiot.web.pages import admin, auth, catalog, deployments, devices, health, legacy, logs, models, store
+from aiot.web.pages import admin, auth, catalog, deployments, devices, health, legacy, logs, models, outbox, store
 from aiot.web.render import error_page
 from aiot.web.routing import WebRoute
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
-for _module in (auth, health, admin, models, catalog, store, deployments, devices, logs, legacy):
+for _module in (auth, health, outbox, admin, models, catalog, store, deployments, devices, logs, legacy):
     router.include_router(_module.router)
 
 

@@ -30,7 +30,8 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 NAV: dict[Role, list[tuple[str, str]]] = {
     Role.admin: [("Health", "/admin"), ("Users", "/admin/users"), ("Device types", "/admin/device-types"),
                  ("Locations", "/admin/locations"), ("Nodes", "/admin/nodes"), ("Models", "/models"),
-                 ("Catalog", "/catalog"), ("Deployments", "/deployments"), ("Logs", "/logs")],
+                 ("Catalog", "/catalog"), ("Deployments", "/deployments"), ("Logs", "/logs"),
+                 ("Outbox", "/admin/outbox")],
     Role.ai_developer: [("Models", "/models"), ("Catalog", "/catalog"), ("Logs", "/logs")],
     Role.app_developer: [("My apps", "/dev/apps"), ("Catalog", "/catalog"), ("Logs", "/logs")],
     Role.end_user: [("App store", "/store"), ("My deployments", "/deployments")],
