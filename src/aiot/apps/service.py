@@ -15,11 +15,10 @@ from aiot.apps.instances import get_instance, start_instance, stop_instance
 from aiot.apps.prewarm import ScaleBack, prewarm
 from aiot.apps.upgrades import check_instance_rollouts
 from aiot.deployer.rollouts import RolloutPolicy
-from aiot.deployer.service import wake_deployer
+from aiot.deployer.service import workloads_changed
 from aiot.secrets_store import platform_secret
 from aiot.services.context import ServiceContext
 from aiot.services.loop import LoopService
-from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage
 from aiot.store.devices import Location
@@ -76,8 +75,7 @@ class DeployerInstanceController:
                                until=until)
 
         await asyncio.to_thread(run)
-        await announce_auth_change(self.ctx)
-        await wake_deployer(self.ctx)
+        await workloads_changed(self.ctx)
 
     async def stop(self, instance_id: str, occurrence_id: str | None) -> None:
         def run() -> None:
@@ -86,8 +84,7 @@ class DeployerInstanceController:
                               reason="occurrence ended" if occurrence_id else "stopped")
 
         await asyncio.to_thread(run)
-        await announce_auth_change(self.ctx)
-        await wake_deployer(self.ctx)
+        await workloads_changed(self.ctx)
 
 
 class AppsService(LoopService):
@@ -109,8 +106,7 @@ class AppsService(LoopService):
             await DeployerInstanceController(ctx).stop(instance_id, None)
         rolled = await asyncio.to_thread(self._check_rollouts, ctx)
         if await asyncio.to_thread(self._prewarm, ctx) or rolled:
-            await announce_auth_change(ctx)
-            await wake_deployer(ctx)
+            await workloads_changed(ctx)
 
     def _prewarm(self, ctx: ServiceContext) -> bool:
         """Models ready before scheduled runs, and removed once no run needs them; True when any changed."""

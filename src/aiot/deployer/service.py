@@ -24,6 +24,13 @@ async def wake_deployer(ctx: ServiceContext) -> None:
         await ctx.bus.publish(WAKE_SUBJECT, b"")
 
 
+async def workloads_changed(ctx: ServiceContext) -> None:
+    """After creating or stopping workloads: refresh NATS permissions (workload users come and go) and wake the
+    deployer now, not at its next pass."""
+    await announce_auth_change(ctx)
+    await wake_deployer(ctx)
+
+
 async def wake_nodes(ctx: ServiceContext, node_ids: set[str]) -> None:
     """Tell agents their assignments changed (a hint: they poll anyway)."""
     if ctx.bus is not None:

@@ -19,11 +19,10 @@ from aiot.apps.service import DeployerInstanceController
 from aiot.apps.upgrades import rollback_instance, upgrade_instance
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer.rollouts import history, rollout_out
-from aiot.deployer.service import wake_deployer
+from aiot.deployer.service import workloads_changed
 from aiot.devices.grants import scope_for
 from aiot.errors import NotFound
 from aiot.secrets_store import platform_secret
-from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage
 from aiot.store.models import Role
@@ -134,12 +133,6 @@ async def stop_now(request: Request, instance_id: str, principal: Principal = De
         return instance_out(session, get_instance(session, instance_id))
 
 
-async def _changed(ctx: Any) -> None:
-    """A new or stopped workload: refresh NATS permissions and wake the deployer now, not at its next pass."""
-    await announce_auth_change(ctx)
-    await wake_deployer(ctx)
-
-
 @router.post("/instances/{instance_id}/upgrade")
 async def upgrade(request: Request, instance_id: str, body: UpgradeIn, principal: Principal = Depends(USERS)) -> dict:
     """Move the instance to another version of its app (and the newest models that version accepts). A running
@@ -150,7 +143,7 @@ async def upgrade(request: Request, instance_id: str, body: UpgradeIn, principal
         instance = _owned(session, principal, instance_id)
         rollout = rollout_out(upgrade_instance(session, platform_secret(ctx.settings), instance, body.version,
                                                by=principal.user.id))
-    await _changed(ctx)
+    await workloads_changed(ctx)
     return rollout
 
 
@@ -162,7 +155,7 @@ async def rollback(request: Request, instance_id: str, principal: Principal = De
         instance = _owned(session, principal, instance_id)
         rollout = rollout_out(rollback_instance(session, platform_secret(ctx.settings), instance,
                                                 by=principal.user.id))
-    await _changed(ctx)
+    await workloads_changed(ctx)
     return rollout
 
 

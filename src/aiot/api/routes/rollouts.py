@@ -13,10 +13,9 @@ from aiot.api.security import Allow, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer.rollouts import history, rollback_model, rollout_out, start_model_rollout
-from aiot.deployer.service import wake_deployer
+from aiot.deployer.service import workloads_changed
 from aiot.errors import NotFound
 from aiot.secrets_store import platform_secret
-from aiot.services.nats_auth import announce_auth_change
 from aiot.store.catalog import ModelPackage, PackageKind
 from aiot.store.models import Role
 
@@ -48,8 +47,7 @@ async def rollout(request: Request, name: str, body: RolloutIn, principal: Princ
             raise NotFound(f"model {name} has no version {body.version!r}", field="version") from None
         out = rollout_out(start_model_rollout(session, platform_secret(ctx.settings), model,
                                               by=principal.user.id))
-    await announce_auth_change(ctx)
-    await wake_deployer(ctx)
+    await workloads_changed(ctx)
     return out
 
 
@@ -60,8 +58,7 @@ async def rollback(request: Request, name: str, principal: Principal = Depends(M
     with ctx.db.session() as session:
         names.check_may_change(session, PackageKind.model, _name(request, name), principal.user, "roll it back")
         out = rollout_out(rollback_model(session, platform_secret(ctx.settings), name, by=principal.user.id))
-    await announce_auth_change(ctx)
-    await wake_deployer(ctx)
+    await workloads_changed(ctx)
     return out
 
 

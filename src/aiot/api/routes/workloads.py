@@ -19,11 +19,10 @@ from aiot.api import model_gateway
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
-from aiot.deployer.service import wake_deployer
+from aiot.deployer.service import wake_deployer, workloads_changed
 from aiot.deployer.workloads import deploy_model, stop_workload
 from aiot.errors import Forbidden, NotFound
 from aiot.secrets_store import platform_secret
-from aiot.services.nats_auth import announce_auth_change
 from aiot.store.apps import AppInstance
 from aiot.store.catalog import ModelPackage
 from aiot.store.models import Role
@@ -137,8 +136,7 @@ async def undeploy(request: Request, ref: str, principal: Principal = Depends(MO
                                                                Workload.desired == DesiredState.running)):
             stop_workload(session, workload, reason="undeployed")
         session.delete(deployment)
-    await announce_auth_change(ctx)
-    await wake_deployer(ctx)
+    await workloads_changed(ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
