@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,11 +73,12 @@ class Demo:
         return next(i for i in self.call("GET", "/instances", user="eve") if i["app"].split(":")[0] == app)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+@contextmanager
+def running_demo(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Demo]:
+    """`aiot demo` on a fresh data dir with a real SMTP server, until it says it is ready."""
     smtp = SmtpServer(port=free_port(), sink=MailSink())
     smtp.start()
-    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    data_dir = tmp_path_factory.mktemp(name) / "data"
     launched = time.monotonic()
     try:
         with start_platform(data_dir, free_port(), command="demo", AIOT_SMTP_HOST="127.0.0.1",
@@ -85,12 +87,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             demo.wait("the demo to be ready", lambda: "AIoT demo running" in plane.log() or plane.proc.poll(),
                       timeout=300)
             assert plane.proc.poll() is None, plane.log()
-            assert "smart-home is scheduled daily" in plane.log(), plane.log()[-3000:]  # by the scheduler
-            demo.started = time.monotonic()
-            demo.launched = launched
+            demo.started, demo.launched = time.monotonic(), launched
             yield demo
     finally:
         smtp.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with running_demo(tmp_path_factory, "demo") as running:
+        log = running.plane.log()
+        assert "smart-home is scheduled daily" in log, log[-3000:]  # by the scheduler
+        yield running
 
 
 def test_intruder_alert_sees_a_face_and_sounds_the_alarm(demo: Demo) -> None:

@@ -14,10 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port
-from tests.e2e.test_demo import Demo
-from tests.support.processes import start_platform
-from tests.support.smtp import MailSink, SmtpServer
+from tests.e2e.test_demo import Demo, running_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.soak, pytest.mark.timeout(600)]
 
@@ -26,21 +23,8 @@ DEMO_MINUTES = 5
 
 @pytest.fixture(scope="module")
 def soak_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    smtp = SmtpServer(port=free_port(), sink=MailSink())
-    smtp.start()
-    data_dir = tmp_path_factory.mktemp("demo-soak") / "data"
-    launched = time.monotonic()
-    try:
-        with start_platform(data_dir, free_port(), command="demo", AIOT_SMTP_HOST="127.0.0.1",
-                            AIOT_SMTP_PORT=str(smtp.port)) as plane:
-            demo = Demo(plane, smtp)
-            demo.wait("the demo to be ready", lambda: "AIoT demo running" in plane.log() or plane.proc.poll(),
-                      timeout=300)
-            assert plane.proc.poll() is None, plane.log()
-            demo.started, demo.launched = time.monotonic(), launched
-            yield demo
-    finally:
-        smtp.stop()
+    with running_demo(tmp_path_factory, "demo-soak") as demo:
+        yield demo
 
 
 def test_no_workload_restarts_and_no_model_unavailable_in_the_first_five_minutes(soak_demo: Demo) -> None:

@@ -120,27 +120,31 @@ def instance_stop(instance_id: str) -> None:
 ROLLOUT_COLUMNS = ("id", "from_version", "to_version", "state", "reason", "started_at", "finished_at")
 
 
+def _show_change(out: dict, output: Output, what: str, history: str) -> None:
+    """A started upgrade/rollout (or a rollback) as the API's document, or one line saying where it goes."""
+    if output.value != "table":
+        emit(out, output)
+    elif out["manual_rollback"]:
+        back_to = out["from_version"] if out["state"] == "rolled_back" else out["to_version"]
+        console.print(f"{what}: back to {back_to} ({out['id']})")
+    else:
+        console.print(f"{what}: {out['from_version']} -> {out['to_version']} ({out['id']}); watch it with "
+                      f"`{history}`")
+
+
 @instance_app.command("upgrade")
 def instance_upgrade(instance_id: str, version: str = typer.Option(..., "--version", help="e.g. 1.2.0"),
                      output: Output = OUTPUT) -> None:
     """Move the instance to another version of its app; rolled back by itself if the new one fails."""
-    out = ApiClient().post(f"/instances/{instance_id}/upgrade", json={"version": version})
-    if output.value != "table":
-        emit(out, output)
-        return
-    console.print(f"{instance_id}: {out['from_version']} -> {out['to_version']} ({out['id']}); watch it with "
-                  f"`aiot instance history {instance_id}`")
+    _show_change(ApiClient().post(f"/instances/{instance_id}/upgrade", json={"version": version}), output,
+                 instance_id, f"aiot instance history {instance_id}")
 
 
 @instance_app.command("rollback")
 def instance_rollback(instance_id: str, output: Output = OUTPUT) -> None:
     """Back to the version the latest upgrade replaced."""
-    out = ApiClient().post(f"/instances/{instance_id}/rollback")
-    if output.value != "table":
-        emit(out, output)
-        return
-    back_to = out["from_version"] if out["state"] == "rolled_back" else out["to_version"]
-    console.print(f"{instance_id}: back to {back_to} ({out['id']})")
+    _show_change(ApiClient().post(f"/instances/{instance_id}/rollback"), output, instance_id,
+                 f"aiot instance history {instance_id}")
 
 
 @instance_app.command("history")
@@ -153,22 +157,14 @@ def model_rollout(name: str, version: str = typer.Option(..., "--version", help=
                   output: Output = OUTPUT) -> None:
     """Serve another version of the model: its replicas replace the current ones one by one; rolled back by
     itself if a new replica fails."""
-    out = ApiClient().post(f"/models/{name}/rollout", json={"version": version})
-    if output.value != "table":
-        emit(out, output)
-        return
-    console.print(f"model {name}: rolling out {out['from_version']} -> {out['to_version']} ({out['id']}); "
-                  f"watch it with `aiot model history {name}`")
+    _show_change(ApiClient().post(f"/models/{name}/rollout", json={"version": version}), output, f"model {name}",
+                 f"aiot model history {name}")
 
 
 def model_rollback(name: str, output: Output = OUTPUT) -> None:
     """Undo the rollout in progress, or go back to the version the last rollout replaced."""
-    out = ApiClient().post(f"/models/{name}/rollback")
-    if output.value != "table":
-        emit(out, output)
-        return
-    back_to = out["from_version"] if out["state"] == "rolled_back" else out["to_version"]
-    console.print(f"model {name}: back to {back_to} ({out['id']})")
+    _show_change(ApiClient().post(f"/models/{name}/rollback"), output, f"model {name}",
+                 f"aiot model history {name}")
 
 
 def model_history(name: str, output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
