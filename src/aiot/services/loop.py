@@ -118,10 +118,6 @@ class LoopService(PlatformService):
             self._task = None
         await self.on_stop()
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None
-
     def health(self) -> ServiceHealth:
         if self._task is None:
             return ServiceHealth(HealthState.stopped)
