@@ -50,9 +50,9 @@ OWNER = "benchdev"
 
 async def _control_plane(work: Path) -> tuple[Any, Any, str]:
     """The API app around a context on SQLite and an embedded nats-server; returns (ctx, nats, owner token)."""
-    from aiot.accounts import service as accounts
+    from aiot.accounts import users as accounts
     from aiot.bus import Bus, EmbeddedNats
-    from aiot.services.context import ServiceContext
+    from aiot.services.contract import ServiceContext
     from aiot.settings import Settings
     from aiot.store import migrate
     from aiot.store.engine import Database
@@ -76,8 +76,8 @@ async def _deploy_comfort(ctx: Any, token: str, work: Path) -> tuple[str, str, i
     """Push and deploy comfort through the API; returns (model id, workload id, generation)."""
     import httpx
 
-    from aiot.api.app import create_app
     from aiot.artifacts.packing import zip_folder
+    from aiot.launch.http_app import create_app
 
     archive = zip_folder(EXAMPLES / "models" / "comfort", work / "comfort.zip")
     transport = httpx.ASGITransport(app=create_app(ctx))
@@ -127,8 +127,8 @@ def _record_running(ctx: Any, workload_id: str, endpoint: str) -> None:
 async def main_async(args: Any) -> dict[str, Any]:
     import uvicorn
 
-    from aiot.api.app import create_app
     from aiot.deployer.endpoint_tokens import model_token
+    from aiot.launch.http_app import create_app
     from aiot.secrets_store import platform_secret
 
     concurrencies = sizes(args.sizes, [1] if args.smoke else [1, 8])

@@ -30,11 +30,11 @@ import psutil
 
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats
-from aiot.devices import registry, subjects
+from aiot.devices import inventory, subjects
 from aiot.devices.ingest import READINGS_STREAM
 from aiot.devices.simulators.links import Connection
 from aiot.devices.simulators.runner import SimDevice, run_simulators
-from aiot.services.catalog import build_services  # noqa: F401 - registers device users
+from aiot.launch.catalog import build_services  # noqa: F401 - registers device users
 from aiot.store import migrate
 from aiot.store.catalog import DeviceKind, DeviceType
 from aiot.store.engine import Database
@@ -63,8 +63,8 @@ def _register(db: Database, sensors: int) -> list[str]:
     with db.session() as session:
         dtype = DeviceType(name="temperature", kind=DeviceKind.sensor, definition=definition, sha256="bench")
         session.add(dtype)
-        registry.create_location(session, name="bench-site", timezone="UTC")
-        return [registry.create_device(session, name=f"t{i}", device_type="temperature",
+        inventory.create_location(session, name="bench-site", timezone="UTC")
+        return [inventory.create_device(session, name=f"t{i}", device_type="temperature",
                                        location="bench-site")[0].id for i in range(sensors)]
 
 

@@ -35,7 +35,7 @@ from _common import Sampler, emit, machine, parser, sizes, summary
 from aiot.scheduler import ledger
 from aiot.scheduler.rules import parse_spec
 from aiot.scheduler.service import SchedulerService
-from aiot.services.context import ServiceContext
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store.apps import AppInstance

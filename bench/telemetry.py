@@ -52,9 +52,9 @@ from _common import (
 from aiot.bus.client import Bus
 from aiot.bus.codec import encode_reading
 from aiot.bus.embedded import EmbeddedNats
-from aiot.devices import registry
+from aiot.devices import inventory
 from aiot.devices.ingest import READINGS_STREAM
-from aiot.services.catalog import build_services  # noqa: F401 - registers device users
+from aiot.launch.catalog import build_services  # noqa: F401 - registers device users
 from aiot.store import migrate
 from aiot.store.catalog import DeviceKind, DeviceType
 from aiot.store.engine import Database
@@ -153,10 +153,10 @@ def _register(db: Database, sensors: int) -> tuple[list[str], str, dict, dict]:
     with db.session() as session:
         session.add(DeviceType(name="temperature", kind=DeviceKind.sensor, definition=temperature, sha256="b"))
         session.add(DeviceType(name="display", kind=DeviceKind.controller, definition=display, sha256="b"))
-        registry.create_location(session, name="bench-site", timezone="UTC")
-        ids = [registry.create_device(session, name=f"t{i}", device_type="temperature",
+        inventory.create_location(session, name="bench-site", timezone="UTC")
+        ids = [inventory.create_device(session, name=f"t{i}", device_type="temperature",
                                       location="bench-site")[0].id for i in range(sensors)]
-        panel = registry.create_device(session, name="panel", device_type="display", location="bench-site")[0].id
+        panel = inventory.create_device(session, name="panel", device_type="display", location="bench-site")[0].id
     return ids, panel, temperature, display
 
 

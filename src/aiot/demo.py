@@ -25,7 +25,7 @@ import httpx
 from aiot.artifacts.packing import zip_folder
 from aiot.devices.simulators.links import Connection
 from aiot.devices.simulators.runner import SIM_MODELS, SimDevice, run_simulators
-from aiot.services.supervisor import ControlPlane, StartupReport
+from aiot.launch.control_plane import ControlPlane, StartupReport
 from aiot.settings import Settings
 from aiot.timeutil import utcnow
 

@@ -22,8 +22,8 @@ import pytest
 import uvicorn
 
 from aiot.agent.agent import AgentConfig, NodeAgent
-from aiot.api.app import create_app
 from aiot.artifacts.packing import zip_folder
+from aiot.launch.http_app import create_app
 from aiot.store.models import Role
 from tests.agent.conftest import COMFORT, SharedEnv, wait_until
 from tests.conftest import free_port

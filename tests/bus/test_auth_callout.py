@@ -22,15 +22,15 @@ import httpx
 import nats
 import pytest
 
-from aiot.accounts import service as accounts
-from aiot.api.app import create_app
+from aiot.accounts import users as accounts
 from aiot.bus import Bus, nkey_jwt
 from aiot.bus.auth import hash_password
 from aiot.bus.binary import find_nats_server
 from aiot.bus.callout import server_config
+from aiot.launch.catalog import build_services
+from aiot.launch.http_app import create_app
 from aiot.secrets_store import platform_secret
-from aiot.services.catalog import build_services
-from aiot.services.context import ServiceContext
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store.engine import Database

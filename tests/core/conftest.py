@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from aiot.accounts import service as accounts
-from aiot.api.app import create_app
-from aiot.services.context import ServiceContext
+from aiot.accounts import users as accounts
+from aiot.launch.http_app import create_app
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store.engine import Database

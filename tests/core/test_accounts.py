@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from aiot.accounts import service as accounts
+from aiot.accounts import users as accounts
 from aiot.store.engine import Database
 from aiot.store.models import ApiToken, Role, User
 from aiot.timeutil import utcnow

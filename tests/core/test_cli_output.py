@@ -23,8 +23,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from aiot.api.app import create_app
 from aiot.cli.main import app as cli
+from aiot.launch.http_app import create_app
 from aiot.logs.records import LogRecord, workload_subject
 from aiot.logs.stream import ensure_logs_stream
 from aiot.store.models import Role

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from aiot.accounts import service as accounts
+from aiot.accounts import users as accounts
 from aiot.accounts.emails import check_email
 from aiot.errors import ValidationFailed
 from aiot.store.engine import Database

@@ -21,8 +21,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from aiot.api.app import create_app
 from aiot.artifacts.packing import zip_folder
+from aiot.launch.http_app import create_app
 from aiot.store.models import Role
 from tests.logs.conftest import serve
 from tests.runtime.helpers import EXAMPLES

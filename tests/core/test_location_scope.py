@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from aiot.accounts import service as accounts
-from aiot.devices.registry import get_location
+from aiot.accounts import users as accounts
+from aiot.devices.inventory import get_location
 from aiot.store.catalog import AppPackage, DeviceType
 from aiot.store.devices import Device
 from aiot.store.engine import Database

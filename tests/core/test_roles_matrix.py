@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from aiot.accounts import service as accounts
+from aiot.accounts import users as accounts
 from aiot.api.app import API_PREFIX, API_ROUTERS
 from aiot.api.security import Allow, _Public
 from aiot.artifacts import names

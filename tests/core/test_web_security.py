@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from aiot.api.app import create_app
-from aiot.services.context import ServiceContext
+from aiot.launch.http_app import create_app
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store.engine import Database
 from aiot.store.models import Role, User

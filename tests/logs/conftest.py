@@ -18,13 +18,14 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from aiot.accounts import service as accounts
-from aiot.api.app import API_PREFIX, create_app
+from aiot.accounts import users as accounts
+from aiot.api.app import API_PREFIX
 from aiot.api.routes import logs as logs_routes
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats
+from aiot.launch.http_app import create_app
 from aiot.logs.collector import LogCollectorService
-from aiot.services.context import ServiceContext
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store.apps import AppInstance

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from aiot.accounts import service as accounts
-from aiot.services.context import ServiceContext
+from aiot.accounts import users as accounts
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store import notify as notify_models

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from aiot.notify.outbox import enqueue
 from aiot.notify.service import NotifyService
-from aiot.services.base import HealthState
+from aiot.services.contract import HealthState
 from aiot.store.engine import Database
 from aiot.store.notify import OutboxEmail, OutboxStatus
 from tests.notify.conftest import SmtpServer, make_ctx, wait_until

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from aiot.api.app import API_PREFIX, create_app
+from aiot.api.app import API_PREFIX
 from aiot.api.routes import outbox as outbox_routes
+from aiot.launch.http_app import create_app
 from aiot.notify.outbox import enqueue
 from aiot.store.engine import Database
 from aiot.store.notify import OutboxEmail, OutboxStatus

@@ -24,7 +24,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from aiot.api.app import create_app
+from aiot.launch.http_app import create_app
 
 from .conftest import Deployment
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from aiot.agent.agent import AgentConfig, NodeAgent
-from aiot.api.app import create_app
 from aiot.deployer.endpoint_tokens import model_token
+from aiot.launch.http_app import create_app
 from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from tests.agent.test_agent_loop import serve_http

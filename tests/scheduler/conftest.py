@@ -20,7 +20,7 @@ import pytest
 from aiot.ids import new_id
 from aiot.scheduler.rules import parse_spec
 from aiot.scheduler.service import SchedulerService
-from aiot.services.context import ServiceContext
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store.apps import AppInstance

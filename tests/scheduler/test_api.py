@@ -13,10 +13,11 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from aiot.accounts import service as accounts
-from aiot.api.app import API_PREFIX, create_app
+from aiot.accounts import users as accounts
+from aiot.api.app import API_PREFIX
 from aiot.api.routes.schedules import router
 from aiot.api.security import Allow
+from aiot.launch.http_app import create_app
 from aiot.store.base import Base
 from tests.scheduler.conftest import SCHEDULING_TABLES, RecordingController, SimClock, add_instances, make_service
 from tests.support.live import LivePlatform, live_platform

@@ -249,7 +249,7 @@ async def test_real_loop_with_a_fast_clock(sqlite_db: Database) -> None:
 
 
 def _ctx(db: Database):
-    from aiot.services.context import ServiceContext
+    from aiot.services.contract import ServiceContext
     from aiot.settings import Settings
 
     return ServiceContext(settings=Settings(database_url=db.url), db=db)

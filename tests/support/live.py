@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 
-from aiot.accounts import service as accounts
-from aiot.api.app import create_app
+from aiot.accounts import users as accounts
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats
-from aiot.services.catalog import build_services
-from aiot.services.context import ServiceContext
+from aiot.launch.catalog import build_services
+from aiot.launch.http_app import create_app
+from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store.engine import Database

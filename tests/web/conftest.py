@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from aiot.api.app import create_app
 from aiot.api.appsorigin import create_apps_app
+from aiot.launch.http_app import create_app
 from aiot.web import install
 from tests.support.live import PASSWORD, LivePlatform, live_platform
 

@@ -94,7 +94,7 @@ async def test_ai_developer_deploys_and_gets_a_prediction(web: WebPlatform, tmp_
         pytest.skip("no node agent: aiot.agent.agent / aiot.cli.node are not installed")
     started = []
     if "deployer" not in web.live.ctx.services:
-        from aiot.services.catalog import build_services
+        from aiot.launch.catalog import build_services
 
         for service in build_services(["deployer"]):
             web.live.ctx.services[service.name] = service

@@ -1,4 +1,8 @@
-"""The control plane's FastAPI application: versioned REST API under /api/v1, docs, health and metrics."""
+"""The control plane's REST API as a FastAPI application: /api/v1, the model gateway, docs, health and metrics.
+
+The web UI is mounted on the same application one floor up (`aiot.launch.http_app`), so the API never imports
+the pages that call it.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +30,7 @@ from aiot.api.routes import (
     users,
     workloads,
 )
-from aiot.services.context import ServiceContext
-from aiot.web import install as install_web
+from aiot.services.contract import ServiceContext
 
 API_PREFIX = "/api/v1"
 # Every router mounted under /api/v1. Tests walk this list (and cross-check the OpenAPI document) to prove each
@@ -37,7 +40,7 @@ API_ROUTERS = (auth.router, users.router, system.router, packages.router, device
                logs.router, legacy.router)
 
 
-def create_app(ctx: ServiceContext) -> FastAPI:
+def create_api(ctx: ServiceContext) -> FastAPI:
     """Build the app around a service context (database, bus, settings). Routers of later capabilities are
     added to `api_router` here, one line each."""
     app = FastAPI(title="AIoT platform", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
@@ -54,7 +57,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(system.health_router)
     app.include_router(gateway.router)
     app.include_router(legacy_predict.router)  # the original platform's POST /predict/<model>
-    install_web(app)  # server-rendered pages for the four roles, and /static
     app.add_middleware(BodyLimit)  # JSON/form bodies are read whole: cap them (uploads stream, own cap)
     app.add_middleware(SecurityHeaders)  # CSP, X-Frame-Options, nosniff, Referrer-Policy on every answer
     return app

@@ -39,9 +39,10 @@ from starlette.background import BackgroundTask
 from aiot.api.errors import install_error_handlers
 from aiot.api.gateway import ENTER_PATH, INSTANCE_PLACEHOLDER, TICKET_PURPOSE, app_view, instance_host, status_page
 from aiot.api.signing import app_secret, sign, unsign
+from aiot.api.state import service_context
 from aiot.deployer.endpoint_tokens import gateway_headers
 from aiot.errors import ServiceUnavailable
-from aiot.services.context import ServiceContext
+from aiot.services.contract import ServiceContext
 from aiot.store.models import ApiToken
 from aiot.timeutil import utcnow
 
@@ -106,7 +107,7 @@ def _refuse_page(request: Request, instance_id: str, status: int, message: str) 
 
 def _on_its_host(request: Request, instance_id: str) -> bool:
     """With one host per instance, an instance is served (and its cookie set) only on its own host."""
-    template = getattr(request.app.state, "apps_url", "") or request.app.state.ctx.settings.apps_url or ""
+    template = getattr(request.app.state, "apps_url", "") or service_context(request).settings.apps_url or ""
     if INSTANCE_PLACEHOLDER not in template:
         return True
     host = request.headers.get("host", "").split(":")[0].lower()
@@ -118,7 +119,7 @@ def _viewer_user(request: Request, instance_id: str):  # type: ignore[no-untyped
     payload = unsign(app_secret(request.app), VIEWER_PURPOSE, request.cookies.get(VIEWER_COOKIE, ""))
     if payload is None or payload.get("i") != instance_id:
         return None
-    with request.app.state.ctx.db.session() as session:
+    with service_context(request).db.session() as session:
         record = session.get(ApiToken, str(payload.get("t", "")))
         if record is None or record.revoked_at is not None or record.expires_at <= utcnow() or record.user.disabled:
             return None

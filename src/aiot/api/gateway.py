@@ -19,8 +19,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from aiot.api.deps import Ctx
 from aiot.api.security import authenticate_request
 from aiot.api.signing import app_secret, sign
+from aiot.api.state import service_context
 from aiot.apps.instances import get_instance
 from aiot.errors import NotFound, ServiceUnavailable, Unauthorized
 from aiot.store.catalog import AppPackage
@@ -80,7 +82,7 @@ def apps_base(request: Request, instance_id: str) -> str:
     """The apps origin's URL for this instance: as started beside this API (`app.state.apps_url`), else as
     configured; a `{instance}` in it (e.g. `https://{instance}.apps.example.com`) gives each instance its own
     host, so apps are kept apart from each other too, not only from the platform."""
-    url = getattr(request.app.state, "apps_url", "") or request.app.state.ctx.settings.apps_url
+    url = getattr(request.app.state, "apps_url", "") or service_context(request).settings.apps_url
     if not url:
         raise ServiceUnavailable("web apps are not served by this control plane process (no apps origin "
                                  "started; set AIOT_APPS_URL)", field="instance")
@@ -93,7 +95,7 @@ def add_slash(instance_id: str) -> RedirectResponse:
 
 
 @router.api_route("/apps/{instance_id}/{path:path}", methods=["GET", "HEAD"])
-def open_app(request: Request, instance_id: str, path: str) -> Response:
+def open_app(request: Request, ctx: Ctx, instance_id: str, path: str) -> Response:
     """Check the viewer, then send them to the app on the apps origin with a ticket for this instance."""
     try:
         principal = authenticate_request(request)
@@ -102,7 +104,7 @@ def open_app(request: Request, instance_id: str, path: str) -> Response:
             raise
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         return RedirectResponse(f"/login?next={target}", status_code=303)  # a browser: log in, then come back
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         view = app_view(session, instance_id, principal.user)
     if view.kind != "web":
         return status_page(view)

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from aiot.api.deps import Ctx
 from aiot.api.security import authenticate_request
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
@@ -77,9 +78,8 @@ async def _inputs(request: Request) -> dict[str, Any]:
 
 
 @router.post("/predict/{ref}")
-async def predict(request: Request, ref: str) -> JSONResponse:
+async def predict(request: Request, ctx: Ctx, ref: str) -> JSONResponse:
     principal = authenticate_request(request)
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         model = ArtifactRepository.resolve(session, ModelPackage, ref)
         names.check_may_change(session, names.kind_of(ModelPackage), model.name, principal.user, "call it here")

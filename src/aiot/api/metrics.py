@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aiot.api.state import service_context
 from aiot.errors import Unauthorized
 
 REQUESTS = Counter("aiot_http_requests_total", "HTTP requests handled", ["method", "route", "status"])
@@ -27,7 +28,7 @@ def _count_nodes(request: Request) -> None:
     from aiot.store.runtime import Node
 
     counts: dict[tuple[str, str], int] = {}
-    with request.app.state.ctx.db.session() as session:
+    with service_context(request).db.session() as session:
         for node in session.scalars(select(Node)):
             sandboxed = (node.load or {}).get("sandboxed")
             key = (node.status.value, "unknown" if sandboxed is None else str(bool(sandboxed)).lower())
@@ -71,7 +72,7 @@ def install_metrics(app: FastAPI) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
-        token = request.app.state.ctx.settings.metrics_token
+        token = service_context(request).settings.metrics_token
         if token is not None:
             scheme, _, sent = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(),

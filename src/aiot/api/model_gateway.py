@@ -39,6 +39,7 @@ from aiot.api.replica_http import ReplicaTimeout
 from aiot.api.replica_pool import NoReplicaAnswered, ReplicaPool
 from aiot.api.security import authenticate_request
 from aiot.api.signing import tokens_match
+from aiot.api.state import service_context
 from aiot.artifacts import names
 from aiot.deployer.endpoint_tokens import MODEL_TOKEN_HEADER, model_token
 from aiot.errors import Forbidden, NotFound, ServiceUnavailable, UpstreamTimeout, ValidationFailed
@@ -77,7 +78,7 @@ def resolve(request: Request, owner: str | None, name: str, version: str | None)
     now = time.monotonic()
     if hit is not None and hit[0] > now:
         return hit[1]
-    ctx = request.app.state.ctx
+    ctx = service_context(request)
     with ctx.db.session() as session:
         row = names.name_row(session, PackageKind.model, name)
         if row is None or (owner is not None and names.owner_username(session, row) != owner):

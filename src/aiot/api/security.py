@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from aiot.accounts.service import resolve_token, touch_token
+from aiot.accounts.users import resolve_token, touch_token
 from aiot.api.signing import app_secret, derived_token, tokens_match
+from aiot.api.state import service_context
 from aiot.errors import Forbidden, Unauthorized
 from aiot.store.models import ApiToken, Role, User
 
@@ -57,7 +58,7 @@ def authenticate_request(request: Request) -> Principal:
     token, via_cookie = _presented_token(request)
     if token is None:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' (see aiot login)")
-    ctx = request.app.state.ctx
+    ctx = service_context(request)
     with ctx.db.session() as session:
         user, record = resolve_token(session, token)
         session.expunge_all()
@@ -123,7 +124,7 @@ class NodeOnly(Allow):
         if not is_node_token(token):
             authenticate_request(request)  # a valid person's token: 403 below; a bad one: 401 from here
             raise Forbidden("this endpoint is for node agents; people cannot call it")
-        with request.app.state.ctx.db.session() as session:
+        with service_context(request).db.session() as session:
             node = authenticate_node(session, token)
             session.expunge(node)
         return node
@@ -147,7 +148,7 @@ class JoinTokenOnly(Allow):
         if not token.startswith(JOIN_PREFIX + "."):
             authenticate_request(request)
             raise Forbidden("registering a node needs a join token, not a person's token")
-        with request.app.state.ctx.db.session() as session:
+        with service_context(request).db.session() as session:
             return check_join_token(session, token).id
 
     def __repr__(self) -> str:

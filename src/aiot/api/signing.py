@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from aiot.api.state import app_context
 from aiot.secrets_store import derive_password, platform_secret
 
 
@@ -23,7 +24,7 @@ def app_secret(app: FastAPI) -> bytes:
     """The platform secret, read once per app (it is a file read otherwise)."""
     secret = getattr(app.state, "signing_secret", None)
     if secret is None:
-        secret = platform_secret(app.state.ctx.settings)
+        secret = platform_secret(app_context(app).settings)
         app.state.signing_secret = secret
     return secret
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from aiot.api.state import service_context
 from aiot.errors import PayloadTooLarge, ValidationFailed
 
 CHUNK = 1024 * 1024
@@ -23,7 +24,7 @@ CHUNK = 1024 * 1024
 @contextlib.asynccontextmanager
 async def received_upload(request: Request, suffix: str = ".zip") -> AsyncIterator[tuple[Path, str]]:
     """Yield (path of the uploaded bytes, original file name); the temp file is removed afterwards."""
-    settings = request.app.state.ctx.settings
+    settings = service_context(request).settings
     limit = settings.max_upload_mb * 1024 * 1024
     tmp_dir = settings.data_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from aiot.apps.upgrades import check_instance_rollouts
 from aiot.deployer.rollouts import RolloutPolicy
 from aiot.deployer.service import workloads_changed
 from aiot.secrets_store import platform_secret
-from aiot.services.context import ServiceContext
+from aiot.services.contract import ServiceContext
 from aiot.services.loop import LoopService
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage

@@ -14,7 +14,7 @@ from aiot.errors import PlatformError
 from aiot.logs.handler import quiet_http_client_loggers
 
 if TYPE_CHECKING:
-    from aiot.services.supervisor import StartupReport
+    from aiot.launch.control_plane import StartupReport
     from aiot.settings import Settings
 
 # The services, their web framework and database layer are imported inside the commands that run them: every
@@ -59,7 +59,7 @@ def _print_report(report: StartupReport) -> None:
 
 
 async def _run(settings: Settings, names: list[str] | None, without: tuple[str, ...]) -> None:
-    from aiot.services.supervisor import ControlPlane
+    from aiot.launch.control_plane import ControlPlane
 
     plane = ControlPlane(settings, names, without)
     report = await plane.start()
@@ -79,7 +79,7 @@ def _loop_factory() -> Any:
 
 def _check_service_names(names: list[str]) -> None:
     """Unknown service names are a usage error (exit 2) before anything starts."""
-    from aiot.services.catalog import SERVICE_FACTORIES, unknown_services
+    from aiot.launch.catalog import SERVICE_FACTORIES, unknown_services
 
     unknown = unknown_services(names)
     if unknown:
@@ -151,7 +151,7 @@ def service_run(
 @service_app.command("ls")
 def service_ls() -> None:
     """List the platform services `aiot up` runs."""
-    from aiot.services.catalog import SERVICE_FACTORIES
+    from aiot.launch.catalog import SERVICE_FACTORIES
 
     for name in SERVICE_FACTORIES:
         console.print(name)

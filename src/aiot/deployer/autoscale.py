@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from aiot.deployer.service import wake_deployer
-from aiot.services.base import HealthState, ServiceHealth
-from aiot.services.context import ServiceContext
+from aiot.services.contract import HealthState, ServiceContext, ServiceHealth
 from aiot.services.loop import LoopService
 from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload
 from aiot.timeutil import utcnow

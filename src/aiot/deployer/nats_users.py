@@ -9,8 +9,8 @@ from aiot.bus.auth import NatsUser
 from aiot.devices.subjects import cmd_subject, readings_subject, state_subject
 from aiot.logs.records import node_log_permission
 from aiot.logs.records import workload_subject as workload_log_subject
+from aiot.natsauth.sources import register_user_source
 from aiot.registry.service import announce_subject
-from aiot.services.nats_auth import register_user_source
 from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload, WorkloadKind
 
 

@@ -15,27 +15,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from aiot.bus.process import pdeathsig_preexec
 
 log = logging.getLogger(__name__)
-
-
-class NodeProvider(Protocol):
-    name: str
-
-    def add_node(self) -> str:
-        """Start a new node; returns its name (it appears in the API once its agent registers)."""
-        ...
-
-    def remove_node(self, node_name: str) -> None:
-        """Stop a node this provider started (call after it was drained)."""
-        ...
-
-    def managed(self) -> list[str]:
-        """Names of the nodes this provider started and that still run."""
-        ...
 
 
 @dataclass

@@ -7,10 +7,10 @@ import logging
 
 from aiot.deployer.reconcile import PassResult, reconcile_once
 from aiot.deployer.rollouts import RolloutPolicy, check_model_rollouts
+from aiot.natsauth.sources import announce_auth_change
 from aiot.secrets_store import platform_secret
-from aiot.services.context import ServiceContext
+from aiot.services.contract import ServiceContext
 from aiot.services.loop import LoopService
-from aiot.services.nats_auth import announce_auth_change
 
 log = logging.getLogger(__name__)
 

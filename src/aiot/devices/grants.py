@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aiot.devices.registry import get_device, get_location
+from aiot.devices.inventory import get_device, get_location
 from aiot.errors import NotFound
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.devices import Device, Location, LocationGrant

@@ -8,8 +8,7 @@ from sqlalchemy import select
 
 from aiot.artifacts.manifests import DeviceTypeDefinition
 from aiot.devices.ingest import Ingest, IngestConfig
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
-from aiot.services.context import ServiceContext
+from aiot.services.contract import HealthState, PlatformService, ServiceContext, ServiceHealth
 from aiot.store.catalog import DeviceType
 from aiot.store.devices import Device, DeviceState
 from aiot.store.engine import Database

@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from aiot.bus.auth import NatsUser
-from aiot.devices.registry import connectable_devices
+from aiot.devices.inventory import connectable_devices
 from aiot.devices.subjects import device_permissions
-from aiot.services.nats_auth import register_user_source
+from aiot.natsauth.sources import register_user_source
 
 
 @register_user_source

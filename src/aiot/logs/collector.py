@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from nats.js.object_store import ObjectStore
 
     from aiot.bus.client import Bus
-    from aiot.services.context import ServiceContext
+    from aiot.services.contract import ServiceContext
 
 log = logging.getLogger(__name__)
 

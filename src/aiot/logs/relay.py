@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import or_, select
 
 from aiot.logs.records import NODE_LOGS, workload_subject
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
+from aiot.services.contract import HealthState, PlatformService, ServiceHealth
 from aiot.store.runtime import DesiredState, Workload, WorkloadStatus
 from aiot.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from aiot.services.context import ServiceContext
+    from aiot.services.contract import ServiceContext
 
 log = logging.getLogger(__name__)
 

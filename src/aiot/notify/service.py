@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 from aiot.ids import new_id
 from aiot.notify import outbox, smtp
-from aiot.services.base import HealthState, ServiceHealth
+from aiot.services.contract import HealthState, ServiceHealth
 from aiot.services.loop import LoopService
 from aiot.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from aiot.services.context import ServiceContext
+    from aiot.services.contract import ServiceContext
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,7 @@ from typing import Any
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from aiot.bus.client import Bus
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
-from aiot.services.context import ServiceContext
+from aiot.services.contract import HealthState, PlatformService, ServiceContext, ServiceHealth
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from aiot.store.engine import Database
 from aiot.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from aiot.services.context import ServiceContext
+    from aiot.services.contract import ServiceContext
 
 log = logging.getLogger(__name__)
 

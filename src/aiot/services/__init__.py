@@ -1,6 +1,5 @@
-"""Platform services: the shared interface, the catalogue of services, and the process supervisor."""
+"""The service contract (`contract`: `PlatformService`, `ServiceContext`) and the loop base (`loop.LoopService`)."""
 
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
-from aiot.services.context import ServiceContext
+from aiot.services.contract import HealthState, PlatformService, ServiceContext, ServiceHealth
 
 __all__ = ["HealthState", "PlatformService", "ServiceContext", "ServiceHealth"]

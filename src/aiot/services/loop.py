@@ -16,8 +16,7 @@ import logging
 from abc import abstractmethod
 from typing import Any
 
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
-from aiot.services.context import ServiceContext
+from aiot.services.contract import HealthState, PlatformService, ServiceContext, ServiceHealth
 
 log = logging.getLogger(__name__)
 

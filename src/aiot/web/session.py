@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import FormData
 
-from aiot.accounts.service import resolve_token, touch_token
+from aiot.accounts.users import resolve_token, touch_token
 from aiot.api.security import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_token
 from aiot.api.signing import tokens_match
+from aiot.api.state import service_context
 from aiot.errors import Forbidden, PlatformError
 from aiot.store.models import Role, User
 from aiot.web.apiclient import Api
@@ -52,7 +53,7 @@ def session_user(request: Request) -> WebUser | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    ctx = request.app.state.ctx
+    ctx = service_context(request)
     try:
         with ctx.db.session() as session:
             user, record = resolve_token(session, token)

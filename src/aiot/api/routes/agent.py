@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.background import BackgroundTask
 
+from aiot.api.deps import Ctx
 from aiot.api.security import JoinAuth, NodeAuth
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.workloads import assignment
 from aiot.errors import NotFound, ServiceUnavailable
 from aiot.secrets_store import platform_secret
+from aiot.services.contract import ServiceContext
 from aiot.store.catalog import AppPackage, ModelPackage
 from aiot.store.runtime import DesiredState, Node, Workload
 
@@ -35,8 +37,8 @@ class ReportIn(BaseModel):
     workloads: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def nats_servers(request: Request) -> list[str]:
-    ctx = request.app.state.ctx
+def nats_servers(ctx: ServiceContext) -> list[str]:
+    ctx = ctx
     if ctx.embedded is not None:
         return [ctx.embedded.url]
     if ctx.settings.nats_url:
@@ -45,9 +47,8 @@ def nats_servers(request: Request) -> list[str]:
 
 
 @router.post("/register")
-def register(request: Request, body: RegisterIn, join_token_id: str = Depends(JoinAuth)) -> dict:
+def register(ctx: Ctx, body: RegisterIn, join_token_id: str = Depends(JoinAuth)) -> dict:
     """Join with a join token (each registration uses it up once); 409 when the name belongs to a node."""
-    ctx = request.app.state.ctx
     secret = platform_secret(ctx.settings)
     with ctx.db.session() as session:
         node, token = node_rules.register_node(session, secret, name=body.name, address=body.address,
@@ -55,15 +56,14 @@ def register(request: Request, body: RegisterIn, join_token_id: str = Depends(Jo
                                                join_token_id=join_token_id)
         node_id = node.id
     return {"node_id": node_id, "node_token": token,
-            "nats": {"servers": nats_servers(request), "user": node_id,
+            "nats": {"servers": nats_servers(ctx), "user": node_id,
                      "password": node_rules.node_nats_password(secret, node_id)}}
 
 
 @router.get("/assignments")
-def assignments(request: Request, node: Node = Depends(NodeAuth)) -> dict:
-    ctx = request.app.state.ctx
+def assignments(ctx: Ctx, node: Node = Depends(NodeAuth)) -> dict:
     secret = platform_secret(ctx.settings)
-    servers = nats_servers(request)
+    servers = nats_servers(ctx)
     with ctx.db.session() as session:
         rows = session.scalars(select(Workload).where(Workload.node_id == node.id,
                                                       Workload.desired == DesiredState.running)
@@ -74,9 +74,8 @@ def assignments(request: Request, node: Node = Depends(NodeAuth)) -> dict:
 
 
 @router.get("/packages/{sha256}", response_class=FileResponse)
-async def package(request: Request, sha256: str, node: Node = Depends(NodeAuth)) -> FileResponse:
+async def package(ctx: Ctx, sha256: str, node: Node = Depends(NodeAuth)) -> FileResponse:
     """The archive of a package this node is assigned (by content hash)."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         assigned = session.scalar(select(Workload.id).where(Workload.node_id == node.id,
                                                             Workload.package_sha256 == sha256).limit(1))
@@ -92,8 +91,8 @@ async def package(request: Request, sha256: str, node: Node = Depends(NodeAuth))
 
 
 @router.post("/report")
-def report(request: Request, body: ReportIn, node: Node = Depends(NodeAuth)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def report(ctx: Ctx, body: ReportIn, node: Node = Depends(NodeAuth)) -> dict:
+    with ctx.db.session() as session:
         row = session.get(Node, node.id)
         assert row is not None
         node_rules.record_report(session, row, body.load, body.workloads)

@@ -8,11 +8,14 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy import select
 
-from aiot.accounts import service as accounts
+from aiot.accounts import users as accounts
 from aiot.accounts.throttle import LoginThrottle, ThrottlePolicy
+from aiot.api.deps import Ctx
 from aiot.api.schemas import LoginRequest, PasswordChange, SessionOut, TokenInfo, TokenOut, UserOut
 from aiot.api.security import SESSION_COOKIE, AnyUser, Principal, Public, csrf_token
+from aiot.api.state import service_context
 from aiot.errors import NotFound, TooManyRequests, Unauthorized
+from aiot.services.contract import ServiceContext
 from aiot.store.models import ApiToken, TokenKind
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -21,8 +24,8 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 LEGACY_CSRF_COOKIE = "aiot_csrf"  # the old script-readable CSRF cookie: cleared wherever a browser still has it
 
 
-def _ttl(request: Request, kind: TokenKind) -> timedelta:
-    settings = request.app.state.ctx.settings
+def _ttl(ctx: ServiceContext, kind: TokenKind) -> timedelta:
+    settings = ctx.settings
     return timedelta(hours=settings.session_ttl_hours if kind == TokenKind.session else settings.token_ttl_hours)
 
 
@@ -30,12 +33,13 @@ def login_throttle(request: Request) -> LoginThrottle:
     """The process's login throttle (see `aiot.accounts.throttle` for the policy and why it is in memory)."""
     throttle = getattr(request.app.state, "login_throttle", None)
     if throttle is None:
-        throttle = LoginThrottle(ThrottlePolicy.from_settings(request.app.state.ctx.settings))
+        throttle = LoginThrottle(ThrottlePolicy.from_settings(service_context(request).settings))
         request.app.state.login_throttle = throttle
     return throttle
 
 
 def _login(request: Request, body: LoginRequest, kind: TokenKind) -> TokenOut:
+    ctx = service_context(request)
     throttle = login_throttle(request)
     address = request.client.host if request.client else "unknown"
     wait = throttle.retry_after(body.username, address)
@@ -44,13 +48,13 @@ def _login(request: Request, body: LoginRequest, kind: TokenKind) -> TokenOut:
         seconds = math.ceil(wait)
         raise TooManyRequests(f"too many failed logins; try again in {seconds} s", retry_after=seconds,
                               field="password")
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         try:
             user = accounts.authenticate(session, body.username, body.password)
         except Unauthorized:
             throttle.failed(body.username, address)
             raise
-        issued = accounts.issue_token(session, user, ttl=_ttl(request, kind), kind=kind, name=body.token_name)
+        issued = accounts.issue_token(session, user, ttl=_ttl(ctx, kind), kind=kind, name=body.token_name)
         out = TokenOut(token=issued.token, token_id=issued.record.id, expires_at=issued.record.expires_at,
                        user=UserOut.model_validate(user))
     throttle.succeeded(body.username, address)
@@ -64,21 +68,21 @@ def login(request: Request, body: LoginRequest) -> TokenOut:
 
 
 @router.post("/session", response_model=SessionOut, dependencies=[Depends(Public)])
-def open_session(request: Request, body: LoginRequest, response: Response) -> SessionOut:
+def open_session(request: Request, ctx: Ctx, body: LoginRequest, response: Response) -> SessionOut:
     """Log a browser in: sets an HttpOnly SameSite=Lax session cookie; the answer carries the session's CSRF
     token (send it as X-CSRF-Token on unsafe requests; no cookie holds it). Throttled like /auth/login."""
     out = _login(request, body, TokenKind.session)
-    settings = request.app.state.ctx.settings
-    response.set_cookie(SESSION_COOKIE, out.token, max_age=int(_ttl(request, TokenKind.session).total_seconds()),
+    settings = ctx.settings
+    response.set_cookie(SESSION_COOKIE, out.token, max_age=int(_ttl(ctx, TokenKind.session).total_seconds()),
                         httponly=True, samesite="lax", secure=settings.secure_cookies, path="/")
     response.delete_cookie(LEGACY_CSRF_COOKIE, path="/")
     return SessionOut(**out.user.model_dump(), csrf_token=csrf_token(request, out.token))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(request: Request, response: Response, principal: Principal = Depends(AnyUser)) -> Response:
+def logout(request: Request, ctx: Ctx, response: Response, principal: Principal = Depends(AnyUser)) -> Response:
     """Revoke the token (or session) this request was made with."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         record = session.get(ApiToken, principal.token.id)
         if record is not None:
             accounts.revoke_token(session, record)
@@ -94,17 +98,17 @@ def me(principal: Principal = Depends(AnyUser)) -> UserOut:
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
-def change_password(request: Request, body: PasswordChange, principal: Principal = Depends(AnyUser)) -> Response:
+def change_password(ctx: Ctx, body: PasswordChange, principal: Principal = Depends(AnyUser)) -> Response:
     """Change your own password; every token of yours is revoked (log in again)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         user = accounts.get_user(session, principal.user.id)
         accounts.change_password(session, user, body.current_password, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/tokens", response_model=list[TokenInfo])
-def list_tokens(request: Request, principal: Principal = Depends(AnyUser)) -> list[TokenInfo]:
-    with request.app.state.ctx.db.session() as session:
+def list_tokens(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[TokenInfo]:
+    with ctx.db.session() as session:
         rows = session.scalars(
             select(ApiToken).where(ApiToken.user_id == principal.user.id).order_by(ApiToken.created_at)
         )
@@ -112,9 +116,9 @@ def list_tokens(request: Request, principal: Principal = Depends(AnyUser)) -> li
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(request: Request, token_id: str, principal: Principal = Depends(AnyUser)) -> Response:
+def revoke_token(ctx: Ctx, token_id: str, principal: Principal = Depends(AnyUser)) -> Response:
     """Revoke one of your own tokens (another user's token is reported as not found)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         record = session.get(ApiToken, token_id)
         if record is None or record.user_id != principal.user.id:
             raise NotFound(f"no token {token_id!r} of yours", field="token_id")

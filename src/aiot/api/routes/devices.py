@@ -12,20 +12,22 @@ import json
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from aiot.accounts.service import get_user
+from aiot.accounts.users import get_user
+from aiot.api.deps import Ctx
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.service import DeployerInstanceController
 from aiot.artifacts.manifests import DeviceTypeDefinition
 from aiot.bus import codec
-from aiot.devices import grants, registry, subjects
+from aiot.devices import grants, inventory, subjects
 from aiot.devices.ingest import LATEST_BUCKET, PRESENCE_BUCKET, StoredRecord, decode_record, read_history
 from aiot.errors import Conflict, ServiceUnavailable, ValidationFailed
 from aiot.ids import new_id
-from aiot.services.nats_auth import announce_auth_change
+from aiot.natsauth.sources import announce_auth_change
+from aiot.services.contract import ServiceContext
 from aiot.store.devices import Device, DeviceState, Location, LocationGrant
 from aiot.store.models import Role
 
@@ -84,8 +86,8 @@ def device_out(row: Device, credential: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _connect_info(request: Request, device_id: str, password: str) -> dict[str, Any]:
-    ctx = request.app.state.ctx
+def _connect_info(ctx: ServiceContext, device_id: str, password: str) -> dict[str, Any]:
+    ctx = ctx
     info: dict[str, Any] = {"username": device_id, "password": password,
                             "topics": {ch: subjects.mqtt_topic(device_id, ch) for ch in subjects.CHANNELS},
                             "subjects": {ch: subjects.device_subject(device_id, ch) for ch in subjects.CHANNELS}}
@@ -101,19 +103,19 @@ def _connect_info(request: Request, device_id: str, password: str) -> dict[str, 
 
 
 @router.post("/locations", status_code=status.HTTP_201_CREATED)
-def add_location(request: Request, body: LocationIn, _: Principal = Depends(ADMIN)) -> dict:
-    with request.app.state.ctx.db.session() as session:
-        row = registry.create_location(session, name=body.name, kind=body.kind, address=body.address,
+def add_location(ctx: Ctx, body: LocationIn, _: Principal = Depends(ADMIN)) -> dict:
+    with ctx.db.session() as session:
+        row = inventory.create_location(session, name=body.name, kind=body.kind, address=body.address,
                                        timezone=body.timezone, parent=body.parent)
         return location_out(row)
 
 
 @router.get("/locations")
-def list_locations(request: Request, device_type: str | None = None,
+def list_locations(ctx: Ctx, device_type: str | None = None,
                    principal: Principal = Depends(AnyUser)) -> list[dict]:
     """The locations the caller may see with their device counts; `device_type` keeps only locations having
     that type."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         scope = grants.scope_for(session, principal.user.id)
         devices = list(session.scalars(select(Device).where(Device.state == DeviceState.enabled)))
         out = []
@@ -128,17 +130,17 @@ def list_locations(request: Request, device_type: str | None = None,
 
 
 @router.get("/locations/{ref}")
-def show_location(request: Request, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def show_location(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
+    with ctx.db.session() as session:
         loc = grants.visible_location(session, grants.scope_for(session, principal.user.id), ref)
         devices = list(session.scalars(select(Device).where(Device.location_id == loc.id).order_by(Device.name)))
         return {**location_out(loc, len(devices)), "devices": [device_out(d) for d in devices]}
 
 
 @router.delete("/locations/{ref}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_location(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> Response:
-    with request.app.state.ctx.db.session() as session:
-        registry.delete_location(session, registry.get_location(session, ref))
+def delete_location(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> Response:
+    with ctx.db.session() as session:
+        inventory.delete_location(session, inventory.get_location(session, ref))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -146,11 +148,11 @@ def delete_location(request: Request, ref: str, _: Principal = Depends(ADMIN)) -
 
 
 @router.post("/locations/{ref}/grants", status_code=status.HTTP_201_CREATED)
-def grant_location(request: Request, ref: str, body: GrantIn, response: Response,
+def grant_location(ctx: Ctx, ref: str, body: GrantIn, response: Response,
                    principal: Principal = Depends(ADMIN)) -> dict:
     """Give a user this location and every location below it (201 new, 200 when they already had it)."""
-    with request.app.state.ctx.db.session() as session:
-        loc = registry.get_location(session, ref)
+    with ctx.db.session() as session:
+        loc = inventory.get_location(session, ref)
         user = get_user(session, body.user)
         if user.role == Role.admin:
             raise ValidationFailed(f"{user.username} is an admin and already sees every location", field="user")
@@ -161,21 +163,20 @@ def grant_location(request: Request, ref: str, body: GrantIn, response: Response
 
 
 @router.get("/locations/{ref}/grants")
-def list_location_grants(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> list[dict]:
-    with request.app.state.ctx.db.session() as session:
-        loc = registry.get_location(session, ref)
+def list_location_grants(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> list[dict]:
+    with ctx.db.session() as session:
+        loc = inventory.get_location(session, ref)
         return [grant_out(g, loc, get_user(session, g.user_id).username)
                 for g in grants.list_grants(session, location_id=loc.id)]
 
 
 @router.delete("/locations/{ref}/grants/{user}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_location(request: Request, ref: str, user: str, _: Principal = Depends(ADMIN)) -> Response:
+async def revoke_location(ctx: Ctx, ref: str, user: str, _: Principal = Depends(ADMIN)) -> Response:
     """Take a grant back: the user no longer sees the subtree, their running instances there are stopped (they
     would otherwise keep reading and driving its devices) and none of them starts again."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         person = get_user(session, user)
-        grants.revoke(session, registry.get_location(session, ref), person)
+        grants.revoke(session, inventory.get_location(session, ref), person)
     with ctx.db.session() as session:
         stranded = grants.instances_outside_scope(session, person.id)
     for instance_id in stranded:
@@ -184,9 +185,9 @@ async def revoke_location(request: Request, ref: str, user: str, _: Principal = 
 
 
 @router.get("/location-grants")
-def list_all_grants(request: Request, user: str | None = None, _: Principal = Depends(ADMIN)) -> list[dict]:
+def list_all_grants(ctx: Ctx, user: str | None = None, _: Principal = Depends(ADMIN)) -> list[dict]:
     """Every grant, or one user's (`user`: id or username)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         user_id = get_user(session, user).id if user else None
         return [grant_out(g, session.get(Location, g.location_id), get_user(session, g.user_id).username)
                 for g in grants.list_grants(session, user_id=user_id)]
@@ -196,76 +197,71 @@ def list_all_grants(request: Request, user: str | None = None, _: Principal = De
 
 
 @router.post("/devices", status_code=status.HTTP_201_CREATED)
-async def add_device(request: Request, body: DeviceIn, _: Principal = Depends(ADMIN)) -> dict:
+async def add_device(ctx: Ctx, body: DeviceIn, _: Principal = Depends(ADMIN)) -> dict:
     """Register a device; the answer holds its credential and where to connect. The password is shown once."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
-        device, issued = registry.create_device(session, name=body.name, device_type=body.device_type,
+        device, issued = inventory.create_device(session, name=body.name, device_type=body.device_type,
                                                 location=body.location)
         out = device_out(device, "active")
     await announce_auth_change(ctx)
-    return {**out, "connect": _connect_info(request, issued.username, issued.password)}
+    return {**out, "connect": _connect_info(ctx, issued.username, issued.password)}
 
 
 @router.get("/devices")
-def list_devices(request: Request, location: str | None = None, device_type: str | None = None,
+def list_devices(ctx: Ctx, location: str | None = None, device_type: str | None = None,
                  principal: Principal = Depends(AnyUser)) -> list[dict]:
     """The devices the caller may see (admins: all), optionally of one location and/or device type."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         scope = grants.scope_for(session, principal.user.id)
         query = select(Device).order_by(Device.location_id, Device.name)
         if location:
             query = query.where(Device.location_id == grants.visible_location(session, scope, location).id)
         rows = [d for d in session.scalars(query)
                 if scope.allows(d.location_id) and (not device_type or d.device_type.name == device_type)]
-        credentials = registry.credential_statuses(session, [d.id for d in rows])  # one query, not one per row
+        credentials = inventory.credential_statuses(session, [d.id for d in rows])  # one query, not one per row
         return [device_out(d, credentials.get(d.id, "none")) for d in rows]
 
 
 @router.get("/devices/{device_id}")
-def show_device(request: Request, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def show_device(ctx: Ctx, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
+    with ctx.db.session() as session:
         row = grants.visible_device(session, grants.scope_for(session, principal.user.id), device_id)
-        return {**device_out(row, registry.credential_status(session, row)), "definition": row.device_type.definition}
+        return {**device_out(row, inventory.credential_status(session, row)), "definition": row.device_type.definition}
 
 
 @router.patch("/devices/{device_id}")
-async def update_device(request: Request, device_id: str, body: DevicePatch, _: Principal = Depends(ADMIN)) -> dict:
+async def update_device(ctx: Ctx, device_id: str, body: DevicePatch, _: Principal = Depends(ADMIN)) -> dict:
     """Enable or disable a device; a disabled device is disconnected and its messages are dropped."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
-        row = registry.get_device(session, device_id)
-        registry.set_state(session, row, body.state)
-        out = device_out(row, registry.credential_status(session, row))
+        row = inventory.get_device(session, device_id)
+        inventory.set_state(session, row, body.state)
+        out = device_out(row, inventory.credential_status(session, row))
     await announce_auth_change(ctx)
     return out
 
 
 @router.delete("/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_device(request: Request, device_id: str, _: Principal = Depends(ADMIN)) -> Response:
-    ctx = request.app.state.ctx
+async def delete_device(ctx: Ctx, device_id: str, _: Principal = Depends(ADMIN)) -> Response:
     with ctx.db.session() as session:
-        session.delete(registry.get_device(session, device_id))
+        session.delete(inventory.get_device(session, device_id))
     await announce_auth_change(ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/devices/{device_id}/credentials/rotate")
-async def rotate_credential(request: Request, device_id: str, _: Principal = Depends(ADMIN)) -> dict:
+async def rotate_credential(ctx: Ctx, device_id: str, _: Principal = Depends(ADMIN)) -> dict:
     """Issue a new password (shown once); the old one stops working within seconds."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
-        issued = registry.issue_credential(session, registry.get_device(session, device_id))
+        issued = inventory.issue_credential(session, inventory.get_device(session, device_id))
     await announce_auth_change(ctx)
-    return _connect_info(request, issued.username, issued.password)
+    return _connect_info(ctx, issued.username, issued.password)
 
 
 @router.post("/devices/{device_id}/credentials/revoke", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_credential(request: Request, device_id: str, _: Principal = Depends(ADMIN)) -> Response:
+async def revoke_credential(ctx: Ctx, device_id: str, _: Principal = Depends(ADMIN)) -> Response:
     """Cut the device off: its connections are closed and it cannot reconnect until rotated."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
-        registry.revoke_credential(session, registry.get_device(session, device_id))
+        inventory.revoke_credential(session, inventory.get_device(session, device_id))
     await announce_auth_change(ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -286,24 +282,24 @@ def record_out(record: StoredRecord) -> dict[str, Any]:
     return out
 
 
-def _bus(request: Request) -> Any:
-    bus = request.app.state.ctx.bus
+def _bus(ctx: ServiceContext) -> Any:
+    bus = ctx.bus
     if bus is None:
         raise ServiceUnavailable("the message bus is not connected")
     return bus
 
 
-def _visible_device(request: Request, principal: Principal, device_id: str) -> Device:
+def _visible_device(ctx: ServiceContext, principal: Principal, device_id: str) -> Device:
     """The device if the caller may see it (404 otherwise, like a missing one)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         return grants.visible_device(session, grants.scope_for(session, principal.user.id), device_id)
 
 
 @router.get("/devices/{device_id}/latest")
-async def latest_reading(request: Request, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
+async def latest_reading(ctx: Ctx, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
     """The latest validated reading (or controller state) and the device's presence."""
-    _visible_device(request, principal, device_id)
-    bus = _bus(request)
+    _visible_device(ctx, principal, device_id)
+    bus = _bus(ctx)
     result: dict[str, Any] = {"device_id": device_id, "latest": None, "presence": None}
     for bucket, key in ((LATEST_BUCKET, "latest"), (PRESENCE_BUCKET, "presence")):
         try:
@@ -317,20 +313,20 @@ async def latest_reading(request: Request, device_id: str, principal: Principal 
 
 
 @router.get("/devices/{device_id}/history")
-async def reading_history(request: Request, device_id: str, since: datetime | None = None, limit: int = 100,
+async def reading_history(ctx: Ctx, device_id: str, since: datetime | None = None, limit: int = 100,
                           principal: Principal = Depends(AnyUser)) -> list[dict]:
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")
-    _visible_device(request, principal, device_id)
-    records = await read_history(_bus(request).js, device_id, since=since, limit=limit)
+    _visible_device(ctx, principal, device_id)
+    records = await read_history(_bus(ctx).js, device_id, since=since, limit=limit)
     return [record_out(r) for r in records]
 
 
 @router.post("/devices/{device_id}/commands")
-async def send_command(request: Request, device_id: str, body: CommandIn,
+async def send_command(ctx: Ctx, device_id: str, body: CommandIn,
                        principal: Principal = Depends(COMMAND_SENDERS)) -> dict:
     """Send a command to a controller and wait for its acknowledged new state."""
-    device = _visible_device(request, principal, device_id)
+    device = _visible_device(ctx, principal, device_id)
     if device.device_type.kind.value != "controller":
         raise ValidationFailed(f"device {device_id} is a {device.device_type.kind.value}, not a controller",
                                field="device_id")
@@ -342,7 +338,7 @@ async def send_command(request: Request, device_id: str, body: CommandIn,
         payload = codec.encode_command(cmd_id, body.command, body.args, type_def=type_def)
     except codec.PayloadError as exc:
         raise ValidationFailed(exc.message, field=f"args.{exc.field}" if exc.field else "command") from exc
-    bus = _bus(request)
+    bus = _bus(ctx)
     acked: asyncio.Future[codec.StateReport] = asyncio.get_running_loop().create_future()
 
     async def on_state(msg: Any) -> None:

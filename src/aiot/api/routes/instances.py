@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from aiot.api.deps import Ctx
 from aiot.api.routes.devices import location_out
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.bindings import locations_for_app
@@ -78,18 +79,18 @@ def _owned(session: Any, principal: Principal, instance_id: str) -> AppInstance:
 
 
 @router.get("/apps/{ref}/locations")
-def app_locations(request: Request, ref: str, principal: Principal = Depends(AnyUser)) -> list[dict]:
+def app_locations(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> list[dict]:
     """Locations the caller may see that have every device type the app needs (what a schedule form should
     offer)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         app = ArtifactRepository.resolve(session, AppPackage, ref)
         scope = scope_for(session, principal.user.id)
         return [location_out(loc) for loc in locations_for_app(session, app) if scope.allows(loc.id)]
 
 
 @router.post("/instances", status_code=status.HTTP_201_CREATED)
-def add_instance(request: Request, body: InstanceIn, principal: Principal = Depends(USERS)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def add_instance(ctx: Ctx, body: InstanceIn, principal: Principal = Depends(USERS)) -> dict:
+    with ctx.db.session() as session:
         instance = create_instance(session, app_ref=body.app, location_ref=body.location,
                                    owner_id=principal.user.id, bindings=body.bindings, settings=body.settings,
                                    name=body.name)
@@ -97,8 +98,8 @@ def add_instance(request: Request, body: InstanceIn, principal: Principal = Depe
 
 
 @router.get("/instances")
-def list_instances(request: Request, principal: Principal = Depends(USERS)) -> list[dict]:
-    with request.app.state.ctx.db.session() as session:
+def list_instances(ctx: Ctx, principal: Principal = Depends(USERS)) -> list[dict]:
+    with ctx.db.session() as session:
         query = select(AppInstance).where(AppInstance.state != InstanceState.retired).order_by(AppInstance.created_at)
         if principal.role != Role.admin:
             query = query.where(AppInstance.owner_id == principal.user.id)
@@ -106,15 +107,14 @@ def list_instances(request: Request, principal: Principal = Depends(USERS)) -> l
 
 
 @router.get("/instances/{instance_id}")
-def show_instance(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def show_instance(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
+    with ctx.db.session() as session:
         return instance_out(session, _owned(session, principal, instance_id))
 
 
 @router.post("/instances/{instance_id}/run")
-async def run_now(request: Request, instance_id: str, body: RunIn, principal: Principal = Depends(USERS)) -> dict:
+async def run_now(ctx: Ctx, instance_id: str, body: RunIn, principal: Principal = Depends(USERS)) -> dict:
     """Start the instance now (for `minutes`, or until stopped), outside any schedule."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         _owned(session, principal, instance_id)
     until = utcnow() + timedelta(minutes=body.minutes) if body.minutes else None
@@ -124,8 +124,7 @@ async def run_now(request: Request, instance_id: str, body: RunIn, principal: Pr
 
 
 @router.post("/instances/{instance_id}/stop")
-async def stop_now(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
-    ctx = request.app.state.ctx
+async def stop_now(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
     with ctx.db.session() as session:
         _owned(session, principal, instance_id)
     await DeployerInstanceController(ctx).stop(instance_id, None)
@@ -134,11 +133,10 @@ async def stop_now(request: Request, instance_id: str, principal: Principal = De
 
 
 @router.post("/instances/{instance_id}/upgrade")
-async def upgrade(request: Request, instance_id: str, body: UpgradeIn, principal: Principal = Depends(USERS)) -> dict:
+async def upgrade(ctx: Ctx, instance_id: str, body: UpgradeIn, principal: Principal = Depends(USERS)) -> dict:
     """Move the instance to another version of its app (and the newest models that version accepts). A running
     instance restarts on it at once; if the new version crash-loops, is not running in time or degrades during
     the soak period, the platform rolls back by itself and mails the owner."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         instance = _owned(session, principal, instance_id)
         rollout = rollout_out(upgrade_instance(session, platform_secret(ctx.settings), instance, body.version,
@@ -148,9 +146,8 @@ async def upgrade(request: Request, instance_id: str, body: UpgradeIn, principal
 
 
 @router.post("/instances/{instance_id}/rollback")
-async def rollback(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
+async def rollback(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
     """Back to the version the latest upgrade replaced (an upgrade still in progress is undone at once)."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         instance = _owned(session, principal, instance_id)
         rollout = rollout_out(rollback_instance(session, platform_secret(ctx.settings), instance,
@@ -160,16 +157,15 @@ async def rollback(request: Request, instance_id: str, principal: Principal = De
 
 
 @router.get("/instances/{instance_id}/history")
-def version_history(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> list[dict]:
+def version_history(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> list[dict]:
     """Every version change of the instance, oldest first, with its outcome."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         instance = _owned(session, principal, instance_id)
         return [rollout_out(r) for r in history(session, instance.id)]
 
 
 @router.delete("/instances/{instance_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_instance(request: Request, instance_id: str, principal: Principal = Depends(USERS)) -> Response:
-    ctx = request.app.state.ctx
+async def delete_instance(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> Response:
     with ctx.db.session() as session:
         _owned(session, principal, instance_id)
     await DeployerInstanceController(ctx).stop(instance_id, None)

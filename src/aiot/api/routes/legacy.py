@@ -2,7 +2,7 @@
 
 The converters (`aiot.artifacts.legacy`) are pure; this route only decides who may import what and hands the
 result to the ordinary paths: `packages.store_package` for models and apps (same validation, same ownership as
-`POST /models` / `POST /apps`), `ArtifactRepository.put_device_type` and `registry.create_*` for device types,
+`POST /models` / `POST /apps`), `ArtifactRepository.put_device_type` and `inventory.create_*` for device types,
 locations and devices (admins only, like their own routes). Device registration is all-or-nothing: one
 transaction, and the credentials of every new device are in the answer (shown once).
 """
@@ -21,13 +21,14 @@ from aiot.api.legacy_args import parse_model_map, parse_names
 from aiot.api.routes.devices import _connect_info, device_out, location_out
 from aiot.api.routes.packages import device_type_out, store_package
 from aiot.api.security import Allow, Principal
+from aiot.api.state import service_context
 from aiot.api.uploads import received_upload
 from aiot.artifacts.legacy import Converted, LegacyFormatError, convert, read_zip
 from aiot.artifacts.packing import zip_folder
 from aiot.artifacts.repository import ArtifactRepository
-from aiot.devices import registry
+from aiot.devices import inventory
 from aiot.errors import Forbidden, NotFound, ValidationFailed
-from aiot.services.nats_auth import announce_auth_change
+from aiot.natsauth.sources import announce_auth_change
 from aiot.store.catalog import AppPackage, ModelPackage
 from aiot.store.models import Role
 
@@ -57,7 +58,7 @@ async def _store(request: Request, principal: Principal, converted: Converted) -
             table = ModelPackage if converted.kind == "model" else AppPackage
             response = await store_package(request, principal, table, archive)
         return json.loads(response.body)
-    ctx = request.app.state.ctx
+    ctx = service_context(request)
     if converted.kind == "device-types":
         with ctx.db.session() as session:
             return [device_type_out(ArtifactRepository.put_device_type(session, raw, name, principal.user.id).row)
@@ -67,18 +68,18 @@ async def _store(request: Request, principal: Principal, converted: Converted) -
     with ctx.db.session() as session:
         for loc in converted.locations:
             try:
-                row = registry.get_location(session, loc["name"])
+                row = inventory.get_location(session, loc["name"])
             except NotFound:
-                row = registry.create_location(session, name=loc["name"], kind=loc["kind"], address=loc["address"])
+                row = inventory.create_location(session, name=loc["name"], kind=loc["kind"], address=loc["address"])
             out["locations"].append(location_out(row))
         for plan in converted.devices:
-            device, issued = registry.create_device(session, name=plan["name"], device_type=plan["device_type"],
+            device, issued = inventory.create_device(session, name=plan["name"], device_type=plan["device_type"],
                                                     location=plan["location"])
             out["devices"].append(device_out(device, "active"))
             issued_all.append(issued)
     await announce_auth_change(ctx)
     for row, issued in zip(out["devices"], issued_all, strict=True):
-        row["connect"] = _connect_info(request, issued.username, issued.password)
+        row["connect"] = _connect_info(ctx, issued.username, issued.password)
     return out
 
 

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
 from nats.js.errors import NotFoundError
 from sqlalchemy import or_, select
 
+from aiot.api.deps import Ctx
 from aiot.api.security import AdminOnly, AnyUser, Principal
 from aiot.artifacts.names import app_ids_owned_by
 from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
@@ -28,6 +29,7 @@ from aiot.logs import archive
 from aiot.logs.query import LogFilter, LogTail, query_logs
 from aiot.logs.records import parse_level
 from aiot.logs.stream import ensure_logs_stream
+from aiot.services.contract import ServiceContext
 from aiot.store.apps import AppInstance
 from aiot.store.catalog import AppPackage
 from aiot.store.models import Role
@@ -57,21 +59,21 @@ def parse_when(value: str | None, field: str, now: datetime | None = None) -> da
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _bus(request: Request) -> Any:
-    bus = request.app.state.ctx.bus
+def _bus(ctx: ServiceContext) -> Any:
+    bus = ctx.bus
     if bus is None:
         raise ServiceUnavailable("the message bus is not connected; logs are unavailable")
     return bus
 
 
-def _scope(request: Request, principal: Principal, workload_id: str | None,
+def _scope(ctx: ServiceContext, principal: Principal, workload_id: str | None,
            app_instance_id: str | None, service: str | None) -> tuple[str, ...] | None:
     """The workload ids the caller may read and asked for (None: no restriction, admins only)."""
     admin = principal.role == Role.admin
     if not admin and service and service != "workload":
         raise Forbidden("platform service logs are for admins; filter by your workloads or app instances",
                         field="service")
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         allowed: set[str] | None = None
         if not admin:
             visible = or_(AppInstance.owner_id == principal.user.id,
@@ -99,7 +101,7 @@ def _scope(request: Request, principal: Principal, workload_id: str | None,
     return None if chosen is None else tuple(sorted(chosen))
 
 
-def _filter(request: Request, principal: Principal, service: str | None, workload_id: str | None,
+def _filter(ctx: ServiceContext, principal: Principal, service: str | None, workload_id: str | None,
             app_instance_id: str | None, level: str | None, since: str | None, until: str | None,
             text: str | None) -> LogFilter:
     try:
@@ -109,23 +111,23 @@ def _filter(request: Request, principal: Principal, service: str | None, workloa
     start, end = parse_when(since, "since"), parse_when(until, "until")
     if start and end and start > end:
         raise ValidationFailed("since is after until", field="since")
-    workload_ids = _scope(request, principal, workload_id, app_instance_id, service)
+    workload_ids = _scope(ctx, principal, workload_id, app_instance_id, service)
     return LogFilter(service=service or None, workload_ids=workload_ids, min_level=min_level, since=start,
                      until=end, text=text or None)
 
 
-def _instances_of(request: Request, workload_ids: set[str]) -> dict[str, str]:
+def _instances_of(ctx: ServiceContext, workload_ids: set[str]) -> dict[str, str]:
     """workload id -> app instance id, to label stdout lines (the agent does not know the instance)."""
     if not workload_ids:
         return {}
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         rows = session.execute(select(Workload.id, Workload.group_id).where(
             Workload.id.in_(workload_ids), Workload.kind == WorkloadKind.app))
         return {wid: group for wid, group in rows}
 
 
 @router.get("/logs")
-async def search_logs(request: Request, service: str | None = None, workload_id: str | None = None,
+async def search_logs(ctx: Ctx, service: str | None = None, workload_id: str | None = None,
                       app_instance_id: str | None = None, level: str | None = None, since: str | None = None,
                       until: str | None = None, text: str | None = None, limit: int = 200,
                       principal: Principal = Depends(AnyUser)) -> dict:
@@ -133,12 +135,12 @@ async def search_logs(request: Request, service: str | None = None, workload_id:
     `since`/`until` are ISO times or durations ago (15m, 2h, 7d)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
-    flt = _filter(request, principal, service, workload_id, app_instance_id, level, since, until, text)
-    bus = _bus(request)
-    await ensure_logs_stream(bus, request.app.state.ctx.settings)
+    flt = _filter(ctx, principal, service, workload_id, app_instance_id, level, since, until, text)
+    bus = _bus(ctx)
+    await ensure_logs_stream(bus, ctx.settings)
     result = await query_logs(bus.js, flt, limit=limit)
     records = [found.to_json() for found in result.records]
-    labels = _instances_of(request, {r["workload_id"] for r in records
+    labels = _instances_of(ctx, {r["workload_id"] for r in records
                                      if r["workload_id"] and not r["app_instance_id"]})
     for record in records:
         if not record["app_instance_id"] and record["workload_id"] in labels:
@@ -147,13 +149,13 @@ async def search_logs(request: Request, service: str | None = None, workload_id:
 
 
 @router.get("/logs/stream")
-async def tail_logs(request: Request, service: str | None = None, workload_id: str | None = None,
+async def tail_logs(ctx: Ctx, service: str | None = None, workload_id: str | None = None,
                     app_instance_id: str | None = None, level: str | None = None, text: str | None = None,
                     principal: Principal = Depends(AnyUser)) -> StreamingResponse:
     """Server-sent events: `event: log` with one JSON record per new matching line; a comment every 15 s."""
-    flt = _filter(request, principal, service, workload_id, app_instance_id, level, None, None, text)
-    bus = _bus(request)
-    labels = _instances_of(request, set(flt.workload_ids or ()))
+    flt = _filter(ctx, principal, service, workload_id, app_instance_id, level, None, None, text)
+    bus = _bus(ctx)
+    labels = _instances_of(ctx, set(flt.workload_ids or ()))
 
     async def events() -> AsyncIterator[str]:
         async with LogTail(bus, flt) as tail:
@@ -181,16 +183,16 @@ def _day(value: str) -> Any:
 
 
 @router.get("/logs/archives")
-async def list_log_archives(request: Request, _: Principal = Depends(AdminOnly)) -> list[dict]:
-    store = await _bus(request).object_store(archive.BUCKET)
+async def list_log_archives(ctx: Ctx, _: Principal = Depends(AdminOnly)) -> list[dict]:
+    store = await _bus(ctx).object_store(archive.BUCKET)
     return [info.to_json() for info in await archive.list_archives(store)]
 
 
 @router.get("/logs/archives/{day}")
-async def download_log_archive(request: Request, day: str, _: Principal = Depends(AdminOnly)) -> Response:
+async def download_log_archive(ctx: Ctx, day: str, _: Principal = Depends(AdminOnly)) -> Response:
     """The day's gzipped JSON-lines archive (one record per line, stream order)."""
     when = _day(day)
-    store = await _bus(request).object_store(archive.BUCKET)
+    store = await _bus(ctx).object_store(archive.BUCKET)
     try:
         data = await archive.read_archive(store, when)
     except NotFoundError:

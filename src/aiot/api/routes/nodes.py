@@ -5,16 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request, status
+from fastapi import APIRouter, Body, Depends, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from aiot.api.deps import Ctx
 from aiot.api.security import Allow, Principal
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.service import wake_deployer
 from aiot.errors import Conflict, NotFound
+from aiot.natsauth.sources import announce_auth_change
 from aiot.secrets_store import platform_secret
-from aiot.services.nats_auth import announce_auth_change
+from aiot.services.contract import ServiceContext
 from aiot.store.models import Role
 from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload, WorkloadStatus
 from aiot.timeutil import utcnow
@@ -44,21 +46,21 @@ class JoinTokenIn(BaseModel):
 
 
 @router.post("/join-tokens", status_code=status.HTTP_201_CREATED)
-def create_join_token(request: Request, body: JoinTokenIn | None = Body(None),
+def create_join_token(ctx: Ctx, body: JoinTokenIn | None = Body(None),
                       principal: Principal = Depends(ADMIN)) -> dict:
     """A join token for `aiot node join --token-file FILE` (or AIOT_JOIN_TOKEN), shown once: single-use and valid
     for `join_token_ttl_minutes` (1 h) unless `uses`/`ttl_minutes` ask otherwise."""
     body = body or JoinTokenIn()
-    settings = request.app.state.ctx.settings
+    settings = ctx.settings
     ttl = timedelta(minutes=body.ttl_minutes or settings.join_token_ttl_minutes)
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         token = node_rules.create_join_token(session, principal.user.id, ttl=ttl, uses=body.uses)
     return {"token": token, "uses": body.uses, "expires_in_s": round(ttl.total_seconds())}
 
 
 @router.get("")
-def list_nodes(request: Request, _: Principal = Depends(ADMIN)) -> list[dict]:
-    with request.app.state.ctx.db.session() as session:
+def list_nodes(ctx: Ctx, _: Principal = Depends(ADMIN)) -> list[dict]:
+    with ctx.db.session() as session:
         out = []
         for node in session.scalars(select(Node).where(Node.status != NodeStatus.removed).order_by(Node.name)):
             workloads = list(session.scalars(select(Workload).where(Workload.node_id == node.id,
@@ -75,8 +77,8 @@ def _node(session: Any, ref: str) -> Node:
 
 
 @router.get("/{ref}")
-def show_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def show_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
+    with ctx.db.session() as session:
         node = _node(session, ref)
         workloads = list(session.scalars(select(Workload).where(Workload.node_id == node.id)))
         out = node_out(node, workloads)
@@ -86,9 +88,8 @@ def show_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> dict
 
 
 @router.post("/{ref}/drain")
-async def drain_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> dict:
+async def drain_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     """Take no new work and move this node's workloads elsewhere."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         node = _node(session, ref)
         if node.revoked_at is not None or node.status == NodeStatus.removed:
@@ -100,8 +101,8 @@ async def drain_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) 
     return out
 
 
-async def _revoke(request: Request, ref: str) -> dict:
-    ctx = request.app.state.ctx
+async def _revoke(ctx: ServiceContext, ref: str) -> dict:
+    ctx = ctx
     with ctx.db.session() as session:
         node = _node(session, ref)
         secret = platform_secret(ctx.settings)
@@ -113,13 +114,13 @@ async def _revoke(request: Request, ref: str) -> dict:
 
 
 @router.post("/{ref}/revoke")
-async def revoke_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> dict:
+async def revoke_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     """Cut a node off for good: its token gets 401, its NATS user is removed (connections closed), it is
     assigned nothing, its workloads move to other nodes with new credentials, and its join token is revoked."""
-    return await _revoke(request, ref)
+    return await _revoke(ctx, ref)
 
 
 @router.delete("/{ref}")
-async def delete_node(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> dict:
+async def delete_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     """The same as POST /nodes/{ref}/revoke."""
-    return await _revoke(request, ref)
+    return await _revoke(ctx, ref)

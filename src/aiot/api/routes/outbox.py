@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from sqlalchemy import select
 
+from aiot.api.deps import Ctx
 from aiot.api.security import AdminOnly, AnyUser, Principal
 from aiot.errors import NotFound, ValidationFailed
 from aiot.notify import outbox
@@ -36,7 +37,7 @@ def _visible(row: OutboxEmail | None, principal: Principal, email_id: str) -> Ou
 
 
 @router.get("/outbox")
-def list_outbox(request: Request, status: OutboxStatus | None = None, kind: str | None = None, limit: int = 100,
+def list_outbox(ctx: Ctx, status: OutboxStatus | None = None, kind: str | None = None, limit: int = 100,
                 principal: Principal = Depends(AnyUser)) -> list[dict]:
     """Newest first. Admins see every mail; others the mails sent to them."""
     if not 1 <= limit <= 1000:
@@ -48,20 +49,19 @@ def list_outbox(request: Request, status: OutboxStatus | None = None, kind: str 
         query = query.where(OutboxEmail.status == status)
     if kind:
         query = query.where(OutboxEmail.kind == kind)
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         return [email_out(row) for row in session.scalars(query)]
 
 
 @router.get("/outbox/{email_id}")
-def show_email(request: Request, email_id: str, principal: Principal = Depends(AnyUser)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def show_email(ctx: Ctx, email_id: str, principal: Principal = Depends(AnyUser)) -> dict:
+    with ctx.db.session() as session:
         return email_out(_visible(session.get(OutboxEmail, email_id), principal, email_id))
 
 
 @router.post("/outbox/{email_id}/retry")
-async def retry_email(request: Request, email_id: str, principal: Principal = Depends(AdminOnly)) -> dict:
+async def retry_email(ctx: Ctx, email_id: str, principal: Principal = Depends(AdminOnly)) -> dict:
     """Send a failed (or waiting) mail again now, with a fresh attempt budget; a sent mail is a 409."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         row = outbox.retry(session, _visible(session.get(OutboxEmail, email_id), principal, email_id))
         out = email_out(row)

@@ -18,12 +18,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 from starlette.background import BackgroundTask
 
+from aiot.api.deps import Ctx
 from aiot.api.security import Allow, AnyUser, Principal, Public
+from aiot.api.state import service_context
 from aiot.api.uploads import received_upload
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository, PackageRow
 from aiot.artifacts.schemas import schema_for
 from aiot.errors import NotFound, ServiceUnavailable, ValidationFailed
+from aiot.services.contract import ServiceContext
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage, DeviceType, ModelPackage, PackageStatus
 from aiot.store.models import Role
@@ -37,8 +40,8 @@ ADMIN = Allow(Role.admin)
 SCHEMA_KINDS = ("model", "app", "device-type")
 
 
-def _repo(request: Request) -> ArtifactRepository:
-    ctx = request.app.state.ctx
+def _repo(ctx: ServiceContext) -> ArtifactRepository:
+    ctx = ctx
     if ctx.bus is None:
         raise ServiceUnavailable("the message bus is not connected; packages cannot be stored right now")
     return ArtifactRepository(ctx.db, ctx.bus)
@@ -72,16 +75,17 @@ async def _upload(request: Request, principal: Principal, table: type[PackageRow
 async def store_package(request: Request, principal: Principal, table: type[PackageRow], path: Path) -> JSONResponse:
     """Validate and store the package zip at `path` as `principal`: the one path every upload takes (the
     legacy import calls it with the converted zip, so a converted package meets exactly the same rules)."""
-    repo = _repo(request)
+    ctx = service_context(request)
+    repo = _repo(ctx)
     put = repo.put_model if table is ModelPackage else repo.put_app
     stored = await put(path, principal.user.id, principal.role)
     code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         return JSONResponse(package_out(session, stored.row), status_code=code)
 
 
-def _list(request: Request, table: type[PackageRow], name: str | None, include_deprecated: bool) -> list[dict]:
-    with request.app.state.ctx.db.session() as session:
+def _list(ctx: ServiceContext, table: type[PackageRow], name: str | None, include_deprecated: bool) -> list[dict]:
+    with ctx.db.session() as session:
         query = select(table).order_by(table.name, table.created_at)
         if name:
             query = query.where(table.name == name)
@@ -91,19 +95,20 @@ def _list(request: Request, table: type[PackageRow], name: str | None, include_d
 
 
 async def _download(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> FileResponse:
+    ctx = service_context(request)
     # Who may comes before whether the store is reachable: a non-owner gets 403, never a 503 to retry.
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         row = ArtifactRepository.resolve(session, table, ref)
         _check_owner(session, principal, row, "download it")
         filename, sha = f"{row.name}-{row.version}.zip", row.sha256
-    path = await _repo(request).download(sha)
+    path = await _repo(ctx).download(sha)
     return FileResponse(path, media_type="application/zip", filename=filename,
                         background=BackgroundTask(path.unlink, missing_ok=True))
 
 
-def _set_status(request: Request, principal: Principal, table: type[PackageRow], ref: str,
+def _set_status(ctx: ServiceContext, principal: Principal, table: type[PackageRow], ref: str,
                 new: PackageStatus) -> dict:
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         row = ArtifactRepository.resolve(session, table, ref)
         _check_owner(session, principal, row, "deprecate it")
         row.status = new
@@ -112,10 +117,11 @@ def _set_status(request: Request, principal: Principal, table: type[PackageRow],
 
 
 async def _delete(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> Response:
-    with request.app.state.ctx.db.session() as session:
+    ctx = service_context(request)
+    with ctx.db.session() as session:
         row = ArtifactRepository.resolve(session, table, ref)
         _check_owner(session, principal, row, "delete it")  # before the store: 403, not 503, for a non-owner
-        await _repo(request).delete_package(session, row)
+        await _repo(ctx).delete_package(session, row)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -135,15 +141,15 @@ async def upload_model(request: Request, principal: Principal = Depends(MODEL_WR
 
 
 @router.get("/models")
-def list_models(request: Request, name: str | None = None, include_deprecated: bool = False,
+def list_models(ctx: Ctx, name: str | None = None, include_deprecated: bool = False,
                 _: Principal = Depends(AnyUser)) -> list[dict]:
-    return _list(request, ModelPackage, name, include_deprecated)
+    return _list(ctx, ModelPackage, name, include_deprecated)
 
 
 @router.get("/models/{ref}")
-def show_model(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+def show_model(ctx: Ctx, ref: str, _: Principal = Depends(AnyUser)) -> dict:
     """`ref`: an id (`mdl_…`), `name:version`, or a name (its newest active version)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         return package_out(session, ArtifactRepository.resolve(session, ModelPackage, ref))
 
 
@@ -153,8 +159,8 @@ async def download_model(request: Request, ref: str, principal: Principal = Depe
 
 
 @router.post("/models/{ref}/deprecate")
-def deprecate_model(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
-    return _set_status(request, principal, ModelPackage, ref, PackageStatus.deprecated)
+def deprecate_model(ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
+    return _set_status(ctx, principal, ModelPackage, ref, PackageStatus.deprecated)
 
 
 @router.delete("/models/{ref}", status_code=status.HTTP_204_NO_CONTENT)
@@ -173,14 +179,14 @@ async def upload_app(request: Request, principal: Principal = Depends(APP_WRITER
 
 
 @router.get("/apps")
-def list_apps(request: Request, name: str | None = None, include_deprecated: bool = False,
+def list_apps(ctx: Ctx, name: str | None = None, include_deprecated: bool = False,
               _: Principal = Depends(AnyUser)) -> list[dict]:
-    return _list(request, AppPackage, name, include_deprecated)
+    return _list(ctx, AppPackage, name, include_deprecated)
 
 
 @router.get("/apps/{ref}")
-def show_app(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def show_app(ctx: Ctx, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+    with ctx.db.session() as session:
         return package_out(session, ArtifactRepository.resolve(session, AppPackage, ref))
 
 
@@ -200,10 +206,10 @@ def app_instance_state(session: Any, instance: AppInstance) -> dict[str, Any]:
 
 
 @router.get("/apps/{ref}/instances")
-def list_app_instances(request: Request, ref: str, principal: Principal = Depends(APP_WRITERS)) -> list[dict]:
+def list_app_instances(ctx: Ctx, ref: str, principal: Principal = Depends(APP_WRITERS)) -> list[dict]:
     """Every live instance of every version of the app named by `ref` (its owner and admins): the states and
     workload ids to read their logs by (`/logs?app_instance_id=`)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         app = ArtifactRepository.resolve(session, AppPackage, ref)
         _check_owner(session, principal, app, "see its instances")
         query = (select(AppInstance).join(AppPackage, AppPackage.id == AppInstance.app_id)
@@ -218,8 +224,8 @@ async def download_app(request: Request, ref: str, principal: Principal = Depend
 
 
 @router.post("/apps/{ref}/deprecate")
-def deprecate_app(request: Request, ref: str, principal: Principal = Depends(APP_WRITERS)) -> dict:
-    return _set_status(request, principal, AppPackage, ref, PackageStatus.deprecated)
+def deprecate_app(ctx: Ctx, ref: str, principal: Principal = Depends(APP_WRITERS)) -> dict:
+    return _set_status(ctx, principal, AppPackage, ref, PackageStatus.deprecated)
 
 
 @router.delete("/apps/{ref}", status_code=status.HTTP_204_NO_CONTENT)
@@ -231,21 +237,21 @@ async def delete_app(request: Request, ref: str, principal: Principal = Depends(
 
 
 @router.post("/device-types", status_code=status.HTTP_201_CREATED)
-async def add_device_type(request: Request, principal: Principal = Depends(ADMIN)) -> JSONResponse:
+async def add_device_type(request: Request, ctx: Ctx, principal: Principal = Depends(ADMIN)) -> JSONResponse:
     """Register a device type from its JSON definition (the request body). 200 when identical, 409 when not."""
     body = await request.body()
     if len(body) > 1024 * 1024:
         raise ValidationFailed("a device type definition must be under 1 MiB", field="body")
     filename = request.headers.get("x-filename", "device-type.json")
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         stored = ArtifactRepository.put_device_type(session, body, filename, principal.user.id)
         out = device_type_out(stored.row)
     return JSONResponse(out, status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK)
 
 
 @router.get("/device-types")
-def list_device_types(request: Request, kind: str | None = None, _: Principal = Depends(AnyUser)) -> list[dict]:
-    with request.app.state.ctx.db.session() as session:
+def list_device_types(ctx: Ctx, kind: str | None = None, _: Principal = Depends(AnyUser)) -> list[dict]:
+    with ctx.db.session() as session:
         query = select(DeviceType).order_by(DeviceType.name)
         if kind:
             query = query.where(DeviceType.kind == kind)
@@ -260,14 +266,14 @@ def _device_type(session: Any, ref: str) -> DeviceType:
 
 
 @router.get("/device-types/{ref}")
-def show_device_type(request: Request, ref: str, _: Principal = Depends(AnyUser)) -> dict:
-    with request.app.state.ctx.db.session() as session:
+def show_device_type(ctx: Ctx, ref: str, _: Principal = Depends(AnyUser)) -> dict:
+    with ctx.db.session() as session:
         return device_type_out(_device_type(session, ref))
 
 
 @router.delete("/device-types/{ref}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_device_type(request: Request, ref: str, _: Principal = Depends(ADMIN)) -> Response:
-    with request.app.state.ctx.db.session() as session:
+def delete_device_type(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> Response:
+    with ctx.db.session() as session:
         ArtifactRepository.delete_device_type(session, _device_type(session, ref))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field, WithJsonSchema
 from sqlalchemy import delete, select
 
+from aiot.api.deps import Ctx
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.devices.grants import scope_for
 from aiot.errors import Forbidden, NotFound, ValidationFailed
@@ -20,6 +21,7 @@ from aiot.scheduler import ledger
 from aiot.scheduler.ledger import ACTIVE
 from aiot.scheduler.rules import ScheduleSpec, SpecError, next_occurrences, parse_spec
 from aiot.scheduler.service import controller_for
+from aiot.services.contract import ServiceContext
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.models import Role
 from aiot.store.scheduling import Occurrence, OccurrenceState, OverlapPolicy, Schedule
@@ -124,14 +126,14 @@ def _owned(session: Any, principal: Principal, schedule_id: str) -> Schedule:
     return row
 
 
-def _wake(request: Request) -> None:
-    service = request.app.state.ctx.services.get("scheduler")
+def _wake(ctx: ServiceContext) -> None:
+    service = ctx.services.get("scheduler")
     if service is not None and hasattr(service, "wake"):
         service.wake()
 
 
-async def _stop_running(request: Request, schedule_id: str, reason: str) -> list[str]:
-    ctx = request.app.state.ctx
+async def _stop_running(ctx: ServiceContext, schedule_id: str, reason: str) -> list[str]:
+    ctx = ctx
     running = await asyncio.to_thread(ledger.claim_running_for_schedule, ctx.db, schedule_id, utcnow(), reason)
     controller = controller_for(ctx)
     for instance_id, occurrence_id in running:
@@ -155,10 +157,10 @@ def preview(body: PreviewIn, _: Principal = Depends(AnyUser)) -> dict:
 
 
 @router.post("/schedules", status_code=status.HTTP_201_CREATED)
-def add_schedule(request: Request, body: ScheduleIn, principal: Principal = Depends(USERS)) -> dict:
+def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USERS)) -> dict:
     now = utcnow()
     spec = _spec(body.spec, now)
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         instance = session.get(AppInstance, body.app_instance_id)
         if instance is None or instance.state == InstanceState.retired or \
                 (principal.role != Role.admin and instance.owner_id != principal.user.id):
@@ -173,14 +175,14 @@ def add_schedule(request: Request, body: ScheduleIn, principal: Principal = Depe
         session.add(row)
         session.flush()
         out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
-    _wake(request)
+    _wake(ctx)
     return out
 
 
 @router.get("/schedules")
-def list_schedules(request: Request, app_instance_id: str | None = None,
+def list_schedules(ctx: Ctx, app_instance_id: str | None = None,
                    principal: Principal = Depends(USERS)) -> list[dict]:
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         query = select(Schedule).order_by(Schedule.created_at, Schedule.id)
         if principal.role != Role.admin:
             query = query.where(Schedule.owner_id == principal.user.id)
@@ -191,11 +193,11 @@ def list_schedules(request: Request, app_instance_id: str | None = None,
 
 
 @router.get("/schedules/{schedule_id}")
-def show_schedule(request: Request, schedule_id: str, count: int = 5, principal: Principal = Depends(USERS)) -> dict:
+def show_schedule(ctx: Ctx, schedule_id: str, count: int = 5, principal: Principal = Depends(USERS)) -> dict:
     """The schedule with its next `count` runs, in UTC and in the schedule's local time."""
     if not 1 <= count <= 100:
         raise ValidationFailed("count must be between 1 and 100", field="count")
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         row = _owned(session, principal, schedule_id)
         running = session.scalar(select(Occurrence).where(Occurrence.schedule_id == row.id,
                                                           Occurrence.state.in_(ACTIVE)).limit(1))
@@ -204,12 +206,12 @@ def show_schedule(request: Request, schedule_id: str, count: int = 5, principal:
 
 
 @router.patch("/schedules/{schedule_id}")
-def update_schedule(request: Request, schedule_id: str, body: SchedulePatch,
+def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch,
                     principal: Principal = Depends(USERS)) -> dict:
     """Enable or disable (a disabled schedule starts nothing new; a run in progress still ends at its time),
     rename, or change its policy."""
     now = utcnow()
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         row = _owned(session, principal, schedule_id)
         if body.name is not None:
             row.name = body.name
@@ -224,20 +226,20 @@ def update_schedule(request: Request, schedule_id: str, body: SchedulePatch,
                 session.execute(delete(Occurrence).where(Occurrence.schedule_id == row.id,
                                                          Occurrence.state == OccurrenceState.planned))
         out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
-    _wake(request)
+    _wake(ctx)
     return out
 
 
 @router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_schedule(request: Request, schedule_id: str, principal: Principal = Depends(USERS)) -> Response:
+async def delete_schedule(ctx: Ctx, schedule_id: str,
+                          principal: Principal = Depends(USERS)) -> Response:
     """Delete the schedule and its history; a run in progress is stopped first."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         _owned(session, principal, schedule_id)
         session.execute(delete(Occurrence).where(Occurrence.schedule_id == schedule_id,
                                                  Occurrence.state == OccurrenceState.planned))
         session.get(Schedule, schedule_id).enabled = False  # no replica fires anything of it from here on
-    await _stop_running(request, schedule_id, "the schedule was deleted")
+    await _stop_running(ctx, schedule_id, "the schedule was deleted")
     with ctx.db.session() as session:
         session.execute(delete(Occurrence).where(Occurrence.schedule_id == schedule_id))
         session.execute(delete(Schedule).where(Schedule.id == schedule_id))
@@ -245,12 +247,12 @@ async def delete_schedule(request: Request, schedule_id: str, principal: Princip
 
 
 @router.get("/schedules/{schedule_id}/occurrences")
-def list_occurrences(request: Request, schedule_id: str, state: OccurrenceState | None = None, limit: int = 100,
+def list_occurrences(ctx: Ctx, schedule_id: str, state: OccurrenceState | None = None, limit: int = 100,
                      principal: Principal = Depends(USERS)) -> list[dict]:
     """Materialised runs (the next ~48 h and the history), newest first; `state` filters."""
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         row = _owned(session, principal, schedule_id)
         query = select(Occurrence).where(Occurrence.schedule_id == row.id)
         if state is not None:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from aiot import __version__
+from aiot.api.deps import Ctx
 from aiot.api.schemas import StatusOut
 from aiot.api.security import AnyUser, Principal
+from aiot.services.contract import ServiceContext
 
 health_router = APIRouter(tags=["system"])
 router = APIRouter(tags=["system"])
 
 
-def _database_status(request: Request) -> dict[str, Any]:
-    ctx = request.app.state.ctx
+def _database_status(ctx: ServiceContext) -> dict[str, Any]:
+    ctx = ctx
     try:
         with ctx.db.session() as session:
             session.execute(text("SELECT 1"))
@@ -26,8 +28,8 @@ def _database_status(request: Request) -> dict[str, Any]:
         return {"ok": False, "backend": ctx.db.engine.dialect.name, "error": type(exc).__name__}
 
 
-def _nats_status(request: Request) -> dict[str, Any]:
-    bus = request.app.state.ctx.bus
+def _nats_status(ctx: ServiceContext) -> dict[str, Any]:
+    bus = ctx.bus
     if bus is None:
         return {"ok": False, "detail": "not connected"}
     url = bus.nc.connected_url
@@ -36,17 +38,16 @@ def _nats_status(request: Request) -> dict[str, Any]:
 
 
 @health_router.get("/healthz")
-def healthz(request: Request) -> JSONResponse:
+def healthz(ctx: Ctx) -> JSONResponse:
     """Liveness and readiness: 200 `ok` when the database answers, 503 otherwise."""
-    database = _database_status(request)
-    nats = _nats_status(request)
+    database = _database_status(ctx)
+    nats = _nats_status(ctx)
     body = {"status": "ok" if database["ok"] else "unavailable", "database": database["ok"], "nats": nats["ok"]}
     return JSONResponse(body, status_code=200 if database["ok"] else 503)
 
 
 @router.get("/status", response_model=StatusOut)
-def status(request: Request, _: Principal = Depends(AnyUser)) -> StatusOut:
-    ctx = request.app.state.ctx
+def status(ctx: Ctx, _: Principal = Depends(AnyUser)) -> StatusOut:
     services = {name: svc.health().to_dict() for name, svc in ctx.services.items()}
-    return StatusOut(version=__version__, database=_database_status(request), nats=_nats_status(request),
+    return StatusOut(version=__version__, database=_database_status(ctx), nats=_nats_status(ctx),
                      services=services)

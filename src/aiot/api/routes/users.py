@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, status
 from sqlalchemy import select
 
-from aiot.accounts import service as accounts
+from aiot.accounts import users as accounts
+from aiot.api.deps import Ctx
 from aiot.api.schemas import UserCreate, UserOut, UserUpdate
 from aiot.api.security import AdminOnly, Principal
 from aiot.errors import Conflict
@@ -15,8 +16,8 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.get("", response_model=list[UserOut])
-def list_users(request: Request, role: Role | None = None, _: Principal = Depends(AdminOnly)) -> list[UserOut]:
-    with request.app.state.ctx.db.session() as session:
+def list_users(ctx: Ctx, role: Role | None = None, _: Principal = Depends(AdminOnly)) -> list[UserOut]:
+    with ctx.db.session() as session:
         query = select(User).order_by(User.username)
         if role is not None:
             query = query.where(User.role == role)
@@ -24,8 +25,8 @@ def list_users(request: Request, role: Role | None = None, _: Principal = Depend
 
 
 @router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-def create_user(request: Request, body: UserCreate, _: Principal = Depends(AdminOnly)) -> UserOut:
-    with request.app.state.ctx.db.session() as session:
+def create_user(ctx: Ctx, body: UserCreate, _: Principal = Depends(AdminOnly)) -> UserOut:
+    with ctx.db.session() as session:
         user = accounts.create_user(
             session, username=body.username, password=body.password, role=body.role, email=body.email
         )
@@ -33,16 +34,16 @@ def create_user(request: Request, body: UserCreate, _: Principal = Depends(Admin
 
 
 @router.get("/{user}", response_model=UserOut)
-def show_user(request: Request, user: str, _: Principal = Depends(AdminOnly)) -> UserOut:
+def show_user(ctx: Ctx, user: str, _: Principal = Depends(AdminOnly)) -> UserOut:
     """`user` is an id (`usr_…`) or a username."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         return UserOut.model_validate(accounts.get_user(session, user))
 
 
 @router.patch("/{user}", response_model=UserOut)
-def update_user(request: Request, user: str, body: UserUpdate, principal: Principal = Depends(AdminOnly)) -> UserOut:
+def update_user(ctx: Ctx, user: str, body: UserUpdate, principal: Principal = Depends(AdminOnly)) -> UserOut:
     """Change role, e-mail, disable/enable, or reset the password; disabling revokes every token."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         target = accounts.get_user(session, user)
         if target.id == principal.user.id and (body.disabled or (body.role and body.role != Role.admin)):
             raise Conflict("you cannot disable yourself or drop your own admin role", field="user")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, or_, select
 
 from aiot.api import model_gateway
+from aiot.api.deps import Ctx
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
@@ -88,9 +89,8 @@ def deployment_out(session: Any, deployment: ModelDeployment, principal: Princip
 
 
 @router.post("/models/{ref}/deploy", status_code=status.HTTP_201_CREATED)
-async def deploy(request: Request, ref: str, body: DeployIn, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
+async def deploy(ctx: Ctx, ref: str, body: DeployIn, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
     """Serve a model version as an HTTP endpoint with N replicas spread over nodes (idempotent; resizes)."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         model = ArtifactRepository.resolve(session, ModelPackage, ref)
         names.check_may_change(session, names.kind_of(ModelPackage), model.name, principal.user, "deploy it")
@@ -102,8 +102,8 @@ async def deploy(request: Request, ref: str, body: DeployIn, principal: Principa
 
 
 @router.get("/deployments")
-def list_deployments(request: Request, principal: Principal = Depends(AnyUser)) -> list[dict]:
-    with request.app.state.ctx.db.session() as session:
+def list_deployments(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[dict]:
+    with ctx.db.session() as session:
         return [deployment_out(session, d, principal) for d in session.scalars(select(ModelDeployment)
                                                                       .order_by(ModelDeployment.created_at))]
 
@@ -119,15 +119,14 @@ def _deployment(session: Any, ref: str) -> ModelDeployment:
 
 
 @router.get("/deployments/{ref}")
-def show_deployment(request: Request, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
+def show_deployment(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
     """`ref`: a deployment id, or the model (id, name, name:version)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         return deployment_out(session, _deployment(session, ref), principal)
 
 
 @router.delete("/deployments/{ref}", status_code=status.HTTP_204_NO_CONTENT)
-async def undeploy(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
-    ctx = request.app.state.ctx
+async def undeploy(ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
     with ctx.db.session() as session:
         deployment = _deployment(session, ref)
         if principal.role != Role.admin and deployment.owner_id != principal.user.id:
@@ -151,10 +150,10 @@ def visible_to(principal: Principal) -> ColumnElement[bool] | None:
 
 
 @router.get("/workloads")
-def list_workloads(request: Request, include_stopped: bool = False,
+def list_workloads(ctx: Ctx, include_stopped: bool = False,
                    principal: Principal = Depends(OPERATORS)) -> list[dict]:
     """Admins see every workload; developers see their own and those of their apps' instances."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         query = select(Workload).order_by(Workload.created_at)
         if not include_stopped:
             query = query.where(Workload.desired == DesiredState.running)
@@ -165,9 +164,9 @@ def list_workloads(request: Request, include_stopped: bool = False,
 
 
 @router.get("/workloads/{workload_id}")
-def show_workload(request: Request, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
+def show_workload(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
     """A workload with its state history and every placement decision (each node's score or exclusion)."""
-    with request.app.state.ctx.db.session() as session:
+    with ctx.db.session() as session:
         query = select(Workload).where(Workload.id == workload_id)
         scope = visible_to(principal)
         workload = session.scalar(query if scope is None else query.where(scope))
@@ -180,12 +179,11 @@ PREDICT_TIMEOUT = 30.0
 
 
 @router.post("/models/{ref}/predict")
-async def predict(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
+async def predict(request: Request, ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
     """Call a running replica of the model for its owner (or an admin) through the model gateway (pooled,
     least-outstanding, retried on refusal): the body and content type go through unchanged (JSON
     `{"inputs": ...}` or multipart), and the replica's status and JSON answer come back unchanged (422 names
     the field). The try-it form of the web UI uses this route."""
-    ctx = request.app.state.ctx
     with ctx.db.session() as session:
         model = ArtifactRepository.resolve(session, ModelPackage, ref)
         deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, Response
 from aiot.api.routes.auth import LEGACY_CSRF_COOKIE
 from aiot.api.security import SESSION_COOKIE
 from aiot.api.signing import app_secret, derived_token, tokens_match
+from aiot.api.state import service_context
 from aiot.store.models import Role
 from aiot.web.apiclient import Api, ApiError
 from aiot.web.forms import FormErrors, form_errors
@@ -57,7 +58,7 @@ def _login_page(request: Request, status: int = 200, **context: object) -> Respo
     out = render(request, "login.html", status=status, csrf=derived_token(app_secret(request.app), "login", nonce),
                  **context)
     out.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="lax",
-                   secure=request.app.state.ctx.settings.secure_cookies, path="/login")
+                   secure=service_context(request).settings.secure_cookies, path="/login")
     return out
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from aiot.api.state import service_context
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.devices import Location
 from aiot.store.runtime import WorkloadStatus
@@ -52,7 +53,7 @@ async def upload_app(request: Request, web: WebUser = Depends(APP_DEV)) -> Respo
 def _instances_of(request: Request, app_id: str) -> list[dict[str, Any]]:
     """Instances of one app, read from the database: the instances API is for their end users, while the app's
     developer may see that (and where) the app runs, not change it."""
-    with request.app.state.ctx.db.session() as session:
+    with service_context(request).db.session() as session:
         rows = session.scalars(select(AppInstance).where(AppInstance.app_id == app_id,
                                                          AppInstance.state != InstanceState.retired)
                                .order_by(AppInstance.created_at))

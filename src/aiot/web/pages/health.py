@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from aiot.api.state import service_context
 from aiot.web.render import fragment, render
 from aiot.web.routing import WebRoute
 from aiot.web.session import ADMIN, WebUser
@@ -21,7 +22,7 @@ async def _health(request: Request, web: WebUser) -> dict[str, Any]:
     # Services of this process come from its context too: `aiot service run` processes elsewhere report
     # through /status of their own API; here we show what this control plane runs.
     services = dict(status.get("services") or {})
-    for name, service in request.app.state.ctx.services.items():
+    for name, service in service_context(request).services.items():
         services.setdefault(name, service.health().to_dict())
     node_names = {n["id"]: n["name"] for n in nodes}
     for w in workloads:

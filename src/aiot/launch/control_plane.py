@@ -15,16 +15,15 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from aiot.accounts.service import ensure_admin
+from aiot.accounts.users import ensure_admin
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats
 from aiot.datadir import prepare_data_dir
 from aiot.errors import ServiceUnavailable
 from aiot.ids import new_id
+from aiot.launch.catalog import build_services
 from aiot.logs.handler import PlatformLogHandler, install_platform_log_handler
-from aiot.services.base import PlatformService
-from aiot.services.catalog import build_services
-from aiot.services.context import ServiceContext
+from aiot.services.contract import PlatformService, ServiceContext
 from aiot.settings import Settings
 from aiot.store import migrate
 from aiot.store.engine import Database

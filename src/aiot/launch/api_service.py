@@ -9,11 +9,10 @@ import logging
 
 import uvicorn
 
-from aiot.api.app import create_app
 from aiot.api.appsorigin import create_apps_app, default_apps_url
 from aiot.errors import ServiceUnavailable
-from aiot.services.base import HealthState, PlatformService, ServiceHealth
-from aiot.services.context import ServiceContext
+from aiot.launch.http_app import create_app
+from aiot.services.contract import HealthState, PlatformService, ServiceContext, ServiceHealth
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
-"""Locations, device instances and device credentials: the admin's registry (rules only, no HTTP).
+"""Locations, device instances and device credentials: the admin's device inventory (rules only, no HTTP).
 
 A device's credential is its id as username plus a random password shown once. Only a bcrypt hash is stored:
 that is the form nats-server checks directly, so the platform never needs the password again. Every change
-that alters who may connect (register, rotate, revoke, disable, delete) bumps nothing here; the caller tells
-the NATS auth sync (`aiot.devices.auth_sync`), which rebuilds the server's user list from these rows.
+that alters who may connect (register, rotate, revoke, disable, delete) bumps nothing here; the caller announces
+it (`aiot.natsauth.sources.announce_auth_change`) and the NATS auth service rebuilds its user directory from
+these rows (`aiot.devices.nats_users`).
 """
 
 from __future__ import annotations

@@ -20,42 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-
-from sqlalchemy.orm import Session
 
 from aiot.bus import nkey_jwt
 from aiot.bus.auth import NatsUser, changed_users
 from aiot.bus.callout import CalloutResponder
 from aiot.bus.client import Bus
 from aiot.bus.kick import kick_users
+from aiot.natsauth.sources import AUTH_CHANGED_SUBJECT, USER_SOURCES
 from aiot.secrets_store import platform_secret
-from aiot.services.base import HealthState, ServiceHealth
-from aiot.services.context import ServiceContext
+from aiot.services.contract import HealthState, ServiceContext, ServiceHealth
 from aiot.services.loop import LoopService
 
 log = logging.getLogger(__name__)
 
-AUTH_CHANGED_SUBJECT = "aiot.internal.auth.changed"
 RESYNC_SECONDS = 15.0
-
-UserSource = Callable[[Session], list[NatsUser]]
-USER_SOURCES: list[UserSource] = []
-
-
-def register_user_source(source: UserSource) -> UserSource:
-    """Add a function that lists NATS users from the database (decorator-friendly)."""
-    if source not in USER_SOURCES:
-        USER_SOURCES.append(source)
-    return source
-
-
-async def announce_auth_change(ctx: ServiceContext) -> None:
-    """Tell the auth service to resync now (call after committing a credential change)."""
-    if ctx.bus is not None:
-        await ctx.bus.publish(AUTH_CHANGED_SUBJECT, b"")
-        with contextlib.suppress(Exception):
-            await ctx.bus.flush(timeout=2)
 
 
 class NatsAuthService(LoopService):

@@ -13,14 +13,14 @@ from aiot.apps.service import AppsService
 from aiot.deployer.autoscale import AutoscaleService
 from aiot.deployer.service import DeployerService
 from aiot.devices.ingest_service import IngestService
+from aiot.launch.api_service import ApiService
 from aiot.logs.collector import LogCollectorService
 from aiot.logs.relay import LogRelayService
+from aiot.natsauth.service import NatsAuthService
 from aiot.notify.service import NotifyService
 from aiot.registry import RegistryService
 from aiot.scheduler.service import SchedulerService
-from aiot.services.api_service import ApiService
-from aiot.services.base import PlatformService
-from aiot.services.nats_auth import NatsAuthService
+from aiot.services.contract import PlatformService
 
 SERVICE_FACTORIES: dict[str, Callable[[], PlatformService]] = {
     "nats-auth": NatsAuthService,

@@ -1,0 +1,1 @@
+"""Who may connect to NATS: user sources registered by components, applied by the NATS auth service."""
