@@ -85,11 +85,11 @@ SERIAL = (
 # The files that take longest (seconds of one worker, measured on 2 cores), started first: xdist's `loadfile`
 # hands out files in collection order, and a long file started last is the suite's tail.
 LONGEST_FIRST = (
-    "tests/cluster/test_delay.py", "tests/core/test_control_plane.py", "tests/reliability/test_load.py",
-    "tests/core/test_cli_workflow.py", "tests/reliability/test_service_replicas.py",
+    "tests/cluster/test_delay.py", "tests/launch/test_control_plane.py", "tests/reliability/test_load.py",
+    "tests/cli/test_cli_workflow.py", "tests/reliability/test_service_replicas.py",
     "tests/reliability/test_api_schemathesis.py", "tests/reliability/test_disk_full.py",
-    "tests/core/test_roles_matrix.py", "tests/core/test_accounts.py", "tests/sdk/test_models_e2e.py",
-    "tests/core/test_web_security.py", "tests/bench/test_smoke.py", "tests/core/test_control_plane_cli.py",
+    "tests/api/test_roles_matrix.py", "tests/accounts/test_accounts.py", "tests/sdk/test_models_e2e.py",
+    "tests/api/test_web_security.py", "tests/bench/test_smoke.py", "tests/cli/test_control_plane_cli.py",
     "tests/reliability/test_faults.py", "tests/web/test_roles.py", "tests/reliability/test_fuzz_codecs.py",
 )
 

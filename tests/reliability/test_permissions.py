@@ -1,6 +1,6 @@
 """Ownership, not only roles, over real HTTP on a populated `aiot up`: each person reaches only what is theirs.
 
-tests/core/test_roles_matrix.py proves each route admits the right *roles*; this module proves that within a
+tests/api/test_roles_matrix.py proves each route admits the right *roles*; this module proves that within a
 role one person cannot reach another's resources (two end users, two app developers, two AI developers), and
 that the secrets the platform hands out (passwords, API tokens, device credentials, workload credentials, join
 tokens) appear nowhere after their one-time issuance: not in any API response, not in `GET /api/v1/logs`, not in

@@ -28,8 +28,8 @@ from aiot.launch.http_app import create_app
 from aiot.logs.records import LogRecord, workload_subject
 from aiot.logs.stream import ensure_logs_stream
 from aiot.store.models import Role
+from tests.deployer.helpers import EXAMPLES
 from tests.logs.conftest import serve
-from tests.runtime.helpers import EXAMPLES
 from tests.support.live import LivePlatform, live_platform
 
 pytestmark = pytest.mark.timeout(180)

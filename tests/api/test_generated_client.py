@@ -24,8 +24,8 @@ import pytest
 from aiot.artifacts.packing import zip_folder
 from aiot.launch.http_app import create_app
 from aiot.store.models import Role
+from tests.deployer.helpers import EXAMPLES
 from tests.logs.conftest import serve
-from tests.runtime.helpers import EXAMPLES
 from tests.support.live import live_platform
 
 pytestmark = pytest.mark.timeout(180)

@@ -13,7 +13,7 @@ from aiot.deployer.workloads import new_workload
 from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from aiot.store.runtime import WorkloadKind
-from tests.runtime.helpers import deploy_comfort
+from tests.deployer.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 from .test_deployer_api import _assignments, _join, _report

@@ -15,7 +15,7 @@ import nats
 from aiot.logs.records import node_log_subject
 from aiot.logs.stream import ensure_logs_stream
 from aiot.store.models import Role
-from tests.runtime.helpers import deploy_comfort
+from tests.deployer.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

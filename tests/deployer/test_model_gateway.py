@@ -24,7 +24,7 @@ from aiot.launch.http_app import create_app
 from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from tests.agent.test_agent_loop import serve_http
-from tests.runtime.helpers import deploy_comfort
+from tests.deployer.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 from tests.support.processes import serving_pid
 

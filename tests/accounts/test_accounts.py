@@ -10,8 +10,7 @@ from aiot.accounts import users as accounts
 from aiot.store.engine import Database
 from aiot.store.models import ApiToken, Role, User
 from aiot.timeutil import utcnow
-
-from .conftest import PASSWORD, login
+from tests.support.api_fixtures import PASSWORD, login
 
 
 def test_login_gives_a_working_token_stored_hashed(api: TestClient, users: dict[Role, str], database: Database) -> None:

@@ -225,7 +225,7 @@ PUBLIC_BY_DESIGN: list[tuple[Owned, str]] = [
     (Owned("GET", "/device-types/{device_type}", Role.app_developer),
      "device types are the admins' shared vocabulary every package is written against"),
     (Owned("GET", "/deployments/{deployment}", Role.ai_developer),
-     "state and replica count only; replica addresses hidden (tests/runtime/test_deployer_api.py)"),
+     "state and replica count only; replica addresses hidden (tests/deployer/test_deployer_api.py)"),
 ]
 
 

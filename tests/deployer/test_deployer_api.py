@@ -15,7 +15,7 @@ from aiot.deployer.endpoint_tokens import model_token
 from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from aiot.store.runtime import Workload, WorkloadStatus
-from tests.runtime.helpers import deploy_comfort
+from tests.deployer.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -1,4 +1,5 @@
-"""Fixtures for core tests: a migrated database and an API client on it (no network, real DB)."""
+"""Fixtures for tests of the API, accounts and store: a migrated database and an API client on it (no network,
+real DB). A folder's conftest imports the ones it uses."""
 
 from __future__ import annotations
 

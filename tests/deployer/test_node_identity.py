@@ -19,7 +19,7 @@ from aiot.deployer import nodes as node_rules
 from aiot.store.models import Role
 from aiot.store.runtime import Node
 from aiot.timeutil import utcnow
-from tests.runtime.helpers import deploy_comfort
+from tests.deployer.helpers import deploy_comfort
 from tests.support.live import LivePlatform, live_platform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

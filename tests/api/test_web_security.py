@@ -20,9 +20,8 @@ from aiot.services.contract import ServiceContext
 from aiot.settings import Settings
 from aiot.store.engine import Database
 from aiot.store.models import Role, User
+from tests.support.api_fixtures import PASSWORD, login
 from tests.support.hostile_app import hostile_app, running_web_instance
-
-from .conftest import PASSWORD, login
 
 NEW_USER = {"username": "mallory", "password": "mallory-password-1", "role": "admin"}
 
