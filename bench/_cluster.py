@@ -28,12 +28,23 @@ class Cluster:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
-        base.update(AIOT_DATA_DIR=str(data_dir), AIOT_PORT=str(self.port), AIOT_ADMIN_PASSWORD=ADMIN_PASSWORD,
-                    AIOT_LOG_LEVEL="WARNING", XDG_CONFIG_HOME=str(data_dir / "xdg"), **env)
+        base.update(
+            AIOT_DATA_DIR=str(data_dir),
+            AIOT_PORT=str(self.port),
+            AIOT_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            AIOT_LOG_LEVEL="WARNING",
+            XDG_CONFIG_HOME=str(data_dir / "xdg"),
+            **env,
+        )
         self.log_path = data_dir / "up.log"
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([str(BIN / "aiot"), "up", "--nodes", str(nodes)], env=base, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(BIN / "aiot"), "up", "--nodes", str(nodes)],
+                env=base,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.started = time.monotonic()
         self.token = ""
         self.client = httpx.Client(base_url=f"{self.url}/api/v1", timeout=120)
@@ -45,8 +56,11 @@ class Cluster:
         r.raise_for_status()
         self.token = r.json()["token"]
         self.client.headers["Authorization"] = f"Bearer {self.token}"
-        self.wait(f"{nodes} ready nodes",
-                  lambda: len([n for n in self.get("/nodes") if n["status"] == "ready"]) >= nodes, timeout)
+        self.wait(
+            f"{nodes} ready nodes",
+            lambda: len([n for n in self.get("/nodes") if n["status"] == "ready"]) >= nodes,
+            timeout,
+        )
         return time.monotonic() - self.started
 
     def _healthy(self) -> bool:
@@ -86,8 +100,11 @@ class Cluster:
 
     def device_types(self, *names: str) -> None:
         for name in names:
-            self.post("/device-types", content=(EXAMPLES / "device-types" / f"{name}.json").read_bytes(),
-                      headers={"Content-Type": "application/json"})
+            self.post(
+                "/device-types",
+                content=(EXAMPLES / "device-types" / f"{name}.json").read_bytes(),
+                headers={"Content-Type": "application/json"},
+            )
 
     def location(self, name: str) -> dict:
         return self.post("/locations", json={"name": name, "kind": "school", "timezone": "UTC"})
@@ -107,8 +124,11 @@ class Cluster:
     def nats(self) -> dict:
         state = json.loads((self.data_dir / "nats" / "state.json").read_text())
         creds = json.loads((self.data_dir / "nats" / "platform-credentials.json").read_text())
-        return {"url": f"nats://127.0.0.1:{state['client_port']}", "user": "aiot-platform",
-                "password": creds.get("password")}
+        return {
+            "url": f"nats://127.0.0.1:{state['client_port']}",
+            "user": "aiot-platform",
+            "password": creds.get("password"),
+        }
 
     # ------------------------------------------------------------------ processes
 
@@ -141,8 +161,7 @@ def workload_pid(workload_id: str, module: str = "platform_sdk") -> int | None:
             cmd = proc.info["cmdline"] or []
             if cmd and Path(cmd[0]).name == "bwrap":
                 continue
-            if module in " ".join(cmd) and \
-                    workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", ""):
+            if module in " ".join(cmd) and workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", ""):
                 return proc.pid
         except psutil.Error:
             continue

@@ -34,9 +34,14 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu_model = line.split(":", 1)[1].strip()
                 break
-    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "load_avg_1m": round(os.getloadavg()[0], 2),
-            "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def pct(values: Iterable[float], p: float, scale: float = 1000.0, digits: int = 3) -> float | None:
@@ -49,8 +54,13 @@ def pct(values: Iterable[float], p: float, scale: float = 1000.0, digits: int = 
 
 def summary(values: Iterable[float], scale: float = 1000.0) -> dict[str, float | int | None]:
     data = sorted(values)
-    return {"n": len(data), "p50": pct(data, 0.5, scale), "p90": pct(data, 0.9, scale),
-            "p99": pct(data, 0.99, scale), "max": pct(data, 1.0, scale)}
+    return {
+        "n": len(data),
+        "p50": pct(data, 0.5, scale),
+        "p90": pct(data, 0.9, scale),
+        "p99": pct(data, 0.99, scale),
+        "max": pct(data, 1.0, scale),
+    }
 
 
 def ratio(ours: float | None, peer: float | None, digits: int = 2) -> float | None:
@@ -174,8 +184,11 @@ def emit(result: dict[str, Any], output: Path | None) -> None:
 
 
 def platform_creds_env(nats: Any) -> dict[str, str]:
-    return {"AIOT_NATS_URL": nats.url, "AIOT_NATS_USER": nats.platform_user,
-            "AIOT_NATS_PASSWORD": nats.platform_password}
+    return {
+        "AIOT_NATS_URL": nats.url,
+        "AIOT_NATS_USER": nats.platform_user,
+        "AIOT_NATS_PASSWORD": nats.platform_password,
+    }
 
 
 def write_config(path: Path, doc: dict[str, Any]) -> Path:
@@ -189,6 +202,10 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
 
 def workload_env(config_path: Path) -> dict[str, str]:
     """The clean environment the agent gives a workload (docs/workload-contract.md)."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONUNBUFFERED": "1", "AIOT_WORKLOAD_CONFIG": str(config_path),
-            "PYTHONPATH": str(ROOT / "src")}  # this tree's platform_sdk, not the venv's install
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONUNBUFFERED": "1",
+        "AIOT_WORKLOAD_CONFIG": str(config_path),
+        "PYTHONPATH": str(ROOT / "src"),
+    }  # this tree's platform_sdk, not the venv's install

@@ -25,8 +25,10 @@ from urllib.parse import urlsplit
 def request_bytes(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n{extra}"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n{extra}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return parts.hostname or "127.0.0.1", parts.port or 80, head.encode() + body
 
 
@@ -53,8 +55,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float,
-              headers: dict[str, str] | None = None) -> dict:
+async def run(
+    url: str, body: bytes, concurrency: int, seconds: float, warmup: float, headers: dict[str, str] | None = None
+) -> dict:
     host, port, request = request_bytes(url, body, headers)
     latencies: list[float] = []
     errors = 0
@@ -87,9 +90,17 @@ async def run(url: str, body: bytes, concurrency: int, seconds: float, warmup: f
     def pct(p: float) -> float:
         return round(1000 * latencies[min(n - 1, int(p * n))], 3) if n else 0.0
 
-    return {"concurrency": concurrency, "seconds": seconds, "requests": n, "errors": errors,
-            "rps": round(n / seconds, 1), "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
-            "max_ms": round(1000 * latencies[-1], 3) if n else 0.0}
+    return {
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "requests": n,
+        "errors": errors,
+        "rps": round(n / seconds, 1),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": round(1000 * latencies[-1], 3) if n else 0.0,
+    }
 
 
 def main() -> None:

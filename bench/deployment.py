@@ -53,8 +53,9 @@ def start_all(cluster: Cluster, ids: list[str], timeout: float = 240) -> float:
 def stop_all(cluster: Cluster, ids: list[str]) -> None:
     for i in ids:
         cluster.post(f"/instances/{i}/stop")
-    cluster.wait("instances stopped", lambda: all(cluster.get(f"/instances/{i}")["workload_state"] is None
-                                                  for i in ids), 60)
+    cluster.wait(
+        "instances stopped", lambda: all(cluster.get(f"/instances/{i}")["workload_state"] is None for i in ids), 60
+    )
     time.sleep(0.5)
 
 
@@ -78,8 +79,12 @@ def measure(apps: list[str], count: int, warm_runs: int, tmp: Path, smoke: bool 
             for model in APPS[app]["models"]:
                 cluster.push("models", EXAMPLES / "models" / model)
                 cluster.post(f"/models/{model}/deploy", json={"replicas": 1})
-                cluster.wait(f"{model} running", lambda m=model: any(
-                    w["state"] == "running" for w in cluster.get(f"/deployments/{m}")["workloads"]), 300, 0.2)
+                cluster.wait(
+                    f"{model} running",
+                    lambda m=model: any(w["state"] == "running" for w in cluster.get(f"/deployments/{m}")["workloads"]),
+                    300,
+                    0.2,
+                )
             cluster.push("apps", EXAMPLES / "apps" / app)
             ids = [cluster.instance(app, loc)["id"] for _ in range(count)]
             uv_cache_before = _size_mb(cluster.data_dir / "envs" / "uv-cache")
@@ -127,13 +132,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aiot-bench-deploy-") as tmp:
         runs = [measure(apps, n, warm_runs, Path(tmp), args.smoke) for n in counts]
     first = runs[0]["apps"]
-    targets = {"warm_under_2s": all(a["warm_median_s"] < 2.0 for a in first.values()),
-               "cold_under_20s": all(a["cold_s"] < 20.0 for a in first.values())}
-    emit({"benchmark": "deployment", "smoke": args.smoke, "machine": machine(),
-          "settings": {"apps": apps, "warm_runs": warm_runs, "instances": counts,
-                       "measured": "POST /instances/{id}/run -> workload_state running"},
-          "target": "warm < 2 s, cold < 20 s for the sample apps", "runs": runs, "targets_met": targets,
-          "ok": all(targets.values())}, args.output)
+    targets = {
+        "warm_under_2s": all(a["warm_median_s"] < 2.0 for a in first.values()),
+        "cold_under_20s": all(a["cold_s"] < 20.0 for a in first.values()),
+    }
+    emit(
+        {
+            "benchmark": "deployment",
+            "smoke": args.smoke,
+            "machine": machine(),
+            "settings": {
+                "apps": apps,
+                "warm_runs": warm_runs,
+                "instances": counts,
+                "measured": "POST /instances/{id}/run -> workload_state running",
+            },
+            "target": "warm < 2 s, cold < 20 s for the sample apps",
+            "runs": runs,
+            "targets_met": targets,
+            "ok": all(targets.values()),
+        },
+        args.output,
+    )
 
 
 if __name__ == "__main__":

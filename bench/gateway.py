@@ -60,8 +60,9 @@ async def _control_plane(work: Path) -> tuple[Any, Any, str]:
 
     nats = EmbeddedNats(work / "nats")
     await nats.start()
-    settings = Settings(data_dir=work / "cp", database_url=f"sqlite:///{work / 'aiot.db'}",
-                        secret_key="bench-gateway-secret")
+    settings = Settings(
+        data_dir=work / "cp", database_url=f"sqlite:///{work / 'aiot.db'}", secret_key="bench-gateway-secret"
+    )
     migrate.upgrade(settings.effective_database_url)
     db = Database(settings.effective_database_url)
     bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="bench")
@@ -84,7 +85,7 @@ async def _deploy_comfort(ctx: Any, token: str, work: Path) -> tuple[str, str, i
     async with httpx.AsyncClient(transport=transport, base_url="http://aiot.bench") as client:
         auth = {"Authorization": f"Bearer {token}"}
         model_id = (await client.post("/api/v1/models", content=archive.read_bytes(), headers=auth)).json()["id"]
-        deployed = (await client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 1}, headers=auth))
+        deployed = await client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 1}, headers=auth)
         workload = deployed.json()["workloads"][0]
     return model_id, workload["id"], int(workload.get("generation") or 1)
 
@@ -98,18 +99,30 @@ def _start_replica(ctx: Any, nats: Any, model_id: str, workload_id: str, work: P
     manifest = json.loads((pkg / "model.json").read_text())
     port = free_port()
     cfg = {
-        "workload_id": workload_id, "kind": "model", "generation": 1, "node_id": "nod_bench",
+        "workload_id": workload_id,
+        "kind": "model",
+        "generation": 1,
+        "node_id": "nod_bench",
         "nats": {"servers": [nats.url], "user": nats.platform_user, "password": nats.platform_password},
         "heartbeat": {"file": str(work / "replica.hb"), "interval": 1.0, "subject": f"aiot.hb.{workload_id}"},
         "log_subject": f"aiot.logs.{workload_id}",
         "package": {"id": model_id, "name": "comfort", "version": manifest["version"], "manifest": manifest},
         "package_dir": str(pkg),
-        "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
-                  "token": model_token(platform_secret(ctx.settings), model_id)},
+        "serve": {
+            "host": "127.0.0.1",
+            "port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            "token": model_token(platform_secret(ctx.settings), model_id),
+        },
     }
     config = write_config(work / "replica.json", cfg)
-    proc = subprocess.Popen([PYTHON, "-m", "platform_sdk.serving"], cwd=pkg, env=workload_env(config),
-                            stdout=(work / "replica.log").open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "platform_sdk.serving"],
+        cwd=pkg,
+        env=workload_env(config),
+        stdout=(work / "replica.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -143,30 +156,40 @@ async def main_async(args: Any) -> dict[str, Any]:
             await asyncio.to_thread(wait_http, f"{replica_url}/healthz", 120, replica)
             _record_running(ctx, workload_id, replica_url)
             port = free_port()
-            server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning",
-                                                   access_log=False, lifespan="off"))
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(ctx), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+                )
+            )
             server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
             serving = asyncio.create_task(server.serve())
             gateway_url = f"http://127.0.0.1:{port}/models/{OWNER}/comfort/v1/predict"
             await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", 30, None)
             body_file = work / "body.json"
             body_file.write_text(json.dumps({"inputs": {"temperature": 31.5, "light": 120}}))
-            paths = {"direct": (f"{replica_url}/v1/predict",
-                                {"Authorization": f"Bearer {model_token(platform_secret(ctx.settings), model_id)}"}),
-                     "gateway": (gateway_url, {"Authorization": f"Bearer {token}"})}
+            paths = {
+                "direct": (
+                    f"{replica_url}/v1/predict",
+                    {"Authorization": f"Bearer {model_token(platform_secret(ctx.settings), model_id)}"},
+                ),
+                "gateway": (gateway_url, {"Authorization": f"Bearer {token}"}),
+            }
             sampler = Sampler(replica.pid)
             points: dict[str, Any] = {}
             for concurrency in concurrencies:
                 runs: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
                 for _ in range(rounds):
                     for name, (url, headers) in paths.items():
-                        runs[name].append(await asyncio.to_thread(load, url, body_file, concurrency, seconds,
-                                                                  sampler, headers))
+                        runs[name].append(
+                            await asyncio.to_thread(load, url, body_file, concurrency, seconds, sampler, headers)
+                        )
                 direct, gateway = _median_run(runs["direct"]), _median_run(runs["gateway"])
                 points[str(concurrency)] = {
-                    "direct": direct, "gateway": gateway,
+                    "direct": direct,
+                    "gateway": gateway,
                     "p50_overhead_ms": round(gateway["p50_ms"] - direct["p50_ms"], 3),
-                    "rps_ratio_gateway_to_direct": round(gateway["rps"] / direct["rps"], 2) if direct["rps"] else None}
+                    "rps_ratio_gateway_to_direct": round(gateway["rps"] / direct["rps"], 2) if direct["rps"] else None,
+                }
             server.should_exit = True
             await asyncio.wait_for(serving, 10)
         finally:
@@ -176,13 +199,22 @@ async def main_async(args: Any) -> dict[str, Any]:
             ctx.db.dispose()
     overhead = points["1"]["p50_overhead_ms"] if "1" in points else None
     errors = sum(p[k]["errors"] for p in points.values() for k in ("direct", "gateway"))
-    return {"benchmark": "gateway", "smoke": args.smoke, "machine": machine(),
-            "settings": {"concurrency": concurrencies, "seconds_per_point": seconds, "rounds": rounds,
-                         "figure": "median round, direct and gateway alternating"},
-            "target": "gateway p50 overhead over a direct replica call at c=1 < 1 ms",
-            "points": points, "errors": errors,
-            "targets_met": {"gateway_p50_overhead_c1_under_1ms": overhead is not None and overhead < 1.0},
-            "ok": errors == 0 and overhead is not None and overhead < 1.0}
+    return {
+        "benchmark": "gateway",
+        "smoke": args.smoke,
+        "machine": machine(),
+        "settings": {
+            "concurrency": concurrencies,
+            "seconds_per_point": seconds,
+            "rounds": rounds,
+            "figure": "median round, direct and gateway alternating",
+        },
+        "target": "gateway p50 overhead over a direct replica call at c=1 < 1 ms",
+        "points": points,
+        "errors": errors,
+        "targets_met": {"gateway_p50_overhead_c1_under_1ms": overhead is not None and overhead < 1.0},
+        "ok": errors == 0 and overhead is not None and overhead < 1.0,
+    }
 
 
 def main() -> None:

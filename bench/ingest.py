@@ -64,8 +64,10 @@ def _register(db: Database, sensors: int) -> list[str]:
         dtype = DeviceType(name="temperature", kind=DeviceKind.sensor, definition=definition, sha256="bench")
         session.add(dtype)
         inventory.create_location(session, name="bench-site", timezone="UTC")
-        return [inventory.create_device(session, name=f"t{i}", device_type="temperature",
-                                       location="bench-site")[0].id for i in range(sensors)]
+        return [
+            inventory.create_device(session, name=f"t{i}", device_type="temperature", location="bench-site")[0].id
+            for i in range(sensors)
+        ]
 
 
 class Sampler:
@@ -95,8 +97,9 @@ async def _until_ingest_subscribed(monitor_url: str, timeout: float = 60.0) -> N
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 doc = (await client.get(f"{monitor_url}/subsz", params={"subs": 1})).json()
-                if any(sub.get("subject") == subjects.ALL_DEVICE_MESSAGES
-                       for sub in doc.get("subscriptions_list") or []):
+                if any(
+                    sub.get("subject") == subjects.ALL_DEVICE_MESSAGES for sub in doc.get("subscriptions_list") or []
+                ):
                     return
             await asyncio.sleep(0.2)
     raise RuntimeError(f"the ingest service did not subscribe to {subjects.ALL_DEVICE_MESSAGES} in {timeout:g}s")
@@ -111,15 +114,30 @@ async def run_once(sensors: int, rate: float, duration: float) -> dict:
         device_ids = _register(db, sensors)
         nats = EmbeddedNats(data)
         await nats.start()
-        env = {**os.environ, "AIOT_DATA_DIR": str(data), "AIOT_DATABASE_URL": url, "AIOT_NATS_URL": nats.url,
-               "AIOT_NATS_USER": nats.platform_user, "AIOT_NATS_PASSWORD": nats.platform_password,
-               "AIOT_LOG_LEVEL": "WARNING"}
-        ingest = subprocess.Popen([str(Path(sys.executable).parent / "aiot"), "service", "run", "ingest"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=(data / "ingest.log").open("wb"))
-        peer = subprocess.Popen([sys.executable, "-c", PEER, nats.url, nats.platform_user, nats.platform_password],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="bench",
-                                attempts=5)
+        env = {
+            **os.environ,
+            "AIOT_DATA_DIR": str(data),
+            "AIOT_DATABASE_URL": url,
+            "AIOT_NATS_URL": nats.url,
+            "AIOT_NATS_USER": nats.platform_user,
+            "AIOT_NATS_PASSWORD": nats.platform_password,
+            "AIOT_LOG_LEVEL": "WARNING",
+        }
+        ingest = subprocess.Popen(
+            [str(Path(sys.executable).parent / "aiot"), "service", "run", "ingest"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(data / "ingest.log").open("wb"),
+        )
+        peer = subprocess.Popen(
+            [sys.executable, "-c", PEER, nats.url, nats.platform_user, nats.platform_password],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        bus = await Bus.connect(
+            nats.url, user=nats.platform_user, password=nats.platform_password, name="bench", attempts=5
+        )
         try:
             assert peer.stdout is not None and peer.stdout.readline().strip() == "ready"
             for _ in range(100):  # wait until the ingest service has created its stream
@@ -162,9 +180,15 @@ async def run_once(sensors: int, rate: float, duration: float) -> dict:
             peer_count = int(peer.stdout.readline().strip())
             cpu = {name: s.cpu() for name, s in samplers.items()}
             return {
-                "sensors": sensors, "rate_hz": rate, "duration_s": round(elapsed, 2),
-                "sent": sent, "stored_in_history": stored, "lost": sent - stored, "peer_received": peer_count,
-                "ingest_cpu_s": round(cpu["ingest"], 3), "peer_cpu_s": round(cpu["peer_raw_subscriber"], 3),
+                "sensors": sensors,
+                "rate_hz": rate,
+                "duration_s": round(elapsed, 2),
+                "sent": sent,
+                "stored_in_history": stored,
+                "lost": sent - stored,
+                "peer_received": peer_count,
+                "ingest_cpu_s": round(cpu["ingest"], 3),
+                "peer_cpu_s": round(cpu["peer_raw_subscriber"], 3),
                 "ingest_cpu_percent_of_core": round(100 * cpu["ingest"] / elapsed, 1),
                 "cpu_ratio_ingest_over_peer": round(cpu["ingest"] / max(cpu["peer_raw_subscriber"], 1e-6), 2),
                 "ingest_peak_rss_mb": round(samplers["ingest"].peak_rss / 2**20, 1),
@@ -193,9 +217,11 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s] or [args.sensors]
     runs = [asyncio.run(run_once(n, args.rate, args.duration)) for n in sizes]
     result = {
-        "benchmark": "ingest", "target": "no reading lost; report ingest CPU",
+        "benchmark": "ingest",
+        "target": "no reading lost; report ingest CPU",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "runs": runs, "ok": all(r["lost"] == 0 for r in runs),
+        "runs": runs,
+        "ok": all(r["lost"] == 0 for r in runs),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -50,18 +50,31 @@ def start_replica(nats: Any, work: Path, keepalive: float) -> tuple[subprocess.P
     manifest = json.loads((pkg / "model.json").read_text())
     port = free_port()
     cfg = {
-        "workload_id": "wl_soak", "kind": "model", "generation": 1, "node_id": "nod_bench",
+        "workload_id": "wl_soak",
+        "kind": "model",
+        "generation": 1,
+        "node_id": "nod_bench",
         "nats": {"servers": [nats.url], "user": nats.platform_user, "password": nats.platform_password},
         "heartbeat": {"file": str(work / "soak.hb"), "interval": 1.0, "subject": "aiot.hb.wl_soak"},
         "log_subject": "aiot.logs.wl_soak",
         "package": {"id": MODEL_ID, "name": "comfort", "version": manifest["version"], "manifest": manifest},
         "package_dir": str(pkg),
-        "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}", "token": TOKEN,
-                  "keepalive_s": keepalive},
+        "serve": {
+            "host": "127.0.0.1",
+            "port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            "token": TOKEN,
+            "keepalive_s": keepalive,
+        },
     }
     config = _write_config(work / "replica.json", cfg)
-    proc = subprocess.Popen([PYTHON, "-m", "platform_sdk.serving"], cwd=pkg, env=workload_env(config),
-                            stdout=(work / "replica.log").open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "platform_sdk.serving"],
+        cwd=pkg,
+        env=workload_env(config),
+        stdout=(work / "replica.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -91,8 +104,13 @@ class Caller:
 
     def report(self) -> dict[str, Any]:
         s = summary(self.latencies)
-        return {"calls": len(self.latencies) + len(self.failures), "failed": len(self.failures),
-                "failure_samples": self.failures[:5], "p50_ms": s["p50"], "p99_ms": s["p99"]}
+        return {
+            "calls": len(self.latencies) + len(self.failures),
+            "failed": len(self.failures),
+            "failure_samples": self.failures[:5],
+            "p50_ms": s["p50"],
+            "p99_ms": s["p99"],
+        }
 
 
 class SdkCaller(Caller):
@@ -123,8 +141,9 @@ class NaiveCaller(Caller):
         self.client = httpx.AsyncClient(trust_env=False, timeout=10.0)
 
     async def _call(self) -> None:
-        response = await self.client.post(self.url, json={"inputs": INPUTS},
-                                          headers={"authorization": f"Bearer {TOKEN}"})
+        response = await self.client.post(
+            self.url, json={"inputs": INPUTS}, headers={"authorization": f"Bearer {TOKEN}"}
+        )
         response.raise_for_status()
 
 
@@ -159,12 +178,22 @@ async def main_async(args: Any) -> dict[str, Any]:
             stop(replica, 10)
             await nats.stop()
     result = {"sdk": sdk.report(), "naive": naive.report()}
-    return {"benchmark": "keepalive", "smoke": args.smoke, "machine": machine(),
-            "settings": {"seconds": seconds, "rate_per_s": RATE, "burst_s": BURST_S,
-                         "server_keepalive_s": args.keepalive, "gaps_s": gaps(args.keepalive)},
-            "target": "0 failed SDK calls", "callers": result,
-            "targets_met": {"sdk_no_failed_call": result["sdk"]["failed"] == 0},
-            "ok": result["sdk"]["failed"] == 0 and result["sdk"]["calls"] > 0}
+    return {
+        "benchmark": "keepalive",
+        "smoke": args.smoke,
+        "machine": machine(),
+        "settings": {
+            "seconds": seconds,
+            "rate_per_s": RATE,
+            "burst_s": BURST_S,
+            "server_keepalive_s": args.keepalive,
+            "gaps_s": gaps(args.keepalive),
+        },
+        "target": "0 failed SDK calls",
+        "callers": result,
+        "targets_met": {"sdk_no_failed_call": result["sdk"]["failed"] == 0},
+        "ok": result["sdk"]["failed"] == 0 and result["sdk"]["calls"] > 0,
+    }
 
 
 def main() -> None:

@@ -38,17 +38,37 @@ def _populate(db: Any, nodes: int, workloads: int, seed: int) -> None:
     rng = random.Random(seed)
     now = utcnow()
     with db.session() as session:
-        session.add_all(Node(name=f"sim-{i:05d}", address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
-                             labels={"zone": f"z{i % 3}"}, capacity={"cpu": 16, "memory_mb": 65536},
-                             token_hash=f"{i:064x}", nats_password_bcrypt="simulated", status=NodeStatus.ready,
-                             load={"cpu_percent": rng.uniform(0, 60), "memory_percent": rng.uniform(5, 50),
-                                   "sandboxed": True},
-                             last_report_at=now, provider="simulated") for i in range(nodes))
+        session.add_all(
+            Node(
+                name=f"sim-{i:05d}",
+                address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                labels={"zone": f"z{i % 3}"},
+                capacity={"cpu": 16, "memory_mb": 65536},
+                token_hash=f"{i:064x}",
+                nats_password_bcrypt="simulated",
+                status=NodeStatus.ready,
+                load={"cpu_percent": rng.uniform(0, 60), "memory_percent": rng.uniform(5, 50), "sandboxed": True},
+                last_report_at=now,
+                provider="simulated",
+            )
+            for i in range(nodes)
+        )
         session.flush()
-        batch = [Workload(kind=WorkloadKind.model, package_id="mdl_bench", package_sha256="0" * 64, owner_id=None,
-                          group_id=f"dep_{i // 5:06d}", config={}, resources={"cpu": 0.25, "memory_mb": 256},
-                          selector={}, nats_password_bcrypt="simulated", desired=DesiredState.running)
-                 for i in range(workloads)]
+        batch = [
+            Workload(
+                kind=WorkloadKind.model,
+                package_id="mdl_bench",
+                package_sha256="0" * 64,
+                owner_id=None,
+                group_id=f"dep_{i // 5:06d}",
+                config={},
+                resources={"cpu": 0.25, "memory_mb": 256},
+                selector={},
+                nats_password_bcrypt="simulated",
+                desired=DesiredState.running,
+            )
+            for i in range(workloads)
+        ]
         session.add_all(batch)
         session.flush()
         session.add_all(WorkloadStatus(workload_id=w.id) for w in batch)
@@ -88,11 +108,18 @@ def measure(database_url: str | None, nodes: int, workloads: int, work: Path) ->
         finally:
             Placer.choose = real_choose  # type: ignore[method-assign]
         placed = len(result.placed)
-        return {"nodes": nodes, "workloads": workloads, "placed": placed, "unplaceable": len(result.unplaceable),
-                "pass_s": round(total, 3), "placements_per_s": round(placed / total, 1) if total else None,
-                "decision_p50_ms": pct(decisions, 0.50), "decision_p99_ms": pct(decisions, 0.99),
-                "node_views_s": round(views_s, 3),
-                "nodes_used": len(set(result.placed.values()))}
+        return {
+            "nodes": nodes,
+            "workloads": workloads,
+            "placed": placed,
+            "unplaceable": len(result.unplaceable),
+            "pass_s": round(total, 3),
+            "placements_per_s": round(placed / total, 1) if total else None,
+            "decision_p50_ms": pct(decisions, 0.50),
+            "decision_p99_ms": pct(decisions, 0.99),
+            "node_views_s": round(views_s, 3),
+            "nodes_used": len(set(result.placed.values())),
+        }
     finally:
         if database_url is None:
             db.dispose()
@@ -116,16 +143,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aiot-bench-placement-") as tmp:
         points = [measure(args.database_url, n, workloads, Path(tmp)) for n in counts]
     largest = points[-1]
-    emit({"benchmark": "placement", "smoke": args.smoke, "machine": machine(),
-          "settings": {"workloads_per_size": workloads, "database": "sqlite" if not args.database_url else
-                       args.database_url.split(":", 1)[0], "workload": "0.25 core, 256 MiB, groups of 5"},
-          "peer": {"nomad_c1m_placements_per_s": NOMAD_C1M_PER_S, "nomad_c2m_placements_per_s": NOMAD_C2M_PER_S,
-                   "source": "HashiCorp's published C1M (2016) and C2M (2020) figures, quoted, not run here"},
-          "points": points,
-          "ratio_to_nomad_c1m_at_largest": round(largest["placements_per_s"] / NOMAD_C1M_PER_S, 3)
-          if largest["placements_per_s"] else None,
-          "targets_met": {"every_workload_placed": all(p["placed"] == p["workloads"] for p in points)},
-          "ok": all(p["placed"] == p["workloads"] for p in points)}, args.output)
+    emit(
+        {
+            "benchmark": "placement",
+            "smoke": args.smoke,
+            "machine": machine(),
+            "settings": {
+                "workloads_per_size": workloads,
+                "database": "sqlite" if not args.database_url else args.database_url.split(":", 1)[0],
+                "workload": "0.25 core, 256 MiB, groups of 5",
+            },
+            "peer": {
+                "nomad_c1m_placements_per_s": NOMAD_C1M_PER_S,
+                "nomad_c2m_placements_per_s": NOMAD_C2M_PER_S,
+                "source": "HashiCorp's published C1M (2016) and C2M (2020) figures, quoted, not run here",
+            },
+            "points": points,
+            "ratio_to_nomad_c1m_at_largest": round(largest["placements_per_s"] / NOMAD_C1M_PER_S, 3)
+            if largest["placements_per_s"]
+            else None,
+            "targets_met": {"every_workload_placed": all(p["placed"] == p["workloads"] for p in points)},
+            "ok": all(p["placed"] == p["workloads"] for p in points),
+        },
+        args.output,
+    )
 
 
 if __name__ == "__main__":

@@ -79,9 +79,12 @@ def port_of(pid: int) -> tuple[int, str]:
 
 def stats(values: list[float | None]) -> dict[str, Any]:
     got = [v for v in values if v is not None]
-    return {"trials": len(values), "failed": len(values) - len(got),
-            "median_s": round(statistics.median(got), 3) if got else None,
-            "max_s": round(max(got), 3) if got else None}
+    return {
+        "trials": len(values),
+        "failed": len(values) - len(got),
+        "median_s": round(statistics.median(got), 3) if got else None,
+        "max_s": round(max(got), 3) if got else None,
+    }
 
 
 class Fleet:
@@ -143,48 +146,63 @@ def supervisord_trials(cluster: Cluster, work: Path, trials: int) -> dict[str, A
     alias = {"thermo": "temperature", "lux": "light", "fan": "fan", "ac": "ac", "lamp": "lamp"}
     sens = {alias[n]: [{"device_id": devices[n], "device_type": types[n]}] for n in ("thermo", "lux")}
     ctrl = {alias[n]: [{"device_id": devices[n], "device_type": types[n]}] for n in ("fan", "ac", "lamp")}
-    cfg = {"workload_id": wid, "kind": "app", "generation": 1, "node_id": "nod_supervisord",
-           "nats": {"servers": [nats["url"]], "user": nats["user"], "password": nats["password"]},
-           "heartbeat": {"file": str(work / "sv-heartbeat"), "interval": 1.0, "subject": f"aiot.hb.{wid}"},
-           "log_subject": f"aiot.logs.{wid}",
-           "package": {"id": "app_sv", "name": manifest["name"], "version": manifest["version"],
-                       "manifest": manifest},
-           "package_dir": str(pkg), "app_instance_id": "ins_sv",
-           "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
-                     "token": PEER_TOKEN},  # the same guarded runner as on a node
-           "sensors": sens, "controllers": ctrl, "settings": {}}
+    cfg = {
+        "workload_id": wid,
+        "kind": "app",
+        "generation": 1,
+        "node_id": "nod_supervisord",
+        "nats": {"servers": [nats["url"]], "user": nats["user"], "password": nats["password"]},
+        "heartbeat": {"file": str(work / "sv-heartbeat"), "interval": 1.0, "subject": f"aiot.hb.{wid}"},
+        "log_subject": f"aiot.logs.{wid}",
+        "package": {"id": "app_sv", "name": manifest["name"], "version": manifest["version"], "manifest": manifest},
+        "package_dir": str(pkg),
+        "app_instance_id": "ins_sv",
+        "serve": {
+            "host": "127.0.0.1",
+            "port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            "token": PEER_TOKEN,
+        },  # the same guarded runner as on a node
+        "sensors": sens,
+        "controllers": ctrl,
+        "settings": {},
+    }
     config = write_config(work / "sv-config.json", cfg)
     conf = work / "supervisord.conf"
     conf.write_text(f"""[supervisord]
 nodaemon=true
-logfile={work / 'supervisord.log'}
-pidfile={work / 'supervisord.pid'}
+logfile={work / "supervisord.log"}
+pidfile={work / "supervisord.pid"}
 [unix_http_server]
-file={work / 'supervisor.sock'}
+file={work / "supervisor.sock"}
 [supervisorctl]
-serverurl=unix://{work / 'supervisor.sock'}
+serverurl=unix://{work / "supervisor.sock"}
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [program:smart-home]
 command={PYTHON} -m {RUNNER}
 directory={pkg}
-environment=AIOT_WORKLOAD_CONFIG="{config}",PYTHONUNBUFFERED="1",PATH="{os.environ.get('PATH', '/usr/bin:/bin')}"
+environment=AIOT_WORKLOAD_CONFIG="{config}",PYTHONUNBUFFERED="1",PATH="{os.environ.get("PATH", "/usr/bin:/bin")}"
 autorestart=true
-stdout_logfile={work / 'sv-app.log'}
+stdout_logfile={work / "sv-app.log"}
 redirect_stderr=true
 """)
-    sv = subprocess.Popen([str(BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+    sv = subprocess.Popen(
+        [str(BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
+
         def child() -> int | None:
             kids = psutil.Process(sv.pid).children()
             return kids[0].pid if kids else None
 
         if poll(lambda: child() and answers(port, PEER_TOKEN), 60) is None:
             raise RuntimeError("supervisord's program never answered on its port")
+
         def running() -> bool:  # past `startsecs` (1 s): a kill now is a plain crash, not a start-up failure
-            out = subprocess.run([str(BIN / "supervisorctl"), "-c", str(conf), "status", "smart-home"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [str(BIN / "supervisorctl"), "-c", str(conf), "status", "smart-home"], capture_output=True, text=True
+            )
             return "RUNNING" in out.stdout
 
         procs, ports = [], []
@@ -224,20 +242,38 @@ def node_loss_trial(cluster: Cluster, fleet: Fleet, rejoined: list[subprocess.Po
     os.kill(pid, signal.SIGKILL)
 
     def all_moved() -> bool:
-        return all((d := fleet.detail(i))["node_id"] not in (None, victim) and d["workload_state"] == "running"
-                   for i in moved)
+        return all(
+            (d := fleet.detail(i))["node_id"] not in (None, victim) and d["workload_state"] == "running" for i in moved
+        )
 
     t = poll(all_moved, 60, 0.2)
     # bring the node back (same identity) so the next trial has two nodes again
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
     env["AIOT_DATA_DIR"], env["AIOT_LOG_LEVEL"] = str(cluster.data_dir), "WARNING"
     node_dir = cluster.data_dir / "nodes" / nodes[victim]
-    rejoined.append(subprocess.Popen([str(BIN / "aiot"), "node", "join", "--server", cluster.url, "--data-dir",
-                                      str(node_dir), "--name", nodes[victim], "--env-cache",
-                                      str(cluster.data_dir / "envs")], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL))
-    cluster.wait("node back", lambda: {n["id"]: n["status"] for n in cluster.get("/nodes")}.get(victim) == "ready",
-                 60, 0.2)
+    rejoined.append(
+        subprocess.Popen(
+            [
+                str(BIN / "aiot"),
+                "node",
+                "join",
+                "--server",
+                cluster.url,
+                "--data-dir",
+                str(node_dir),
+                "--name",
+                nodes[victim],
+                "--env-cache",
+                str(cluster.data_dir / "envs"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    cluster.wait(
+        "node back", lambda: {n["id"]: n["status"] for n in cluster.get("/nodes")}.get(victim) == "ready", 60, 0.2
+    )
     return {"rescheduled_s": _r(t), "workloads_moved": len(moved)}
 
 
@@ -282,10 +318,12 @@ def main() -> None:
             try:
                 cluster.wait("instances running", lambda: all(fleet.running(i) for i in ids), 180, 0.2)
             except RuntimeError:
-                states = [{k: fleet.detail(i).get(k) for k in ("state", "workload_state", "node_id", "address")}
-                          for i in ids]
+                states = [
+                    {k: fleet.detail(i).get(k) for k in ("state", "workload_state", "node_id", "address")} for i in ids
+                ]
                 raise RuntimeError(f"not all running: {states}\n{cluster.log()[-3000:]}") from None
             crash_set, hang_set = ids[:set_size], ids[set_size:]
+
             def crash_round(n: int, count: int) -> dict[str, Any]:
                 trials = []
                 for j in range(count):
@@ -293,11 +331,14 @@ def main() -> None:
                     trials.append(kill_trial(fleet, picked, signal.SIGKILL, 30))
                     time.sleep(0.3)
                 first = [t for t in trials if not t["in_backoff"]]
-                return {"killed_at_once": n, "trials": trials,
-                        "port": stats([t["port_s"] for t in trials]),
-                        "api_running": stats([t["api_running_s"] for t in trials]),
-                        "port_first_crash": stats([t["port_s"] for t in first]),
-                        "api_running_first_crash": stats([t["api_running_s"] for t in first])}
+                return {
+                    "killed_at_once": n,
+                    "trials": trials,
+                    "port": stats([t["port_s"] for t in trials]),
+                    "api_running": stats([t["api_running_s"] for t in trials]),
+                    "port_first_crash": stats([t["port_s"] for t in first]),
+                    "api_running_first_crash": stats([t["api_running_s"] for t in first]),
+                }
 
             crash = [crash_round(batch_sizes[0], crash_n)]
             hang = []
@@ -322,25 +363,48 @@ def main() -> None:
     ours_first = c1["port_first_crash"]["median_s"]
     sv_port = sv["port"]["median_s"]
     targets = {
-        "crash_no_slower_than_supervisord": (ours_first is not None and sv_port is not None
-                                             and ours_first <= sv_port * 1.1),
-        "crash_running_under_2s": c1["port"]["max_s"] is not None and c1["port"]["max_s"] < 2.0
+        "crash_no_slower_than_supervisord": (
+            ours_first is not None and sv_port is not None and ours_first <= sv_port * 1.1
+        ),
+        "crash_running_under_2s": c1["port"]["max_s"] is not None
+        and c1["port"]["max_s"] < 2.0
         and c1["port"]["failed"] == 0,
         "hang_within_4s": all(h["process_s"] is not None and h["process_s"] <= 4.0 for h in hang),
         "node_loss_under_15s": all(n["rescheduled_s"] is not None and n["rescheduled_s"] < 15 for n in nodes),
     }
-    emit({"benchmark": "recovery", "smoke": smoke, "machine": machine(),
-          "settings": {"crash_trials": crash_n, "hang_trials": hang_n, "node_trials": node_n,
-                       "workloads_per_set": set_size, "heartbeat_interval_s": 1.0, "node_grace_s": float(grace),
-                       "program": "smart-home web app via python -m platform_sdk.app_runner"},
-          "target": "crash no slower than supervisord (10% noise margin) and < 2 s; hang <= 4 s; node loss < 15 s",
-          "crash": crash, "hang": {"trials": hang, "process": stats([h["process_s"] for h in hang]),
-                                   "port": stats([h["port_s"] for h in hang])},
-          "node_loss": {"trials": nodes, "rescheduled": stats([n["rescheduled_s"] for n in nodes])},
-          "supervisord": sv,
-          "ratios": {"crash_port_first_ours_over_supervisord": (round(ours_first / sv_port, 2)
-                                                                if ours_first and sv_port else None)},
-          "targets_met": targets, "ok": all(targets.values())}, args.output)
+    emit(
+        {
+            "benchmark": "recovery",
+            "smoke": smoke,
+            "machine": machine(),
+            "settings": {
+                "crash_trials": crash_n,
+                "hang_trials": hang_n,
+                "node_trials": node_n,
+                "workloads_per_set": set_size,
+                "heartbeat_interval_s": 1.0,
+                "node_grace_s": float(grace),
+                "program": "smart-home web app via python -m platform_sdk.app_runner",
+            },
+            "target": "crash no slower than supervisord (10% noise margin) and < 2 s; hang <= 4 s; node loss < 15 s",
+            "crash": crash,
+            "hang": {
+                "trials": hang,
+                "process": stats([h["process_s"] for h in hang]),
+                "port": stats([h["port_s"] for h in hang]),
+            },
+            "node_loss": {"trials": nodes, "rescheduled": stats([n["rescheduled_s"] for n in nodes])},
+            "supervisord": sv,
+            "ratios": {
+                "crash_port_first_ours_over_supervisord": (
+                    round(ours_first / sv_port, 2) if ours_first and sv_port else None
+                )
+            },
+            "targets_met": targets,
+            "ok": all(targets.values()),
+        },
+        args.output,
+    )
 
 
 if __name__ == "__main__":

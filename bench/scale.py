@@ -46,7 +46,7 @@ from aiot.devices.ingest import READINGS_STREAM
 from aiot.devices.simulators.links import Connection
 from aiot.devices.simulators.runner import SimDevice, run_simulators
 
-APP = '''
+APP = """
 from platform_sdk import controller, on_reading, run
 
 display = controller("display")
@@ -59,8 +59,8 @@ def forward(reading):
 
 def main():
     run()
-'''
-CONTROLLER = '''
+"""
+CONTROLLER = """
 import asyncio, sys
 import nats
 from aiot.bus.codec import decode_command, encode_state
@@ -82,7 +82,7 @@ async def main():
     await nc.drain()
 
 asyncio.run(main())
-'''
+"""
 
 
 def role(proc: psutil.Process, root: int) -> str:
@@ -127,8 +127,14 @@ class TreeSampler:
         cpu: dict[str, float] = {}
         for pid, (r, c) in self.last.items():
             cpu[r] = cpu.get(r, 0.0) + c - self.first.get(pid, 0.0)
-        return {r: {"cpu_s": round(c, 2), "percent_of_one_core": round(100 * c / seconds, 1),
-                    "peak_rss_mb": round(self.peak.get(r, 0) / 2**20, 1)} for r, c in sorted(cpu.items())}
+        return {
+            r: {
+                "cpu_s": round(c, 2),
+                "percent_of_one_core": round(100 * c / seconds, 1),
+                "peak_rss_mb": round(self.peak.get(r, 0) / 2**20, 1),
+            }
+            for r, c in sorted(cpu.items())
+        }
 
 
 def setup(cluster: Cluster, devices: int, instances: int, tmp: Path) -> tuple[list[str], list[str]]:
@@ -137,11 +143,23 @@ def setup(cluster: Cluster, devices: int, instances: int, tmp: Path) -> tuple[li
     pkg.mkdir(exist_ok=True)
     (pkg / "probe.py").write_text(APP)
     (pkg / "requirements.txt").write_text("# nothing beyond platform_sdk\n")
-    (pkg / "app.json").write_text(json.dumps({
-        "format": 1, "name": "scale-probe", "version": "1.0.0", "kind": "backend", "entrypoint": "probe:main",
-        "description": "Forwards every reading to a display (bench/scale.py).", "requirements": "requirements.txt",
-        "context": {"sensors": {"sensor": {"device_type": "temperature"}},
-                    "controllers": {"display": {"device_type": "display"}}}}))
+    (pkg / "app.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "name": "scale-probe",
+                "version": "1.0.0",
+                "kind": "backend",
+                "entrypoint": "probe:main",
+                "description": "Forwards every reading to a display (bench/scale.py).",
+                "requirements": "requirements.txt",
+                "context": {
+                    "sensors": {"sensor": {"device_type": "temperature"}},
+                    "controllers": {"display": {"device_type": "display"}},
+                },
+            }
+        )
+    )
     cluster.push("apps", pkg)
     per = devices // instances
     sensors: list[str] = []
@@ -149,11 +167,12 @@ def setup(cluster: Cluster, devices: int, instances: int, tmp: Path) -> tuple[li
     with ThreadPoolExecutor(4) as pool:
         for i in range(instances):
             cluster.location(f"site-{i}")
-            ids = list(pool.map(lambda n, i=i: cluster.device(f"t{n}", "temperature", f"site-{i}")["id"],
-                                range(per)))
+            ids = list(pool.map(lambda n, i=i: cluster.device(f"t{n}", "temperature", f"site-{i}")["id"], range(per)))
             display = cluster.device("panel", "display", f"site-{i}")["id"]
-            inst = cluster.post("/instances", json={"app": "scale-probe", "location": f"site-{i}",
-                                                    "bindings": {"sensor": ids, "display": [display]}})
+            inst = cluster.post(
+                "/instances",
+                json={"app": "scale-probe", "location": f"site-{i}", "bindings": {"sensor": ids, "display": [display]}},
+            )
             cluster.post(f"/instances/{inst['id']}/run", json={})
             sensors += ids
             displays.append(display)
@@ -169,10 +188,13 @@ async def stored_readings(bus: Bus, sensors: list[str]) -> int:
 
 async def measure(cluster: Cluster, sensors: list[str], displays: list[str], duration: float) -> dict[str, Any]:
     nats = cluster.nats()
-    bus = await Bus.connect(nats["url"], user=nats["user"], password=nats["password"], name="bench-scale",
-                            attempts=5)
-    ctl = subprocess.Popen([PYTHON, "-c", CONTROLLER, nats["url"], nats["user"], nats["password"],
-                            ",".join(displays)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    bus = await Bus.connect(nats["url"], user=nats["user"], password=nats["password"], name="bench-scale", attempts=5)
+    ctl = subprocess.Popen(
+        [PYTHON, "-c", CONTROLLER, nats["url"], nats["user"], nats["password"], ",".join(displays)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert ctl.stdout is not None and ctl.stdout.readline().strip() == "ready"
         latencies: list[float] = []
@@ -221,11 +243,17 @@ async def measure(cluster: Cluster, sensors: list[str], displays: list[str], dur
         stop_sampling.set()
         sampler.join()
         s = summary(latencies)
-        return {"duration_s": round(elapsed, 1), "drain_s": round(drain_s, 1), "sent": sent,
-                "stored_in_history": stored,
-                "lost_in_ingest": sent - stored, "acknowledged_by_displays": len(seen),
-                "lost_end_to_end": sent - len(seen), "e2e_latency_ms": s,
-                "processes": tree.report(elapsed)}
+        return {
+            "duration_s": round(elapsed, 1),
+            "drain_s": round(drain_s, 1),
+            "sent": sent,
+            "stored_in_history": stored,
+            "lost_in_ingest": sent - stored,
+            "acknowledged_by_displays": len(seen),
+            "lost_end_to_end": sent - len(seen),
+            "e2e_latency_ms": s,
+            "processes": tree.report(elapsed),
+        }
     finally:
         if ctl.stdin:
             ctl.stdin.write("stop\n")
@@ -246,13 +274,22 @@ def run_size(devices: int, instances: int, duration: float, tmp: Path) -> dict[s
         cluster.wait_ready(nodes_for(instances))
         t0 = time.monotonic()
         sensors, displays = setup(cluster, devices, instances, tmp / f"d{devices}")
-        cluster.wait("instances running", lambda: all(
-            i["workload_state"] == "running" for i in cluster.get("/instances")), 300, 0.5)
+        cluster.wait(
+            "instances running",
+            lambda: all(i["workload_state"] == "running" for i in cluster.get("/instances")),
+            300,
+            0.5,
+        )
         setup_s = time.monotonic() - t0
         time.sleep(2.0)
         out = asyncio.run(measure(cluster, sensors, displays, duration))
-        return {"devices": len(sensors), "rate_hz": 1.0, "app_instances": instances, "setup_s": round(setup_s, 1),
-                **out}
+        return {
+            "devices": len(sensors),
+            "rate_hz": 1.0,
+            "app_instances": instances,
+            "setup_s": round(setup_s, 1),
+            **out,
+        }
     finally:
         cluster.close()
 
@@ -268,13 +305,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aiot-bench-scale-") as tmp:
         runs = [run_size(n, instances, duration, Path(tmp)) for n in counts]
     big = runs[-1]
-    targets = {"no_reading_lost_in_ingest": big["lost_in_ingest"] == 0,
-               "no_reading_lost_end_to_end": big["lost_end_to_end"] == 0}
-    emit({"benchmark": "scale", "smoke": args.smoke, "machine": machine(),
-          "settings": {"devices": counts, "rate_hz": 1.0, "app_instances": instances, "duration_s": duration,
-                       "nodes": nodes_for(instances), "nodes_note": "local agents, all on this machine"},
-          "target": "0 readings lost with 1,000 devices at 1 Hz and 20 app instances",
-          "runs": runs, "targets_met": targets, "ok": all(targets.values())}, args.output)
+    targets = {
+        "no_reading_lost_in_ingest": big["lost_in_ingest"] == 0,
+        "no_reading_lost_end_to_end": big["lost_end_to_end"] == 0,
+    }
+    emit(
+        {
+            "benchmark": "scale",
+            "smoke": args.smoke,
+            "machine": machine(),
+            "settings": {
+                "devices": counts,
+                "rate_hz": 1.0,
+                "app_instances": instances,
+                "duration_s": duration,
+                "nodes": nodes_for(instances),
+                "nodes_note": "local agents, all on this machine",
+            },
+            "target": "0 readings lost with 1,000 devices at 1 Hz and 20 app instances",
+            "runs": runs,
+            "targets_met": targets,
+            "ok": all(targets.values()),
+        },
+        args.output,
+    )
 
 
 if __name__ == "__main__":

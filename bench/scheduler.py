@@ -84,17 +84,34 @@ def populate(db: Database, count: int, seed: int = 7) -> None:
         app = AppPackage(name="bench-app", version="1.0.0", sha256="0" * 64, size=1, manifest={}, kind="backend")
         session.add_all([owner, location, app])
         session.flush()
-        instances = [AppInstance(app_id=app.id, location_id=location.id, owner_id=owner.id, name=f"i{n}")
-                     for n in range(count)]
+        instances = [
+            AppInstance(app_id=app.id, location_id=location.id, owner_id=owner.id, name=f"i{n}") for n in range(count)
+        ]
         session.add_all(instances)
         session.flush()
         for inst in instances:
             minute = rng.randrange(24 * 60)
-            spec = parse_spec({"timezone": "UTC", "start_date": "2026-12-01", "end_date": "2026-12-31",
-                               "times": [f"{minute // 60:02d}:{minute % 60:02d}"], "duration_minutes": 30}, since)
-            session.add(Schedule(app_instance_id=inst.id, owner_id=owner.id, spec=spec.model_dump(mode="json"),
-                                 timezone="UTC", late_start_deadline_s=300, overlap=OverlapPolicy.forbid,
-                                 active_since=since))
+            spec = parse_spec(
+                {
+                    "timezone": "UTC",
+                    "start_date": "2026-12-01",
+                    "end_date": "2026-12-31",
+                    "times": [f"{minute // 60:02d}:{minute % 60:02d}"],
+                    "duration_minutes": 30,
+                },
+                since,
+            )
+            session.add(
+                Schedule(
+                    app_instance_id=inst.id,
+                    owner_id=owner.id,
+                    spec=spec.model_dump(mode="json"),
+                    timezone="UTC",
+                    late_start_deadline_s=300,
+                    overlap=OverlapPolicy.forbid,
+                    active_since=since,
+                )
+            )
 
 
 async def simulate(count: int, tmp: Path, hours: float = 24.0) -> dict[str, Any]:
@@ -140,12 +157,21 @@ async def simulate(count: int, tmp: Path, hours: float = 24.0) -> dict[str, Any]
             errors.append((fired - start_at).total_seconds())
     db.dispose()
     s = summary(errors, scale=1.0)
-    return {"schedules": count, "simulated_hours": hours, "occurrences_due_in_day": len(planned),
-            "started": len(rec.starts), "due_but_not_started": len(set(planned) - set(rec.starts)),
-            "stopped": rec.stops, "ticks": ticks, "populate_s": round(populate_s, 2),
-            "simulated_day_wall_s": round(wall, 2), "scheduler_cpu_s": round(cpu, 2),
-            "tick_wall_ms": summary(tick_wall), "firing_error_s": s,
-            "peak_rss_mb_of_bench_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "schedules": count,
+        "simulated_hours": hours,
+        "occurrences_due_in_day": len(planned),
+        "started": len(rec.starts),
+        "due_but_not_started": len(set(planned) - set(rec.starts)),
+        "stopped": rec.stops,
+        "ticks": ticks,
+        "populate_s": round(populate_s, 2),
+        "simulated_day_wall_s": round(wall, 2),
+        "scheduler_cpu_s": round(cpu, 2),
+        "tick_wall_ms": summary(tick_wall),
+        "firing_error_s": s,
+        "peak_rss_mb_of_bench_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def idle_cpu(seconds: float, tmp: Path) -> dict[str, Any]:
@@ -159,8 +185,13 @@ def idle_cpu(seconds: float, tmp: Path) -> dict[str, Any]:
             sampler.sample()
             time.sleep(1.0)
         cpu = sampler.cpu()
-        return {"seconds": seconds, "cpu_s": round(cpu, 3), "percent_of_one_core": round(100 * cpu / seconds, 2),
-                "peak_rss_mb": sampler.rss_mb(), "processes": "aiot up (control plane) + embedded nats-server"}
+        return {
+            "seconds": seconds,
+            "cpu_s": round(cpu, 3),
+            "percent_of_one_core": round(100 * cpu / seconds, 2),
+            "peak_rss_mb": sampler.rss_mb(),
+            "processes": "aiot up (control plane) + embedded nats-server",
+        }
     finally:
         cluster.close()
 
@@ -168,8 +199,12 @@ def idle_cpu(seconds: float, tmp: Path) -> dict[str, Any]:
 def main() -> None:
     p = parser(__doc__, "comma-separated schedule counts (default 1000,3000,10000; smoke 100)")
     p.add_argument("--idle-seconds", type=float, default=30.0)
-    p.add_argument("--hours", type=float, default=None,
-                   help="simulated hours from midnight (default 24; 4 for the default full sizes, see below)")
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=None,
+        help="simulated hours from midnight (default 24; 4 for the default full sizes, see below)",
+    )
     args = p.parse_args()
     counts = sizes(args.sizes, [100] if args.smoke else [1000, 3000, 10000])
     if args.hours is None:  # a whole day of 10,000 schedules takes ~10 min here (24 refill passes of all of them)
@@ -180,13 +215,30 @@ def main() -> None:
         idle = idle_cpu(idle_s, Path(tmp))
     largest = runs[-1]
     p99 = largest["firing_error_s"]["p99"]
-    targets = {"firing_error_p99_under_1s": p99 is not None and p99 < 1.0,
-               "every_run_started": all(r["due_but_not_started"] == 0 for r in runs)}
-    emit({"benchmark": "scheduler", "smoke": args.smoke, "machine": machine(),
-          "settings": {"schedules": counts, "runs_per_schedule_per_day": 1, "duration_minutes": 30,
-                       "database": "SQLite (file)", "idle_seconds": idle_s},
-          "target": "firing error p99 < 1 s over a simulated day; report idle control plane CPU",
-          "runs": runs, "idle": idle, "targets_met": targets, "ok": all(targets.values())}, args.output)
+    targets = {
+        "firing_error_p99_under_1s": p99 is not None and p99 < 1.0,
+        "every_run_started": all(r["due_but_not_started"] == 0 for r in runs),
+    }
+    emit(
+        {
+            "benchmark": "scheduler",
+            "smoke": args.smoke,
+            "machine": machine(),
+            "settings": {
+                "schedules": counts,
+                "runs_per_schedule_per_day": 1,
+                "duration_minutes": 30,
+                "database": "SQLite (file)",
+                "idle_seconds": idle_s,
+            },
+            "target": "firing error p99 < 1 s over a simulated day; report idle control plane CPU",
+            "runs": runs,
+            "idle": idle,
+            "targets_met": targets,
+            "ok": all(targets.values()),
+        },
+        args.output,
+    )
 
 
 if __name__ == "__main__":

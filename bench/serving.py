@@ -75,8 +75,11 @@ def inputs_for(model: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, An
         return values, {"inputs": values}, values
     jpeg = (EXAMPLES / "models" / "face-detector" / "example.jpg").read_bytes()
     b64 = base64.b64encode(jpeg).decode()
-    return ({"image": jpeg, "min_size": 30}, {"inputs": {"image": {"b64": b64}, "min_size": 30}},
-            {"image_b64": b64, "min_size": 30})
+    return (
+        {"image": jpeg, "min_size": 30},
+        {"inputs": {"image": {"b64": b64}, "min_size": 30}},
+        {"image_b64": b64, "min_size": 30},
+    )
 
 
 def in_process(model: str, seconds: float) -> dict[str, Any]:
@@ -106,47 +109,78 @@ BENCH_TOKEN = "bench-model-token-0123456789abcdefghijklmnopqrstuvwxyz"
 """As long as a real one (43 characters of urlsafe base64 from aiot.deployer.endpoint_tokens)."""
 
 
-def start_ours(model: str, work: Path, nats: EmbeddedNats, *, check_token: bool = True,
-               tag: str = "ours") -> tuple[subprocess.Popen, str]:
+def start_ours(
+    model: str, work: Path, nats: EmbeddedNats, *, check_token: bool = True, tag: str = "ours"
+) -> tuple[subprocess.Popen, str]:
     pkg = work / tag / model
     shutil.copytree(EXAMPLES / "models" / model, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = json.loads((pkg / "model.json").read_text())
     port = free_port()
     wid = f"wl_bench_{model.replace('-', '')}_{tag.replace('-', '')}"
     cfg = {
-        "workload_id": wid, "kind": "model", "generation": 1, "node_id": "nod_bench",
+        "workload_id": wid,
+        "kind": "model",
+        "generation": 1,
+        "node_id": "nod_bench",
         "nats": {"servers": [nats.url], "user": nats.platform_user, "password": nats.platform_password},
         "heartbeat": {"file": str(work / "ours" / f"{model}.hb"), "interval": 1.0, "subject": f"aiot.hb.{wid}"},
         "log_subject": f"aiot.logs.{wid}",
-        "package": {"id": f"mdl_bench{model[:4]}", "name": manifest["name"], "version": manifest["version"],
-                    "manifest": manifest},
+        "package": {
+            "id": f"mdl_bench{model[:4]}",
+            "name": manifest["name"],
+            "version": manifest["version"],
+            "manifest": manifest,
+        },
         "package_dir": str(pkg),
-        "serve": {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
-                  **({"token": BENCH_TOKEN} if check_token else {"open": True})},
+        "serve": {
+            "host": "127.0.0.1",
+            "port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            **({"token": BENCH_TOKEN} if check_token else {"open": True}),
+        },
     }
     config = write_config(work / tag / f"{model}.json", cfg)
-    proc = subprocess.Popen([PYTHON, "-m", "platform_sdk.serving"], cwd=pkg, env=workload_env(config),
-                            stdout=(work / f"{tag}-{model}.log").open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "platform_sdk.serving"],
+        cwd=pkg,
+        env=workload_env(config),
+        stdout=(work / f"{tag}-{model}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
 def start_bento(model: str, work: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(work / "bentoml"),
-           "BENCH_WORKERS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([str(BENTOML), "serve", f"bento_models:{MODELS[model]['bento']}",
-                             "--host", "127.0.0.1", "--port", str(port)], cwd=PEERS, env=env,
-                            stdout=(work / f"bento-{model}.log").open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_HOME": str(work / "bentoml"),
+        "BENCH_WORKERS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [str(BENTOML), "serve", f"bento_models:{MODELS[model]['bento']}", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PEERS,
+        env=env,
+        stdout=(work / f"bento-{model}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
-def load(url: str, body_file: Path, concurrency: int, seconds: float, sampler: Sampler,
-         headers: dict[str, str] | None = None) -> dict[str, Any]:
+def load(
+    url: str, body_file: Path, concurrency: int, seconds: float, sampler: Sampler, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One load generator process against `url`; samples the server's memory while it runs."""
     env = {**os.environ, "LOADGEN_HEADERS": json.dumps(headers or {})}
-    gen = subprocess.Popen([PYTHON, str(LOADGEN), url, str(body_file), str(concurrency), str(seconds)],
-                           stdout=subprocess.PIPE, text=True, env=env)
+    gen = subprocess.Popen(
+        [PYTHON, str(LOADGEN), url, str(body_file), str(concurrency), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     cpu0 = sampler.cpu()
     while gen.poll() is None:
         sampler.sample()
@@ -171,9 +205,14 @@ def start_server(name: str, model: str, work: Path, nats: EmbeddedNats) -> dict[
         health, predict, body = f"{base}/readyz", f"{base}/predict", bento_body
     body_file = work / f"{name}-{model}.body.json"
     body_file.write_text(json.dumps(body))
-    server: dict[str, Any] = {"name": name, "proc": proc, "predict": predict, "body_file": body_file,
-                              "headers": headers,
-                              "log": work / f"{name if name.startswith('ours') else 'bento'}-{model}.log"}
+    server: dict[str, Any] = {
+        "name": name,
+        "proc": proc,
+        "predict": predict,
+        "body_file": body_file,
+        "headers": headers,
+        "log": work / f"{name if name.startswith('ours') else 'bento'}-{model}.log",
+    }
     try:
         server["start_to_ready_s"] = round(wait_http(health, 120, proc), 2)
     except Exception as exc:  # noqa: BLE001 - reported in the JSON, the other server still runs
@@ -196,8 +235,9 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return mid
 
 
-def measure_pair(model: str, work: Path, concurrencies: list[int], seconds: float, rounds: int,
-                 nats: EmbeddedNats, with_bento: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def measure_pair(
+    model: str, work: Path, concurrencies: list[int], seconds: float, rounds: int, nats: EmbeddedNats, with_bento: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both servers up at once; at each concurrency the load alternates ours, BentoML, ours, ... `rounds`
     times, so a burst of load from elsewhere on the machine hits both sides alike."""
     names = ["ours", "bentoml"] if with_bento else ["ours"]
@@ -209,8 +249,9 @@ def measure_pair(model: str, work: Path, concurrencies: list[int], seconds: floa
             rounds_of: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in live}
             for _ in range(rounds):
                 for s in live:
-                    rounds_of[s["name"]].append(load(s["predict"], s["body_file"], c, seconds, s["sampler"],
-                                                     s["headers"]))
+                    rounds_of[s["name"]].append(
+                        load(s["predict"], s["body_file"], c, seconds, s["sampler"], s["headers"])
+                    )
             for name, runs in rounds_of.items():
                 per[name].append(_median_run(runs))
         out = []
@@ -218,8 +259,9 @@ def measure_pair(model: str, work: Path, concurrencies: list[int], seconds: floa
             if "error" in s:
                 out.append(s["error"])
             else:
-                out.append({"start_to_ready_s": s["start_to_ready_s"], "idle_rss_mb": s["idle_rss_mb"],
-                            "runs": per[s["name"]]})
+                out.append(
+                    {"start_to_ready_s": s["start_to_ready_s"], "idle_rss_mb": s["idle_rss_mb"], "runs": per[s["name"]]}
+                )
         if not with_bento:
             out.append({"error": f"no BentoML at {BENTOML}: run bench/peers/setup (or --no-bentoml was given)"})
         return out[0], out[1]
@@ -237,10 +279,18 @@ def guard_cost_us(calls: int = 100_000) -> dict[str, float]:
         return None
 
     guard = TokenGuard(bare, header=MODEL_TOKEN_HEADER, expected=bearer(BENCH_TOKEN))
-    scope = {"type": "http", "path": "/v1/predict", "headers": [
-        (b"host", b"127.0.0.1:8000"), (b"user-agent", b"python-httpx/0.27"), (b"accept", b"*/*"),
-        (b"content-type", b"application/json"), (b"content-length", b"40"),
-        (b"authorization", f"Bearer {BENCH_TOKEN}".encode())]}
+    scope = {
+        "type": "http",
+        "path": "/v1/predict",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"python-httpx/0.27"),
+            (b"accept", b"*/*"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"40"),
+            (b"authorization", f"Bearer {BENCH_TOKEN}".encode()),
+        ],
+    }
 
     async def timed(app: Any) -> float:
         start = time.perf_counter()
@@ -282,15 +332,21 @@ def token_overhead(work: Path, nats: EmbeddedNats, seconds: float, rounds: int) 
     unchecked = median([r["p50_ms"] for r in runs["ours-open"]])
     diffs = [a["p50_ms"] - b["p50_ms"] for a, b in zip(runs["ours"], runs["ours-open"], strict=True)]
     overhead = round(median(diffs), 4)
-    return {"rounds": rounds, "seconds_per_round": seconds, "concurrency": 1,
-            "p50_ms_with_check": checked, "p50_ms_without_check": unchecked,
-            "p50_ms_each_round_with": [r["p50_ms"] for r in runs["ours"]],
-            "p50_ms_each_round_without": [r["p50_ms"] for r in runs["ours-open"]],
-            "rps_with_check": median([r["rps"] for r in runs["ours"]]),
-            "rps_without_check": median([r["rps"] for r in runs["ours-open"]]),
-            "errors": sum(r["errors"] for r in runs["ours"] + runs["ours-open"]),
-            "p50_overhead_ms": overhead, "check_alone_in_process": guard_cost_us(),
-            "overhead_under_0_5ms": overhead < 0.5}
+    return {
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "concurrency": 1,
+        "p50_ms_with_check": checked,
+        "p50_ms_without_check": unchecked,
+        "p50_ms_each_round_with": [r["p50_ms"] for r in runs["ours"]],
+        "p50_ms_each_round_without": [r["p50_ms"] for r in runs["ours-open"]],
+        "rps_with_check": median([r["rps"] for r in runs["ours"]]),
+        "rps_without_check": median([r["rps"] for r in runs["ours-open"]]),
+        "errors": sum(r["errors"] for r in runs["ours"] + runs["ours-open"]),
+        "p50_overhead_ms": overhead,
+        "check_alone_in_process": guard_cost_us(),
+        "overhead_under_0_5ms": overhead < 0.5,
+    }
 
 
 def compare(model: str, ours: dict, bento: dict, limit: dict) -> dict[str, Any]:
@@ -298,18 +354,36 @@ def compare(model: str, ours: dict, bento: dict, limit: dict) -> dict[str, Any]:
     bento_runs = {r["concurrency"]: r for r in bento.get("runs", [])}
     for r in ours.get("runs", []):
         b = bento_runs.get(r["concurrency"], {})
-        rows.append({"concurrency": r["concurrency"], "ours_rps": r["rps"], "bentoml_rps": b.get("rps"),
-                     "throughput_ratio_ours_over_bentoml": ratio(r["rps"], b.get("rps")),
-                     "ours_p50_ms": r["p50_ms"], "bentoml_p50_ms": b.get("p50_ms"),
-                     "ours_p99_ms": r["p99_ms"], "bentoml_p99_ms": b.get("p99_ms"),
-                     "ours_errors": r["errors"], "bentoml_errors": b.get("errors")})
+        rows.append(
+            {
+                "concurrency": r["concurrency"],
+                "ours_rps": r["rps"],
+                "bentoml_rps": b.get("rps"),
+                "throughput_ratio_ours_over_bentoml": ratio(r["rps"], b.get("rps")),
+                "ours_p50_ms": r["p50_ms"],
+                "bentoml_p50_ms": b.get("p50_ms"),
+                "ours_p99_ms": r["p99_ms"],
+                "bentoml_p99_ms": b.get("p99_ms"),
+                "ours_errors": r["errors"],
+                "bentoml_errors": b.get("errors"),
+            }
+        )
     c1 = next((r for r in ours.get("runs", []) if r["concurrency"] == 1), None)
     overhead = round(c1["p50_ms"] - limit["p50_ms"], 3) if c1 else None
-    throughput_ok = all(r["throughput_ratio_ours_over_bentoml"] is not None
-                        and r["throughput_ratio_ours_over_bentoml"] >= 1.0 for r in rows) if rows else None
-    return {"rows": rows, "p50_overhead_over_in_process_c1_ms": overhead,
-            "throughput_at_least_bentoml": throughput_ok if bento_runs else None,
-            "overhead_under_2ms": (overhead is not None and overhead < 2.0) if model == "comfort" else None}
+    throughput_ok = (
+        all(
+            r["throughput_ratio_ours_over_bentoml"] is not None and r["throughput_ratio_ours_over_bentoml"] >= 1.0
+            for r in rows
+        )
+        if rows
+        else None
+    )
+    return {
+        "rows": rows,
+        "p50_overhead_over_in_process_c1_ms": overhead,
+        "throughput_at_least_bentoml": throughput_ok if bento_runs else None,
+        "overhead_under_2ms": (overhead is not None and overhead < 2.0) if model == "comfort" else None,
+    }
 
 
 async def main_async(args: Any) -> dict[str, Any]:
@@ -329,16 +403,25 @@ async def main_async(args: Any) -> dict[str, Any]:
                 token = await asyncio.to_thread(token_overhead, work, nats, args.seconds, args.rounds)
             finally:
                 await nats.stop()
-            return {"benchmark": "serving-token-overhead", "machine": machine(), "token_check": token,
-                    "target": "p50 overhead of the model-token check at c=1 < 0.5 ms",
-                    "ok": token.get("overhead_under_0_5ms") is True}
+            return {
+                "benchmark": "serving-token-overhead",
+                "machine": machine(),
+                "token_check": token,
+                "target": "p50 overhead of the model-token check at c=1 < 0.5 ms",
+                "ok": token.get("overhead_under_0_5ms") is True,
+            }
         try:
             for model in models:
                 limit = in_process(model, min(seconds * rounds, 3.0))
-                ours, bento = await asyncio.to_thread(measure_pair, model, work, concurrencies, seconds, rounds,
-                                                      nats, with_bento)
-                results[model] = {"in_process": limit, "ours": ours, "bentoml": bento,
-                                  "comparison": compare(model, ours, bento, limit)}
+                ours, bento = await asyncio.to_thread(
+                    measure_pair, model, work, concurrencies, seconds, rounds, nats, with_bento
+                )
+                results[model] = {
+                    "in_process": limit,
+                    "ours": ours,
+                    "bentoml": bento,
+                    "comparison": compare(model, ours, bento, limit),
+                }
         finally:
             await nats.stop()
     comfort = results["comfort"]["comparison"]
@@ -346,13 +429,24 @@ async def main_async(args: Any) -> dict[str, Any]:
         "throughput_at_least_bentoml": _all(r["comparison"]["throughput_at_least_bentoml"] for r in results.values()),
         "comfort_p50_overhead_c1_under_2ms": comfort["overhead_under_2ms"],
     }
-    return {"benchmark": "serving", "smoke": args.smoke, "machine": machine(),
-            "settings": {"concurrency": concurrencies, "seconds_per_point": seconds, "rounds": rounds,
-                         "workers": 1, "bentoml": _bentoml_version() if with_bento else None,
-                         "load_generator": "bench/_loadgen.py (asyncio, keep-alive, its own process)",
-                         "figure": "median round of `rounds`, ours and BentoML alternating"},
-            "target": "throughput >= BentoML's at each concurrency; comfort p50 overhead at c=1 < 2 ms",
-            "models": results, "targets_met": targets, "ok": all(v is not False for v in targets.values())}
+    return {
+        "benchmark": "serving",
+        "smoke": args.smoke,
+        "machine": machine(),
+        "settings": {
+            "concurrency": concurrencies,
+            "seconds_per_point": seconds,
+            "rounds": rounds,
+            "workers": 1,
+            "bentoml": _bentoml_version() if with_bento else None,
+            "load_generator": "bench/_loadgen.py (asyncio, keep-alive, its own process)",
+            "figure": "median round of `rounds`, ours and BentoML alternating",
+        },
+        "target": "throughput >= BentoML's at each concurrency; comfort p50 overhead at c=1 < 2 ms",
+        "models": results,
+        "targets_met": targets,
+        "ok": all(v is not False for v in targets.values()),
+    }
 
 
 def _all(values: Any) -> bool | None:
@@ -374,8 +468,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency level")
     p.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")
     p.add_argument("--bentoml", action="store_true", help="run the BentoML peer in --smoke too")
-    p.add_argument("--token-overhead", action="store_true",
-                   help="only measure the model-token check: comfort at c=1, with vs without, alternating")
+    p.add_argument(
+        "--token-overhead",
+        action="store_true",
+        help="only measure the model-token check: comfort at c=1, with vs without, alternating",
+    )
     args = p.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     emit(asyncio.run(main_async(args)), args.output)

@@ -60,7 +60,7 @@ from aiot.store.catalog import DeviceKind, DeviceType
 from aiot.store.engine import Database
 
 SENSORS = 10
-APP = '''
+APP = """
 from platform_sdk import controller, on_reading, run
 
 display = controller("display")
@@ -73,8 +73,8 @@ def forward(reading):
 
 def main():
     run()
-'''
-CONTROLLER = '''
+"""
+CONTROLLER = """
 import asyncio, sys
 import nats
 from aiot.bus.codec import decode_command, encode_state
@@ -95,8 +95,8 @@ async def main():
     await nc.drain()
 
 asyncio.run(main())
-'''
-PEER = '''
+"""
+PEER = """
 import asyncio, json, sys, uuid
 from datetime import datetime, timezone
 import nats
@@ -144,7 +144,7 @@ async def main():
     await nc.close()
 
 asyncio.run(main())
-'''
+"""
 
 
 def _register(db: Database, sensors: int) -> tuple[list[str], str, dict, dict]:
@@ -154,8 +154,10 @@ def _register(db: Database, sensors: int) -> tuple[list[str], str, dict, dict]:
         session.add(DeviceType(name="temperature", kind=DeviceKind.sensor, definition=temperature, sha256="b"))
         session.add(DeviceType(name="display", kind=DeviceKind.controller, definition=display, sha256="b"))
         inventory.create_location(session, name="bench-site", timezone="UTC")
-        ids = [inventory.create_device(session, name=f"t{i}", device_type="temperature",
-                                      location="bench-site")[0].id for i in range(sensors)]
+        ids = [
+            inventory.create_device(session, name=f"t{i}", device_type="temperature", location="bench-site")[0].id
+            for i in range(sensors)
+        ]
         panel = inventory.create_device(session, name="panel", device_type="display", location="bench-site")[0].id
     return ids, panel, temperature, display
 
@@ -198,9 +200,10 @@ class Probe:
             due = int(rate * elapsed) + 1
             while sent < due:
                 device = self.sensors[sent % len(self.sensors)]
-                await self.bus.nc.publish(f"aiot.dev.{device}.data",
-                                          encode_reading({"temperature": 20.0 + (sent % 50) / 10},
-                                                         ts=datetime.now(UTC)))
+                await self.bus.nc.publish(
+                    f"aiot.dev.{device}.data",
+                    encode_reading({"temperature": 20.0 + (sent % 50) / 10}, ts=datetime.now(UTC)),
+                )
                 sent += 1
             await asyncio.sleep(0.002)
         return sent
@@ -225,9 +228,18 @@ class Probe:
                 last, quiet_since = len(self.seen), time.monotonic()
             await asyncio.sleep(0.1)
         s = summary(self.latencies)
-        return {"rate": rate, "seconds": round(elapsed, 2), "sent": sent, "acknowledged": len(self.seen),
-                "lost": sent - len(self.seen), "achieved_rate": round(sent / elapsed, 1),
-                "p50_ms": s["p50"], "p90_ms": s["p90"], "p99_ms": s["p99"], "max_ms": s["max"]}
+        return {
+            "rate": rate,
+            "seconds": round(elapsed, 2),
+            "sent": sent,
+            "acknowledged": len(self.seen),
+            "lost": sent - len(self.seen),
+            "achieved_rate": round(sent / elapsed, 1),
+            "p50_ms": s["p50"],
+            "p90_ms": s["p90"],
+            "p99_ms": s["p99"],
+            "max_ms": s["max"],
+        }
 
 
 async def run_side(side: str, rates: list[float], seconds: float, tmp: Path) -> dict[str, Any]:
@@ -243,24 +255,37 @@ async def run_side(side: str, rates: list[float], seconds: float, tmp: Path) -> 
     procs: dict[str, subprocess.Popen] = {}
     bus = None
     try:
-        procs["controller"] = subprocess.Popen([PYTHON, "-c", CONTROLLER, *creds, display_id], text=True,
-                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        procs["controller"] = subprocess.Popen(
+            [PYTHON, "-c", CONTROLLER, *creds, display_id], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         if side == "ours":
-            env = {**os.environ, "AIOT_DATA_DIR": str(work), "AIOT_DATABASE_URL": url, "AIOT_NATS_URL": nats.url,
-                   "AIOT_NATS_USER": nats.platform_user, "AIOT_NATS_PASSWORD": nats.platform_password,
-                   "AIOT_LOG_LEVEL": "WARNING"}
-            procs["ingest"] = subprocess.Popen([str(BIN / "aiot"), "service", "run", "ingest"], env=env,
-                                               stdout=subprocess.DEVNULL, stderr=(work / "ingest.log").open("wb"))
+            env = {
+                **os.environ,
+                "AIOT_DATA_DIR": str(work),
+                "AIOT_DATABASE_URL": url,
+                "AIOT_NATS_URL": nats.url,
+                "AIOT_NATS_USER": nats.platform_user,
+                "AIOT_NATS_PASSWORD": nats.platform_password,
+                "AIOT_LOG_LEVEL": "WARNING",
+            }
+            procs["ingest"] = subprocess.Popen(
+                [str(BIN / "aiot"), "service", "run", "ingest"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(work / "ingest.log").open("wb"),
+            )
             procs["app"] = _start_app(work, nats, sensor_ids, display_id, temperature, display)
         else:
-            procs["app"] = subprocess.Popen([PYTHON, "-c", PEER, *creds, display_id], text=True,
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            procs["app"] = subprocess.Popen(
+                [PYTHON, "-c", PEER, *creds, display_id], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
         for name in ("controller",) + (() if side == "ours" else ("app",)):
             line = procs[name].stdout.readline().strip()  # type: ignore[union-attr]
             if line != "ready":
                 raise RuntimeError(f"{name} did not start: {line!r}")
-        bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password,
-                                name="bench-telemetry", attempts=5)
+        bus = await Bus.connect(
+            nats.url, user=nats.platform_user, password=nats.platform_password, name="bench-telemetry", attempts=5
+        )
         if side == "ours":
             for _ in range(150):  # the ingest service creates its stream when it is up
                 try:
@@ -306,28 +331,48 @@ async def run_side(side: str, rates: list[float], seconds: float, tmp: Path) -> 
         db.dispose()
 
 
-def _start_app(work: Path, nats: EmbeddedNats, sensors: list[str], display_id: str, temperature: dict,
-               display: dict) -> subprocess.Popen:
+def _start_app(
+    work: Path, nats: EmbeddedNats, sensors: list[str], display_id: str, temperature: dict, display: dict
+) -> subprocess.Popen:
     pkg = work / "probe-app"
     pkg.mkdir()
     (pkg / "probe.py").write_text(APP)
-    manifest = {"format": 1, "name": "telemetry-probe", "version": "1.0.0", "kind": "backend",
-                "entrypoint": "probe:main",
-                "context": {"sensors": {"sensor": {"device_type": "temperature"}},
-                            "controllers": {"display": {"device_type": "display"}}}}
+    manifest = {
+        "format": 1,
+        "name": "telemetry-probe",
+        "version": "1.0.0",
+        "kind": "backend",
+        "entrypoint": "probe:main",
+        "context": {
+            "sensors": {"sensor": {"device_type": "temperature"}},
+            "controllers": {"display": {"device_type": "display"}},
+        },
+    }
     (pkg / "app.json").write_text(json.dumps(manifest))
     wid = "wl_bench_probe"
-    cfg = {"workload_id": wid, "kind": "app", "generation": 1, "node_id": "nod_bench",
-           "nats": {"servers": [nats.url], "user": nats.platform_user, "password": nats.platform_password},
-           "heartbeat": {"file": str(work / "heartbeat"), "interval": 1.0, "subject": f"aiot.hb.{wid}"},
-           "log_subject": f"aiot.logs.{wid}",
-           "package": {"id": "app_bench", "name": "telemetry-probe", "version": "1.0.0", "manifest": manifest},
-           "package_dir": str(pkg), "app_instance_id": "ins_bench",
-           "sensors": {"sensor": [{"device_id": d, "device_type": temperature} for d in sensors]},
-           "controllers": {"display": [{"device_id": display_id, "device_type": display}]}, "settings": {}}
+    cfg = {
+        "workload_id": wid,
+        "kind": "app",
+        "generation": 1,
+        "node_id": "nod_bench",
+        "nats": {"servers": [nats.url], "user": nats.platform_user, "password": nats.platform_password},
+        "heartbeat": {"file": str(work / "heartbeat"), "interval": 1.0, "subject": f"aiot.hb.{wid}"},
+        "log_subject": f"aiot.logs.{wid}",
+        "package": {"id": "app_bench", "name": "telemetry-probe", "version": "1.0.0", "manifest": manifest},
+        "package_dir": str(pkg),
+        "app_instance_id": "ins_bench",
+        "sensors": {"sensor": [{"device_id": d, "device_type": temperature} for d in sensors]},
+        "controllers": {"display": [{"device_id": display_id, "device_type": display}]},
+        "settings": {},
+    }
     config = write_config(work / "app-config.json", cfg)
-    return subprocess.Popen([PYTHON, "-m", "platform_sdk.app_runner"], cwd=pkg, env=workload_env(config),
-                            stdout=(work / "app.log").open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [PYTHON, "-m", "platform_sdk.app_runner"],
+        cwd=pkg,
+        env=workload_env(config),
+        stdout=(work / "app.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def main_async(args: Any) -> dict[str, Any]:
@@ -338,25 +383,46 @@ async def main_async(args: Any) -> dict[str, Any]:
         peer = await run_side("peer", rates, seconds, Path(tmp))
     comparison = []
     for o, p in zip(ours["runs"], peer["runs"], strict=True):
-        comparison.append({"rate": o["rate"], "ours_p50_ms": o["p50_ms"], "peer_p50_ms": p["p50_ms"],
-                           "p50_ratio": ratio(o["p50_ms"], p["p50_ms"]), "ours_p99_ms": o["p99_ms"],
-                           "peer_p99_ms": p["p99_ms"], "p99_ratio": ratio(o["p99_ms"], p["p99_ms"]),
-                           "ours_lost": o["lost"], "peer_lost": p["lost"]})
+        comparison.append(
+            {
+                "rate": o["rate"],
+                "ours_p50_ms": o["p50_ms"],
+                "peer_p50_ms": p["p50_ms"],
+                "p50_ratio": ratio(o["p50_ms"], p["p50_ms"]),
+                "ours_p99_ms": o["p99_ms"],
+                "peer_p99_ms": p["p99_ms"],
+                "p99_ratio": ratio(o["p99_ms"], p["p99_ms"]),
+                "ours_lost": o["lost"],
+                "peer_lost": p["lost"],
+            }
+        )
 
     def best(runs: list[dict]) -> float | None:
         ok = [r["rate"] for r in runs if r["lost"] == 0]
         return max(ok) if ok else None
 
     at_1000 = next((o for o in ours["runs"] if o["rate"] == 1000.0), None)
-    targets = {"p50_under_5ms_at_1000": (at_1000["p50_ms"] or 1e9) < 5 if at_1000 else None,
-               "p99_under_25ms_at_1000": (at_1000["p99_ms"] or 1e9) < 25 if at_1000 else None}
-    return {"benchmark": "telemetry", "smoke": args.smoke, "machine": machine(),
-            "settings": {"rates": rates, "seconds_per_rate": seconds, "sensors": SENSORS},
-            "target": "p50 < 5 ms and p99 < 25 ms at 1,000 readings/s; highest rate with no loss",
-            "ours": ours, "peer_raw_nats": peer, "comparison": comparison,
-            "highest_rate_no_loss": {"ours": best(ours["runs"]), "peer_raw_nats": best(peer["runs"]),
-                                     "tested_up_to": max(rates)},
-            "targets_met": targets, "ok": all(v is not False for v in targets.values())}
+    targets = {
+        "p50_under_5ms_at_1000": (at_1000["p50_ms"] or 1e9) < 5 if at_1000 else None,
+        "p99_under_25ms_at_1000": (at_1000["p99_ms"] or 1e9) < 25 if at_1000 else None,
+    }
+    return {
+        "benchmark": "telemetry",
+        "smoke": args.smoke,
+        "machine": machine(),
+        "settings": {"rates": rates, "seconds_per_rate": seconds, "sensors": SENSORS},
+        "target": "p50 < 5 ms and p99 < 25 ms at 1,000 readings/s; highest rate with no loss",
+        "ours": ours,
+        "peer_raw_nats": peer,
+        "comparison": comparison,
+        "highest_rate_no_loss": {
+            "ours": best(ours["runs"]),
+            "peer_raw_nats": best(peer["runs"]),
+            "tested_up_to": max(rates),
+        },
+        "targets_met": targets,
+        "ok": all(v is not False for v in targets.values()),
+    }
 
 
 def main() -> None:

@@ -79,18 +79,32 @@ def sqlite_url(tmp_path: Path) -> str:
 # it runs five files at a time (most tests wait on real processes, not on the CPU: the suite used about one
 # of two cores at three).
 SERIAL = (
-    "tests/cluster/", "tests/e2e/test_demo.py", "tests/agent/test_supervisor.py", "tests/web/test_logs_and_serving.py",
-    "tests/reliability/test_oversized_and_slow.py", "tests/logs/test_query_api.py",
+    "tests/cluster/",
+    "tests/e2e/test_demo.py",
+    "tests/agent/test_supervisor.py",
+    "tests/web/test_logs_and_serving.py",
+    "tests/reliability/test_oversized_and_slow.py",
+    "tests/logs/test_query_api.py",
 )
 # The files that take longest (seconds of one worker, measured on 2 cores), started first: xdist's `loadfile`
 # hands out files in collection order, and a long file started last is the suite's tail.
 LONGEST_FIRST = (
-    "tests/cluster/test_delay.py", "tests/launch/test_control_plane.py", "tests/reliability/test_load.py",
-    "tests/cli/test_cli_workflow.py", "tests/reliability/test_service_replicas.py",
-    "tests/reliability/test_api_schemathesis.py", "tests/reliability/test_disk_full.py",
-    "tests/api/test_roles_matrix.py", "tests/accounts/test_accounts.py", "tests/sdk/test_models_e2e.py",
-    "tests/api/test_web_security.py", "tests/bench/test_smoke.py", "tests/cli/test_control_plane_cli.py",
-    "tests/reliability/test_faults.py", "tests/web/test_roles.py", "tests/reliability/test_fuzz_codecs.py",
+    "tests/cluster/test_delay.py",
+    "tests/launch/test_control_plane.py",
+    "tests/reliability/test_load.py",
+    "tests/cli/test_cli_workflow.py",
+    "tests/reliability/test_service_replicas.py",
+    "tests/reliability/test_api_schemathesis.py",
+    "tests/reliability/test_disk_full.py",
+    "tests/api/test_roles_matrix.py",
+    "tests/accounts/test_accounts.py",
+    "tests/sdk/test_models_e2e.py",
+    "tests/api/test_web_security.py",
+    "tests/bench/test_smoke.py",
+    "tests/cli/test_control_plane_cli.py",
+    "tests/reliability/test_faults.py",
+    "tests/web/test_roles.py",
+    "tests/reliability/test_fuzz_codecs.py",
 )
 
 

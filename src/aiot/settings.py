@@ -49,30 +49,40 @@ class Settings(BaseSettings):
     nats_user: str | None = Field(None, description="User for an external NATS server (with nats_url).")
     nats_password: SecretStr | None = Field(None, description="Password for an external NATS server.")
     nats_callout: bool = Field(
-        False, description="The external NATS server (AIOT_NATS_URL) delegates client authentication to the "
+        False,
+        description="The external NATS server (AIOT_NATS_URL) delegates client authentication to the "
         "platform through auth callout (`aiot nats callout-config` prints its server configuration): devices, "
-        "nodes and workloads then connect with the credentials the platform issues, without provisioning."
+        "nodes and workloads then connect with the credentials the platform issues, without provisioning.",
     )
     nats_system_user: str | None = Field(
-        None, description="A system-account user of the external NATS server: lets the platform disconnect a "
-        "revoked credential's open connections within seconds (auth callout only checks new connections)."
+        None,
+        description="A system-account user of the external NATS server: lets the platform disconnect a "
+        "revoked credential's open connections within seconds (auth callout only checks new connections).",
     )
     nats_system_password: SecretStr | None = Field(None, description="Password of nats_system_user.")
     nats_host: str = Field(
-        "127.0.0.1", description="Address the embedded nats-server's client and MQTT listeners bind to (its "
-        "monitor stays on loopback); 0.0.0.0 lets agents and devices on other hosts reach it."
+        "127.0.0.1",
+        description="Address the embedded nats-server's client and MQTT listeners bind to (its "
+        "monitor stays on loopback); 0.0.0.0 lets agents and devices on other hosts reach it.",
     )
     nats_port: int | None = Field(
-        None, ge=1, le=65535, description="Client port of the embedded nats-server (e.g. 4222). Unset: a free "
-        "port chosen on first start and kept while free. Set: that port or a clear start-up error."
+        None,
+        ge=1,
+        le=65535,
+        description="Client port of the embedded nats-server (e.g. 4222). Unset: a free "
+        "port chosen on first start and kept while free. Set: that port or a clear start-up error.",
     )
     mqtt_port: int | None = Field(
-        None, ge=1, le=65535, description="MQTT port of the embedded nats-server (e.g. 1883, what devices "
-        "expect). Unset: a free port chosen on first start and kept while free. Set: that port or an error."
+        None,
+        ge=1,
+        le=65535,
+        description="MQTT port of the embedded nats-server (e.g. 1883, what devices "
+        "expect). Unset: a free port chosen on first start and kept while free. Set: that port or an error.",
     )
     jetstream_replicas: Literal[1, 3] = Field(
-        1, description="Replicas of every stream, KV bucket and object store the platform creates: 1, or 3 "
-        "on a NATS cluster of 3 or more servers (AIOT_NATS_URL). Existing ones are raised or lowered to it."
+        1,
+        description="Replicas of every stream, KV bucket and object store the platform creates: 1, or 3 "
+        "on a NATS cluster of 3 or more servers (AIOT_NATS_URL). Existing ones are raised or lowered to it.",
     )
     nats_connect_timeout: float = Field(5.0, description="Seconds to wait for each NATS connection attempt.")
     nats_connect_attempts: int = Field(
@@ -86,49 +96,76 @@ class Settings(BaseSettings):
     )
     admin_username: str = Field("admin", description="Username of the first admin.")
     apps_url: str | None = Field(
-        None, description="URL browsers reach web apps' pages at (the apps origin). Its host must differ from the "
+        None,
+        description="URL browsers reach web apps' pages at (the apps origin). Its host must differ from the "
         "platform's (cookies ignore ports): e.g. https://apps.example.com. Default: http://localhost:<apps port> "
         "when the platform is at 127.0.0.1 (http://127.0.0.1:<apps port> when it is at localhost). A '{instance}' in "
-        "it (https://{instance}.apps.example.com) gives each app instance a host of its own.")
+        "it (https://{instance}.apps.example.com) gives each app instance a host of its own.",
+    )
     apps_port: int = Field(
-        0, ge=0, description="Port of the apps origin's HTTP server (beside the API, same bind address); 0 picks "
-        "a free port at start. Set it (and apps_url) behind a firewall, proxy or with several replicas.")
+        0,
+        ge=0,
+        description="Port of the apps origin's HTTP server (beside the API, same bind address); 0 picks "
+        "a free port at start. Set it (and apps_url) behind a firewall, proxy or with several replicas.",
+    )
     token_ttl_hours: float = Field(24.0 * 7, gt=0, description="Lifetime of API tokens.")
     session_ttl_hours: float = Field(12.0, gt=0, description="Lifetime of a web session (browser login).")
     cookie_secure: bool | None = Field(
-        None, description="Mark the platform's cookies Secure; default: on when public_url (or apps_url for the "
-        "apps origin's cookie) is https.")
+        None,
+        description="Mark the platform's cookies Secure; default: on when public_url (or apps_url for the "
+        "apps origin's cookie) is https.",
+    )
     metrics_token: SecretStr | None = Field(
-        None, description="When set, GET /metrics needs 'Authorization: Bearer <it>' (401 otherwise).")
+        None, description="When set, GET /metrics needs 'Authorization: Bearer <it>' (401 otherwise)."
+    )
     login_free_failures: int = Field(
-        5, ge=1, description="Wrong passwords in a row an account or a client address may have before back-off.")
+        5, ge=1, description="Wrong passwords in a row an account or a client address may have before back-off."
+    )
     login_backoff_s: float = Field(
-        1.0, gt=0, description="First lock after the free failures, in seconds; it doubles with each failure.")
+        1.0, gt=0, description="First lock after the free failures, in seconds; it doubles with each failure."
+    )
     login_account_lock_max_s: float = Field(
-        60.0, gt=0, description="Longest lock of one account (short, so an attacker cannot keep its owner out).")
+        60.0, gt=0, description="Longest lock of one account (short, so an attacker cannot keep its owner out)."
+    )
     login_address_lock_max_s: float = Field(
-        3600.0, gt=0, description="Longest lock of one client address (the lock that grows for a guesser).")
+        3600.0, gt=0, description="Longest lock of one client address (the lock that grows for a guesser)."
+    )
     secret_key: SecretStr | None = Field(
-        None, description="Key that derives workload credentials; default: <data_dir>/secret.key, made once. "
-        "Set the same value on every control plane replica.")
+        None,
+        description="Key that derives workload credentials; default: <data_dir>/secret.key, made once. "
+        "Set the same value on every control plane replica.",
+    )
     node_grace_seconds: float = Field(8.0, description="A node silent this long is lost; its work moves.")
     model_ready_deadline_seconds: float = Field(
-        300.0, gt=0, description="An app waits this long for its models' first ready replica, then shows failed "
-        "(it still starts once they are ready).")
+        300.0,
+        gt=0,
+        description="An app waits this long for its models' first ready replica, then shows failed "
+        "(it still starts once they are ready).",
+    )
     prewarm_seconds: float = Field(
-        120.0, gt=0, description="Models a scheduled run needs are deployed this long before it starts; models "
-        "deployed for app runs are removed after this long with no run needing them.")
+        120.0,
+        gt=0,
+        description="Models a scheduled run needs are deployed this long before it starts; models "
+        "deployed for app runs are removed after this long with no run needing them.",
+    )
     rollout_soak_seconds: float = Field(
-        30.0, gt=0, description="How long a new version must run healthy (no restart, not degraded) before the "
-        "upgrade succeeds and the old version is retired.")
+        30.0,
+        gt=0,
+        description="How long a new version must run healthy (no restart, not degraded) before the "
+        "upgrade succeeds and the old version is retired.",
+    )
     rollout_ready_deadline_seconds: float = Field(
-        240.0, gt=0, description="A new version not running after this long is rolled back.")
+        240.0, gt=0, description="A new version not running after this long is rolled back."
+    )
     rollout_max_restarts: int = Field(
-        2, ge=1, description="Restarts of a new version (a crash loop) that roll it back.")
+        2, ge=1, description="Restarts of a new version (a crash loop) that roll it back."
+    )
     degraded_after_failures: int = Field(
-        5, ge=1, description="Consecutive failed callbacks after which a running app shows `degraded`.")
+        5, ge=1, description="Consecutive failed callbacks after which a running app shows `degraded`."
+    )
     join_token_ttl_minutes: float = Field(
-        60.0, gt=0, description="Default lifetime of a node join token (an admin may ask for less or more).")
+        60.0, gt=0, description="Default lifetime of a node join token (an admin may ask for less or more)."
+    )
     smtp_host: str | None = Field(None, description="SMTP server for e-mails; unset keeps mail in the outbox.")
     smtp_port: int = Field(25, description="SMTP port (587 with STARTTLS, 465 with implicit TLS).")
     smtp_user: str | None = Field(None, description="SMTP login user, if the server needs one.")
@@ -147,23 +184,35 @@ class Settings(BaseSettings):
     autoscale_window_s: float = Field(60.0, description="How long the load must stay high before adding a node.")
     autoscale_idle_window_s: float = Field(300.0, description="How long the cluster must stay idle to remove one.")
     history_max_mb: int = Field(
-        2048, gt=0, description="Size cap of the readings history stream (AIOT_READINGS), in MiB; the oldest "
+        2048,
+        gt=0,
+        description="Size cap of the readings history stream (AIOT_READINGS), in MiB; the oldest "
         "readings go first. JetStream reserves it in the NATS store when the stream is created, so a data "
-        "directory smaller than this cannot start: lower it on small disks.")
+        "directory smaller than this cannot start: lower it on small disks.",
+    )
     log_stream_max_mb: int = Field(
-        0, ge=0, description="Size cap of the live log stream (AIOT_LOGS), in MiB, on top of log_retention_days; "
-        "0 means no cap. Reserved in the NATS store like history_max_mb when set.")
+        0,
+        ge=0,
+        description="Size cap of the live log stream (AIOT_LOGS), in MiB, on top of log_retention_days; "
+        "0 means no cap. Reserved in the NATS store like history_max_mb when set.",
+    )
     max_upload_mb: int = Field(200, description="Largest package upload accepted, in MiB (streamed to disk).")
     log_level: str = Field("INFO", description="Python log level of platform processes.")
     allow_unsandboxed: bool = Field(
-        False, description="Let a node agent run uploaded code without bubblewrap (plain processes; the node then "
-        "reports itself unsandboxed). Off: an agent without bwrap refuses to start.")
+        False,
+        description="Let a node agent run uploaded code without bubblewrap (plain processes; the node then "
+        "reports itself unsandboxed). Off: an agent without bwrap refuses to start.",
+    )
     source_build_allow: str = Field(
-        "", description="Comma-separated distribution names a node may build from source (their setup code runs "
-        "in the build sandbox); every other requirement must come as a wheel.")
+        "",
+        description="Comma-separated distribution names a node may build from source (their setup code runs "
+        "in the build sandbox); every other requirement must come as a wheel.",
+    )
     workload_uid_base: int = Field(
-        1_500_000_000, description="First uid of a root-run node's workload uid range (the build uid; workloads "
-        "get the uids after it). Must not overlap the machine's accounts or /etc/subuid.")
+        1_500_000_000,
+        description="First uid of a root-run node's workload uid range (the build uid; workloads "
+        "get the uids after it). Must not overlap the machine's accounts or /etc/subuid.",
+    )
     workload_uid_count: int = Field(1 << 20, description="Size of the workload uid range.")
 
     @field_validator("data_dir", mode="before")
@@ -175,8 +224,10 @@ class Settings(BaseSettings):
     def _nats_layout(self) -> Settings:
         """Combinations that cannot work are refused at start, naming the settings (not found out later)."""
         if self.jetstream_replicas > 1 and self.embedded_nats:
-            raise ValueError(f"jetstream_replicas={self.jetstream_replicas} needs a NATS cluster of at least "
-                             f"{self.jetstream_replicas} servers: set AIOT_NATS_URL (the embedded server is one)")
+            raise ValueError(
+                f"jetstream_replicas={self.jetstream_replicas} needs a NATS cluster of at least "
+                f"{self.jetstream_replicas} servers: set AIOT_NATS_URL (the embedded server is one)"
+            )
         if self.nats_port is not None and self.nats_port == self.mqtt_port:
             raise ValueError(f"nats_port and mqtt_port are both {self.nats_port}: give them different ports")
         return self

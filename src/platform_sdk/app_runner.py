@@ -83,8 +83,10 @@ def expose_port(serve: dict[str, Any], source: str) -> None:
         os.environ["PORT"], os.environ["HOST"] = str(upstream), "127.0.0.1"
         return
     if serve.get("open") is not True:
-        raise SystemExit(f"{source}: field 'serve.token' is required for a web app (the gateway's token); "
-                         "set 'serve.open': true to serve without one outside the platform")
+        raise SystemExit(
+            f"{source}: field 'serve.token' is required for a web app (the gateway's token); "
+            "set 'serve.open': true to serve without one outside the platform"
+        )
     os.environ["PORT"] = str(serve["port"])
     if serve.get("host"):
         os.environ["HOST"] = str(serve["host"])

@@ -25,8 +25,14 @@ RunBatch = Callable[[list[dict[str, Any]]], Awaitable[list[Any]]]
 class Batcher:
     """Queue of pending predictions and the task that turns them into batch calls."""
 
-    def __init__(self, run_batch: RunBatch, *, max_batch_size: int, max_wait_ms: float,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0

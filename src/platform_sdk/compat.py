@@ -53,13 +53,17 @@ def _alias(kind: str, index: Any) -> str:
         raise TypeError(f"{kind} index must be an integer (its position in config/{kind}s.json), got {index!r}")
     name = alias(kind, index)
     cfg = config()
-    bound: dict[str, Any] = {"sensor": cfg.sensors, "controller": cfg.controllers,
-                             "model": cfg.models}[kind]  # type: ignore[assignment]  # three dict types
+    bound: dict[str, Any] = {"sensor": cfg.sensors, "controller": cfg.controllers, "model": cfg.models}[kind]  # type: ignore[assignment]  # three dict types
     if name not in bound:
         count = sum(1 for a in bound if a.startswith(f"{kind}_"))
-        raise UnknownAlias(kind, name, list(bound)) if count == 0 else IndexError(
-            f"{kind} index {index} is out of range: this app has {count} {kind}(s) (indexes 0..{count - 1} of "
-            f"config/{kind}s.json)")
+        raise (
+            UnknownAlias(kind, name, list(bound))
+            if count == 0
+            else IndexError(
+                f"{kind} index {index} is out of range: this app has {count} {kind}(s) (indexes 0..{count - 1} of "
+                f"config/{kind}s.json)"
+            )
+        )
     return name
 
 
@@ -119,14 +123,19 @@ def send_controller_data(controller_index: int, *args: Any) -> Any:
     if "set" in commands:
         names = list((commands["set"] or {}).get("args") or {})
         if len(args) != len(names):
-            raise CommandRefused(c.device_ids[0], "set", f"expected {len(names)} value(s) ({', '.join(names)}), "
-                                 f"got {len(args)}")
+            raise CommandRefused(
+                c.device_ids[0], "set", f"expected {len(names)} value(s) ({', '.join(names)}), got {len(args)}"
+            )
         return c.send("set", args=dict(zip(names, args, strict=True)))
     if len(args) == 1 and isinstance(args[0], str) and args[0] in commands:
         return c.send(args[0])
-    raise CommandRefused(c.device_ids[0], str(args[0]) if args else "", "this controller type takes the commands "
-                         f"{', '.join(sorted(commands))}: send_controller_data(i, '<command>') or use "
-                         "controller(alias).send(command, **args)")
+    raise CommandRefused(
+        c.device_ids[0],
+        str(args[0]) if args else "",
+        "this controller type takes the commands "
+        f"{', '.join(sorted(commands))}: send_controller_data(i, '<command>') or use "
+        "controller(alias).send(command, **args)",
+    )
 
 
 def _output(outputs: dict[str, Any]) -> Any:
@@ -152,19 +161,25 @@ def get_logger(name: str | None = None, host_port: Any = None, level: int | None
 
 
 def send_email_notification(email: str, subject: str, body: str) -> None:
-    raise NotProvided("send_email_notification is not provided by this platform: apps cannot send e-mail "
-                      "(the platform mails an app's users its address itself); show the message on the app's "
-                      "web page or through a controller instead")
+    raise NotProvided(
+        "send_email_notification is not provided by this platform: apps cannot send e-mail "
+        "(the platform mails an app's users its address itself); show the message on the app's "
+        "web page or through a controller instead"
+    )
 
 
 def get_mongo_db_uri() -> str:
-    raise NotProvided("get_mongo_db_uri is not provided by this platform: no MongoDB is given to apps; keep "
-                      "state in the app's working folder or use a database you run and configure in settings")
+    raise NotProvided(
+        "get_mongo_db_uri is not provided by this platform: no MongoDB is given to apps; keep "
+        "state in the app's working folder or use a database you run and configure in settings"
+    )
 
 
 def get_mongo_db_database() -> Any:
-    raise NotProvided("get_mongo_db_database is not provided by this platform: no MongoDB is given to apps; "
-                      "keep state in the app's working folder or use a database you run and configure in settings")
+    raise NotProvided(
+        "get_mongo_db_database is not provided by this platform: no MongoDB is given to apps; "
+        "keep state in the app's working folder or use a database you run and configure in settings"
+    )
 
 
 __all__ = [

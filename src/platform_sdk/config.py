@@ -153,12 +153,8 @@ def parse_config(doc: Mapping[str, Any], source: str = "config") -> WorkloadConf
         heartbeat_file=_get(hb, "file", str, source, prefix="heartbeat."),
         heartbeat_interval=interval,
         heartbeat_subject=_get(hb, "subject", str, source, default=f"aiot.hb.{wid}", prefix="heartbeat."),
-        hang_after=float(
-            _get(hb, "hang_after", (int, float), source, default=5 * interval, prefix="heartbeat.")
-        ),
-        startup_grace=float(
-            _get(hb, "startup_grace", (int, float), source, default=60.0, prefix="heartbeat.")
-        ),
+        hang_after=float(_get(hb, "hang_after", (int, float), source, default=5 * interval, prefix="heartbeat.")),
+        startup_grace=float(_get(hb, "startup_grace", (int, float), source, default=60.0, prefix="heartbeat.")),
         log_subject=_get(doc, "log_subject", str, source),
         app_instance_id=_get(doc, "app_instance_id", str, source),
         package=_get(doc, "package", dict, source, default={}),

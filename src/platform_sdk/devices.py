@@ -115,9 +115,7 @@ class DeviceHub:
         if waiter is not None and not waiter.done():
             waiter.set_result(state)
 
-    async def send_one(
-        self, device_id: str, command: str, args: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
+    async def send_one(self, device_id: str, command: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         await self._ensure_state_sub(device_id)
         cmd_id = "cmd_" + secrets.token_urlsafe(12)
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -301,9 +299,7 @@ class Controller:
                 raise value
         return outcome
 
-    def send(
-        self, command: str, timeout: float = 5.0, *, args: dict[str, Any] | None = None, **kwargs: Any
-    ) -> Any:
+    def send(self, command: str, timeout: float = 5.0, *, args: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Send `command` with arguments (`send("set_speed", speed=2)`) and return the acknowledged state dict
         (`{device_id: state}` for an alias with several devices); CommandRefused / CommandTimeout else."""
         merged = {**(args or {}), **kwargs}

@@ -49,8 +49,14 @@ class TokenGuard:
     Raw ASGI, not a Starlette middleware class: the check is one scan of the header list and one
     `compare_digest`, measured in bench/serving.py (the serving hot path must stay fast)."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, header: str, expected: str,
-                 open_paths: Iterable[str] = OPEN_PATHS) -> None:
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        *,
+        header: str,
+        expected: str,
+        open_paths: Iterable[str] = OPEN_PATHS,
+    ) -> None:
         self.app = app
         self.header = header.lower().encode("latin-1")
         self.expected = expected.encode("latin-1")
@@ -68,10 +74,16 @@ class TokenGuard:
         if token_matches(given, self.expected):
             await self.app(scope, receive, send)
             return
-        body = b'{"error":"this endpoint needs the token the platform issued for it","field":"' + \
-            self.header + b'"}'
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
+        body = b'{"error":"this endpoint needs the token the platform issued for it","field":"' + self.header + b'"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

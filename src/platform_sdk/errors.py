@@ -52,9 +52,7 @@ class CommandRefused(PlatformError):
     """A controller refused a command (its acknowledgement carried an error), or the command is not valid
     for the controller's type (checked before sending)."""
 
-    def __init__(
-        self, device_id: str, command: str, reason: str, state: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, device_id: str, command: str, reason: str, state: dict[str, Any] | None = None) -> None:
         super().__init__(f"controller {device_id} refused {command!r}: {reason}")
         self.device_id, self.command, self.reason, self.state = device_id, command, reason, state
 

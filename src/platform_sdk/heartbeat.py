@@ -55,8 +55,13 @@ class CallbackHealth:
 class HeartbeatWriter:
     """Rewrites the heartbeat file atomically (temp + rename) and hands the beat to `publish`."""
 
-    def __init__(self, workload_id: str, path: str | None, publish: Callable[[bytes], None] | None,
-                 health: CallbackHealth | None = None) -> None:
+    def __init__(
+        self,
+        workload_id: str,
+        path: str | None,
+        publish: Callable[[bytes], None] | None,
+        health: CallbackHealth | None = None,
+    ) -> None:
         self.workload_id = workload_id
         self.path = path
         self.publish = publish

@@ -193,9 +193,7 @@ class ModelClient:
                     continue
                 return _result(status, data, label)
         if not tried:
-            raise ModelUnavailable(
-                f"model {label}: no healthy replica is registered (is the model deployed?)"
-            )
+            raise ModelUnavailable(f"model {label}: no healthy replica is registered (is the model deployed?)")
         raise ModelUnavailable(f"model {label}: no replica answered ({'; '.join(failures)})")
 
     async def _send(
@@ -280,9 +278,7 @@ def model_call_batch(alias_or_id: str, instances: list[Any], timeout: float = 60
     return rt.call(_call_batch(rt, alias_or_id, list(instances), timeout), timeout)
 
 
-async def amodel_call_batch(
-    alias_or_id: str, instances: list[Any], timeout: float = 60.0
-) -> list[dict[str, Any]]:
+async def amodel_call_batch(alias_or_id: str, instances: list[Any], timeout: float = 60.0) -> list[dict[str, Any]]:
     rt = runtime()
     _client(rt).lookup(alias_or_id)
     return await rt.acall(_call_batch(rt, alias_or_id, list(instances), timeout))

@@ -254,9 +254,7 @@ class Runtime:
         """Run `coro` on the SDK loop and wait (sync API). The wait counts as progress for the heartbeat."""
         if threading.get_ident() == self._thread.ident:
             coro.close()
-            raise RuntimeError(
-                "the sync SDK API cannot be used on the SDK's own event loop; use the async API"
-            )
+            raise RuntimeError("the sync SDK API cannot be used on the SDK's own event loop; use the async API")
         fut = self.submit(coro)
         with self.liveness.waiting(timeout):
             try:

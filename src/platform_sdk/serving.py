@@ -109,9 +109,7 @@ def load_entrypoint(package_dir: str | Path, entrypoint: str) -> tuple[Any, Any]
     try:
         target = getattr(module, attr)
     except AttributeError:
-        raise ValueError(
-            f"entrypoint {entrypoint!r}: module {module_name!r} has no attribute {attr!r}"
-        ) from None
+        raise ValueError(f"entrypoint {entrypoint!r}: module {module_name!r} has no attribute {attr!r}") from None
     if inspect.isclass(target):
         model: Any = target()
         if not callable(getattr(model, "predict", None)):
@@ -131,9 +129,7 @@ class ModelServer:
         if not manifest and cfg.package_dir:
             manifest = json.loads((Path(cfg.package_dir) / "model.json").read_text(encoding="utf-8"))
         if not manifest.get("entrypoint") or not manifest.get("inputs"):
-            raise ValueError(
-                f"{cfg.source}: package.manifest must be a model.json with entrypoint and inputs"
-            )
+            raise ValueError(f"{cfg.source}: package.manifest must be a model.json with entrypoint and inputs")
         self.manifest = manifest
         self.model_id = cfg.package.get("id") or manifest.get("name", "model")
         self.info = {"name": manifest.get("name"), "version": manifest.get("version")}
@@ -159,9 +155,16 @@ class ModelServer:
         self._info_prefix = b'{"model":' + _dumps(self.info) + b',"outputs":'
         self._setup_metrics()
         batching = manifest.get("batching") or None
-        self.batcher = Batcher(self._predict_many, max_batch_size=int(batching.get("max_batch_size", 16)),
-                               max_wait_ms=float(batching.get("max_wait_ms", 2.0)),
-                               on_batch=self.m_batch_size.observe) if batching else None
+        self.batcher = (
+            Batcher(
+                self._predict_many,
+                max_batch_size=int(batching.get("max_batch_size", 16)),
+                max_wait_ms=float(batching.get("max_wait_ms", 2.0)),
+                on_batch=self.m_batch_size.observe,
+            )
+            if batching
+            else None
+        )
         self.app = guarded(self._build_app(), cfg)
 
     # ------------------------------------------------------------------------------------------ metrics
@@ -231,11 +234,14 @@ class ModelServer:
             clean = self.validate(inputs)
             outputs = asyncio.run(self.predict_fn(clean)) if self.is_async else self.predict_fn(clean)
         except Exception as exc:
-            raise ValueError(f"warm-up prediction on the manifest's example failed: {type(exc).__name__}: {exc}") \
-                from exc
+            raise ValueError(
+                f"warm-up prediction on the manifest's example failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if not isinstance(outputs, dict):
-            raise ValueError(f"warm-up prediction on the manifest's example returned {type(outputs).__name__}, "
-                             "expected a dict of outputs")
+            raise ValueError(
+                f"warm-up prediction on the manifest's example returned {type(outputs).__name__}, "
+                "expected a dict of outputs"
+            )
         self.warmup_s = round(time.monotonic() - started, 3)
 
     def _run(self, fn: Any, arg: Any) -> Any:
@@ -256,9 +262,7 @@ class ModelServer:
     async def _predict(self, inputs: dict[str, Any]) -> Any:
         if self.is_async:
             return await self.predict_fn(inputs)
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, self._run, self.predict_fn, inputs
-        )
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._run, self.predict_fn, inputs)
 
     async def _predict_many(self, items: list[dict[str, Any]]) -> list[Any]:
         if self.is_async:
@@ -351,9 +355,7 @@ class ModelServer:
                 if not isinstance(instances, list) or not instances:
                     raise InputError("instances", "instances must be a non-empty list of input objects")
                 if len(instances) > MAX_BATCH:
-                    raise InputError(
-                        "instances", f"at most {MAX_BATCH} instances per batch, got {len(instances)}"
-                    )
+                    raise InputError("instances", f"at most {MAX_BATCH} instances per batch, got {len(instances)}")
                 clean = [self.validate(item, f"instances[{i}].") for i, item in enumerate(instances)]
             except InputError as exc:
                 self.m_requests.labels("batch", "422").inc()
@@ -498,8 +500,9 @@ class ModelServer:
 
         rt = runtime()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(rt.acall(rt.publish_flushed(self._announce_subject, self._announce_body(True),
-                                                               limit)), limit)
+            await asyncio.wait_for(
+                rt.acall(rt.publish_flushed(self._announce_subject, self._announce_body(True), limit)), limit
+            )
 
     async def _announce_task(self) -> None:
         while True:
@@ -557,8 +560,10 @@ def guarded(app: Any, cfg: WorkloadConfig) -> Any:
         return TokenGuard(app, header=MODEL_TOKEN_HEADER, expected=bearer(token))
     if cfg.serve.get("open") is True:
         return app
-    raise ValueError(f"{cfg.source}: field 'serve.token' is required (the token callers must present); "
-                     "set 'serve.open': true to serve without one outside the platform")
+    raise ValueError(
+        f"{cfg.source}: field 'serve.token' is required (the token callers must present); "
+        "set 'serve.open': true to serve without one outside the platform"
+    )
 
 
 def _has(module: str) -> bool:
@@ -570,9 +575,7 @@ def _has(module: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     from platform_sdk.runtime import config, configure
 
-    parser = argparse.ArgumentParser(
-        prog="python -m platform_sdk.serving", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m platform_sdk.serving", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="config.json to use instead of $AIOT_WORKLOAD_CONFIG (local runs)")
     args = parser.parse_args(argv)
     cfg = configure(args.config) if args.config else config()

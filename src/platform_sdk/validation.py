@@ -132,9 +132,7 @@ def _image(spec: dict[str, Any]) -> Check:
         if len(value) > max_bytes:
             raise InputError(name, f"image {name!r} has {len(value)} bytes, more than max_bytes {max_bytes}")
         if not any(value.startswith(IMAGE_MAGIC[e]) for e in encodings if e in IMAGE_MAGIC):
-            raise InputError(
-                name, f"image {name!r} is not {' or '.join(encodings)} (checked its magic bytes)"
-            )
+            raise InputError(name, f"image {name!r} is not {' or '.join(encodings)} (checked its magic bytes)")
         return value
 
     return check
@@ -164,17 +162,14 @@ class InputValidator:
             self.checks[name] = _FIELD_CHECKS[kind](spec)
         self.required = [n for n, s in inputs_spec.items() if (s or {}).get("required", True)]
         self.image_fields = {n for n, s in inputs_spec.items() if (s or {}).get("type") == "image"}
-        self.max_image_bytes = sum(
-            int(inputs_spec[n].get("max_bytes") or 5 * 1024 * 1024) for n in self.image_fields
-        )
+        self.max_image_bytes = sum(int(inputs_spec[n].get("max_bytes") or 5 * 1024 * 1024) for n in self.image_fields)
 
     def __call__(self, raw: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(raw, list):
             if len(raw) > len(self.names):
                 raise InputError(
                     prefix.rstrip(".") or "inputs",
-                    f"got {len(raw)} positional inputs but the model takes {len(self.names)}: "
-                    f"{', '.join(self.names)}",
+                    f"got {len(raw)} positional inputs but the model takes {len(self.names)}: {', '.join(self.names)}",
                 )
             raw = dict(zip(self.names, raw, strict=False))
         elif not isinstance(raw, dict):
@@ -187,9 +182,7 @@ class InputValidator:
         for key, value in raw.items():
             check = checks.get(key)
             if check is None:
-                raise InputError(
-                    prefix + str(key), f"unknown input {key!r}; the model takes: {', '.join(self.names)}"
-                )
+                raise InputError(prefix + str(key), f"unknown input {key!r}; the model takes: {', '.join(self.names)}")
             if value is None:
                 continue
             out[key] = check(value, prefix + key)

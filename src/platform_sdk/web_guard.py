@@ -32,8 +32,10 @@ _HEADER = GATEWAY_TOKEN_HEADER.encode("latin-1")
 
 def _plain(status: str, text: str) -> bytes:
     body = text.encode()
-    return (f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 _FORBIDDEN = _plain("403 Forbidden", "this app is reached through the platform's gateway only\n")
@@ -78,8 +80,7 @@ class GatewayGuard:
 
         def run() -> None:
             self.loop = asyncio.new_event_loop()
-            server = self.loop.run_until_complete(asyncio.start_server(self._handle, sock=self.sock,
-                                                                       limit=HEAD_LIMIT))
+            server = self.loop.run_until_complete(asyncio.start_server(self._handle, sock=self.sock, limit=HEAD_LIMIT))
             ready.set()
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(server.serve_forever())
@@ -117,8 +118,7 @@ async def _answer(writer: asyncio.StreamWriter, response: bytes) -> None:
     writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                other: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, other: asyncio.StreamWriter) -> None:
     """Copy until EOF, then half-close (the other direction may still be talking); on a reset, close both
     sides so the other direction does not wait for an idle peer."""
     try:

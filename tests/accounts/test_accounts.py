@@ -82,11 +82,17 @@ def test_disabled_user_cannot_log_in_and_loses_tokens(api: TestClient, users: di
 
 def test_change_own_password(api: TestClient, users: dict[Role, str]) -> None:
     headers = login(api, users[Role.end_user])
-    bad = api.post("/api/v1/auth/password", headers=headers,
-                   json={"current_password": "wrong-wrong", "new_password": "another-long-one"})
+    bad = api.post(
+        "/api/v1/auth/password",
+        headers=headers,
+        json={"current_password": "wrong-wrong", "new_password": "another-long-one"},
+    )
     assert bad.status_code == 422 and bad.json()["error"]["details"]["field"] == "current_password"
-    ok = api.post("/api/v1/auth/password", headers=headers,
-                  json={"current_password": PASSWORD, "new_password": "another-long-one"})
+    ok = api.post(
+        "/api/v1/auth/password",
+        headers=headers,
+        json={"current_password": PASSWORD, "new_password": "another-long-one"},
+    )
     assert ok.status_code == 204
     assert api.get("/api/v1/auth/me", headers=headers).status_code == 401
     login(api, users[Role.end_user], "another-long-one")
@@ -94,11 +100,13 @@ def test_change_own_password(api: TestClient, users: dict[Role, str]) -> None:
 
 def test_admin_creates_user_and_assigns_role(api: TestClient, users: dict[Role, str]) -> None:
     admin = login(api, users[Role.admin])
-    created = api.post("/api/v1/users", headers=admin,
-                       json={"username": "carol", "password": "carol-password", "role": "end_user"})
+    created = api.post(
+        "/api/v1/users", headers=admin, json={"username": "carol", "password": "carol-password", "role": "end_user"}
+    )
     assert created.status_code == 201
-    dup = api.post("/api/v1/users", headers=admin,
-                   json={"username": "carol", "password": "carol-password", "role": "end_user"})
+    dup = api.post(
+        "/api/v1/users", headers=admin, json={"username": "carol", "password": "carol-password", "role": "end_user"}
+    )
     assert dup.status_code == 409 and dup.json()["error"]["details"]["field"] == "username"
     changed = api.patch("/api/v1/users/carol", headers=admin, json={"role": "app_developer"})
     assert changed.json()["role"] == "app_developer"

@@ -15,11 +15,27 @@ from aiot.errors import ValidationFailed
 from aiot.store.engine import Database
 from aiot.store.models import Role, User
 
-BAD = ["not-an-address", "eve@", "@example.com", "eve@localhost", "eve example@example.com", "eve@exa mple.com",
-       "eve@example.com\r\nBcc: victim@evil.test", "eve@example.com, mallory@evil.test", "a..b@example.com",
-       "eve@-example.com", "eve@example.c0m", "x" * 65 + "@example.com", "eve@" + "a" * 250 + ".com"]
-GOOD = [("eve@example.com", "eve@example.com"), ("  Eve.Smith+iot@Example.COM ", "Eve.Smith+iot@example.com"),
-        ("o'brien@mail.example.co.uk", "o'brien@mail.example.co.uk"), ("jörg@bücher.de", "jörg@bücher.de")]
+BAD = [
+    "not-an-address",
+    "eve@",
+    "@example.com",
+    "eve@localhost",
+    "eve example@example.com",
+    "eve@exa mple.com",
+    "eve@example.com\r\nBcc: victim@evil.test",
+    "eve@example.com, mallory@evil.test",
+    "a..b@example.com",
+    "eve@-example.com",
+    "eve@example.c0m",
+    "x" * 65 + "@example.com",
+    "eve@" + "a" * 250 + ".com",
+]
+GOOD = [
+    ("eve@example.com", "eve@example.com"),
+    ("  Eve.Smith+iot@Example.COM ", "Eve.Smith+iot@example.com"),
+    ("o'brien@mail.example.co.uk", "o'brien@mail.example.co.uk"),
+    ("jörg@bücher.de", "jörg@bücher.de"),
+]
 
 
 @pytest.mark.parametrize("address", BAD)
@@ -55,6 +71,7 @@ def test_the_api_refuses_a_bad_email_on_create_and_update(api: TestClient, datab
 def test_the_account_service_checks_too(database: Database) -> None:
     """The CLI's first-admin path and scripts create users without the API's schema."""
     with database.session() as session, pytest.raises(ValidationFailed) as caught:
-        accounts.create_user(session, username="frank", password="frank-password", role=Role.end_user,
-                             email="frank@@example.com")
+        accounts.create_user(
+            session, username="frank", password="frank-password", role=Role.end_user, email="frank@@example.com"
+        )
     assert caught.value.details["field"] == "email"

@@ -41,8 +41,13 @@ if mode == "child":
         ]
     )
 if mode == "probe":
-    verdict = {"env": sorted(os.environ), "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
-               "uids": list(os.getresuid()), "gids": list(os.getresgid()), "groups": os.getgroups()}
+    verdict = {
+        "env": sorted(os.environ),
+        "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
+        "uids": list(os.getresuid()),
+        "gids": list(os.getresgid()),
+        "groups": os.getgroups(),
+    }
     with open("/proc/self/status") as fh:
         verdict["status"] = dict(line.split(":\t", 1) for line in fh.read().splitlines() if ":\t" in line)
     for path in settings.get("list", []):

@@ -70,9 +70,7 @@ class StallProxy:
 @contextlib.asynccontextmanager
 async def serve_http(app: object) -> AsyncIterator[int]:
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # keep pytest's handlers
     task = asyncio.create_task(server.serve())
     await wait_until(lambda: server.started, 10)
@@ -160,9 +158,7 @@ async def test_agent_runs_a_deployed_model_survives_a_stalled_control_plane_and_
             assert [n["load"].get("sandboxed") for n in nodes if n["name"] == "node-a"] == [True]
 
             async def api_state() -> dict:
-                return (
-                    await live.client.get(f"/api/v1/workloads/{wid}", headers=live.headers(Role.admin))
-                ).json()
+                return (await live.client.get(f"/api/v1/workloads/{wid}", headers=live.headers(Role.admin))).json()
 
             for _ in range(50):
                 shown = await api_state()
@@ -191,9 +187,7 @@ async def test_agent_runs_a_deployed_model_survives_a_stalled_control_plane_and_
 
             # Undeploy: the agent stops the process once the assignment is gone.
             tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-            gone = await live.client.delete(
-                f"/api/v1/deployments/{model_id}", headers=live.headers(Role.ai_developer)
-            )
+            gone = await live.client.delete(f"/api/v1/deployments/{model_id}", headers=live.headers(Role.ai_developer))
             assert gone.status_code == 204
             await wait_until(lambda: not agent.workloads, 15)
             await wait_until(lambda: not [p for p in tree if p.is_running() and p.status() != "zombie"], 10)
@@ -243,9 +237,7 @@ async def test_cli_agent_sigkill_takes_its_workloads_along_and_a_restart_runs_th
         server = f"http://127.0.0.1:{api_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
         env.update(AIOT_DATA_DIR=str(tmp_path / "data"), AIOT_LOG_LEVEL="INFO")
-        token = (
-            await live.client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))
-        ).json()["token"]
+        token = (await live.client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))).json()["token"]
         log_file = (tmp_path / "agent.log").open("wb")
         token_file = tmp_path / "join-token"  # a file only we can read: never the token on a command line
         token_file.write_text(token)
@@ -273,9 +265,7 @@ async def test_cli_agent_sigkill_takes_its_workloads_along_and_a_restart_runs_th
                         return shown
                     await asyncio.sleep(0.25)
                 detail = (
-                    await live.client.get(
-                        f"/api/v1/workloads/{shown.get('id')}", headers=live.headers(Role.admin)
-                    )
+                    await live.client.get(f"/api/v1/workloads/{shown.get('id')}", headers=live.headers(Role.admin))
                 ).json()
                 raise AssertionError(f"not running: {detail}\n{(tmp_path / 'agent.log').read_text()[-3000:]}")
 

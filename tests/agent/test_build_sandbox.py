@@ -22,7 +22,7 @@ from aiot.agent.envs import EnvBuilder, EnvBuildError
 from aiot.agent.workload import PrepareError, package_requirements
 from tests.agent.conftest import SharedEnv, needs_bwrap
 
-SETUP_PY = '''
+SETUP_PY = """
 import json, os
 from setuptools import setup
 
@@ -42,7 +42,7 @@ os.makedirs("aiot_leak_probe", exist_ok=True)
 with open("aiot_leak_probe/__init__.py", "w") as fh:
     fh.write("SEEN = " + repr(json.dumps(seen)) + "\\n")
 setup(name="aiot-leak-probe", version="0.1", packages=["aiot_leak_probe"])
-'''
+"""
 
 
 def _sdist(dest: Path, paths: list[str], data: Path) -> Path:
@@ -87,8 +87,13 @@ def test_allowed_sdist_builds_in_the_sandbox_and_sees_no_data_dir(
         python = asyncio.run(builder.build(["aiot-leak-probe==0.1"]))
     finally:
         del os.environ["AIOT_TEST_AGENT_SECRET"]
-    out = subprocess.run([str(python), "-I", "-c", "import aiot_leak_probe as m; print(m.SEEN)"],
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [str(python), "-I", "-c", "import aiot_leak_probe as m; print(m.SEEN)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     seen = json.loads(out.stdout)
     print(seen)
     assert seen["uid"] != 0 and seen["euid"] != 0
@@ -123,8 +128,11 @@ def _package(root: Path, manifest: dict, files: dict[str, str]) -> Path:
 
 def test_agent_installs_only_the_requirements_file_the_manifest_names(tmp_path: Path) -> None:
     """On main the agent read `requirements.txt` whatever the manifest named (the validator checked reqs.txt)."""
-    pkg = _package(tmp_path / "p", {"name": "m", "requirements": "reqs.txt"},
-                   {"reqs.txt": "numpy>=1.26\n", "requirements.txt": "evil @ http://127.0.0.1:1/evil-1.0.tar.gz\n"})
+    pkg = _package(
+        tmp_path / "p",
+        {"name": "m", "requirements": "reqs.txt"},
+        {"reqs.txt": "numpy>=1.26\n", "requirements.txt": "evil @ http://127.0.0.1:1/evil-1.0.tar.gz\n"},
+    )
     assert package_requirements(pkg, "model", "reqs.txt") == ["numpy>=1.26"]
     checked = hashlib.sha256(b"numpy>=1.26\n").hexdigest()  # what the upload recorded (requirements_sha256)
     assert package_requirements(pkg, "model", "reqs.txt", checked) == ["numpy>=1.26"]

@@ -35,16 +35,12 @@ def test_cold_build_then_instant_cache_hit_with_sdk_injected(shared_env: SharedE
     assert out.stdout.strip().startswith(str(env / "sdk" / "platform_sdk"))
 
 
-def test_warm_uv_cache_and_sdk_change_give_a_fresh_env_built_once(
-    shared_env: SharedEnv, tmp_path: Path
-) -> None:
+def test_warm_uv_cache_and_sdk_change_give_a_fresh_env_built_once(shared_env: SharedEnv, tmp_path: Path) -> None:
     sdk = tmp_path / "platform_sdk"
     shutil.copytree(find_sdk_dir(), sdk, ignore=shutil.ignore_patterns("__pycache__"))
     (sdk / "_marker_for_test.py").write_text("CHANGED = True\n")
     builder = EnvBuilder(shared_env.builder.cache_dir, sdk_dir=sdk)
-    assert (
-        builder.resolve(shared_env.requirements)[0] != shared_env.builder.resolve(shared_env.requirements)[0]
-    )
+    assert builder.resolve(shared_env.requirements)[0] != shared_env.builder.resolve(shared_env.requirements)[0]
 
     async def three_at_once() -> list[Path]:
         return list(await asyncio.gather(*(builder.build(shared_env.requirements) for _ in range(3))))

@@ -121,9 +121,7 @@ def test_limits_and_mount_order(tmp_path: Path) -> None:
     assert "--die-with-parent" in args and "--unshare-pid" in args and "--unshare-net" not in args
     launch = plan(probe.spec, use_bwrap=False)
     assert launch.argv[0] == probe.spec.argv[0] and not launch.sandboxed
-    assert (
-        launch.limits["RLIMIT_NOFILE"] <= resource.getrlimit(resource.RLIMIT_NOFILE)[1] or os.geteuid() == 0
-    )
+    assert launch.limits["RLIMIT_NOFILE"] <= resource.getrlimit(resource.RLIMIT_NOFILE)[1] or os.geteuid() == 0
 
 
 @pytest.mark.skipif(os.path.exists("/usr/bin/bwrap"), reason="only meaningful where bwrap is missing")
@@ -139,8 +137,9 @@ async def test_root_run_agent_workload_is_unprivileged_and_sees_no_host_secrets(
     tmp_path = data_outside_tmp
     data, paths = _layout(tmp_path)
     secret_probe = [str(paths["secret"]), str(paths["db"]), "/etc/shadow", "/etc/gshadow"]
-    probe = make_probe(data, mode="probe", read=secret_probe, write=["/etc/aiot-owned", "/root/x"],
-                       list=["/root", "/home", str(data)])
+    probe = make_probe(
+        data, mode="probe", read=secret_probe, write=["/etc/aiot-owned", "/root/x"], list=["/root", "/home", str(data)]
+    )
     cfg = json.loads(probe.config_path.read_text())
     cfg["settings"]["read"].append(str(probe.config_path))
     probe.config_path.write_text(json.dumps(cfg))

@@ -56,9 +56,7 @@ def _workload_pid(sup: WorkloadSupervisor) -> int | None:
 
 
 @pytest.mark.parametrize("use_bwrap", MODES)
-async def test_sigkill_restarts_within_two_seconds_and_output_is_captured(
-    tmp_path: Path, use_bwrap: bool
-) -> None:
+async def test_sigkill_restarts_within_two_seconds_and_output_is_captured(tmp_path: Path, use_bwrap: bool) -> None:
     probe = make_probe(tmp_path / "data", interval=0.5)
     lines: list = []
     sup = _supervisor(probe, use_bwrap, lines)
@@ -129,9 +127,7 @@ async def test_crash_loop_backs_off(tmp_path: Path) -> None:
     # 0 s, then 0.5 s, then 1 s (plus the time to start and crash each time): the gaps grow.
     assert gaps[1] > gaps[0] + 0.3 and gaps[2] > gaps[1] + 0.3, gaps
     reasons = [r for _, s, r in sup.history if s == "restarting"]
-    assert (
-        "exited with code 3" in reasons[0] and reasons[1].endswith("in 0.5s") and reasons[2].endswith("in 1s")
-    )
+    assert "exited with code 3" in reasons[0] and reasons[1].endswith("in 0.5s") and reasons[2].endswith("in 1s")
 
 
 @pytest.mark.parametrize("use_bwrap", MODES)
@@ -180,11 +176,17 @@ async def test_missing_program_is_failed_with_reason(tmp_path: Path) -> None:
 def test_a_restart_reason_names_the_exception_not_the_traceback() -> None:
     from aiot.agent.supervisor import error_summary
 
-    assert error_summary("platform_sdk.errors.ModelUnavailable: no replica answered") == \
-        "ModelUnavailable: no replica answered"
+    assert (
+        error_summary("platform_sdk.errors.ModelUnavailable: no replica answered")
+        == "ModelUnavailable: no replica answered"
+    )
     assert error_summary("RuntimeError: cannot start: missing setting") == "RuntimeError: cannot start: missing setting"
-    for line in ('  File "main.py", line 3, in <module>', "Traceback (most recent call last):", "INFO:app:ok",
-                 "    raise ValueError('x')"):
+    for line in (
+        '  File "main.py", line 3, in <module>',
+        "Traceback (most recent call last):",
+        "INFO:app:ok",
+        "    raise ValueError('x')",
+    ):
         assert error_summary(line) is None, line
 
 

@@ -38,9 +38,22 @@ def _generate(spec: dict, where: Path) -> Path:
     spec_file = where / "openapi.json"
     spec_file.write_text(json.dumps(spec))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    done = subprocess.run([str(GENERATOR), "generate", "--path", str(spec_file), "--meta", "none",
-                           "--output-path", str(where / "aiot_generated")], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run(
+        [
+            str(GENERATOR),
+            "generate",
+            "--path",
+            str(spec_file),
+            "--meta",
+            "none",
+            "--output-path",
+            str(where / "aiot_generated"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stdout + done.stderr, done.stdout + done.stderr
     return where
@@ -48,8 +61,7 @@ def _generate(spec: dict, where: Path) -> Path:
 
 @pytest.mark.skipif(not GENERATOR.exists(), reason="openapi-python-client is not installed (the dev extra has it)")
 async def test_a_generated_client_uploads_deploys_and_reads_history(tmp_path: Path) -> None:
-    async with live_platform(tmp_path, services=("nats-auth", "ingest")) as live, \
-            serve(create_app(live.ctx)) as url:
+    async with live_platform(tmp_path, services=("nats-auth", "ingest")) as live, serve(create_app(live.ctx)) as url:
         spec = (await live.client.get("/openapi.json")).json()
         root = await asyncio.to_thread(_generate, spec, tmp_path / "gen")
         sys.path.insert(0, str(root))
@@ -60,7 +72,8 @@ async def test_a_generated_client_uploads_deploys_and_reads_history(tmp_path: Pa
             deploy = importlib.import_module("aiot_generated.api.workloads.deploy_api_v1_models_ref_deploy_post")
             deploy_in = importlib.import_module("aiot_generated.models.deploy_in")
             history = importlib.import_module(
-                "aiot_generated.api.devices.reading_history_api_v1_devices_device_id_history_get")
+                "aiot_generated.api.devices.reading_history_api_v1_devices_device_id_history_get"
+            )
         finally:
             sys.path.remove(str(root))
 
@@ -70,11 +83,14 @@ async def test_a_generated_client_uploads_deploys_and_reads_history(tmp_path: Pa
 
         def calls() -> tuple[int, dict, int, dict]:
             with dev as client:
-                uploaded = upload.sync_detailed(client=client, body=types.File(
-                    payload=io.BytesIO(archive), file_name="comfort.zip", mime_type="application/octet-stream"))
+                uploaded = upload.sync_detailed(
+                    client=client,
+                    body=types.File(
+                        payload=io.BytesIO(archive), file_name="comfort.zip", mime_type="application/octet-stream"
+                    ),
+                )
                 model = json.loads(uploaded.content)
-                deployed = deploy.sync_detailed(ref=model["id"], client=client,
-                                                body=deploy_in.DeployIn(replicas=1))
+                deployed = deploy.sync_detailed(ref=model["id"], client=client, body=deploy_in.DeployIn(replicas=1))
             return uploaded.status_code, model, deployed.status_code, json.loads(deployed.content)
 
         up_status, model, deploy_status, deployment = await asyncio.to_thread(calls)
@@ -86,9 +102,13 @@ async def test_a_generated_client_uploads_deploys_and_reads_history(tmp_path: Pa
         body = (EXAMPLES / "device-types" / "temperature.json").read_bytes()
         assert (await live.client.post("/api/v1/device-types", content=body, headers=admin_h)).status_code == 201
         await live.client.post("/api/v1/locations", headers=admin_h, json={"name": "Lab", "timezone": "UTC"})
-        device = (await live.client.post("/api/v1/devices", headers=admin_h,
-                                         json={"name": "thermo", "device_type": "temperature",
-                                               "location": "Lab"})).json()
+        device = (
+            await live.client.post(
+                "/api/v1/devices",
+                headers=admin_h,
+                json={"name": "thermo", "device_type": "temperature", "location": "Lab"},
+            )
+        ).json()
         creds = device["connect"]
         sender = await nats.connect(creds["nats_url"], user=creds["username"], password=creds["password"])
         await sender.publish(creds["subjects"]["data"], json.dumps({"temperature": 23.5}).encode())

@@ -39,8 +39,9 @@ class World:
 def add_device(database: Database, name: str, location: str) -> str:
     """Inserted directly: registering through the API would bcrypt a credential these tests never use."""
     with database.session() as session:
-        device = Device(name=name, type_id=session.scalar(select(DeviceType.id)),
-                        location_id=get_location(session, location).id)
+        device = Device(
+            name=name, type_id=session.scalar(select(DeviceType.id)), location_id=get_location(session, location).id
+        )
         session.add(device)
         session.flush()
         return device.id
@@ -66,14 +67,23 @@ def people(database: Database, who: dict[str, Role]) -> dict[str, dict[str, str]
 
 @pytest.fixture
 def world(api: TestClient, database: Database) -> World:
-    h = people(database, {"admin1": Role.admin, "enduser1": Role.end_user, "enduser2": Role.end_user,
-                          "appdeveloper1": Role.app_developer})
+    h = people(
+        database,
+        {
+            "admin1": Role.admin,
+            "enduser1": Role.end_user,
+            "enduser2": Role.end_user,
+            "appdeveloper1": Role.app_developer,
+        },
+    )
     with database.session() as session:
-        session.add(AppPackage(name="hello", version="1.0.0", sha256="0" * 64, size=1, manifest={},
-                               kind="backend"))
+        session.add(AppPackage(name="hello", version="1.0.0", sha256="0" * 64, size=1, manifest={}, kind="backend"))
     admin = h["admin1"]
-    response = api.post("/api/v1/device-types", headers={**admin, "X-Filename": "temperature.json"},
-                        content=(DEVICE_TYPES / "temperature.json").read_bytes())
+    response = api.post(
+        "/api/v1/device-types",
+        headers={**admin, "X-Filename": "temperature.json"},
+        content=(DEVICE_TYPES / "temperature.json").read_bytes(),
+    )
     assert response.status_code in (200, 201), response.text
     for name, parent in (("Alice Home", None), ("Alice Kitchen", "Alice Home"), ("Bob Home", None)):
         response = api.post("/api/v1/locations", headers=admin, json={"name": name, "parent": parent})
@@ -100,13 +110,15 @@ def test_end_user_lists_only_devices_at_granted_locations(api: TestClient, world
 
 
 @pytest.mark.parametrize("suffix", ["", "/latest", "/history"])
-def test_reading_a_device_outside_the_grants_is_404_like_a_missing_one(api: TestClient, world: World,
-                                                                      suffix: str) -> None:
+def test_reading_a_device_outside_the_grants_is_404_like_a_missing_one(
+    api: TestClient, world: World, suffix: str
+) -> None:
     theirs = api.get(f"/api/v1/devices/{world.bob_thermo}{suffix}", headers=world.alice)
     missing = api.get(f"/api/v1/devices/dev_doesnotexist{suffix}", headers=world.alice)
     assert theirs.status_code == missing.status_code == 404
-    assert theirs.json()["error"]["message"].replace(world.bob_thermo, "X") == \
-        missing.json()["error"]["message"].replace("dev_doesnotexist", "X")  # existence does not leak
+    assert theirs.json()["error"]["message"].replace(world.bob_thermo, "X") == missing.json()["error"][
+        "message"
+    ].replace("dev_doesnotexist", "X")  # existence does not leak
     mine = api.get(f"/api/v1/devices/{world.kitchen_thermo}{suffix}", headers=world.alice)
     assert mine.status_code != 404  # passes the check (503 for readings here: this app has no bus)
 
@@ -130,8 +142,9 @@ def test_instance_at_another_users_location_is_refused(api: TestClient, world: W
 
 
 def test_revoked_grant_hides_the_location_and_refuses_runs_and_schedules(api: TestClient, world: World) -> None:
-    instance = api.post("/api/v1/instances", headers=world.alice,
-                        json={"app": "hello", "location": "Alice Kitchen"}).json()["id"]
+    instance = api.post(
+        "/api/v1/instances", headers=world.alice, json={"app": "hello", "location": "Alice Kitchen"}
+    ).json()["id"]
     running = api.post(f"/api/v1/instances/{instance}/run", headers=world.alice, json={"minutes": 5})
     assert running.status_code == 200 and running.json()["state"] == "running", running.text
     revoked = api.delete("/api/v1/locations/Alice Home/grants/enduser1", headers=world.admin)
@@ -142,8 +155,13 @@ def test_revoked_grant_hides_the_location_and_refuses_runs_and_schedules(api: Te
     run = api.post(f"/api/v1/instances/{instance}/run", headers=world.alice, json={"minutes": 5})
     assert run.status_code == 403 and run.json()["error"]["details"]["field"] == "location"
     today = datetime.now(UTC).date()
-    spec = {"timezone": "UTC", "start_date": str(today), "end_date": str(today + timedelta(days=3)),
-            "times": ["09:00"], "duration_minutes": 30}
+    spec = {
+        "timezone": "UTC",
+        "start_date": str(today),
+        "end_date": str(today + timedelta(days=3)),
+        "times": ["09:00"],
+        "duration_minutes": 30,
+    }
     schedule = api.post("/api/v1/schedules", headers=world.alice, json={"app_instance_id": instance, "spec": spec})
     assert schedule.status_code == 403 and schedule.json()["error"]["details"]["field"] == "location"
     again = api.delete("/api/v1/locations/Alice Home/grants/enduser1", headers=world.admin)

@@ -13,22 +13,30 @@ from aiot.errors import ValidationFailed
 
 
 def test_oip_tensors_become_named_inputs_in_their_shape() -> None:
-    inputs = oip.request_to_inputs({"inputs": [
-        {"name": "t", "shape": [1], "datatype": "FP32", "data": [30.5]},
-        {"name": "m", "shape": [2, 3], "datatype": "INT64", "data": [1, 2, 3, 4, 5, 6]},
-        {"name": "nested", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]},
-        {"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}]})
+    inputs = oip.request_to_inputs(
+        {
+            "inputs": [
+                {"name": "t", "shape": [1], "datatype": "FP32", "data": [30.5]},
+                {"name": "m", "shape": [2, 3], "datatype": "INT64", "data": [1, 2, 3, 4, 5, 6]},
+                {"name": "nested", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]},
+                {"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]},
+            ]
+        }
+    )
     assert inputs == {"t": 30.5, "m": [[1, 2, 3], [4, 5, 6]], "nested": [[1, 2], [3, 4]], "image": "aGVsbG8="}
 
 
-@pytest.mark.parametrize(("doc", "field"), [
-    ({}, "inputs"),
-    ({"inputs": [{"shape": [1], "datatype": "FP32", "data": [1]}]}, "inputs[0]"),
-    ({"inputs": [{"name": "t", "shape": [-1], "datatype": "FP32", "data": [1]}]}, "inputs[0].shape"),
-    ({"inputs": [{"name": "t", "shape": [1], "datatype": "FLOAT", "data": [1]}]}, "inputs[0].datatype"),
-    ({"inputs": [{"name": "t", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}, "inputs[0].data"),
-    ({"inputs": [{"name": "t", "shape": [2], "datatype": "FP32", "data": [[1], [2, 3]]}]}, "inputs[0].data"),
-])
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({}, "inputs"),
+        ({"inputs": [{"shape": [1], "datatype": "FP32", "data": [1]}]}, "inputs[0]"),
+        ({"inputs": [{"name": "t", "shape": [-1], "datatype": "FP32", "data": [1]}]}, "inputs[0].shape"),
+        ({"inputs": [{"name": "t", "shape": [1], "datatype": "FLOAT", "data": [1]}]}, "inputs[0].datatype"),
+        ({"inputs": [{"name": "t", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}, "inputs[0].data"),
+        ({"inputs": [{"name": "t", "shape": [2], "datatype": "FP32", "data": [[1], [2, 3]]}]}, "inputs[0].data"),
+    ],
+)
 def test_oip_bad_requests_name_the_member(doc: dict, field: str) -> None:
     with pytest.raises(ValidationFailed) as caught:
         oip.request_to_inputs(doc)
@@ -36,12 +44,21 @@ def test_oip_bad_requests_name_the_member(doc: dict, field: str) -> None:
 
 
 def test_oip_outputs_become_typed_tensors() -> None:
-    body = oip.outputs_to_response({"fan": "on", "count": 2, "score": 0.5, "ok": True, "box": [[1, 2], [3, 4]],
-                                    "faces": [{"x": 1}]}, "m", "1.0.0", "req-1")
+    body = oip.outputs_to_response(
+        {"fan": "on", "count": 2, "score": 0.5, "ok": True, "box": [[1, 2], [3, 4]], "faces": [{"x": 1}]},
+        "m",
+        "1.0.0",
+        "req-1",
+    )
     tensors = {t["name"]: (t["datatype"], t["shape"], t["data"]) for t in body["outputs"]}
-    assert tensors == {"fan": ("BYTES", [1], ["on"]), "count": ("INT64", [1], [2]), "score": ("FP64", [1], [0.5]),
-                       "ok": ("BOOL", [1], [True]), "box": ("INT64", [2, 2], [1, 2, 3, 4]),
-                       "faces": ("BYTES", [1], ['[{"x":1}]'])}
+    assert tensors == {
+        "fan": ("BYTES", [1], ["on"]),
+        "count": ("INT64", [1], [2]),
+        "score": ("FP64", [1], [0.5]),
+        "ok": ("BOOL", [1], [True]),
+        "box": ("INT64", [2, 2], [1, 2, 3, 4]),
+        "faces": ("BYTES", [1], ['[{"x":1}]']),
+    }
     assert body["id"] == "req-1" and body["model_version"] == "1.0.0"
 
 
@@ -68,6 +85,7 @@ async def test_least_outstanding_requests_favour_the_fast_replica() -> None:
     fast, fast_url = await _replica(0.005, served, "fast")
     pool = ReplicaPool(timeout=5)
     try:
+
         async def client() -> None:
             for _ in range(10):
                 await pool.send([slow_url, fast_url], "/v1/predict", b"{}", {"content-type": "application/json"})
@@ -106,8 +124,14 @@ async def _server(answer) -> tuple[asyncio.AbstractServer, str]:  # type: ignore
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 count += 1
                 reply = await answer(count)
@@ -146,8 +170,10 @@ async def test_chunked_answers_and_timeouts() -> None:
     from aiot.api.replica_http import ReplicaTimeout
 
     async def chunked(count: int) -> bytes:
-        return (b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/json\r\n"
-                b"transfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n")
+        return (
+            b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/json\r\n"
+            b'transfer-encoding: chunked\r\n\r\n5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
+        )
 
     async def slow(count: int) -> bytes:
         await asyncio.sleep(2)

@@ -51,11 +51,17 @@ class _Route:
 def _api_routes(api: TestClient) -> list[_Route]:
     routes = [
         _Route(API_PREFIX + r.path, set(r.methods), _audience(r))
-        for router in API_ROUTERS for r in router.routes if isinstance(r, APIRoute)
+        for router in API_ROUTERS
+        for r in router.routes
+        if isinstance(r, APIRoute)
     ]
     # Cross-check with what the app really serves, so a router mounted outside API_ROUTERS cannot hide.
-    served = {(path, m.upper()) for path, ops in api.app.openapi()["paths"].items() if path.startswith(API_PREFIX)
-              for m in ops}
+    served = {
+        (path, m.upper())
+        for path, ops in api.app.openapi()["paths"].items()
+        if path.startswith(API_PREFIX)
+        for m in ops
+    }
     declared = {(r.path, m) for r in routes for m in r.methods}
     assert served == declared, f"served but not in API_ROUTERS: {served - declared}"
     return routes
@@ -92,7 +98,8 @@ def test_role_by_endpoint_matrix(api: TestClient, users: dict[Role, str], databa
                 response = api.request(method, url, json={}, headers={"Authorization": f"Bearer {token}"})
                 if role in audience.roles:
                     assert response.status_code not in (401, 403), (
-                        f"{method} {url} as {role.value}: {response.status_code} {response.text}")
+                        f"{method} {url} as {role.value}: {response.status_code} {response.text}"
+                    )
                 else:
                     assert response.status_code == 403, f"{method} {url} as {role.value}: {response.status_code}"
                     assert response.json()["error"]["code"] == "forbidden"
@@ -153,17 +160,26 @@ class OwnedList:
     params: dict | None = None
 
 
-_SPEC = {"timezone": "UTC", "start_date": "2030-01-01", "end_date": "2030-01-02", "times": ["09:00"],
-         "duration_minutes": 10}
+_SPEC = {
+    "timezone": "UTC",
+    "start_date": "2030-01-01",
+    "end_date": "2030-01-02",
+    "times": ["09:00"],
+    "duration_minutes": 10,
+}
 _DEVICE_READERS = (Role.end_user, Role.app_developer, Role.ai_developer)
 OWNED_ROUTES: list[Owned] = [
-    *[case for role in _DEVICE_READERS for case in (
-        Owned("GET", "/devices/{device}", role),
-        Owned("GET", "/devices/{device}/latest", role),
-        Owned("GET", "/devices/{device}/history", role),
-        Owned("GET", "/locations/{location}", role),
-        Owned("GET", "/devices", role, params={"location": "{location}"}),
-    )],
+    *[
+        case
+        for role in _DEVICE_READERS
+        for case in (
+            Owned("GET", "/devices/{device}", role),
+            Owned("GET", "/devices/{device}/latest", role),
+            Owned("GET", "/devices/{device}/history", role),
+            Owned("GET", "/locations/{location}", role),
+            Owned("GET", "/devices", role, params={"location": "{location}"}),
+        )
+    ],
     Owned("POST", "/instances", Role.end_user, json={"app": "{app}", "location": "{location}"}),
     Owned("GET", "/instances/{instance}", Role.end_user),
     Owned("POST", "/instances/{instance}/run", Role.end_user, json={"minutes": 5}),
@@ -171,8 +187,14 @@ OWNED_ROUTES: list[Owned] = [
     Owned("POST", "/instances/{instance}/upgrade", Role.end_user, json={"version": "1.0.0"}),
     Owned("POST", "/instances/{instance}/rollback", Role.end_user),
     Owned("GET", "/instances/{instance}/history", Role.end_user),
-    Owned("POST", "/models/{model_name}/rollout", Role.ai_developer, json={"version": "1.0.0"}, denied=(403,),
-          owner="a-aideveloper"),
+    Owned(
+        "POST",
+        "/models/{model_name}/rollout",
+        Role.ai_developer,
+        json={"version": "1.0.0"},
+        denied=(403,),
+        owner="a-aideveloper",
+    ),
     Owned("POST", "/models/{model_name}/rollback", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
     Owned("GET", "/models/{model_name}/rollouts", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
     Owned("POST", "/schedules", Role.end_user, json={"app_instance_id": "{instance}", "spec": _SPEC}),
@@ -189,8 +211,9 @@ OWNED_ROUTES: list[Owned] = [
     Owned("GET", "/models/{model}/download", Role.ai_developer, denied=(403,), owner="a-aideveloper"),
     Owned("GET", "/apps/{app}/download", Role.app_developer, denied=(403,), owner="a-appdeveloper"),
     Owned("GET", "/apps/{app}/instances", Role.app_developer, denied=(403,), owner="a-appdeveloper"),
-    Owned("POST", "/models/{model}/deploy", Role.ai_developer, json={"replicas": 1}, denied=(403,),
-          owner="a-aideveloper"),
+    Owned(
+        "POST", "/models/{model}/deploy", Role.ai_developer, json={"replicas": 1}, denied=(403,), owner="a-aideveloper"
+    ),
     Owned("POST", "/models/{model}/predict", Role.ai_developer, json={"inputs": [1]}, denied=(403,)),
     Owned("GET", "/workloads/{model_workload}", Role.ai_developer),
     Owned("GET", "/workloads/{app_workload}", Role.app_developer),
@@ -219,13 +242,19 @@ OWNED_LISTS: list[OwnedList] = [
 # Routes taking an id or a name that every user of the role may read, whoever owns the thing: B gets what A
 # gets (the test checks it), with the reason. The only other way to cover a route is an `Owned` case above.
 PUBLIC_BY_DESIGN: list[tuple[Owned, str]] = [
-    (Owned("GET", "/models/{model}", Role.ai_developer),
-     "the catalogue: app developers choose models from it (names, versions, manifests; never the zip)"),
+    (
+        Owned("GET", "/models/{model}", Role.ai_developer),
+        "the catalogue: app developers choose models from it (names, versions, manifests; never the zip)",
+    ),
     (Owned("GET", "/apps/{app}", Role.end_user), "the catalogue: end users choose apps from it (never the zip)"),
-    (Owned("GET", "/device-types/{device_type}", Role.app_developer),
-     "device types are the admins' shared vocabulary every package is written against"),
-    (Owned("GET", "/deployments/{deployment}", Role.ai_developer),
-     "state and replica count only; replica addresses hidden (tests/deployer/test_deployer_api.py)"),
+    (
+        Owned("GET", "/device-types/{device_type}", Role.app_developer),
+        "device types are the admins' shared vocabulary every package is written against",
+    ),
+    (
+        Owned("GET", "/deployments/{deployment}", Role.ai_developer),
+        "state and replica count only; replica addresses hidden (tests/deployer/test_deployer_api.py)",
+    ),
 ]
 
 
@@ -262,8 +291,11 @@ def owned_world(api: TestClient, database: Database) -> OwnedWorld:
     b = {r: _headers(database, f"b-{r.value.replace('_', '')}", r) for r in roles}
     admin = _headers(database, "root", Role.admin)
     with database.session() as session:
-        _claim(session, AppPackage(name="hello", version="1.0.0", sha256="0" * 64, size=1, manifest={},
-                                   kind="backend"), "a-appdeveloper")
+        _claim(
+            session,
+            AppPackage(name="hello", version="1.0.0", sha256="0" * 64, size=1, manifest={}, kind="backend"),
+            "a-appdeveloper",
+        )
         model = ModelPackage(name="vision", version="1.0.0", sha256="1" * 64, size=1, manifest={})
         _claim(session, model, "a-aideveloper")
         ids: dict[str, str] = {"app": "hello", "model": model.id, "model_name": model.name}
@@ -272,8 +304,13 @@ def owned_world(api: TestClient, database: Database) -> OwnedWorld:
         assert response.status_code in (200, 201), response.text
         return response.json()
 
-    ids["device_type"] = ok(api.post("/api/v1/device-types", headers={**admin, "X-Filename": "temperature.json"},
-                                     content=(DEVICE_TYPES / "temperature.json").read_bytes()))["name"]
+    ids["device_type"] = ok(
+        api.post(
+            "/api/v1/device-types",
+            headers={**admin, "X-Filename": "temperature.json"},
+            content=(DEVICE_TYPES / "temperature.json").read_bytes(),
+        )
+    )["name"]
     ids["location"] = ok(api.post("/api/v1/locations", headers=admin, json={"name": "A Home"}))["id"]
     ok(api.post("/api/v1/locations", headers=admin, json={"name": "B Home"}))
     with database.session() as session:
@@ -282,27 +319,44 @@ def owned_world(api: TestClient, database: Database) -> OwnedWorld:
         session.flush()
         ids["device"] = device.id
     for role in roles:
-        ok(api.post("/api/v1/locations/A Home/grants", headers=admin,
-                    json={"user": f"a-{role.value.replace('_', '')}"}))
-        ok(api.post("/api/v1/locations/B Home/grants", headers=admin,
-                    json={"user": f"b-{role.value.replace('_', '')}"}))
-    ids["instance"] = ok(api.post("/api/v1/instances", headers=a[Role.end_user],
-                                  json={"app": "hello", "location": "A Home"}))["id"]
-    deployment = ok(api.post(f"/api/v1/models/{ids['model']}/deploy", headers=a[Role.ai_developer],
-                             json={"replicas": 1}))
+        ok(
+            api.post(
+                "/api/v1/locations/A Home/grants", headers=admin, json={"user": f"a-{role.value.replace('_', '')}"}
+            )
+        )
+        ok(
+            api.post(
+                "/api/v1/locations/B Home/grants", headers=admin, json={"user": f"b-{role.value.replace('_', '')}"}
+            )
+        )
+    ids["instance"] = ok(
+        api.post("/api/v1/instances", headers=a[Role.end_user], json={"app": "hello", "location": "A Home"})
+    )["id"]
+    deployment = ok(
+        api.post(f"/api/v1/models/{ids['model']}/deploy", headers=a[Role.ai_developer], json={"replicas": 1})
+    )
     ids["deployment"], ids["model_workload"] = deployment["id"], deployment["workloads"][0]["id"]
     with database.session() as session:
         owner = session.scalar(select(User.id).where(User.username == "a-enduser"))
         ids["email"] = enqueue(session, "a@example.com", "hello", "text", kind="test", user_id=owner).id
         ids["token"] = accounts.issue_token(session, session.get(User, owner), ttl=timedelta(minutes=10)).record.id
         app = session.scalar(select(AppPackage).where(AppPackage.name == "hello"))
-        workload = Workload(kind=WorkloadKind.app, package_id=app.id, package_sha256=app.sha256, owner_id=owner,
-                            group_id=ids["instance"], nats_password_bcrypt="!")  # never logs in: not a process
+        workload = Workload(
+            kind=WorkloadKind.app,
+            package_id=app.id,
+            package_sha256=app.sha256,
+            owner_id=owner,
+            group_id=ids["instance"],
+            nats_password_bcrypt="!",
+        )  # never logs in: not a process
         session.add(workload)
         session.flush()
         ids["app_workload"] = workload.id
-    ids["schedule"] = ok(api.post("/api/v1/schedules", headers=a[Role.end_user],
-                                  json={"app_instance_id": ids["instance"], "spec": _SPEC}))["id"]
+    ids["schedule"] = ok(
+        api.post(
+            "/api/v1/schedules", headers=a[Role.end_user], json={"app_instance_id": ids["instance"], "spec": _SPEC}
+        )
+    )["id"]
     return OwnedWorld(ids, a, b)
 
 

@@ -27,8 +27,9 @@ NEW_USER = {"username": "mallory", "password": "mallory-password-1", "role": "ad
 
 
 def _client(database: Database, tmp_path: Path, **settings: object) -> TestClient:
-    ctx = ServiceContext(settings=Settings(data_dir=tmp_path / "data", database_url=database.url, **settings),
-                         db=database)
+    ctx = ServiceContext(
+        settings=Settings(data_dir=tmp_path / "data", database_url=database.url, **settings), db=database
+    )
     return TestClient(create_app(ctx))
 
 
@@ -77,10 +78,17 @@ def test_platform_answers_carry_security_headers(api: TestClient) -> None:
 # ------------------------------------------------------------------------------------------ login throttle
 
 
-def test_login_backs_off_with_429_and_the_right_password_works_after(database: Database, users: dict[Role, str],
-                                                                    tmp_path: Path) -> None:
-    client = _client(database, tmp_path, login_free_failures=3, login_backoff_s=2.0,
-                     login_account_lock_max_s=2.0, login_address_lock_max_s=2.0)
+def test_login_backs_off_with_429_and_the_right_password_works_after(
+    database: Database, users: dict[Role, str], tmp_path: Path
+) -> None:
+    client = _client(
+        database,
+        tmp_path,
+        login_free_failures=3,
+        login_backoff_s=2.0,
+        login_account_lock_max_s=2.0,
+        login_address_lock_max_s=2.0,
+    )
     wrong = {"username": users[Role.admin], "password": "not-the-password"}
     statuses = [client.post("/api/v1/auth/login", json=wrong).status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 401], statuses  # the 4th failure starts the lock
@@ -88,16 +96,18 @@ def test_login_backs_off_with_429_and_the_right_password_works_after(database: D
     assert locked.status_code == 429, locked.text  # even the right password waits out the lock
     assert int(locked.headers["retry-after"]) >= 1
     time.sleep(float(locked.headers["retry-after"]) + 0.1)
-    assert client.post("/api/v1/auth/login",
-                       json={"username": users[Role.admin], "password": PASSWORD}).status_code == 200
+    assert (
+        client.post("/api/v1/auth/login", json={"username": users[Role.admin], "password": PASSWORD}).status_code == 200
+    )
 
 
 def test_a_known_address_is_not_locked_out_of_its_account() -> None:
     from aiot.accounts.throttle import LoginThrottle, ThrottlePolicy
 
     now = [0.0]
-    throttle = LoginThrottle(ThrottlePolicy(free_failures=2, backoff_s=10, account_max_s=60, address_max_s=3600),
-                             clock=lambda: now[0])
+    throttle = LoginThrottle(
+        ThrottlePolicy(free_failures=2, backoff_s=10, account_max_s=60, address_max_s=3600), clock=lambda: now[0]
+    )
     throttle.succeeded("admin", "10.0.0.1")  # the admin's usual address
     for _ in range(30):  # an attacker elsewhere hammers the admin account
         throttle.failed("admin", "192.0.2.66")
@@ -114,8 +124,11 @@ def test_login_form_is_throttled_too(database: Database, users: dict[Role, str],
         token = _form_token(client.get("/login").text)
         client.post("/login", data={"username": users[Role.end_user], "password": "wrong", "csrf_token": token})
     token = _form_token(client.get("/login").text)
-    refused = client.post("/login", data={"username": users[Role.end_user], "password": PASSWORD,
-                                          "csrf_token": token}, follow_redirects=False)
+    refused = client.post(
+        "/login",
+        data={"username": users[Role.end_user], "password": PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
     assert "too many failed logins" in refused.text and "aiot_session" not in client.cookies
 
@@ -180,13 +193,18 @@ def _enter(api: TestClient, apps: TestClient, instance_id: str, headers: dict[st
     return f"{target.path}?{target.query}"
 
 
-def test_app_is_opened_on_the_apps_origin_with_a_one_time_ticket(api: TestClient, apps: TestClient,
-                                                                 users: dict[Role, str], database: Database) -> None:
+def test_app_is_opened_on_the_apps_origin_with_a_one_time_ticket(
+    api: TestClient, apps: TestClient, users: dict[Role, str], database: Database
+) -> None:
     ids = _ids(database)
     owner = login(api, users[Role.end_user])
     with hostile_app("http://testserver", planted="aiot_session=planted-by-the-app") as evil:
-        instance_id = running_web_instance(database, app_owner_id=ids[users[Role.app_developer]],
-                                           instance_owner_id=ids[users[Role.end_user]], endpoint=evil.url)
+        instance_id = running_web_instance(
+            database,
+            app_owner_id=ids[users[Role.app_developer]],
+            instance_owner_id=ids[users[Role.end_user]],
+            endpoint=evil.url,
+        )
         ticket = _enter(api, apps, instance_id, owner, "page?x=1")
         entered = apps.get(ticket)
         assert entered.status_code == 303 and entered.headers["location"] == f"/{instance_id}/page?x=1"
@@ -204,20 +222,30 @@ def test_app_is_opened_on_the_apps_origin_with_a_one_time_ticket(api: TestClient
         assert seen["x-forwarded-prefix"] == f"/{instance_id}" and seen[":path"] == "/page?x=1"
 
         # the cookie is for this instance only, and ends with the platform token it came from
-        other = running_web_instance(database, app_owner_id=ids[users[Role.app_developer]],
-                                     instance_owner_id=ids[users[Role.end_user]], endpoint=evil.url, name="other")
+        other = running_web_instance(
+            database,
+            app_owner_id=ids[users[Role.app_developer]],
+            instance_owner_id=ids[users[Role.end_user]],
+            endpoint=evil.url,
+            name="other",
+        )
         value = cookie.split(";")[0].split("=", 1)[1]
         assert apps.get(f"/{other}/", headers={"cookie": f"aiot_app={value}"}).status_code == 401
         assert api.post("/api/v1/auth/logout", headers=owner).status_code == 204
         assert apps.get(f"/{instance_id}/").status_code == 401
 
 
-def test_only_the_owner_and_admins_get_a_ticket(api: TestClient, apps: TestClient, users: dict[Role, str],
-                                                database: Database) -> None:
+def test_only_the_owner_and_admins_get_a_ticket(
+    api: TestClient, apps: TestClient, users: dict[Role, str], database: Database
+) -> None:
     ids = _ids(database)
     with hostile_app("http://testserver") as evil:
-        instance_id = running_web_instance(database, app_owner_id=ids[users[Role.app_developer]],
-                                           instance_owner_id=ids[users[Role.end_user]], endpoint=evil.url)
+        instance_id = running_web_instance(
+            database,
+            app_owner_id=ids[users[Role.app_developer]],
+            instance_owner_id=ids[users[Role.end_user]],
+            endpoint=evil.url,
+        )
         for role in (Role.app_developer, Role.ai_developer):
             assert api.get(f"/apps/{instance_id}/", headers=login(api, users[role])).status_code == 404
         _enter(api, apps, instance_id, login(api, users[Role.admin]))
@@ -227,9 +255,9 @@ def test_only_the_owner_and_admins_get_a_ticket(api: TestClient, apps: TestClien
         assert apps.get("/_aiot/enter?ticket=forged.value").status_code == 403
 
 
-def test_with_one_host_per_instance_an_app_is_served_only_on_its_own(ctx: ServiceContext, api: TestClient,
-                                                                    users: dict[Role, str],
-                                                                    database: Database) -> None:
+def test_with_one_host_per_instance_an_app_is_served_only_on_its_own(
+    ctx: ServiceContext, api: TestClient, users: dict[Role, str], database: Database
+) -> None:
     from aiot.api.appsorigin import create_apps_app
 
     app = create_apps_app(ctx)
@@ -237,9 +265,16 @@ def test_with_one_host_per_instance_an_app_is_served_only_on_its_own(ctx: Servic
     ids = _ids(database)
     owner = login(api, users[Role.end_user])
     with hostile_app("http://testserver") as evil, TestClient(app, follow_redirects=False) as apps:
-        mine, other = (running_web_instance(database, app_owner_id=ids[users[Role.app_developer]],
-                                            instance_owner_id=ids[users[Role.end_user]], endpoint=evil.url,
-                                            name=name) for name in ("mine", "other"))
+        mine, other = (
+            running_web_instance(
+                database,
+                app_owner_id=ids[users[Role.app_developer]],
+                instance_owner_id=ids[users[Role.end_user]],
+                endpoint=evil.url,
+                name=name,
+            )
+            for name in ("mine", "other")
+        )
         host, other_host = (f"{i.lower().replace('_', '-')}.apps.test:18081" for i in (mine, other))
         ticket = api.get(f"/apps/{mine}/", headers=owner, follow_redirects=False).headers["location"]
         assert ticket.startswith(f"http://{host}/_aiot/enter?ticket="), ticket

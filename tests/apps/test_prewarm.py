@@ -36,19 +36,27 @@ def _world(tmp_path: Path) -> tuple[Database, dict[str, str]]:
         other = ModelPackage(name="vision", version="1.0.0", sha256="2" * 64, size=1, manifest={})
         session.add_all([user, location, comfort, other])
         session.flush()
-        app = AppPackage(name="classroom", version="1.0.0", sha256="0" * 64, size=1, kind="backend",
-                         manifest={"context": {"models": {"comfort": {"name": "comfort"}}}})
+        app = AppPackage(
+            name="classroom",
+            version="1.0.0",
+            sha256="0" * 64,
+            size=1,
+            kind="backend",
+            manifest={"context": {"models": {"comfort": {"name": "comfort"}}}},
+        )
         session.add(app)
         session.flush()
-        instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=user.id, name="9 o'clock",
-                               models={"comfort": comfort.id})
+        instance = AppInstance(
+            app_id=app.id, location_id=location.id, owner_id=user.id, name="9 o'clock", models={"comfort": comfort.id}
+        )
         session.add(instance)
         session.flush()
         schedule = Schedule(app_instance_id=instance.id, owner_id=user.id, spec={}, timezone="UTC")
         session.add(schedule)
         session.flush()
-        occurrence = Occurrence(schedule_id=schedule.id, app_instance_id=instance.id, start_at=T0,
-                                end_at=T0 + timedelta(hours=1))
+        occurrence = Occurrence(
+            schedule_id=schedule.id, app_instance_id=instance.id, start_at=T0, end_at=T0 + timedelta(hours=1)
+        )
         session.add(occurrence)
         session.flush()
         return db, {"comfort": comfort.id, "vision": other.id, "occurrence": occurrence.id}

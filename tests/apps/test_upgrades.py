@@ -22,14 +22,23 @@ from tests.support.processes import RunningPlatform, start_platform
 
 pytestmark = pytest.mark.slow
 
-GOOD = ("import logging\nimport platform_sdk\n\nlogging.basicConfig(level=logging.INFO)\n"
-        "logging.getLogger('probe').info('probe %s started', {version!r})\nplatform_sdk.run()\n")
+GOOD = (
+    "import logging\nimport platform_sdk\n\nlogging.basicConfig(level=logging.INFO)\n"
+    "logging.getLogger('probe').info('probe %s started', {version!r})\nplatform_sdk.run()\n"
+)
 CRASHES = "raise RuntimeError('version {version} cannot start: missing setting')\n"
 
 
 def app_zip(version: str, body: str, upgrade: str = "stop-first") -> bytes:
-    manifest = {"format": 1, "name": "upgrade-probe", "version": version, "kind": "backend",
-                "entrypoint": "main.py", "upgrade": upgrade, "description": "logs its version"}
+    manifest = {
+        "format": 1,
+        "name": "upgrade-probe",
+        "version": version,
+        "kind": "backend",
+        "entrypoint": "main.py",
+        "upgrade": upgrade,
+        "description": "logs its version",
+    }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("app.json", json.dumps(manifest))
@@ -42,8 +51,9 @@ class Api:
 
     def __init__(self, plane: RunningPlatform, username: str = "admin", password: str = "admin-password-1") -> None:
         self.plane = plane
-        login = httpx.post(f"{plane.url}/api/v1/auth/login", json={"username": username, "password": password},
-                           timeout=30)
+        login = httpx.post(
+            f"{plane.url}/api/v1/auth/login", json={"username": username, "password": password}, timeout=30
+        )
         assert login.status_code == 200, login.text
         self.headers = {"Authorization": f"Bearer {login.json()['token']}"}
         self.admin: Api = self
@@ -58,8 +68,9 @@ class Api:
         return self.plane.wait(what, probe, timeout)
 
     def upload(self, version: str, body: str, upgrade: str = "stop-first") -> dict:
-        return self.call("POST", "/apps", content=app_zip(version, body, upgrade),
-                         headers={"Content-Type": "application/zip"})
+        return self.call(
+            "POST", "/apps", content=app_zip(version, body, upgrade), headers={"Content-Type": "application/zip"}
+        )
 
     def running(self, instance_id: str, app: str) -> dict | None:
         instance = self.call("GET", f"/instances/{instance_id}")
@@ -76,16 +87,20 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     data_dir = tmp_path_factory.mktemp("upgrades") / "data"
-    with start_platform(data_dir, free_port(), ("--nodes", "1"), AIOT_ROLLOUT_SOAK_SECONDS="3",
-                        AIOT_ROLLOUT_MAX_RESTARTS="2") as plane:
+    with start_platform(
+        data_dir, free_port(), ("--nodes", "1"), AIOT_ROLLOUT_SOAK_SECONDS="3", AIOT_ROLLOUT_MAX_RESTARTS="2"
+    ) as plane:
         plane.wait_healthy()
         admin = Api(plane)
         admin.upload("1.0.0", GOOD)
         admin.upload("2.0.0", CRASHES)
         admin.upload("1.1.0", GOOD, upgrade="start-first")
         admin.call("POST", "/locations", json={"name": "Lab", "kind": "building", "timezone": "UTC"})
-        admin.call("POST", "/users", json={"username": "eve", "password": "eve-password-1", "role": "end_user",
-                                           "email": "eve@example.com"})
+        admin.call(
+            "POST",
+            "/users",
+            json={"username": "eve", "password": "eve-password-1", "role": "end_user", "email": "eve@example.com"},
+        )
         admin.call("POST", "/locations/Lab/grants", json={"user": "eve"})
         eve = Api(plane, "eve", "eve-password-1")  # the end user who owns the instance
         eve.admin = admin
@@ -102,8 +117,9 @@ def test_a_crashing_version_is_rolled_back_and_the_old_one_runs_again(api: Api) 
     assert (rollout["from_version"], rollout["to_version"], rollout["state"]) == ("1.0.0", "2.0.0", "rolling")
     assert api.call("GET", f"/instances/{instance['id']}")["rollout"]["id"] == rollout["id"]
 
-    done = api.wait("the automatic rollback", lambda: (r := api.last_rollout(instance["id"]))["state"] != "rolling"
-                    and r)
+    done = api.wait(
+        "the automatic rollback", lambda: (r := api.last_rollout(instance["id"]))["state"] != "rolling" and r
+    )
     assert done["state"] == "rolled_back", done
     assert "crash loop" in done["reason"] and "cannot start" in done["reason"], done["reason"]
     again = api.wait("1.0.0 running again", lambda: api.running(instance["id"], "upgrade-probe:1.0.0"))
@@ -112,14 +128,17 @@ def test_a_crashing_version_is_rolled_back_and_the_old_one_runs_again(api: Api) 
     assert again["rollout"] is None
 
     history = api.call("GET", f"/instances/{instance['id']}/history")
-    assert [(h["from_version"], h["to_version"], h["state"]) for h in history] == [("1.0.0", "2.0.0",
-                                                                                   "rolled_back")]
+    assert [(h["from_version"], h["to_version"], h["state"]) for h in history] == [("1.0.0", "2.0.0", "rolled_back")]
     mails = api.call("GET", "/outbox", params={"kind": "rollback"})
     assert len(mails) == 1 and "rolled back to 1.0.0" in mails[0]["subject"], mails
     assert "cannot start" in mails[0]["body"] and "1.0.0, which runs again" in mails[0]["body"], mails
 
-    bad = httpx.post(f"{api.plane.url}/api/v1/instances/{instance['id']}/upgrade", headers=api.headers,
-                     json={"version": "9.9.9"}, timeout=30)
+    bad = httpx.post(
+        f"{api.plane.url}/api/v1/instances/{instance['id']}/upgrade",
+        headers=api.headers,
+        json={"version": "9.9.9"},
+        timeout=30,
+    )
     assert bad.status_code == 404 and "9.9.9" in bad.text and "version" in bad.text, bad.text
 
 
@@ -127,8 +146,9 @@ def test_a_good_upgrade_succeeds_after_the_soak_and_a_rollback_by_hand_returns(a
     instance = next(i for i in api.call("GET", "/instances") if i["app"].startswith("upgrade-probe"))
     old_workload = instance["workload_id"]
     rollout = api.call("POST", f"/instances/{instance['id']}/upgrade", json={"version": "1.1.0"})
-    done = api.wait("the upgrade's verdict", lambda: (r := api.last_rollout(instance["id"]))["state"] != "rolling"
-                    and r)
+    done = api.wait(
+        "the upgrade's verdict", lambda: (r := api.last_rollout(instance["id"]))["state"] != "rolling" and r
+    )
     assert done["state"] == "succeeded" and done["id"] == rollout["id"], done
     now = api.wait("1.1.0 running", lambda: api.running(instance["id"], "upgrade-probe:1.1.0"))
     assert now["workload_id"] != old_workload
@@ -138,9 +158,7 @@ def test_a_good_upgrade_succeeds_after_the_soak_and_a_rollback_by_hand_returns(a
 
     back = api.call("POST", f"/instances/{instance['id']}/rollback")
     assert (back["from_version"], back["to_version"], back["manual_rollback"]) == ("1.1.0", "1.0.0", True)
-    api.wait("1.0.0 running after the rollback by hand",
-             lambda: api.running(instance["id"], "upgrade-probe:1.0.0"))
+    api.wait("1.0.0 running after the rollback by hand", lambda: api.running(instance["id"], "upgrade-probe:1.0.0"))
     history = api.call("GET", f"/instances/{instance['id']}/history")
-    assert [(h["to_version"], h["state"]) for h in history][:2] == [("2.0.0", "rolled_back"),
-                                                                    ("1.1.0", "succeeded")]
+    assert [(h["to_version"], h["state"]) for h in history][:2] == [("2.0.0", "rolled_back"), ("1.1.0", "succeeded")]
     assert history[2]["to_version"] == "1.0.0", history

@@ -56,33 +56,48 @@ def test_app_entrypoint_forms() -> None:
 def test_web_app_port_rules() -> None:
     base = {"name": "a1", "version": "1.0", "entrypoint": "main.py"}
     assert AppManifest.model_validate({**base, "kind": "web", "port": 8000}).port == 8000
-    for data, code in (({"kind": "web"}, "port_required"), ({"kind": "backend", "port": 8000}, "port_not_allowed"),
-                       ({"kind": "web", "port": 80}, "invalid_value")):
+    for data, code in (
+        ({"kind": "web"}, "port_required"),
+        ({"kind": "backend", "port": 8000}, "port_not_allowed"),
+        ({"kind": "web", "port": 80}, "invalid_value"),
+    ):
         _, problems = validate_schema(AppManifest, {**base, **data}, "app.json")
         assert [(p.code, p.field) for p in problems] == [(code, "port")]
 
 
 def test_setting_defaults_are_typed() -> None:
     base = {"name": "a1", "version": "1.0", "kind": "backend", "entrypoint": "main.py"}
-    ok = {"n": {"type": "number", "default": 3}, "b": {"type": "boolean", "default": False},
-          "s": {"type": "string"}, "i": {"type": "integer", "default": 2}}
+    ok = {
+        "n": {"type": "number", "default": 3},
+        "b": {"type": "boolean", "default": False},
+        "s": {"type": "string"},
+        "i": {"type": "integer", "default": 2},
+    }
     AppManifest.model_validate({**base, "context": {"settings": ok}})
-    for bad in ({"type": "integer", "default": True}, {"type": "integer", "default": 2.5},
-                {"type": "boolean", "default": 1}, {"type": "number", "default": "3"}):
+    for bad in (
+        {"type": "integer", "default": True},
+        {"type": "integer", "default": 2.5},
+        {"type": "boolean", "default": 1},
+        {"type": "number", "default": "3"},
+    ):
         _, problems = validate_schema(AppManifest, {**base, "context": {"settings": {"x": bad}}}, "app.json")
         assert problems and problems[0].field == "context.settings.x.default", bad
 
 
 def test_device_type_kinds() -> None:
     cam = DeviceTypeDefinition.model_validate(
-        {"name": "cam", "kind": "sensor", "frame": {"encoding": "jpeg", "width": 640}})
+        {"name": "cam", "kind": "sensor", "frame": {"encoding": "jpeg", "width": 640}}
+    )
     assert cam.frame is not None and cam.frame.max_bytes > 0
     with pytest.raises(ValidationError):
-        DeviceTypeDefinition.model_validate({"name": "cam", "kind": "sensor", "frame": {"encoding": "jpeg"},
-                                             "fields": {"x": {"type": "number"}}})
+        DeviceTypeDefinition.model_validate(
+            {"name": "cam", "kind": "sensor", "frame": {"encoding": "jpeg"}, "fields": {"x": {"type": "number"}}}
+        )
     with pytest.raises(ValidationError):
-        DeviceTypeDefinition.model_validate({"name": "sw", "kind": "controller", "commands": {"on": {}},
-                                             "fields": {"x": {"type": "number"}}})
+        DeviceTypeDefinition.model_validate(
+            {"name": "sw", "kind": "controller", "commands": {"on": {}}, "fields": {"x": {"type": "number"}}}
+        )
     with pytest.raises(ValidationError):
-        DeviceTypeDefinition.model_validate({"name": "sw", "kind": "controller",
-                                             "commands": {"on": {"args": {"x": {"type": "string", "min": 1}}}}})
+        DeviceTypeDefinition.model_validate(
+            {"name": "sw", "kind": "controller", "commands": {"on": {"args": {"x": {"type": "string", "min": 1}}}}}
+        )

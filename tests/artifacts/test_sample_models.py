@@ -80,8 +80,10 @@ COMFORT = EXAMPLES / "models" / "comfort"
 @pytest.fixture(scope="module")
 def comfort_modules() -> tuple[ModuleType, ModuleType]:
     pytest.importorskip("sklearn")
-    return (load_module(COMFORT / "train.py", "sample_comfort_train"),
-            load_module(COMFORT / "comfort.py", "sample_comfort_model"))
+    return (
+        load_module(COMFORT / "train.py", "sample_comfort_train"),
+        load_module(COMFORT / "comfort.py", "sample_comfort_model"),
+    )
 
 
 GRID = np.array([[t, lx] for t in np.arange(-5.0, 45.0, 0.25) for lx in np.arange(0.0, 2000.0, 10.0)])

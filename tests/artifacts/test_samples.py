@@ -52,8 +52,7 @@ def test_sample_app_validates(folder: Path, tmp_path: Path, catalog: StaticCatal
 
 def test_sample_app_needs_the_catalog(tmp_path: Path) -> None:
     """The same app fails against an empty platform: the catalog check is real."""
-    report = validate_app_package(zip_folder(EXAMPLES / "apps" / "intruder-alert", tmp_path / "a.zip"),
-                                  StaticCatalog())
+    report = validate_app_package(zip_folder(EXAMPLES / "apps" / "intruder-alert", tmp_path / "a.zip"), StaticCatalog())
     assert set(report.codes()) == {"unknown_model", "unknown_device_type"}
 
 
@@ -74,7 +73,7 @@ def test_published_schemas_are_current(kind: str) -> None:
     path = REPO / "docs" / "packages" / SCHEMAS[kind][0]
     assert path.read_text(encoding="utf-8") == render_schema(kind), (
         "stale schema: run python -c 'from pathlib import Path; from aiot.artifacts import export_schemas; "
-        "export_schemas(Path(\"docs/packages\"))'"
+        'export_schemas(Path("docs/packages"))\''
     )
 
 

@@ -105,8 +105,34 @@ def test_inspect_lists_entries(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- property test
 
 SEGMENT = st.one_of(
-    st.sampled_from(["..", ".", "", "a", "b", "x.py", "C:", "c:\\x", "\\", "..\\..", "\x00", "~", "{ROOT}",
-                     "ü", "日本", "\u202e", "CON", " ", "a\x00/..", "...", "\u0130", "ı", "A", "%2e%2e"]),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "",
+            "a",
+            "b",
+            "x.py",
+            "C:",
+            "c:\\x",
+            "\\",
+            "..\\..",
+            "\x00",
+            "~",
+            "{ROOT}",
+            "ü",
+            "日本",
+            "\u202e",
+            "CON",
+            " ",
+            "a\x00/..",
+            "...",
+            "\u0130",
+            "ı",
+            "A",
+            "%2e%2e",
+        ]
+    ),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=6),
 )
 WILD_NAME = st.tuples(
@@ -114,11 +140,11 @@ WILD_NAME = st.tuples(
     st.lists(SEGMENT, min_size=1, max_size=4),
     st.booleans(),
 ).map(lambda t: t[0] + "/".join(t[1]) + ("/" if t[2] else ""))
-TAME_NAME = st.lists(st.sampled_from(["a", "b", "x.py", "ü", "日本", "data", "A", "...", "~"]), min_size=1,
-                     max_size=3).map("/".join)
+TAME_NAME = st.lists(
+    st.sampled_from(["a", "b", "x.py", "ü", "日本", "data", "A", "...", "~"]), min_size=1, max_size=3
+).map("/".join)
 NAME = st.one_of(TAME_NAME, WILD_NAME)
-ENTRY = st.tuples(NAME, st.sampled_from([REGULAR] * 6 + [0, SYMLINK, DIRECTORY, FIFO]),
-                  st.binary(max_size=32))
+ENTRY = st.tuples(NAME, st.sampled_from([REGULAR] * 6 + [0, SYMLINK, DIRECTORY, FIFO]), st.binary(max_size=32))
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

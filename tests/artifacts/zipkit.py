@@ -46,10 +46,34 @@ def build_zip(entries: list[RawEntry]) -> bytes:
         size = len(e.data) if e.declared_size is None else e.declared_size
         flags = e.flags | (0x800 if isinstance(e.name, str) else 0)
         offset = len(out)
-        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, method, 0, 0x21, crc, len(payload), size,
-                           len(name), 0) + name + payload
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | 20, 20, flags, method, 0, 0x21, crc,
-                               len(payload), size, len(name), 0, 0, 0, 0, (e.mode & 0xFFFF) << 16, offset) + name
+        out += (
+            struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, method, 0, 0x21, crc, len(payload), size, len(name), 0)
+            + name
+            + payload
+        )
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                (3 << 8) | 20,
+                20,
+                flags,
+                method,
+                0,
+                0x21,
+                crc,
+                len(payload),
+                size,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                (e.mode & 0xFFFF) << 16,
+                offset,
+            )
+            + name
+        )
     n = len(entries)
     out_len = len(out)
     return bytes(out + central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(central), out_len, 0))
@@ -107,8 +131,11 @@ APP_MAIN = "from platform_sdk import run\n\nif __name__ == '__main__':\n    run(
 
 def model_files(**manifest_changes: Any) -> dict[str, bytes | str]:
     manifest = {**MODEL_MANIFEST, **manifest_changes}
-    return {"model.json": json.dumps(manifest, indent=2), "predictor.py": PREDICTOR,
-            "requirements.txt": "numpy>=1.26\n"}
+    return {
+        "model.json": json.dumps(manifest, indent=2),
+        "predictor.py": PREDICTOR,
+        "requirements.txt": "numpy>=1.26\n",
+    }
 
 
 def app_files(**manifest_changes: Any) -> dict[str, bytes | str]:

@@ -22,8 +22,18 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = ["ingest", "serving", "telemetry", "deployment", "recovery", "scheduler", "scale", "gateway", "placement",
-           "keepalive"]
+BENCHES = [
+    "ingest",
+    "serving",
+    "telemetry",
+    "deployment",
+    "recovery",
+    "scheduler",
+    "scale",
+    "gateway",
+    "placement",
+    "keepalive",
+]
 TIMEOUT = 240
 
 pytestmark = pytest.mark.slow
@@ -40,8 +50,13 @@ class Runs:
         for name in BENCHES:
             out = (tmp / f"{name}.out").open("wb")
             err = (tmp / f"{name}.err").open("wb")
-            self.procs[name] = subprocess.Popen([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke"],
-                                                cwd=ROOT, env=env, stdout=out, stderr=err)
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
         self.tmp = tmp
 
     def result(self, name: str) -> dict[str, Any]:

@@ -46,7 +46,10 @@ async def embedded(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
 @pytest.fixture
 async def platform_bus(embedded: EmbeddedNats) -> AsyncIterator[Bus]:
     bus = await Bus.connect(
-        embedded.url, user=embedded.platform_user, password=embedded.platform_password, name="test-platform",
+        embedded.url,
+        user=embedded.platform_user,
+        password=embedded.platform_password,
+        name="test-platform",
         attempts=1,
     )
     try:

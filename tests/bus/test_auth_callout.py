@@ -45,22 +45,34 @@ pytestmark = pytest.mark.timeout(120)
 async def external_platform(tmp_path: Path) -> AsyncIterator[tuple[ServiceContext, httpx.AsyncClient, dict, int]]:
     """An external nats-server set up with the callout block only, and a control plane using it."""
     port, mqtt_port = free_port(), free_port()
-    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'aiot.db'}",
-                        nats_url=f"nats://127.0.0.1:{port}", nats_user="aiot-platform", nats_password="platform-pw-1",
-                        nats_callout=True, nats_system_user="aiot-system", nats_system_password="system-pw-1",
-                        secret_key="callout-test-secret")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'aiot.db'}",
+        nats_url=f"nats://127.0.0.1:{port}",
+        nats_user="aiot-platform",
+        nats_password="platform-pw-1",
+        nats_callout=True,
+        nats_system_user="aiot-system",
+        nats_system_password="system-pw-1",
+        secret_key="callout-test-secret",
+    )
     issuer = nkey_jwt.public_key(nkey_jwt.account_keypair(platform_secret(settings)))
     conf = tmp_path / "nats.conf"
-    conf.write_text(f'server_name: ext1\nlisten: "127.0.0.1:{port}"\n'
-                    f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\nmqtt {{ listen: "127.0.0.1:{mqtt_port}" }}\n'
-                    + server_config(issuer, "aiot-platform", hash_password("platform-pw-1"), "aiot-system",
-                                    hash_password("system-pw-1")))
-    server = subprocess.Popen([str(find_nats_server()), "-c", str(conf)], stdout=(tmp_path / "nats.log").open("wb"),
-                              stderr=subprocess.STDOUT)
+    conf.write_text(
+        f'server_name: ext1\nlisten: "127.0.0.1:{port}"\n'
+        f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\nmqtt {{ listen: "127.0.0.1:{mqtt_port}" }}\n'
+        + server_config(
+            issuer, "aiot-platform", hash_password("platform-pw-1"), "aiot-system", hash_password("system-pw-1")
+        )
+    )
+    server = subprocess.Popen(
+        [str(find_nats_server()), "-c", str(conf)], stdout=(tmp_path / "nats.log").open("wb"), stderr=subprocess.STDOUT
+    )
     migrate.upgrade(settings.effective_database_url)
     db = Database(settings.effective_database_url)
-    bus = await Bus.connect(settings.nats_url or "", user="aiot-platform", password="platform-pw-1", name="test",
-                            attempts=20)
+    bus = await Bus.connect(
+        settings.nats_url or "", user="aiot-platform", password="platform-pw-1", name="test", attempts=20
+    )
     ctx = ServiceContext(settings=settings, db=db, bus=bus, embedded=None)
     services = build_services(["nats-auth"])
     try:
@@ -68,8 +80,7 @@ async def external_platform(tmp_path: Path) -> AsyncIterator[tuple[ServiceContex
             ctx.services[service.name] = service
             await service.start(ctx)
         with db.session() as session:
-            admin = accounts.create_user(session, username="admin1", password="correct-horse-battery",
-                                         role=Role.admin)
+            admin = accounts.create_user(session, username="admin1", password="correct-horse-battery", role=Role.admin)
             token = accounts.issue_token(session, admin, ttl=timedelta(hours=1)).token
         transport = httpx.ASGITransport(app=create_app(ctx))
         async with httpx.AsyncClient(transport=transport, base_url="http://aiot.test", timeout=30) as client:
@@ -92,12 +103,16 @@ async def test_devices_registered_after_start_connect_through_the_callout(tmp_pa
         assert ctx.services["nats-auth"].health().state.value == "ok"
         body = (EXAMPLES / "device-types" / "temperature.json").read_bytes()
         assert (await client.post("/api/v1/device-types", content=body, headers=admin)).status_code == 201
-        assert (await client.post("/api/v1/locations", headers=admin,
-                                  json={"name": "Lab", "kind": "school", "timezone": "UTC"})).status_code == 201
+        assert (
+            await client.post(
+                "/api/v1/locations", headers=admin, json={"name": "Lab", "kind": "school", "timezone": "UTC"}
+            )
+        ).status_code == 201
         made = []
         for name in ("victim", "attacker"):
-            response = await client.post("/api/v1/devices", headers=admin,
-                                         json={"name": name, "device_type": "temperature", "location": "Lab"})
+            response = await client.post(
+                "/api/v1/devices", headers=admin, json={"name": name, "device_type": "temperature", "location": "Lab"}
+            )
             assert response.status_code == 201, response.text
             made.append(response.json())
         victim_info, attacker_info = made
@@ -121,9 +136,13 @@ async def test_devices_registered_after_start_connect_through_the_callout(tmp_pa
             async def on_error(exc: Exception) -> None:
                 violations.append(str(exc))
 
-            plain = await nats.connect(ctx.settings.nats_url, user=victim_info["connect"]["username"],
-                                       password=victim_info["connect"]["password"], error_cb=on_error,
-                                       allow_reconnect=False)
+            plain = await nats.connect(
+                ctx.settings.nats_url,
+                user=victim_info["connect"]["username"],
+                password=victim_info["connect"]["password"],
+                error_cb=on_error,
+                allow_reconnect=False,
+            )
             await plain.subscribe(">")
             await plain.flush()
             await asyncio.sleep(0.3)

@@ -37,9 +37,7 @@ async def test_connect_gives_up_after_attempts_with_clear_message() -> None:
     assert "Check that nats-server is running" in message and "AIOT_NATS_URL" in message
 
 
-async def test_connect_retries_for_ever_until_server_appears(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_connect_retries_for_ever_until_server_appears(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
     caplog.set_level(logging.WARNING, logger="aiot.bus.client")

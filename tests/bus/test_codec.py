@@ -16,24 +16,29 @@ from aiot.artifacts.manifests import DeviceTypeDefinition
 from aiot.bus import codec
 from aiot.bus.codec import PayloadError
 
-TEMP = DeviceTypeDefinition.model_validate({
-    "name": "temperature", "kind": "sensor",
-    "fields": {
-        "temperature": {"type": "number", "min": -40, "max": 85},
-        "count": {"type": "integer", "min": 0},
-        "label": {"type": "string", "enum": ["a", "b"]},
-        "ok": {"type": "boolean"},
-    },
-})
+TEMP = DeviceTypeDefinition.model_validate(
+    {
+        "name": "temperature",
+        "kind": "sensor",
+        "fields": {
+            "temperature": {"type": "number", "min": -40, "max": 85},
+            "count": {"type": "integer", "min": 0},
+            "label": {"type": "string", "enum": ["a", "b"]},
+            "ok": {"type": "boolean"},
+        },
+    }
+)
 CAM = DeviceTypeDefinition.model_validate(
     {"name": "camera", "kind": "sensor", "frame": {"encoding": "jpeg", "max_bytes": 50_000}}
 )
-LAMP = DeviceTypeDefinition.model_validate({
-    "name": "lamp", "kind": "controller",
-    "commands": {"brightness": {"args": {"level": {"type": "integer", "min": 0, "max": 100}}},
-                 "off": {"args": {}}},
-    "state": {"on": {"type": "boolean"}, "level": {"type": "integer", "min": 0, "max": 100}},
-})
+LAMP = DeviceTypeDefinition.model_validate(
+    {
+        "name": "lamp",
+        "kind": "controller",
+        "commands": {"brightness": {"args": {"level": {"type": "integer", "min": 0, "max": 100}}}, "off": {"args": {}}},
+        "state": {"on": {"type": "boolean"}, "level": {"type": "integer", "min": 0, "max": 100}},
+    }
+)
 TS = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
 GOOD = {"temperature": 21.5, "count": 3, "label": "a", "ok": True}
 
@@ -48,18 +53,22 @@ def _image(fmt: str, w: int = 40, h: int = 30) -> bytes:
 
 # ------------------------------------------------------------------------------------------- round trips
 
+
 def test_reading_round_trip():
     reading = codec.decode_reading(codec.encode_reading(GOOD, TS), TEMP)
     assert reading == codec.Reading(ts=TS, values=GOOD)
 
 
-@pytest.mark.parametrize(("raw_ts", "expected"), [
-    ('"2024-05-01T12:30:15.25Z"', TS),
-    ('"2024-05-01T14:30:15.25+02:00"', TS),
-    ('"2024-05-01T12:30:15.25"', TS),  # naive = UTC
-    ("1714566615.25", TS),
-    ("1714566615250", TS),  # milliseconds
-])
+@pytest.mark.parametrize(
+    ("raw_ts", "expected"),
+    [
+        ('"2024-05-01T12:30:15.25Z"', TS),
+        ('"2024-05-01T14:30:15.25+02:00"', TS),
+        ('"2024-05-01T12:30:15.25"', TS),  # naive = UTC
+        ("1714566615.25", TS),
+        ("1714566615250", TS),  # milliseconds
+    ],
+)
 def test_reading_timestamps(raw_ts, expected):
     payload = f'{{"ts": {raw_ts}, "temperature": 1, "count": 1, "label": "b", "ok": false}}'.encode()
     assert codec.decode_reading(payload, TEMP).ts == expected
@@ -116,31 +125,35 @@ def test_type_definition_can_be_a_plain_dict():
 
 # ------------------------------------------------------------------------------------------- bad payloads
 
+
 def _bad(payload: bytes, type_def=TEMP):
     with pytest.raises(PayloadError) as info:
         codec.decode_reading(payload, type_def)
     return info.value
 
 
-@pytest.mark.parametrize(("payload", "code", "field"), [
-    (b'{"temperature": "hot", "count": 1, "label": "a", "ok": true}', "wrong_type", "temperature"),
-    (b'{"temperature": true, "count": 1, "label": "a", "ok": true}', "wrong_type", "temperature"),
-    (b'{"temperature": 1, "count": 1.5, "label": "a", "ok": true}', "wrong_type", "count"),
-    (b'{"temperature": 1, "count": 1, "label": 3, "ok": true}', "wrong_type", "label"),
-    (b'{"temperature": 1, "count": 1, "label": "a", "ok": 1}', "wrong_type", "ok"),
-    (b'{"temperature": 1, "count": 1, "label": "a"}', "missing_field", "ok"),
-    (b'{"temperature": 1, "count": 1, "label": "a", "ok": true, "x": 1}', "unknown_field", "x"),
-    (b'{"temperature": 90, "count": 1, "label": "a", "ok": true}', "out_of_range", "temperature"),
-    (b'{"temperature": 1, "count": -1, "label": "a", "ok": true}', "out_of_range", "count"),
-    (b'{"temperature": 1, "count": 1, "label": "z", "ok": true}', "out_of_range", "label"),
-    (b'{"temperature": NaN, "count": 1, "label": "a", "ok": true}', "undecodable", None),
-    (b'{"ts": "yesterday", "temperature": 1, "count": 1, "label": "a", "ok": true}', "bad_timestamp", "ts"),
-    (b'{"ts": 1e300, "temperature": 1, "count": 1, "label": "a", "ok": true}', "bad_timestamp", "ts"),
-    (b"[1]", "not_an_object", None),
-    (b"\xff\xfe", "undecodable", None),
-    (b"{", "undecodable", None),
-    (b"", "undecodable", None),
-])
+@pytest.mark.parametrize(
+    ("payload", "code", "field"),
+    [
+        (b'{"temperature": "hot", "count": 1, "label": "a", "ok": true}', "wrong_type", "temperature"),
+        (b'{"temperature": true, "count": 1, "label": "a", "ok": true}', "wrong_type", "temperature"),
+        (b'{"temperature": 1, "count": 1.5, "label": "a", "ok": true}', "wrong_type", "count"),
+        (b'{"temperature": 1, "count": 1, "label": 3, "ok": true}', "wrong_type", "label"),
+        (b'{"temperature": 1, "count": 1, "label": "a", "ok": 1}', "wrong_type", "ok"),
+        (b'{"temperature": 1, "count": 1, "label": "a"}', "missing_field", "ok"),
+        (b'{"temperature": 1, "count": 1, "label": "a", "ok": true, "x": 1}', "unknown_field", "x"),
+        (b'{"temperature": 90, "count": 1, "label": "a", "ok": true}', "out_of_range", "temperature"),
+        (b'{"temperature": 1, "count": -1, "label": "a", "ok": true}', "out_of_range", "count"),
+        (b'{"temperature": 1, "count": 1, "label": "z", "ok": true}', "out_of_range", "label"),
+        (b'{"temperature": NaN, "count": 1, "label": "a", "ok": true}', "undecodable", None),
+        (b'{"ts": "yesterday", "temperature": 1, "count": 1, "label": "a", "ok": true}', "bad_timestamp", "ts"),
+        (b'{"ts": 1e300, "temperature": 1, "count": 1, "label": "a", "ok": true}', "bad_timestamp", "ts"),
+        (b"[1]", "not_an_object", None),
+        (b"\xff\xfe", "undecodable", None),
+        (b"{", "undecodable", None),
+        (b"", "undecodable", None),
+    ],
+)
 def test_bad_readings(payload, code, field):
     err = _bad(payload)
     assert (err.code, err.field) == (code, field)
@@ -182,8 +195,10 @@ def test_bad_commands_and_state():
         return info.value.code
 
     assert code_of(codec.decode_command, b'{"cmd_id": "c", "command": "explode"}', LAMP) == "unknown_command"
-    assert code_of(codec.decode_command, b'{"cmd_id": "c", "command": "brightness", "args": {"level": 101}}',
-                   LAMP) == "out_of_range"
+    assert (
+        code_of(codec.decode_command, b'{"cmd_id": "c", "command": "brightness", "args": {"level": 101}}', LAMP)
+        == "out_of_range"
+    )
     assert code_of(codec.decode_command, b'{"command": "off"}', LAMP) == "wrong_type"
     assert code_of(codec.decode_command, b'{"cmd_id": "c", "command": "off", "args": [1]}', LAMP) == "wrong_type"
     assert code_of(codec.encode_command, "c", "brightness", {"level": "x"}, type_def=LAMP) == "wrong_type"
@@ -207,15 +222,25 @@ def test_payload_error_is_a_validation_error_with_field():
 
 _frame_prefix = st.builds(
     lambda body, v, e: codec.FRAME_HEADER.pack(b"AIFR", v, e, 24, 0, 0, 0, len(body)) + body,
-    st.binary(max_size=64), st.integers(0, 3), st.integers(0, 3),
+    st.binary(max_size=64),
+    st.integers(0, 3),
+    st.integers(0, 3),
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(st.binary(max_size=256), _frame_prefix,
-                 st.text(max_size=128).map(str.encode),
-                 st.dictionaries(st.text(max_size=8), st.one_of(st.none(), st.booleans(), st.floats(),
-                                 st.integers(), st.text(max_size=8)), max_size=5).map(lambda d: repr(d).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=256),
+        _frame_prefix,
+        st.text(max_size=128).map(str.encode),
+        st.dictionaries(
+            st.text(max_size=8),
+            st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=8)),
+            max_size=5,
+        ).map(lambda d: repr(d).encode()),
+    )
+)
 def test_decoding_arbitrary_bytes_only_raises_payload_error(payload):
     for fn in (
         lambda p: codec.decode_reading(p, TEMP),
@@ -229,9 +254,15 @@ def test_decoding_arbitrary_bytes_only_raises_payload_error(payload):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["ts", "temperature", "count", "label", "ok", "x"]),
-                       st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
-                                 st.floats(allow_nan=True), st.text(max_size=5)), max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(["ts", "temperature", "count", "label", "ok", "x"]),
+        st.one_of(
+            st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=True), st.text(max_size=5)
+        ),
+        max_size=6,
+    )
+)
 def test_decoding_arbitrary_json_objects_only_raises_payload_error(obj):
     import json
 

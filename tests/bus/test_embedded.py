@@ -49,15 +49,24 @@ async def test_start_stop_files_and_no_process_left(tmp_path: Path) -> None:
         assert [p.pid for p in running_nats_servers_using(server.config_path)] == [pid]
         assert int(server.pid_path.read_text()) == pid
         conf = server.config_path.read_text()
-        for needle in ("server_name", "jetstream", "store_dir", "mqtt", f"port: {server.client_port}",
-                       'include "auth.conf"'):
+        for needle in (
+            "server_name",
+            "jetstream",
+            "store_dir",
+            "mqtt",
+            f"port: {server.client_port}",
+            'include "auth.conf"',
+        ):
             assert needle in conf
         assert server.store_dir == tmp_path / "nats" / "jetstream"
         for private in (server.credentials_path, server.auth_path, server.state_path):
             assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
         state = json.loads(server.state_path.read_text())
-        assert state == {"client_port": server.client_port, "mqtt_port": server.mqtt_port,
-                         "monitor_port": server.monitor_port}
+        assert state == {
+            "client_port": server.client_port,
+            "mqtt_port": server.mqtt_port,
+            "monitor_port": server.monitor_port,
+        }
         assert len({server.client_port, server.mqtt_port, server.monitor_port}) == 3
         assert server.platform_password not in server.auth_path.read_text()  # only its bcrypt hash
         # The server really listens for MQTT and refuses anonymous NATS clients.
@@ -129,7 +138,8 @@ async def test_start_failure_raises_with_log_tail(tmp_path: Path) -> None:
     server.dir.mkdir(parents=True)
     # A user whose permissions are not a map: nats-server refuses the configuration and exits.
     server._write_auth = lambda: server.auth_path.write_text(  # type: ignore[method-assign]
-        'authorization { users = [{"user": "bad", "password": "x", "permissions": 42}] }\n')
+        'authorization { users = [{"user": "bad", "password": "x", "permissions": 42}] }\n'
+    )
     with pytest.raises(EmbeddedNatsError) as info:
         await server.start()
     text = str(info.value)

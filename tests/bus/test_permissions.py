@@ -48,8 +48,13 @@ class Recorder:
 
 async def _user_client(server: EmbeddedNats, user: NatsUser, rec: Recorder) -> NatsClient:
     return await nats.connect(
-        server.url, user=user.username, password=user.password, error_cb=rec.on_error,
-        max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=user.username,
+        server.url,
+        user=user.username,
+        password=user.password,
+        error_cb=rec.on_error,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        name=user.username,
     )
 
 
@@ -126,8 +131,9 @@ async def test_mqtt_client_publishes_and_subscribes_only_its_topics(
     for qos in (0, 1):
         await probe.publish(f"sensors/cam1/frame{qos}", b"jpeg", qos=qos)
         await probe.publish(f"alerts/fake{qos}", b"spoof", qos=qos)  # not in its publish list
-    await wait_for(lambda: {"sensors.cam1.frame0", "sensors.cam1.frame1"} <= set(seen.subjects()),
-                   what="allowed MQTT publishes")
+    await wait_for(
+        lambda: {"sensors.cam1.frame0", "sensors.cam1.frame1"} <= set(seen.subjects()), what="allowed MQTT publishes"
+    )
     await asyncio.sleep(0.3)
     await platform_bus.flush()
     assert not [s for s in seen.subjects() if s.startswith("alerts")], "server let a forbidden publish through"
@@ -179,8 +185,9 @@ def test_permission_rules_for_mqtt_only_and_mute_users() -> None:
 async def test_connection_types_are_enforced(embedded: EmbeddedNats, mqtt_probes: list[MqttProbe]) -> None:
     await embedded.set_users([DEVICE, APP])
     with pytest.raises(Exception, match="(?i)authorization"):  # MQTT-only user over plain NATS
-        await nats.connect(embedded.url, user=DEVICE.username, password=DEVICE.password,
-                           allow_reconnect=False, connect_timeout=2)
+        await nats.connect(
+            embedded.url, user=DEVICE.username, password=DEVICE.password, allow_reconnect=False, connect_timeout=2
+        )
     probe = MqttProbe.start(embedded.mqtt_port, APP.username, APP.password, APP.username)
     mqtt_probes.append(probe)
     await wait_for(lambda: probe.connack, what="CONNACK")
@@ -198,8 +205,9 @@ async def test_removed_user_is_cut_off_live_others_stay(
     async def on_drop() -> None:
         dropped.append(True)
 
-    keeper = await nats.connect(embedded.url, user=embedded.platform_user, password=embedded.platform_password,
-                                disconnected_cb=on_drop)
+    keeper = await nats.connect(
+        embedded.url, user=embedded.platform_user, password=embedded.platform_password, disconnected_cb=on_drop
+    )
     probe = MqttProbe.start(embedded.mqtt_port, DEVICE.username, DEVICE.password, DEVICE.username)
     mqtt_probes.append(probe)
     await wait_for(probe.connected.is_set, what="MQTT CONNACK")
@@ -207,8 +215,7 @@ async def test_removed_user_is_cut_off_live_others_stay(
         await embedded.set_users([])  # both removed; the server reloads live
         await wait_for(lambda: not app.is_connected, 5, "NATS client of a removed user to be cut off")
         await wait_for(lambda: probe.disconnects, 5, "MQTT client of a removed user to be cut off")
-        await wait_for(lambda: any("Authorization" in str(e) for e in app_rec.errors), 5,
-                       "its reconnect to be refused")
+        await wait_for(lambda: any("Authorization" in str(e) for e in app_rec.errors), 5, "its reconnect to be refused")
         assert not app.is_connected
         assert keeper.is_connected and platform_bus.is_connected and not dropped
         # Re-adding the user lets it back in (the reconnecting nats-py client gets through).

@@ -71,9 +71,18 @@ async def test_every_stream_bucket_and_store_gets_the_configured_replicas(tmp_pa
             await bus.object_store("artifacts")  # existing R1 store: raised
             ingest = Ingest(bus.nc, _NoDevices(), IngestConfig(replicas=3, history_max_bytes=64 * 1024**2))
             await ingest._ensure_storage()
-            replicas = {name: (await bus.js.stream_info(name)).config.num_replicas
-                        for name in ("LOGS", "KV_endpoints", "KV_fresh", "OBJ_artifacts", READINGS_STREAM,
-                                     f"KV_{LATEST_BUCKET}", f"KV_{PRESENCE_BUCKET}")}
+            replicas = {
+                name: (await bus.js.stream_info(name)).config.num_replicas
+                for name in (
+                    "LOGS",
+                    "KV_endpoints",
+                    "KV_fresh",
+                    "OBJ_artifacts",
+                    READINGS_STREAM,
+                    f"KV_{LATEST_BUCKET}",
+                    f"KV_{PRESENCE_BUCKET}",
+                )
+            }
             assert set(replicas.values()) == {3}, replicas
         finally:
             await bus.close()

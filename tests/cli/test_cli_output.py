@@ -50,16 +50,22 @@ async def _api(live: LivePlatform, path: str, who: Role = Role.admin, **params: 
 
 
 async def test_json_and_yaml_are_the_apis_answer_and_logs_and_history_work(tmp_path: Path) -> None:
-    async with live_platform(tmp_path, services=("nats-auth", "ingest")) as live, \
-            serve(create_app(live.ctx)) as url:
+    async with live_platform(tmp_path, services=("nats-auth", "ingest")) as live, serve(create_app(live.ctx)) as url:
         admin, dev = live.tokens[Role.admin.value], live.tokens[Role.ai_developer.value]
         body = (EXAMPLES / "device-types" / "temperature.json").read_bytes()
-        assert (await live.client.post("/api/v1/device-types", content=body,
-                                       headers=live.headers(Role.admin))).status_code == 201
-        await live.client.post("/api/v1/locations", headers=live.headers(Role.admin),
-                               json={"name": "Lab", "kind": "school", "timezone": "UTC"})
-        made = (await live.client.post("/api/v1/devices", headers=live.headers(Role.admin),
-                                       json={"name": "thermo", "device_type": "temperature", "location": "Lab"}))
+        assert (
+            await live.client.post("/api/v1/device-types", content=body, headers=live.headers(Role.admin))
+        ).status_code == 201
+        await live.client.post(
+            "/api/v1/locations",
+            headers=live.headers(Role.admin),
+            json={"name": "Lab", "kind": "school", "timezone": "UTC"},
+        )
+        made = await live.client.post(
+            "/api/v1/devices",
+            headers=live.headers(Role.admin),
+            json={"name": "thermo", "device_type": "temperature", "location": "Lab"},
+        )
         device = made.json()
         await _aiot(url, dev, "model", "push", str(EXAMPLES / "models" / "comfort"))
 
@@ -97,38 +103,55 @@ async def test_json_and_yaml_are_the_apis_answer_and_logs_and_history_work(tmp_p
         while len(await _api(live, f"/devices/{device['id']}/history")) < 2:  # type: ignore[arg-type]
             assert time.monotonic() < deadline, "readings not stored"
             await asyncio.sleep(0.2)
-        rows = list(csv.DictReader(io.StringIO(await _aiot(url, admin, "device", "history", device["id"],
-                                                            "--since", "10m", "--csv"))))
+        rows = list(
+            csv.DictReader(
+                io.StringIO(await _aiot(url, admin, "device", "history", device["id"], "--since", "10m", "--csv"))
+            )
+        )
         assert [r["temperature"] for r in rows] == ["21.5", "22.5"] and all(r["channel"] == "data" for r in rows)
         future = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1).isoformat()
-        assert json.loads(await _aiot(url, admin, "device", "history", device["id"], "--since", future,
-                                      "-o", "json")) == []
+        assert (
+            json.loads(await _aiot(url, admin, "device", "history", device["id"], "--since", future, "-o", "json"))
+            == []
+        )
 
         # logs: search with filters, and follow a line published after the follower started
         await ensure_logs_stream(live.ctx.bus, live.ctx.settings)
         for level, text in (("INFO", "boring line"), ("ERROR", "disk on fire")):
-            record = LogRecord(ts=datetime.now(UTC), level=level, service="workload", workload_id="wl_clitest01",
-                               message=text)
+            record = LogRecord(
+                ts=datetime.now(UTC), level=level, service="workload", workload_id="wl_clitest01", message=text
+            )
             await live.ctx.bus.publish(workload_subject("wl_clitest01"), json.dumps(record.to_json()).encode())
         deadline = time.monotonic() + 20
-        while not (found := json.loads(await _aiot(url, admin, "logs", "-w", "wl_clitest01", "--level", "ERROR",
-                                                   "-o", "json")))["records"]:
+        while not (
+            found := json.loads(await _aiot(url, admin, "logs", "-w", "wl_clitest01", "--level", "ERROR", "-o", "json"))
+        )["records"]:
             assert time.monotonic() < deadline, "the log records never reached the stream"
             await asyncio.sleep(0.3)
         assert [r["message"] for r in found["records"]] == ["disk on fire"]
         assert "boring line" in await _aiot(url, admin, "logs", "-w", "wl_clitest01", "--grep", "BORING")
 
         env = {**os.environ, "AIOT_SERVER": url, "AIOT_TOKEN": admin}
-        follower = subprocess.Popen([AIOT, "logs", "-f", "-w", "wl_clitest01", "-o", "json"], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        follower = subprocess.Popen(
+            [AIOT, "logs", "-f", "-w", "wl_clitest01", "-o", "json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             # the follower connects when its process is up (seconds on a loaded machine): publish until it prints
             reading = asyncio.ensure_future(asyncio.to_thread(follower.stdout.readline))  # type: ignore[union-attr]
             deadline = time.monotonic() + 60
             while not reading.done():
                 assert time.monotonic() < deadline, "aiot logs -f printed nothing"
-                record = LogRecord(ts=datetime.now(UTC), level="WARNING", service="workload",
-                                   workload_id="wl_clitest01", message="published after the follower started")
+                record = LogRecord(
+                    ts=datetime.now(UTC),
+                    level="WARNING",
+                    service="workload",
+                    workload_id="wl_clitest01",
+                    message="published after the follower started",
+                )
                 await live.ctx.bus.publish(workload_subject("wl_clitest01"), json.dumps(record.to_json()).encode())
                 await asyncio.wait({reading}, timeout=0.5)
             assert json.loads(reading.result())["message"] == "published after the follower started"

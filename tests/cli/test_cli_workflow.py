@@ -76,16 +76,21 @@ def test_cli_push_register_and_simulate(tmp_path: Path) -> None:
 
         # The running platform's data dir is private (it was created under the test's umask, usually 022).
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
-        private = [data_dir / n for n in ("aiot.db", "aiot.db-wal", "aiot.db-shm", "secret.key")] + \
-            [data_dir / "nats" / "platform-credentials.json"]
+        private = [data_dir / n for n in ("aiot.db", "aiot.db-wal", "aiot.db-shm", "secret.key")] + [
+            data_dir / "nats" / "platform-credentials.json"
+        ]
         modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in private if p.exists()}
         assert {"aiot.db", "aiot.db-wal", "platform-credentials.json"} <= set(modes), modes
         assert set(modes.values()) == {"0o600"}, modes
         # Nodes: a two-use join token, a node joins with it, an admin revokes the node, its token is refused.
         token = _ok(["node", "token", "--uses", "2", "--ttl-minutes", "5"], env).strip()
         assert token.startswith("aiotjoin.")
-        joined = httpx.post(f"{plane.url}/api/v1/agent/register", headers={"Authorization": f"Bearer {token}"},
-                            json={"name": "cli-node", "capacity": {"cpu": 1, "memory_mb": 512}}, timeout=30)
+        joined = httpx.post(
+            f"{plane.url}/api/v1/agent/register",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": "cli-node", "capacity": {"cpu": 1, "memory_mb": 512}},
+            timeout=30,
+        )
         assert joined.status_code == 200, joined.text
         assert "revoked" in _ok(["node", "revoke", "cli-node"], env)
         node_auth = {"Authorization": f"Bearer {joined.json()['node_token']}"}

@@ -47,15 +47,17 @@ def test_cli_friendly_errors_and_login(tmp_path: Path) -> None:
 def test_lone_service_joins_the_running_platform_and_second_up_is_refused(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
     env = platform_env(data_dir, port)
-    lone_missing = subprocess.run([str(Path(AIOT)), "service", "run", "ingest"], env=env, capture_output=True,
-                                  text=True, timeout=60)
+    lone_missing = subprocess.run(
+        [str(Path(AIOT)), "service", "run", "ingest"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert lone_missing.returncode == 1 and "no running platform owns" in lone_missing.stderr
     with start_platform(data_dir, port) as plane:
         plane.wait_healthy()
         lone_log = tmp_path / "lone.log"
         with lone_log.open("wb") as sink:
-            lone = subprocess.Popen([str(Path(AIOT)), "service", "run", "ingest"], env=env, stdout=sink,
-                                    stderr=subprocess.STDOUT)
+            lone = subprocess.Popen(
+                [str(Path(AIOT)), "service", "run", "ingest"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            )
         try:
             deadline = time.monotonic() + 30  # about 2 s on an idle machine
             while "service ingest started" not in lone_log.read_text() and time.monotonic() < deadline:
@@ -68,8 +70,9 @@ def test_lone_service_joins_the_running_platform_and_second_up_is_refused(tmp_pa
             lone.wait(timeout=20)
         output = lone_log.read_text()
         assert "service ingest started" in output, output
-        second = subprocess.run([str(Path(AIOT)), "up"], env=platform_env(data_dir, free_port()),
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [str(Path(AIOT)), "up"], env=platform_env(data_dir, free_port()), capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 1 and "belongs to a running platform process" in second.stderr
         assert "Traceback" not in second.stderr
         assert httpx.get(f"{plane.url}/healthz").json()["nats"] is True  # the first platform is unharmed

@@ -46,8 +46,9 @@ class Cluster:
         from aiot.artifacts.packing import zip_folder
 
         archive = zip_folder(EXAMPLES / "models" / name, self.data_dir.parent / f"{name}.zip")
-        return self.post("/models", content=archive.read_bytes(), headers={**self.headers,
-                                                                          "Content-Type": "application/zip"})
+        return self.post(
+            "/models", content=archive.read_bytes(), headers={**self.headers, "Content-Type": "application/zip"}
+        )
 
     def running_replicas(self, model: str, count: int) -> list[dict]:
         def probe() -> list[dict] | None:
@@ -60,8 +61,11 @@ class Cluster:
     def nats(self) -> dict:
         state = json.loads((self.data_dir / "nats" / "state.json").read_text())
         creds = json.loads((self.data_dir / "nats" / "platform-credentials.json").read_text())
-        return {"url": f"nats://127.0.0.1:{state['client_port']}", "user": "aiot-platform",
-                "password": creds.get("password")}
+        return {
+            "url": f"nats://127.0.0.1:{state['client_port']}",
+            "user": "aiot-platform",
+            "password": creds.get("password"),
+        }
 
 
 def agent_pids(data_dir: Path) -> dict[str, int]:
@@ -82,8 +86,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # deployer's pass and the model's start elsewhere on a busy 2-core machine.
     with start_platform(data_dir, port, ("--nodes", "3"), AIOT_NODE_GRACE_SECONDS="6") as plane:
         plane.wait_healthy()
-        token = httpx.post(f"{plane.url}/api/v1/auth/login",
-                           json={"username": "admin", "password": "admin-password-1"}).json()["token"]
+        token = httpx.post(
+            f"{plane.url}/api/v1/auth/login", json={"username": "admin", "password": "admin-password-1"}
+        ).json()["token"]
         cluster = Cluster(plane, data_dir, token)
         cluster.wait("3 ready nodes", lambda: len([n for n in cluster.get("/nodes") if n["status"] == "ready"]) == 3)
         yield cluster

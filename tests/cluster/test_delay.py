@@ -33,8 +33,9 @@ def test_two_seconds_of_delay_restarts_nothing(tmp_path: Path) -> None:
     proxies = ProxiesInThread()
     with start_platform(data_dir, free_port(), AIOT_NODE_GRACE_SECONDS="20") as plane:
         plane.wait_healthy()
-        token = httpx.post(f"{plane.url}/api/v1/auth/login",
-                           json={"username": "admin", "password": "admin-password-1"}).json()["token"]
+        token = httpx.post(
+            f"{plane.url}/api/v1/auth/login", json={"username": "admin", "password": "admin-password-1"}
+        ).json()["token"]
         cluster = Cluster(plane, data_dir, token)
         nats_port = cluster.nats()["url"].rsplit(":", 1)[1]
         api = proxies.start("127.0.0.1", int(urlparse(plane.url).port or 0), delay=DELAY)
@@ -44,12 +45,27 @@ def test_two_seconds_of_delay_restarts_nothing(tmp_path: Path) -> None:
         env.update(AIOT_DATA_DIR=str(data_dir), AIOT_NATS_CONNECT_TIMEOUT="15", AIOT_JOIN_TOKEN=join_token)
         agent_log = (tmp_path / "agent.log").open("wb")
         agent = subprocess.Popen(
-            [str(Path(sys.executable).parent / "aiot"), "node", "join", "--server", f"http://{api.url_host_port}",
-             "--name", "far-away", "--data-dir", str(tmp_path / "node"),
-             "--nats-url", f"nats://{nats.url_host_port}"], env=env, stdout=agent_log, stderr=subprocess.STDOUT)
+            [
+                str(Path(sys.executable).parent / "aiot"),
+                "node",
+                "join",
+                "--server",
+                f"http://{api.url_host_port}",
+                "--name",
+                "far-away",
+                "--data-dir",
+                str(tmp_path / "node"),
+                "--nats-url",
+                f"nats://{nats.url_host_port}",
+            ],
+            env=env,
+            stdout=agent_log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            cluster.wait("the far node ready", lambda: [n for n in cluster.get("/nodes") if n["status"] == "ready"],
-                         timeout=90)
+            cluster.wait(
+                "the far node ready", lambda: [n for n in cluster.get("/nodes") if n["status"] == "ready"], timeout=90
+            )
             cluster.push_model("comfort")
             cluster.post("/models/comfort/deploy", json={"replicas": 2})
             replicas = cluster.wait("2 replicas running", lambda: _running(cluster), timeout=240, every=1.0)

@@ -53,17 +53,26 @@ def test_ten_replicas_spread_by_the_documented_score(cluster: Cluster) -> None:
 
 def _client_script(cluster: Cluster, tmp: Path, model_id: str, seconds: float) -> subprocess.Popen[str]:
     nats = cluster.nats()
-    config = {"workload_id": "test-client", "kind": "app", "nats": {"servers": [nats["url"]], "user": nats["user"],
-                                                                    "password": nats["password"]},
-              "heartbeat": {"file": str(tmp / "hb"), "interval": 1.0, "subject": "aiot.hb.test-client"},
-              "log_subject": "aiot.logs.test-client",
-              "models": {"comfort": {"model_id": model_id, "name": "comfort", "version": "1.0.0",
-                                     "token": model_token(platform_secret_of(cluster.data_dir), model_id)}}}
+    config = {
+        "workload_id": "test-client",
+        "kind": "app",
+        "nats": {"servers": [nats["url"]], "user": nats["user"], "password": nats["password"]},
+        "heartbeat": {"file": str(tmp / "hb"), "interval": 1.0, "subject": "aiot.hb.test-client"},
+        "log_subject": "aiot.logs.test-client",
+        "models": {
+            "comfort": {
+                "model_id": model_id,
+                "name": "comfort",
+                "version": "1.0.0",
+                "token": model_token(platform_secret_of(cluster.data_dir), model_id),
+            }
+        },
+    }
     (tmp / "config.json").write_text(json.dumps(config))
     script = textwrap.dedent(f"""
         import json, sys, time
         import platform_sdk
-        platform_sdk.configure({str(tmp / 'config.json')!r})
+        platform_sdk.configure({str(tmp / "config.json")!r})
         from platform_sdk import model_call
         ok, failures, answers, end = 0, [], set(), time.monotonic() + {seconds}
         while time.monotonic() < end:
@@ -80,8 +89,9 @@ def _client_script(cluster: Cluster, tmp: Path, model_id: str, seconds: float) -
                           "answers": list(answers)}}))
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
-    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def test_model_answers_through_sdk_across_replicas_while_one_is_killed(cluster: Cluster, tmp_path: Path) -> None:
@@ -94,8 +104,9 @@ def test_model_answers_through_sdk_across_replicas_while_one_is_killed(cluster: 
     os.kill(victim, signal.SIGKILL)
     out, err = client.communicate(timeout=60)
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["failed"] == 0, "\n".join(result["failures"]) + err[-2000:] + json.dumps(
-        cluster.get("/deployments/comfort"), indent=1)
+    assert result["failed"] == 0, (
+        "\n".join(result["failures"]) + err[-2000:] + json.dumps(cluster.get("/deployments/comfort"), indent=1)
+    )
     assert result["ok"] > 50
     assert len(result["answers"]) == 1  # every replica gives the same (deterministic) answer
 
@@ -117,6 +128,7 @@ def test_sigkill_workload_is_running_again_in_under_2s(cluster: Cluster) -> None
     assert pid is not None
     started = time.monotonic()
     os.kill(pid, signal.SIGKILL)
+
     # The process is back at once; "running" needs its first heartbeat and /healthz after the model loads.
     def respawned() -> float | None:
         new = serving_pid(replica["id"])
@@ -135,6 +147,7 @@ def test_hung_workload_is_restarted_within_three_intervals_plus_1s(cluster: Clus
     assert pid is not None
     started = time.monotonic()
     os.kill(pid, signal.SIGSTOP)  # alive but silent: its heartbeat file stops advancing
+
     def respawned() -> float | None:
         new = serving_pid(replica["id"])
         return time.monotonic() - started if new and new != pid else None
@@ -156,33 +169,56 @@ def test_lost_agent_workloads_move_and_never_run_twice(cluster: Cluster) -> None
 
     def moved_and_running() -> float | None:
         workloads = cluster.get("/deployments/comfort")["workloads"]
-        ok = all(w["node_id"] not in (None, victim_node) and w["state"] == "running" for w in workloads
-                 if w["id"] in moved)
+        ok = all(
+            w["node_id"] not in (None, victim_node) and w["state"] == "running" for w in workloads if w["id"] in moved
+        )
         return time.monotonic() - started if ok else None
 
     elapsed = cluster.wait("workloads rescheduled", moved_and_running, timeout=30, every=0.2)
     assert elapsed < 15.0, elapsed
     print(f"agent SIGKILL -> workloads running elsewhere in {elapsed:.1f}s")
     # Its workload processes died with it (parent-death signal), so nothing runs twice now ...
-    serving = [p for p in psutil.process_iter(["cmdline"]) if "platform_sdk.serving" in " ".join(
-        p.info["cmdline"] or []) and "bwrap" not in (p.info["cmdline"] or [""])[0]]
+    serving = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "platform_sdk.serving" in " ".join(p.info["cmdline"] or []) and "bwrap" not in (p.info["cmdline"] or [""])[0]
+    ]
     per_workload = Counter(w for p in serving for w in moved if w in p.environ().get("AIOT_WORKLOAD_CONFIG", ""))
     assert all(count == 1 for count in per_workload.values()), per_workload
     # ... and when the node comes back (same identity), it gets nothing of what moved.
     node_dir = cluster.data_dir / "nodes" / nodes[victim_node]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
     env["AIOT_DATA_DIR"] = str(cluster.data_dir)
-    back = subprocess.Popen([str(Path(sys.executable).parent / "aiot"), "node", "join", "--server", cluster.plane.url,
-                             "--data-dir", str(node_dir), "--name", nodes[victim_node]], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    back = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "aiot"),
+            "node",
+            "join",
+            "--server",
+            cluster.plane.url,
+            "--data-dir",
+            str(node_dir),
+            "--name",
+            nodes[victim_node],
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        cluster.wait("the node back", lambda: {n["id"]: n["status"] for n in cluster.get("/nodes")}.get(
-            victim_node) == "ready", timeout=30)
+        cluster.wait(
+            "the node back",
+            lambda: {n["id"]: n["status"] for n in cluster.get("/nodes")}.get(victim_node) == "ready",
+            timeout=30,
+        )
         time.sleep(4)  # a few of its reconcile passes
-        serving = [p for p in psutil.process_iter(["cmdline"]) if "platform_sdk.serving" in " ".join(
-            p.info["cmdline"] or []) and "bwrap" not in (p.info["cmdline"] or [""])[0]]
-        per_workload = Counter(w for p in serving for w in moved
-                               if w in p.environ().get("AIOT_WORKLOAD_CONFIG", ""))
+        serving = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "platform_sdk.serving" in " ".join(p.info["cmdline"] or [])
+            and "bwrap" not in (p.info["cmdline"] or [""])[0]
+        ]
+        per_workload = Counter(w for p in serving for w in moved if w in p.environ().get("AIOT_WORKLOAD_CONFIG", ""))
         assert per_workload and all(count == 1 for count in per_workload.values()), per_workload
         assert all(w["node_id"] != victim_node for w in cluster.get("/deployments/comfort")["workloads"])
     finally:

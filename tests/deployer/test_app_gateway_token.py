@@ -55,8 +55,14 @@ def running_instance(live: LivePlatform) -> tuple[str, str]:
     """(instance id, workload id) of an end user's web-app instance whose workload is reported running."""
     with live.ctx.db.session() as session:
         location = Location(name="Home")
-        app = AppPackage(name="hello", version="1.0.0", sha256="0" * 64, size=1, kind="web",
-                         manifest={"name": "hello", "version": "1.0.0", "kind": "web", "entrypoint": "x:y"})
+        app = AppPackage(
+            name="hello",
+            version="1.0.0",
+            sha256="0" * 64,
+            size=1,
+            kind="web",
+            manifest={"name": "hello", "version": "1.0.0", "kind": "web", "entrypoint": "x:y"},
+        )
         session.add_all([location, app])
         session.flush()
         owner = session.scalar(select(User).where(User.username == "enduser1"))
@@ -64,8 +70,7 @@ def running_instance(live: LivePlatform) -> tuple[str, str]:
         instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=owner.id, name="hello")
         session.add_all([instance, LocationGrant(location_id=location.id, user_id=owner.id)])
         session.flush()
-        workload = start_instance(session, platform_secret(live.ctx.settings), instance, occurrence_id=None,
-                                  until=None)
+        workload = start_instance(session, platform_secret(live.ctx.settings), instance, occurrence_id=None, until=None)
         session.flush()
         status = session.get(WorkloadStatus, workload.id)
         assert status is not None
@@ -87,8 +92,11 @@ async def test_app_port_admits_the_gateway_only(tmp_path: Path) -> None:
         with guarded_app(gateway_token(secret, instance_id)) as url:
             report_endpoint(live, workload_id, url)
             async with httpx.AsyncClient(timeout=10) as direct:
-                for headers in ({}, {"X-AIOT-Gateway-Token": "guess"},
-                                {"X-AIOT-Gateway-Token": gateway_token(secret, "ins_another")}):
+                for headers in (
+                    {},
+                    {"X-AIOT-Gateway-Token": "guess"},
+                    {"X-AIOT-Gateway-Token": gateway_token(secret, "ins_another")},
+                ):
                     refused = await direct.get(url + "/", headers=headers)
                     assert refused.status_code == 403 and "hello" not in refused.text
             page = await _through_the_apps_origin(live, instance_id)

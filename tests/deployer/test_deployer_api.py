@@ -23,8 +23,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 async def _join(live: LivePlatform, name: str, cpu_percent: float = 0.0) -> dict:
     token = (await live.client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))).json()["token"]
-    response = await live.client.post("/api/v1/agent/register", headers={"Authorization": f"Bearer {token}"},
-                                      json={"name": name, "capacity": {"cpu": 4, "memory_mb": 8192}})
+    response = await live.client.post(
+        "/api/v1/agent/register",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"name": name, "capacity": {"cpu": 4, "memory_mb": 8192}},
+    )
     assert response.status_code == 200, response.text
     node = response.json()
     node["headers"] = {"Authorization": f"Bearer {node['node_token']}"}
@@ -33,9 +36,11 @@ async def _join(live: LivePlatform, name: str, cpu_percent: float = 0.0) -> dict
 
 
 async def _report(live: LivePlatform, node: dict, cpu_percent: float = 0.0, workloads: list | None = None) -> None:
-    response = await live.client.post("/api/v1/agent/report", headers=node["headers"],
-                                      json={"load": {"cpu_percent": cpu_percent, "memory_percent": 10},
-                                            "workloads": workloads or []})
+    response = await live.client.post(
+        "/api/v1/agent/report",
+        headers=node["headers"],
+        json={"load": {"cpu_percent": cpu_percent, "memory_percent": 10}, "workloads": workloads or []},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -50,14 +55,17 @@ async def test_deploy_spread_report_and_move(tmp_path: Path) -> None:
         live.ctx.settings.node_grace_seconds = 3
         nodes = [await _join(live, name) for name in ("n1", "n2", "n3")]
         archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
-        pushed = await live.client.post("/api/v1/models", content=archive.read_bytes(),
-                                        headers=live.headers(Role.ai_developer))
+        pushed = await live.client.post(
+            "/api/v1/models", content=archive.read_bytes(), headers=live.headers(Role.ai_developer)
+        )
         model_id = pushed.json()["id"]
-        denied = await live.client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 3},
-                                        headers=live.headers(Role.app_developer))
+        denied = await live.client.post(
+            f"/api/v1/models/{model_id}/deploy", json={"replicas": 3}, headers=live.headers(Role.app_developer)
+        )
         assert denied.status_code == 403
-        deployed = await live.client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 3},
-                                          headers=live.headers(Role.ai_developer))
+        deployed = await live.client.post(
+            f"/api/v1/models/{model_id}/deploy", json={"replicas": 3}, headers=live.headers(Role.ai_developer)
+        )
         assert deployed.status_code == 201, deployed.text
         await asyncio.sleep(1.5)
         per_node = {n["node_id"]: await _assignments(live, n) for n in nodes}
@@ -70,20 +78,31 @@ async def test_deploy_spread_report_and_move(tmp_path: Path) -> None:
         # Each agent reports its replica running; the deployment lists the endpoints.
         for node in nodes:
             for item in per_node[node["node_id"]]:
-                await _report(live, node, workloads=[{"workload_id": item["workload_id"],
-                                                      "generation": item["generation"], "state": "running",
-                                                      "endpoint": f"http://127.0.0.1:1{len(node['node_id'])}"}])
+                await _report(
+                    live,
+                    node,
+                    workloads=[
+                        {
+                            "workload_id": item["workload_id"],
+                            "generation": item["generation"],
+                            "state": "running",
+                            "endpoint": f"http://127.0.0.1:1{len(node['node_id'])}",
+                        }
+                    ],
+                )
         owner = await live.client.get(f"/api/v1/deployments/{model_id}", headers=live.headers(Role.ai_developer))
         assert len(owner.json()["endpoints"]) == 3 and owner.json()["running"] == 3
         # Another user sees the state, never a replica's direct address (attack: find and call it).
-        for shown in ((await live.client.get(f"/api/v1/deployments/{model_id}",
-                                             headers=live.headers(Role.end_user))).json(),
-                      *(await live.client.get("/api/v1/deployments", headers=live.headers(Role.app_developer))).json()):
+        for shown in (
+            (await live.client.get(f"/api/v1/deployments/{model_id}", headers=live.headers(Role.end_user))).json(),
+            *(await live.client.get("/api/v1/deployments", headers=live.headers(Role.app_developer))).json(),
+        ):
             assert shown["running"] == 3 and shown["endpoints"] == [], shown
             assert all(w["endpoint"] is None and w["state"] == "running" for w in shown["workloads"]), shown
             assert "127.0.0.1:1" not in json.dumps(shown)
-        refused = await live.client.post(f"/api/v1/models/{model_id}/predict", json={"inputs": {}},
-                                         headers=live.headers(Role.app_developer))
+        refused = await live.client.post(
+            f"/api/v1/models/{model_id}/predict", json={"inputs": {}}, headers=live.headers(Role.app_developer)
+        )
         assert refused.status_code == 403
         # The replicas' token is the model's, derived from the platform secret; it is in no stored config.
         token = model_token(platform_secret(live.ctx.settings), model_id)
@@ -122,8 +141,9 @@ async def test_deploy_spread_report_and_move(tmp_path: Path) -> None:
         assert detail["node_id"] != lost["node_id"] and detail["generation"] == 2
 
         # Undeploy stops every replica.
-        assert (await live.client.delete(f"/api/v1/deployments/{model_id}",
-                                         headers=live.headers(Role.ai_developer))).status_code == 204
+        assert (
+            await live.client.delete(f"/api/v1/deployments/{model_id}", headers=live.headers(Role.ai_developer))
+        ).status_code == 204
         assert [a for n in nodes for a in await _assignments(live, n)] == []
 
 
@@ -133,8 +153,11 @@ async def test_agent_endpoints_refuse_people_and_bad_tokens(tmp_path: Path) -> N
         assert person.status_code == 403
         bogus = await live.client.get("/api/v1/agent/assignments", headers={"Authorization": "Bearer aiotnode.x.y"})
         assert bogus.status_code == 401
-        bad_join = await live.client.post("/api/v1/agent/register", headers={"Authorization": "Bearer aiotjoin.a.b"},
-                                          json={"name": "x", "capacity": {"cpu": 1, "memory_mb": 10}})
+        bad_join = await live.client.post(
+            "/api/v1/agent/register",
+            headers={"Authorization": "Bearer aiotjoin.a.b"},
+            json={"name": "x", "capacity": {"cpu": 1, "memory_mb": 10}},
+        )
         assert bad_join.status_code == 401
 
 
@@ -146,8 +169,11 @@ async def test_deployments_show_replica_addresses_only_to_the_owner(tmp_path: Pa
         with live.ctx.db.session() as session:  # as if two agents had reported their replicas running
             for i, workload in enumerate(session.scalars(select(Workload))):
                 status = session.get(WorkloadStatus, workload.id)
-                status.state, status.generation, status.endpoint = "running", workload.generation, \
-                    f"http://127.0.0.1:4580{i}"
+                status.state, status.generation, status.endpoint = (
+                    "running",
+                    workload.generation,
+                    f"http://127.0.0.1:4580{i}",
+                )
         for role in (Role.ai_developer, Role.admin):
             seen = (await live.client.get(f"/api/v1/deployments/{model_id}", headers=live.headers(role))).json()
             assert sorted(seen["endpoints"]) == ["http://127.0.0.1:45800", "http://127.0.0.1:45801"], seen

@@ -49,10 +49,18 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
         assert not_ready.status_code == 503 and "retry-after" in not_ready.headers
 
         join = await client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))
-        agent = NodeAgent(AgentConfig(server=f"http://127.0.0.1:{api_port}", data_dir=tmp_path / "agent",
-                                      join_token=join.json()["token"], name="gw-node",
-                                      capacity={"cpu": 4, "memory_mb": 8192}, hidden_paths=(tmp_path / "data",),
-                                      poll_interval=0.5, report_interval=0.5))
+        agent = NodeAgent(
+            AgentConfig(
+                server=f"http://127.0.0.1:{api_port}",
+                data_dir=tmp_path / "agent",
+                join_token=join.json()["token"],
+                name="gw-node",
+                capacity={"cpu": 4, "memory_mb": 8192},
+                hidden_paths=(tmp_path / "data",),
+                poll_interval=0.5,
+                report_interval=0.5,
+            )
+        )
         await agent.start()
         try:
             deadline = time.monotonic() + 150
@@ -67,18 +75,25 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
             from typer.testing import CliRunner
 
             from aiot.cli.main import app as cli
+
             env = {"AIOT_SERVER": f"http://127.0.0.1:{api_port}", "AIOT_TOKEN": live.tokens[Role.ai_developer.value]}
-            ran = await asyncio.to_thread(CliRunner().invoke, cli, ["model", "predict", "comfort", "--input",
-                                                                    '{"temperature": 20, "light": 900}'], env=env)
+            ran = await asyncio.to_thread(
+                CliRunner().invoke,
+                cli,
+                ["model", "predict", "comfort", "--input", '{"temperature": 20, "light": 900}'],
+                env=env,
+            )
             assert ran.exit_code == 0, ran.output
             assert json.loads(ran.output)["outputs"] == {"fan": "off", "ac": "off", "lamp": "off"}
-            bad = await asyncio.to_thread(CliRunner().invoke, cli, ["model", "predict", "comfort", "--input", "{"],
-                                          env=env)
+            bad = await asyncio.to_thread(
+                CliRunner().invoke, cli, ["model", "predict", "comfort", "--input", "{"], env=env
+            )
             assert bad.exit_code != 0 and "--input is not JSON" in bad.output + str(bad.exception)
 
             # who may call
-            assert (await client.post("/models/someoneelse/comfort/v1/predict", json={"inputs": HOT},
-                                      headers=dev)).status_code == 404
+            assert (
+                await client.post("/models/someoneelse/comfort/v1/predict", json={"inputs": HOT}, headers=dev)
+            ).status_code == 404
             assert (await client.post(url, json={"inputs": HOT})).status_code == 401
             stranger = live.add_user("otherdev1", Role.ai_developer)
             denied = await client.post(url, json={"inputs": HOT}, headers=stranger)
@@ -88,8 +103,9 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
             assert (await client.post(url, json={"inputs": HOT}, headers=bound)).status_code == 200
             bad = await client.post(url, json={"inputs": {"temperature": 300, "light": 1}}, headers=dev)
             assert bad.status_code == 422 and bad.json()["field"] == "temperature"  # the replica's answer
-            batch = await client.post(url + "/batch", headers=dev,
-                                      json={"instances": [HOT, {"temperature": 20, "light": 900}]})
+            batch = await client.post(
+                url + "/batch", headers=dev, json={"instances": [HOT, {"temperature": 20, "light": 900}]}
+            )
             assert [o["ac"] for o in batch.json()["outputs"]] == ["on", "off"]
 
             # the Open Inference Protocol
@@ -98,33 +114,45 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
             assert meta["versions"] == ["1.0.0"]
             assert {t["name"]: t["datatype"] for t in meta["inputs"]} == {"temperature": "FP64", "light": "FP64"}
             assert (await client.get("/v2/models/comfort/versions/1.0.0/ready", headers=dev)).json()["ready"]
-            infer = await client.post("/v2/models/comfort/infer", headers=bound, json={"id": "r1", "inputs": [
-                {"name": "temperature", "shape": [1], "datatype": "FP32", "data": [31.5]},
-                {"name": "light", "shape": [1], "datatype": "FP32", "data": [120]}]})
+            infer = await client.post(
+                "/v2/models/comfort/infer",
+                headers=bound,
+                json={
+                    "id": "r1",
+                    "inputs": [
+                        {"name": "temperature", "shape": [1], "datatype": "FP32", "data": [31.5]},
+                        {"name": "light", "shape": [1], "datatype": "FP32", "data": [120]},
+                    ],
+                },
+            )
             assert infer.status_code == 200, infer.text
             body = infer.json()
             assert body["id"] == "r1" and body["model_name"] == "comfort" and body["model_version"] == "1.0.0"
             assert {t["name"]: t["data"] for t in body["outputs"]} == {"fan": ["on"], "ac": ["on"], "lamp": ["on"]}
             assert all(t["datatype"] == "BYTES" and t["shape"] == [1] for t in body["outputs"])
-            wrong = await client.post("/v2/models/comfort/infer", headers=dev, json={"inputs": [
-                {"name": "temperature", "shape": [2], "datatype": "FP32", "data": [31.5]}]})
+            wrong = await client.post(
+                "/v2/models/comfort/infer",
+                headers=dev,
+                json={"inputs": [{"name": "temperature", "shape": [2], "datatype": "FP32", "data": [31.5]}]},
+            )
             assert wrong.status_code == 422 and wrong.json()["error"]["details"]["field"] == "inputs[0].data"
-            assert (await client.post("/v2/models/comfort/infer", headers=stranger,
-                                      json={"inputs": []})).status_code == 403
+            assert (
+                await client.post("/v2/models/comfort/infer", headers=stranger, json={"inputs": []})
+            ).status_code == 403
 
             await _two_replicas_share_load_and_one_killed_mid_load_fails_nothing(live, model_id, url)
         finally:
             await agent.stop()
 
 
-async def _two_replicas_share_load_and_one_killed_mid_load_fails_nothing(live: LivePlatform, model_id: str,
-                                                                         url: str) -> None:
+async def _two_replicas_share_load_and_one_killed_mid_load_fails_nothing(
+    live: LivePlatform, model_id: str, url: str
+) -> None:
     client, dev = live.client, live.headers(Role.ai_developer)
     resized = await client.post(f"/api/v1/models/{model_id}/deploy", json={"replicas": 2}, headers=dev)
     assert resized.status_code in (200, 201), resized.text
     deadline = time.monotonic() + 120
-    while (shown := (await client.get(f"/api/v1/deployments/{model_id}", headers=dev)).json()) \
-            .get("running") != 2:
+    while (shown := (await client.get(f"/api/v1/deployments/{model_id}", headers=dev)).json()).get("running") != 2:
         assert time.monotonic() < deadline, f"the second replica did not start: {shown}"
         await asyncio.sleep(0.5)
     await asyncio.sleep(1.1)  # past the gateway's one-second cache of the replica set

@@ -24,16 +24,28 @@ from tests.support.processes import start_platform
 
 pytestmark = pytest.mark.slow
 
-SERVES = ("class Probe:\n    def load(self) -> None:\n        pass\n\n"
-          "    def predict(self, inputs):\n        return {'y': inputs['x'] * 2}\n")
-CANNOT_LOAD = ("class Probe:\n    def load(self) -> None:\n        raise RuntimeError('weights file missing')\n\n"
-               "    def predict(self, inputs):\n        return {'y': 0}\n")
+SERVES = (
+    "class Probe:\n    def load(self) -> None:\n        pass\n\n"
+    "    def predict(self, inputs):\n        return {'y': inputs['x'] * 2}\n"
+)
+CANNOT_LOAD = (
+    "class Probe:\n    def load(self) -> None:\n        raise RuntimeError('weights file missing')\n\n"
+    "    def predict(self, inputs):\n        return {'y': 0}\n"
+)
 
 
 def model_zip(version: str, code: str) -> bytes:
-    manifest = {"format": 1, "name": "probe", "version": version, "framework": "python",
-                "entrypoint": "probe:Probe", "description": "doubles x",
-                "inputs": {"x": {"type": "number"}}, "outputs": {"y": {"type": "number"}}, "example": {"x": 1}}
+    manifest = {
+        "format": 1,
+        "name": "probe",
+        "version": version,
+        "framework": "python",
+        "entrypoint": "probe:Probe",
+        "description": "doubles x",
+        "inputs": {"x": {"type": "number"}},
+        "outputs": {"y": {"type": "number"}},
+        "example": {"x": 1},
+    }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("model.json", json.dumps(manifest))
@@ -56,8 +68,12 @@ class SteadyClient(threading.Thread):
                 try:
                     response = client.post(self.url, json={"inputs": {"x": 21}})
                     ok = response.status_code == 200 and response.json().get("outputs", {}).get("y") == 42
-                    self.answers.append((response.status_code if ok else -response.status_code,
-                                         response.headers.get("x-aiot-model-version", "")))
+                    self.answers.append(
+                        (
+                            response.status_code if ok else -response.status_code,
+                            response.headers.get("x-aiot-model-version", ""),
+                        )
+                    )
                 except httpx.HTTPError as exc:
                     self.answers.append((0, type(exc).__name__))
                 time.sleep(0.05)
@@ -69,8 +85,9 @@ class SteadyClient(threading.Thread):
 @pytest.fixture(scope="module")
 def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     data_dir = tmp_path_factory.mktemp("rollout") / "data"
-    with start_platform(data_dir, free_port(), ("--nodes", "2"), AIOT_ROLLOUT_SOAK_SECONDS="3",
-                        AIOT_ROLLOUT_MAX_RESTARTS="2") as plane:
+    with start_platform(
+        data_dir, free_port(), ("--nodes", "2"), AIOT_ROLLOUT_SOAK_SECONDS="3", AIOT_ROLLOUT_MAX_RESTARTS="2"
+    ) as plane:
         plane.wait_healthy()
         api = Api(plane)
         for version, code in (("1.0.0", SERVES), ("1.1.0", SERVES), ("1.2.0", CANNOT_LOAD)):
@@ -120,4 +137,6 @@ def test_a_rollout_replaces_two_replicas_without_a_failed_call_and_a_broken_one_
     assert len(client.answers) > 100, len(client.answers)
     history = admin.call("GET", "/models/probe/rollouts")
     assert [(h["from_version"], h["to_version"], h["state"]) for h in history] == [
-        ("1.0.0", "1.1.0", "succeeded"), ("1.1.0", "1.2.0", "rolled_back")]
+        ("1.0.0", "1.1.0", "succeeded"),
+        ("1.1.0", "1.2.0", "rolled_back"),
+    ]

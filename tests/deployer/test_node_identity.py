@@ -27,15 +27,17 @@ CAPACITY = {"cpu": 4, "memory_mb": 8192}
 
 
 async def _token(live: LivePlatform, **body: object) -> str:
-    response = await live.client.post("/api/v1/nodes/join-tokens", json=body or None,
-                                      headers=live.headers(Role.admin))
+    response = await live.client.post("/api/v1/nodes/join-tokens", json=body or None, headers=live.headers(Role.admin))
     assert response.status_code == 201, response.text
     return response.json()["token"]
 
 
 async def _register(live: LivePlatform, token: str, name: str):  # type: ignore[no-untyped-def]
-    return await live.client.post("/api/v1/agent/register", headers={"Authorization": f"Bearer {token}"},
-                                  json={"name": name, "capacity": CAPACITY})
+    return await live.client.post(
+        "/api/v1/agent/register",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"name": name, "capacity": CAPACITY},
+    )
 
 
 async def test_a_used_join_token_is_refused(tmp_path: Path) -> None:
@@ -50,8 +52,7 @@ async def test_a_used_join_token_is_refused(tmp_path: Path) -> None:
         assert [(await _register(live, shared, f"m{i}")).status_code for i in range(3)] == [200, 200, 401]
 
 
-async def test_a_join_token_expires_after_an_hour_by_default(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_join_token_expires_after_an_hour_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with live_platform(tmp_path) as live:
         token = await _token(live)
         later = utcnow() + timedelta(minutes=61)
@@ -67,14 +68,18 @@ async def test_a_second_registration_under_a_name_gets_409_however_long_the_node
     async with live_platform(tmp_path) as live:
         first = (await _register(live, await _token(live), "n1")).json()
         with live.ctx.db.session() as session:  # silent for an hour, and marked lost
-            session.execute(update(Node).where(Node.id == first["node_id"])
-                            .values(last_report_at=utcnow() - timedelta(hours=1), status="lost"))
+            session.execute(
+                update(Node)
+                .where(Node.id == first["node_id"])
+                .values(last_report_at=utcnow() - timedelta(hours=1), status="lost")
+            )
         takeover = await _register(live, await _token(live), "n1")
         assert takeover.status_code == 409, takeover.text
         assert "never taken over" in takeover.text
         # The real node keeps its identity; the refused attempt did not use up the token it presented.
-        still = await live.client.get("/api/v1/agent/assignments",
-                                      headers={"Authorization": f"Bearer {first['node_token']}"})
+        still = await live.client.get(
+            "/api/v1/agent/assignments", headers={"Authorization": f"Bearer {first['node_token']}"}
+        )
         assert still.status_code == 200 and still.json()["node_id"] == first["node_id"]
 
 
@@ -85,8 +90,7 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
         headers = {"Authorization": f"Bearer {node['node_token']}"}
         nats = node["nats"]
         await live.ctx.services["nats-auth"].sync()  # (it also runs every 15 s and after each placement)
-        bus = await Bus.connect(nats["servers"], user=nats["user"], password=nats["password"], name="n1",
-                                attempts=20)
+        bus = await Bus.connect(nats["servers"], user=nats["user"], password=nats["password"], name="n1", attempts=20)
         await bus.close()
         assert (await live.client.post("/api/v1/agent/report", headers=headers, json={})).status_code == 200
         await deploy_comfort(live, tmp_path, 1)
@@ -104,8 +108,10 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
         assert revoked.status_code == 200, revoked.text
         assert revoked.json()["moved_workloads"] == [assigned[0]["workload_id"]]
 
-        for call in (live.client.get("/api/v1/agent/assignments", headers=headers),
-                     live.client.post("/api/v1/agent/report", headers=headers, json={})):
+        for call in (
+            live.client.get("/api/v1/agent/assignments", headers=headers),
+            live.client.post("/api/v1/agent/report", headers=headers, json={}),
+        ):
             refused = await call
             assert refused.status_code == 401, refused.text
             assert "revoked" in refused.text
@@ -114,16 +120,23 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
         assert (await _register(live, join, "n1-again")).status_code == 401
         # The workload waits for another node, with new credentials (n1 knew the old ones).
         await asyncio.sleep(1.0)
-        shown = (await live.client.get(f"/api/v1/workloads/{assigned[0]['workload_id']}",
-                                       headers=live.headers(Role.admin))).json()
+        shown = (
+            await live.client.get(f"/api/v1/workloads/{assigned[0]['workload_id']}", headers=live.headers(Role.admin))
+        ).json()
         assert shown["node_id"] is None and shown["generation"] == assigned[0]["generation"] + 1
         listed = (await live.client.get("/api/v1/nodes", headers=live.headers(Role.admin))).json()
         assert [n["name"] for n in listed] == []
         # Its NATS user is gone (the auth service resynced): the node's NATS password no longer connects.
         with pytest.raises(BusUnavailable):
             for _ in range(30):
-                probe = await Bus.connect(nats["servers"], user=nats["user"], password=nats["password"],
-                                          name="n1", attempts=1, connect_timeout=2)
+                probe = await Bus.connect(
+                    nats["servers"],
+                    user=nats["user"],
+                    password=nats["password"],
+                    name="n1",
+                    attempts=1,
+                    connect_timeout=2,
+                )
                 await probe.close()
                 await asyncio.sleep(0.2)
         # An admin may give the name to a new machine with a fresh token: a new node (new id, NATS user and
@@ -135,8 +148,7 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
         assert (await live.client.get("/api/v1/agent/assignments", headers=headers)).status_code == 401
 
 
-def test_a_join_token_is_never_taken_from_the_command_line(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_join_token_is_never_taken_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiot.cli.node import read_join_token
 
     with pytest.raises(typer.BadParameter, match="token-file"):

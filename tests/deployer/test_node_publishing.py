@@ -32,8 +32,9 @@ class Client:
         async def on_error(exc: Exception) -> None:
             self.errors.append(str(exc).lower())
 
-        self.nc = await nats.connect(creds["servers"], user=creds["user"], password=creds["password"],
-                                     error_cb=on_error, allow_reconnect=False)
+        self.nc = await nats.connect(
+            creds["servers"], user=creds["user"], password=creds["password"], error_cb=on_error, allow_reconnect=False
+        )
         return self
 
     async def refused(self, subject: str) -> bool:
@@ -46,8 +47,13 @@ class Client:
 
 async def _join(live: LivePlatform, name: str) -> dict[str, Any]:
     token = (await live.client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))).json()["token"]
-    node = (await live.client.post("/api/v1/agent/register", headers={"Authorization": f"Bearer {token}"},
-                                   json={"name": name, "capacity": {"cpu": 4, "memory_mb": 8192}})).json()
+    node = (
+        await live.client.post(
+            "/api/v1/agent/register",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": name, "capacity": {"cpu": 4, "memory_mb": 8192}},
+        )
+    ).json()
     node["headers"] = {"Authorization": f"Bearer {node['node_token']}"}
     assert (await live.client.post("/api/v1/agent/report", headers=node["headers"], json={})).status_code == 200
     return node
@@ -61,8 +67,9 @@ async def _keep_reporting(live: LivePlatform, *nodes: dict[str, Any]) -> None:
 
 
 async def _logs(live: LivePlatform, workload_id: str) -> list[str]:
-    response = await live.client.get("/api/v1/logs", params={"workload_id": workload_id},
-                                     headers=live.headers(Role.admin))
+    response = await live.client.get(
+        "/api/v1/logs", params={"workload_id": workload_id}, headers=live.headers(Role.admin)
+    )
     assert response.status_code == 200, response.text
     return [r["message"] for r in response.json()["records"]]
 
@@ -108,8 +115,9 @@ async def _scenario(live: LivePlatform, tmp_path: Path, n1: dict[str, Any], n2: 
     node1, node2 = await Client().connect(n1["nats"]), await Client().connect(n2["nats"])
     n1_id, n2_id = n1["node_id"], n2["node_id"]
     try:
+
         async def n1_line_stored() -> bool:
-            await node1.nc.publish(node_log_subject(n1_id, w1["workload_id"]), b"{\"message\": \"n1 ok\"}")
+            await node1.nc.publish(node_log_subject(n1_id, w1["workload_id"]), b'{"message": "n1 ok"}')
             return "n1 ok" in await _logs(live, w1["workload_id"])
 
         assert await _until(n1_line_stored), node1.errors
@@ -121,7 +129,7 @@ async def _scenario(live: LivePlatform, tmp_path: Path, n1: dict[str, Any], n2: 
         await node1.nc.flush()
 
         async def n2_line_stored() -> bool:
-            await node2.nc.publish(node_log_subject(n2_id, w2["workload_id"]), b"{\"message\": \"n2 ok\"}")
+            await node2.nc.publish(node_log_subject(n2_id, w2["workload_id"]), b'{"message": "n2 ok"}')
             return "n2 ok" in await _logs(live, w2["workload_id"])
 
         assert await _until(n2_line_stored), node2.errors
@@ -155,6 +163,7 @@ async def _scenario(live: LivePlatform, tmp_path: Path, n1: dict[str, Any], n2: 
 
         endpoints = await _until(replica1_listed)
         assert endpoints and [(e["workload_id"], e["url"]) for e in endpoints] == [
-            (w1["workload_id"], "http://10.0.0.1:8000")], endpoints
+            (w1["workload_id"], "http://10.0.0.1:8000")
+        ], endpoints
     finally:
         await replica1.nc.close()

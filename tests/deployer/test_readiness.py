@@ -42,11 +42,17 @@ async def test_app_waits_for_its_model_then_starts_and_says_why(tmp_path: Path) 
         node = await _join(live, "n1")
         model_id = await deploy_comfort(live, tmp_path, 1)
         with live.ctx.db.session() as session:  # the workload an app instance bound to comfort becomes
-            app = new_workload(session, platform_secret(live.ctx.settings), kind=WorkloadKind.app,
-                               package_id="app_test", sha256="0" * 64, owner_id=None, group_id="ins_test",
-                               config={"kind": "app", "models": {"comfort": {"model_id": model_id,
-                                                                              "name": "comfort"}}},
-                               resources={"cpu": 0.1, "memory_mb": 64})
+            app = new_workload(
+                session,
+                platform_secret(live.ctx.settings),
+                kind=WorkloadKind.app,
+                package_id="app_test",
+                sha256="0" * 64,
+                owner_id=None,
+                group_id="ins_test",
+                config={"kind": "app", "models": {"comfort": {"model_id": model_id, "name": "comfort"}}},
+                resources={"cpu": 0.1, "memory_mb": 64},
+            )
             app_id = app.id
 
         async def waiting() -> dict | None:
@@ -58,14 +64,28 @@ async def test_app_waits_for_its_model_then_starts_and_says_why(tmp_path: Path) 
         assert detail["node_id"] is None
         replica = next(a for a in await _assignments(live, node) if a["workload_id"] != app_id)
         await asyncio.sleep(1.5)  # several deployer passes: still held while the replica only starts
-        await _report(live, node, workloads=[{"workload_id": replica["workload_id"],
-                                              "generation": replica["generation"], "state": "starting"}])
+        await _report(
+            live,
+            node,
+            workloads=[
+                {"workload_id": replica["workload_id"], "generation": replica["generation"], "state": "starting"}
+            ],
+        )
         await asyncio.sleep(1.5)
         assert (await _workload(live, app_id))["node_id"] is None
 
-        await _report(live, node, workloads=[{"workload_id": replica["workload_id"],
-                                              "generation": replica["generation"], "state": "running",
-                                              "endpoint": "http://127.0.0.1:1"}])
+        await _report(
+            live,
+            node,
+            workloads=[
+                {
+                    "workload_id": replica["workload_id"],
+                    "generation": replica["generation"],
+                    "state": "running",
+                    "endpoint": "http://127.0.0.1:1",
+                }
+            ],
+        )
 
         async def placed() -> list | None:
             mine = [a for a in await _assignments(live, node) if a["workload_id"] == app_id]
@@ -79,10 +99,17 @@ async def test_past_the_deadline_the_app_shows_failed_with_the_reason(tmp_path: 
         live.ctx.settings.model_ready_deadline_seconds = 0.5
         await _join(live, "n1")
         with live.ctx.db.session() as session:
-            app = new_workload(session, platform_secret(live.ctx.settings), kind=WorkloadKind.app,
-                               package_id="app_test", sha256="0" * 64, owner_id=None, group_id="ins_test",
-                               config={"kind": "app", "models": {"m": {"model_id": "mdl_gone", "name": "gone"}}},
-                               resources={"cpu": 0.1, "memory_mb": 64})
+            app = new_workload(
+                session,
+                platform_secret(live.ctx.settings),
+                kind=WorkloadKind.app,
+                package_id="app_test",
+                sha256="0" * 64,
+                owner_id=None,
+                group_id="ins_test",
+                config={"kind": "app", "models": {"m": {"model_id": "mdl_gone", "name": "gone"}}},
+                resources={"cpu": 0.1, "memory_mb": 64},
+            )
             app_id = app.id
 
         async def failed() -> dict | None:

@@ -16,12 +16,17 @@ async def test_metrics_and_node_list_show_unsandboxed_nodes(tmp_path: Path) -> N
     async with live_platform(tmp_path, services=("nats-auth",)) as live:
         for name, sandboxed in (("safe", True), ("bare", False)):
             node = await _join(live, name)
-            response = await live.client.post("/api/v1/agent/report", headers=node["headers"], json={
-                "load": {"cpu_percent": 1, "memory_percent": 10, "sandboxed": sandboxed}, "workloads": []})
+            response = await live.client.post(
+                "/api/v1/agent/report",
+                headers=node["headers"],
+                json={"load": {"cpu_percent": 1, "memory_percent": 10, "sandboxed": sandboxed}, "workloads": []},
+            )
             assert response.status_code == 200, response.text
         nodes = (await live.client.get("/api/v1/nodes", headers=live.headers(Role.admin))).json()
         assert {n["name"]: n["load"]["sandboxed"] for n in nodes} == {"safe": True, "bare": False}
         text = (await live.client.get("/metrics")).text
-        found = {m.group(1): float(m.group(2)) for m in
-                 re.finditer(r'^aiot_nodes\{sandboxed="(\w+)",status="ready"\} (\S+)$', text, re.M)}
+        found = {
+            m.group(1): float(m.group(2))
+            for m in re.finditer(r'^aiot_nodes\{sandboxed="(\w+)",status="ready"\} (\S+)$', text, re.M)
+        }
         assert found == {"true": 1.0, "false": 1.0}, found

@@ -91,8 +91,9 @@ def _start_nats(workdir: Path, users: list[dict[str, Any]] | None) -> NatsServer
             raise RuntimeError(f"nats-server exited: {text}")
         if "Server is ready" in (workdir / "nats.log").read_text(errors="replace"):
             try:  # ours, not whoever else might have the port: a NATS server greets with INFO
-                with socket.create_connection(("127.0.0.1", port), 0.5) as sock, socket.create_connection(
-                    ("127.0.0.1", mqtt_port), 0.5
+                with (
+                    socket.create_connection(("127.0.0.1", port), 0.5) as sock,
+                    socket.create_connection(("127.0.0.1", mqtt_port), 0.5),
                 ):
                     sock.settimeout(2)
                     if sock.recv(4) == b"INFO":

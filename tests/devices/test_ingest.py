@@ -120,8 +120,9 @@ async def test_frames_stored_as_is_and_controller_state(nc, ingest):
 
 
 async def test_history_limit_and_since(nc):
-    ing = Ingest(nc, DictDirectory({T1: TEMPERATURE}), IngestConfig(history_max_msgs_per_device=50),
-                 registry=CollectorRegistry())
+    ing = Ingest(
+        nc, DictDirectory({T1: TEMPERATURE}), IngestConfig(history_max_msgs_per_device=50), registry=CollectorRegistry()
+    )
     await ing.start()
     try:
         for i in range(60):

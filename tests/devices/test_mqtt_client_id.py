@@ -58,13 +58,15 @@ async def _devices(live: LivePlatform) -> tuple[dict, dict]:
     admin = live.headers(Role.admin)
     body = (EXAMPLES / "device-types" / "temperature.json").read_bytes()
     assert (await live.client.post("/api/v1/device-types", content=body, headers=admin)).status_code == 201
-    loc = await live.client.post("/api/v1/locations", headers=admin,
-                                 json={"name": "Lab", "kind": "school", "timezone": "UTC"})
+    loc = await live.client.post(
+        "/api/v1/locations", headers=admin, json={"name": "Lab", "kind": "school", "timezone": "UTC"}
+    )
     assert loc.status_code == 201, loc.text
     made = []
     for name in ("victim", "attacker"):
-        response = await live.client.post("/api/v1/devices", headers=admin,
-                                          json={"name": name, "device_type": "temperature", "location": "Lab"})
+        response = await live.client.post(
+            "/api/v1/devices", headers=admin, json={"name": name, "device_type": "temperature", "location": "Lab"}
+        )
         assert response.status_code == 201, response.text
         made.append(response.json())
     return made[0], made[1]

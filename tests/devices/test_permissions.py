@@ -51,10 +51,12 @@ async def test_nats_device_limited_to_its_own_subjects(secured_server, platform_
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
 
-    sensor = await nats.connect(secured_server.url, user=SENSOR_ID, password="sensor-pw", error_cb=on_error,
-                                allow_reconnect=False)
-    ctrl = await nats.connect(secured_server.url, user=CONTROLLER_ID, password="ctrl-pw", error_cb=on_error,
-                              allow_reconnect=False)
+    sensor = await nats.connect(
+        secured_server.url, user=SENSOR_ID, password="sensor-pw", error_cb=on_error, allow_reconnect=False
+    )
+    ctrl = await nats.connect(
+        secured_server.url, user=CONTROLLER_ID, password="ctrl-pw", error_cb=on_error, allow_reconnect=False
+    )
     try:
         await sensor.publish(subjects.data_subject(OTHER_ID), b"{}")  # someone else's data: refused
         await sensor.publish(subjects.state_subject(SENSOR_ID), b"{}")  # a sensor has no state: refused
@@ -148,8 +150,13 @@ async def test_mqtt_wrong_password_refused(secured_server):
 
 @pytest.mark.parametrize(
     "secured_server",
-    [[(SENSOR_ID, "sensor", "nats", "sensor-pw"), (CONTROLLER_ID, "controller", "nats", "ctrl-pw"),
-      (OTHER_ID, "controller", "nats", "other-pw")]],
+    [
+        [
+            (SENSOR_ID, "sensor", "nats", "sensor-pw"),
+            (CONTROLLER_ID, "controller", "nats", "ctrl-pw"),
+            (OTHER_ID, "controller", "nats", "other-pw"),
+        ]
+    ],
     indirect=True,
 )
 async def test_mqtt_works_without_explicit_mqtt_permissions(secured_server, platform_nc):

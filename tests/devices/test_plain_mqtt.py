@@ -25,9 +25,24 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "devices"
 
 def _script(name: str, server, device_id: str, password: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(EXAMPLES / name), "--host", "127.0.0.1", "--port", str(server.mqtt_port),
-         "--username", device_id, "--password", password, "--device-id", device_id, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(EXAMPLES / name),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.mqtt_port),
+            "--username",
+            device_id,
+            "--password",
+            password,
+            "--device-id",
+            device_id,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -37,8 +52,11 @@ async def _read_line(proc: subprocess.Popen, within: float = 15.0) -> str:
 
 
 async def test_plain_mqtt_sensor_and_controller_end_to_end(secured_server, platform_nc):
-    ingest = Ingest(platform_nc, DictDirectory({SENSOR_ID: SIM_TYPES["temperature"],
-                                               CONTROLLER_ID: SIM_TYPES["fan"]}), registry=CollectorRegistry())
+    ingest = Ingest(
+        platform_nc,
+        DictDirectory({SENSOR_ID: SIM_TYPES["temperature"], CONTROLLER_ID: SIM_TYPES["fan"]}),
+        registry=CollectorRegistry(),
+    )
     await ingest.start()
     states: list[dict] = []
 
@@ -46,8 +64,9 @@ async def test_plain_mqtt_sensor_and_controller_end_to_end(secured_server, platf
         states.append(json.loads(msg.data))
 
     await platform_nc.subscribe(subjects.state_subject(CONTROLLER_ID), cb=on_state)
-    sensor = _script("plain_mqtt_sensor.py", secured_server, SENSOR_ID, "sensor-pw", "--count", "3",
-                     "--interval", "0.1")
+    sensor = _script(
+        "plain_mqtt_sensor.py", secured_server, SENSOR_ID, "sensor-pw", "--count", "3", "--interval", "0.1"
+    )
     controller = _script("plain_mqtt_controller.py", secured_server, CONTROLLER_ID, "ctrl-pw", "--kind", "fan")
     try:
         # sensor: its readings pass validation and reach latest + history
@@ -79,8 +98,9 @@ async def test_plain_mqtt_sensor_and_controller_end_to_end(secured_server, platf
 
         # a refused command is acknowledged with an error, state unchanged
         bad_id = "c_" + uuid.uuid4().hex[:10]
-        await platform_nc.publish(subjects.cmd_subject(CONTROLLER_ID),
-                                  codec.encode_command(bad_id, "set_speed", {"speed": 9}))
+        await platform_nc.publish(
+            subjects.cmd_subject(CONTROLLER_ID), codec.encode_command(bad_id, "set_speed", {"speed": 9})
+        )
         await wait_until(lambda: any(s.get("cmd_id") == bad_id for s in states), within=10)
         nack = next(s for s in states if s.get("cmd_id") == bad_id)
         assert nack["error"] and nack["state"] == {"power": True, "speed": 2}

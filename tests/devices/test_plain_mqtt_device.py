@@ -27,16 +27,20 @@ async def _setup(live: LivePlatform) -> tuple[dict, dict]:
     for name in ("temperature", "lamp"):
         body = (EXAMPLES / "device-types" / f"{name}.json").read_bytes()
         assert (await live.client.post("/api/v1/device-types", content=body, headers=admin)).status_code == 201
-    loc = await live.client.post("/api/v1/locations", headers=admin,
-                                 json={"name": "Green School", "kind": "school", "timezone": "Asia/Kolkata"})
+    loc = await live.client.post(
+        "/api/v1/locations", headers=admin, json={"name": "Green School", "kind": "school", "timezone": "Asia/Kolkata"}
+    )
     assert loc.status_code == 201, loc.text
-    sensor = await live.client.post("/api/v1/devices", headers=admin,
-                                    json={"name": "thermo-1", "device_type": "temperature", "location": "Green School"})
-    lamp = await live.client.post("/api/v1/devices", headers=admin,
-                                  json={"name": "lamp-1", "device_type": "lamp", "location": "Green School"})
+    sensor = await live.client.post(
+        "/api/v1/devices",
+        headers=admin,
+        json={"name": "thermo-1", "device_type": "temperature", "location": "Green School"},
+    )
+    lamp = await live.client.post(
+        "/api/v1/devices", headers=admin, json={"name": "lamp-1", "device_type": "lamp", "location": "Green School"}
+    )
     assert sensor.status_code == lamp.status_code == 201, sensor.text
-    granted = await live.client.post("/api/v1/locations/Green School/grants", headers=admin,
-                                     json={"user": "enduser1"})
+    granted = await live.client.post("/api/v1/locations/Green School/grants", headers=admin, json={"user": "enduser1"})
     assert granted.status_code == 201, granted.text  # the end user reads readings only where granted
     await asyncio.sleep(0.5)  # let the auth service apply the new users
     return sensor.json(), lamp.json()
@@ -127,8 +131,9 @@ async def test_plain_mqtt_sensor_and_controller(tmp_path: Path) -> None:
             async def on_error(exc: Exception) -> None:
                 errors.append(exc)
 
-            nc = await nats.connect(live.nats.url, user=sensor_id, password=sensor["connect"]["password"],
-                                    error_cb=on_error)
+            nc = await nats.connect(
+                live.nats.url, user=sensor_id, password=sensor["connect"]["password"], error_cb=on_error
+            )
             await nc.publish(f"aiot.dev.{lamp_id}.state", b"{}")
             await nc.flush()
             await _wait_for(lambda: asyncio.sleep(0, result=bool(errors)), timeout=5)
@@ -137,20 +142,42 @@ async def test_plain_mqtt_sensor_and_controller(tmp_path: Path) -> None:
 
             # 3. A command sent through the API reaches a plain MQTT controller (the example script) and is acked.
             controller = subprocess.Popen(
-                [sys.executable, str(EXAMPLES / "devices" / "plain_mqtt_controller.py"), "--kind", "lamp",
-                 "--host", lamp["connect"]["mqtt_host"], "--port", str(lamp["connect"]["mqtt_port"]),
-                 "--username", lamp_id, "--password", lamp["connect"]["password"], "--device-id", lamp_id,
-                 "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    str(EXAMPLES / "devices" / "plain_mqtt_controller.py"),
+                    "--kind",
+                    "lamp",
+                    "--host",
+                    lamp["connect"]["mqtt_host"],
+                    "--port",
+                    str(lamp["connect"]["mqtt_port"]),
+                    "--username",
+                    lamp_id,
+                    "--password",
+                    lamp["connect"]["password"],
+                    "--device-id",
+                    lamp_id,
+                    "--duration",
+                    "60",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             try:
+
                 async def command_acked():  # type: ignore[no-untyped-def]
-                    response = await live.client.post(f"/api/v1/devices/{lamp_id}/commands", headers=live.headers(
-                        Role.admin), json={"command": "on", "timeout": 2})
+                    response = await live.client.post(
+                        f"/api/v1/devices/{lamp_id}/commands",
+                        headers=live.headers(Role.admin),
+                        json={"command": "on", "timeout": 2},
+                    )
                     return response.json() if response.status_code == 200 else None
 
                 acked = await _wait_for(command_acked, timeout=20)
                 assert acked["state"] == {"power": True}
-                bad = await live.client.post(f"/api/v1/devices/{lamp_id}/commands", headers=live.headers(Role.admin),
-                                             json={"command": "explode"})
+                bad = await live.client.post(
+                    f"/api/v1/devices/{lamp_id}/commands", headers=live.headers(Role.admin), json={"command": "explode"}
+                )
                 assert bad.status_code == 422 and "explode" in bad.json()["error"]["message"]
             finally:
                 controller.terminate()
@@ -158,8 +185,9 @@ async def test_plain_mqtt_sensor_and_controller(tmp_path: Path) -> None:
 
             # 4. Revoking the credential cuts the connected device off within seconds, and it cannot come back.
             revoked_at = time.monotonic()
-            response = await live.client.post(f"/api/v1/devices/{sensor_id}/credentials/revoke",
-                                              headers=live.headers(Role.admin))
+            response = await live.client.post(
+                f"/api/v1/devices/{sensor_id}/credentials/revoke", headers=live.headers(Role.admin)
+            )
             assert response.status_code == 204
             assert await asyncio.to_thread(device.disconnected.wait, 10)
             assert time.monotonic() - revoked_at < 5

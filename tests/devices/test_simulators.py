@@ -94,8 +94,10 @@ COMMANDS = {
 
 async def test_fleet_runs_through_nats_into_ingest(nats_server, nc):
     sensors = [SimDevice(f"dev_temp{i:06d}", "temperature", options={"rate": 20}) for i in range(5)]
-    sensors += [SimDevice("dev_light00001", "light", options={"rate": 20}),
-                SimDevice("dev_cam0000001", "camera", options={"rate": 10, "scene": "mixed"})]
+    sensors += [
+        SimDevice("dev_light00001", "light", options={"rate": 20}),
+        SimDevice("dev_cam0000001", "camera", options={"rate": 10, "scene": "mixed"}),
+    ]
     controllers = [SimDevice(f"dev_{name}ctl001", name) for name in COMMANDS]
     directory = DictDirectory({d.device_id: SIM_TYPES[d.model] for d in sensors + controllers})
     ingest = Ingest(nc, directory, registry=CollectorRegistry())
@@ -115,8 +117,9 @@ async def test_fleet_runs_through_nats_into_ingest(nats_server, nc):
         for dev in controllers:
             command, args, _ = COMMANDS[dev.model]
             cmd_ids[dev.device_id] = "c_" + uuid.uuid4().hex[:8]
-            await nc.publish(subjects.cmd_subject(dev.device_id),
-                             codec.encode_command(cmd_ids[dev.device_id], command, args))
+            await nc.publish(
+                subjects.cmd_subject(dev.device_id), codec.encode_command(cmd_ids[dev.device_id], command, args)
+            )
         await wait_until(lambda: {s["cmd_id"] for s in states} >= set(cmd_ids.values()))
         for dev in controllers:
             ack = next(s for s in states if s["cmd_id"] == cmd_ids[dev.device_id])
@@ -143,8 +146,9 @@ async def test_mqtt_simulator_link(nats_server, nc):
 
     await nc.subscribe("aiot.dev.>", cb=cb)
     conn = Connection(mqtt_host="127.0.0.1", mqtt_port=nats_server.mqtt_port)
-    runner = SimulatorRunner([SimDevice("dev_mqtttemp01", "temperature", options={"rate": 20}),
-                              SimDevice("dev_mqttlamp01", "lamp")], conn)
+    runner = SimulatorRunner(
+        [SimDevice("dev_mqtttemp01", "temperature", options={"rate": 20}), SimDevice("dev_mqttlamp01", "lamp")], conn
+    )
     await runner.start()
     try:
         await wait_until(lambda: subjects.data_subject("dev_mqtttemp01") in got)

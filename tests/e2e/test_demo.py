@@ -46,15 +46,21 @@ class Demo:
     def token(self, user: str) -> str:
         if user not in self.tokens:
             password = "admin-password-1" if user == "admin" else "demo-password"
-            response = httpx.post(f"{self.plane.url}/api/v1/auth/login",
-                                  json={"username": user, "password": password}, timeout=30)
+            response = httpx.post(
+                f"{self.plane.url}/api/v1/auth/login", json={"username": user, "password": password}, timeout=30
+            )
             assert response.status_code == 200, response.text
             self.tokens[user] = response.json()["token"]
         return self.tokens[user]
 
     def call(self, method: str, path: str, user: str = "admin", **kwargs: Any) -> Any:
-        response = httpx.request(method, f"{self.plane.url}/api/v1{path}", timeout=60,
-                                 headers={"Authorization": f"Bearer {self.token(user)}"}, **kwargs)
+        response = httpx.request(
+            method,
+            f"{self.plane.url}/api/v1{path}",
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token(user)}"},
+            **kwargs,
+        )
         assert response.status_code in (200, 201), f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
 
@@ -66,8 +72,11 @@ class Demo:
         return next(d for d in devices if d["name"] == name)
 
     def states(self, device_id: str) -> list[dict]:
-        return [r for r in self.call("GET", f"/devices/{device_id}/history", params={"limit": 200})
-                if r["channel"] == "state"]
+        return [
+            r
+            for r in self.call("GET", f"/devices/{device_id}/history", params={"limit": 200})
+            if r["channel"] == "state"
+        ]
 
     def instance(self, app: str) -> dict:
         return next(i for i in self.call("GET", "/instances", user="eve") if i["app"].split(":")[0] == app)
@@ -81,11 +90,13 @@ def running_demo(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterato
     data_dir = tmp_path_factory.mktemp(name) / "data"
     launched = time.monotonic()
     try:
-        with start_platform(data_dir, free_port(), command="demo", AIOT_SMTP_HOST="127.0.0.1",
-                            AIOT_SMTP_PORT=str(smtp.port)) as plane:
+        with start_platform(
+            data_dir, free_port(), command="demo", AIOT_SMTP_HOST="127.0.0.1", AIOT_SMTP_PORT=str(smtp.port)
+        ) as plane:
             demo = Demo(plane, smtp)
-            demo.wait("the demo to be ready", lambda: "AIoT demo running" in plane.log() or plane.proc.poll(),
-                      timeout=300)
+            demo.wait(
+                "the demo to be ready", lambda: "AIoT demo running" in plane.log() or plane.proc.poll(), timeout=300
+            )
             assert plane.proc.poll() is None, plane.log()
             demo.started, demo.launched = time.monotonic(), launched
             yield demo
@@ -112,28 +123,49 @@ def test_intruder_alert_sees_a_face_and_sounds_the_alarm(demo: Demo) -> None:
     elapsed = time.monotonic() - demo.started
     print(f"alarm on {elapsed:.1f}s after the demo was ready")
     instance = demo.instance("intruder-alert")
-    logs = demo.call("GET", "/logs", user="eve", params={"workload_id": instance["workload_id"], "text": "face",
-                                                         "limit": 20})["records"]
+    logs = demo.call(
+        "GET", "/logs", user="eve", params={"workload_id": instance["workload_id"], "text": "face", "limit": 20}
+    )["records"]
     assert any("face(s) seen by camera" in r["message"] for r in logs), logs
 
 
 def _thermometer(connect: dict, base: float) -> subprocess.Popen[str]:
     """A plain MQTT thermometer (examples/devices/plain_mqtt_sensor.py) with the given mean temperature."""
     return subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "devices" / "plain_mqtt_sensor.py"), "--host", connect["mqtt_host"],
-         "--port", str(connect["mqtt_port"]), "--username", connect["username"], "--password",
-         connect["password"], "--device-id", connect["username"], "--base", str(base), "--interval", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(EXAMPLES / "devices" / "plain_mqtt_sensor.py"),
+            "--host",
+            connect["mqtt_host"],
+            "--port",
+            str(connect["mqtt_port"]),
+            "--username",
+            connect["username"],
+            "--password",
+            connect["password"],
+            "--device-id",
+            connect["username"],
+            "--base",
+            str(base),
+            "--interval",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_smart_classroom_turns_the_fan_on_when_the_room_warms(demo: Demo) -> None:
     thermometer = demo.device(SCHOOL, "temperature-1")
     fan = demo.device(SCHOOL, "fan-1")
-    demo.wait("smart-classroom running", lambda: demo.instance("smart-classroom")["workload_state"] == "running",
-              timeout=60)
+    demo.wait(
+        "smart-classroom running", lambda: demo.instance("smart-classroom")["workload_state"] == "running", timeout=60
+    )
     connect = demo.call("POST", f"/devices/{thermometer['id']}/credentials/rotate")
     cool = _thermometer(connect, base=18.0)  # 15..21 °C: the comfort model wants the fan off
     try:
+
         def fan_power() -> bool | None:
             latest = demo.call("GET", f"/devices/{fan['id']}/latest")["latest"]
             return None if latest is None else latest["values"].get("power")
@@ -153,8 +185,9 @@ def test_smart_classroom_turns_the_fan_on_when_the_room_warms(demo: Demo) -> Non
         if cool.poll() is None:
             cool.kill()
     instance = demo.instance("smart-classroom")
-    logs = demo.call("GET", "/logs", user="eve", params={"workload_id": instance["workload_id"], "text": "fan -> on",
-                                                         "limit": 20})["records"]
+    logs = demo.call(
+        "GET", "/logs", user="eve", params={"workload_id": instance["workload_id"], "text": "fan -> on", "limit": 20}
+    )["records"]
     assert logs, "the app logged no 'fan -> on'"
 
 
@@ -179,8 +212,9 @@ def test_end_user_gets_the_smart_home_address_by_email_and_it_serves_the_page(de
 
     # the platform address checks who asks, then redirects to the apps origin (another host) with a one-time
     # ticket, which becomes that origin's cookie (httpx drops the bearer token on the cross-origin redirect)
-    with httpx.Client(headers={"Authorization": f"Bearer {demo.token('eve')}"}, follow_redirects=True,
-                      timeout=30) as eve:
+    with httpx.Client(
+        headers={"Authorization": f"Bearer {demo.token('eve')}"}, follow_redirects=True, timeout=30
+    ) as eve:
         page = eve.get(address)
         assert page.status_code == 200, page.text[:500]
         assert urlsplit(str(page.url)).hostname != urlsplit(address).hostname, page.url  # on its own origin
@@ -196,4 +230,3 @@ def test_end_user_gets_the_smart_home_address_by_email_and_it_serves_the_page(de
     direct = httpx.get(workload["endpoint"], timeout=30)  # directly on its node: only the gateway gets in
     assert direct.status_code == 403 and "<h1>" not in direct.text, direct.text[:300]
     assert workload["endpoint"] not in text  # the mail gives the gateway address only
-

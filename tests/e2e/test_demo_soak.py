@@ -29,9 +29,15 @@ def soak_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 def test_no_workload_restarts_and_no_model_unavailable_in_the_first_five_minutes(soak_demo: Demo) -> None:
     demo = soak_demo
-    demo.wait("the demo's apps running", lambda: all(
-        i["workload_state"] == "running" for i in demo.call("GET", "/instances", user="eve")
-        if i["state"] == "running"), timeout=120)
+    demo.wait(
+        "the demo's apps running",
+        lambda: all(
+            i["workload_state"] == "running"
+            for i in demo.call("GET", "/instances", user="eve")
+            if i["state"] == "running"
+        ),
+        timeout=120,
+    )
     remaining = demo.launched + DEMO_MINUTES * 60 - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)

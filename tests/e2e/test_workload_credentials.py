@@ -60,22 +60,30 @@ def running_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             path = EXAMPLES / "device-types" / f"{name}.json"
             api.call("POST", "/device-types", content=path.read_bytes(), headers={"X-Filename": path.name})
         models = {}
-        for folder, collection in (("models/comfort", "models"), ("models/face-detector", "models"),
-                                   ("apps/smart-classroom", "apps")):
+        for folder, collection in (
+            ("models/comfort", "models"),
+            ("models/face-detector", "models"),
+            ("apps/smart-classroom", "apps"),
+        ):
             archive = zip_folder(EXAMPLES / folder, tmp / (folder.replace("/", "-") + ".zip"))
-            out = api.call("POST", f"/{collection}", content=archive.read_bytes(),
-                           headers={"Content-Type": "application/zip"})
+            out = api.call(
+                "POST", f"/{collection}", content=archive.read_bytes(), headers={"Content-Type": "application/zip"}
+            )
             models[folder.split("/")[1]] = out["id"]
         devices: dict[str, dict[str, str]] = {}
         for school in ("North School", "South School"):
             api.call("POST", "/locations", json={"name": school, "kind": "school", "timezone": "Asia/Kolkata"})
             devices[school] = {}
             for type_name in DEVICES:
-                out = api.call("POST", "/devices", json={"name": f"{type_name}-1", "device_type": type_name,
-                                                         "location": school})
+                out = api.call(
+                    "POST", "/devices", json={"name": f"{type_name}-1", "device_type": type_name, "location": school}
+                )
                 devices[school][type_name] = out["id"]
-        api.call("POST", "/users", json={"username": "eve", "password": "eve-password-1", "role": "end_user",
-                                         "email": "eve@example.com"})
+        api.call(
+            "POST",
+            "/users",
+            json={"username": "eve", "password": "eve-password-1", "role": "end_user", "email": "eve@example.com"},
+        )
         api.call("POST", "/locations/North School/grants", json={"user": "eve"})
         eve = api.login("eve", "eve-password-1")
         instance = api.call("POST", "/instances", eve, json={"app": "smart-classroom", "location": "North School"})
@@ -112,9 +120,14 @@ class Probe:
             self.errors.append(str(exc))
 
         nats_cfg = cfg["nats"]
-        self.nc = await nats.connect(nats_cfg["servers"], user=nats_cfg["user"], password=nats_cfg["password"],
-                                     inbox_prefix=f"_INBOX_{cfg['workload_id']}", error_cb=on_error,
-                                     allow_reconnect=False)
+        self.nc = await nats.connect(
+            nats_cfg["servers"],
+            user=nats_cfg["user"],
+            password=nats_cfg["password"],
+            inbox_prefix=f"_INBOX_{cfg['workload_id']}",
+            error_cb=on_error,
+            allow_reconnect=False,
+        )
         return self
 
     async def refused(self, subject: str) -> bool:
@@ -133,11 +146,13 @@ async def test_workload_credentials_reach_only_its_bindings(running_app: dict[st
     assert {d["device_id"] for d in cfg["sensors"]["temperature"]} == {mine["temperature"]}
     assert {d["device_id"] for d in cfg["controllers"]["fan"]} == {mine["fan"]}
 
-    platform_cfg = json.loads((Path(running_app["api"].plane.log_path).parent / "nats" /
-                               "platform-credentials.json").read_text())
+    platform_cfg = json.loads(
+        (Path(running_app["api"].plane.log_path).parent / "nats" / "platform-credentials.json").read_text()
+    )
     state = json.loads((Path(running_app["api"].plane.log_path).parent / "nats" / "state.json").read_text())
-    watcher = await nats.connect(f"nats://127.0.0.1:{state['client_port']}", user="aiot-platform",
-                                 password=platform_cfg["password"])
+    watcher = await nats.connect(
+        f"nats://127.0.0.1:{state['client_port']}", user="aiot-platform", password=platform_cfg["password"]
+    )
     seen: list[str] = []
 
     async def record(msg: Msg) -> None:
@@ -165,11 +180,16 @@ async def test_workload_credentials_reach_only_its_bindings(running_app: dict[st
         assert await probe.refused(state_subject(theirs["fan"]))
         await probe.nc.publish(cmd_subject(theirs["fan"]), b'{"command": "on"}')
         assert await probe.refused(cmd_subject(theirs["fan"]))
-        for subject in (f"aiot.registry.resolve.{models['face-detector']}",
-                        f"aiot.registry.latest.{theirs['light']}", "aiot.logs.wl_someoneelse",
-                        "aiot.hb.wl_someoneelse", "$JS.API.STREAM.LIST", f"$KV.aiot_device_latest.{theirs['fan']}",
-                        f"aiot.registry.announce.{models['comfort']}",
-                        f"aiot.registry.announce.{models['comfort']}.{cfg['workload_id']}"):
+        for subject in (
+            f"aiot.registry.resolve.{models['face-detector']}",
+            f"aiot.registry.latest.{theirs['light']}",
+            "aiot.logs.wl_someoneelse",
+            "aiot.hb.wl_someoneelse",
+            "$JS.API.STREAM.LIST",
+            f"$KV.aiot_device_latest.{theirs['fan']}",
+            f"aiot.registry.announce.{models['comfort']}",
+            f"aiot.registry.announce.{models['comfort']}.{cfg['workload_id']}",
+        ):
             await probe.nc.publish(subject, b"{}")
             assert await probe.refused(subject), (subject, probe.errors)
         await probe.nc.subscribe(">")

@@ -30,8 +30,7 @@ async def _stream_roundtrip(data_dir: Path, payload: bytes | None) -> list[bytes
     nats = EmbeddedNats(data_dir)
     state = __import__("json").loads(nats.state_path.read_text())
     url = f"nats://127.0.0.1:{state['client_port']}"
-    bus = await Bus.connect(url, user=nats.platform_user, password=nats.platform_password, name="test",
-                            attempts=3)
+    bus = await Bus.connect(url, user=nats.platform_user, password=nats.platform_password, name="test", attempts=3)
     try:
         await bus.ensure_stream("TESTKEEP", ["testkeep.>"])
         if payload is not None:
@@ -52,8 +51,11 @@ def test_up_serves_healthz_and_survives_sigkill(tmp_path: Path) -> None:
         assert health == {"status": "ok", "database": True, "nats": True}
         token = _login(plane.url)
         headers = {"Authorization": f"Bearer {token}"}
-        created = httpx.post(f"{plane.url}/api/v1/users", headers=headers,
-                             json={"username": "bob", "password": "bob-password", "role": "end_user"})
+        created = httpx.post(
+            f"{plane.url}/api/v1/users",
+            headers=headers,
+            json={"username": "bob", "password": "bob-password", "role": "end_user"},
+        )
         assert created.status_code == 201
         bob_token = _login(plane.url, "bob", "bob-password")
         assert asyncio.run(_stream_roundtrip(data_dir, b"kept")) == [b"kept"]
@@ -112,9 +114,11 @@ def test_external_nats_down_is_retried_not_a_crash(tmp_path: Path) -> None:
         assert plane.proc.poll() is None, plane.log()
         assert f"NATS at nats://127.0.0.1:{nats_port} unreachable" in plane.log()
         assert "retrying" in plane.log() and "Traceback" not in plane.log()
-        server = subprocess.Popen([str(find_nats_server()), "-a", "127.0.0.1", "-p", str(nats_port), "-js",
-                                   "-sd", str(tmp_path / "js")], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [str(find_nats_server()), "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(tmp_path / "js")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             plane.wait_healthy(timeout=30)
             assert httpx.get(f"{plane.url}/healthz").json()["nats"] is True

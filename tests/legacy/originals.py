@@ -14,19 +14,19 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-PRE = '''
+PRE = """
 def preprocess(values):
     # the original platform passed the input values as a list, in input_params order
     temperature, light = values[0], values[1]
     return [[float(temperature), float(light)]]
-'''
+"""
 
-POST = '''
+POST = """
 def postprocess(prediction):
     return "on" if int(prediction[0]) == 1 else "off"
-'''
+"""
 
-APP = '''
+APP = """
 import time
 from platform_sdk import get_sensor_data, get_prediction, send_controller_data
 
@@ -36,7 +36,7 @@ while True:
     decision = get_prediction(0, {"temperature": temperature, "light": light})
     send_controller_data(0, decision)
     time.sleep(0.2)
-'''
+"""
 
 
 def fan_tree() -> Any:
@@ -54,13 +54,24 @@ def model_files(pickled: bytes | None = None) -> dict[str, bytes]:
         "description": "Fan on or off from temperature and light.",
         "readme": "readme.md",
         "dependency": "requirements.txt",
-        "preprocessing": {"name": "preprocess.py", "method_name": "preprocess",
-                          "input_params": [{"temperature": "float"}, {"light": "float"}],
-                          "output_params": [{"features": "list"}]},
-        "prediction": {"name": "model.pkl", "model_type": "pkl", "input_params": [{"features": "list"}],
-                       "output_params": [{"label": "int"}]},
-        "postprocessing": {"name": "postprocess.py", "method_name": "postprocess",
-                           "input_params": [{"label": "int"}], "output_params": [{"fan": "string"}]},
+        "preprocessing": {
+            "name": "preprocess.py",
+            "method_name": "preprocess",
+            "input_params": [{"temperature": "float"}, {"light": "float"}],
+            "output_params": [{"features": "list"}],
+        },
+        "prediction": {
+            "name": "model.pkl",
+            "model_type": "pkl",
+            "input_params": [{"features": "list"}],
+            "output_params": [{"label": "int"}],
+        },
+        "postprocessing": {
+            "name": "postprocess.py",
+            "method_name": "postprocess",
+            "input_params": [{"label": "int"}],
+            "output_params": [{"fan": "string"}],
+        },
     }
     return {
         "config.json": json.dumps(config, indent=1).encode(),
@@ -74,14 +85,23 @@ def model_files(pickled: bytes | None = None) -> dict[str, bytes]:
 
 def app_files(model_id: str = "5f1c0ffee") -> dict[str, bytes]:
     return {
-        "app.json": json.dumps({"app_name": "Smart Fan", "description": "Fan from the comfort model.",
-                                "script": True, "controller": True, "sensor": True, "model": True,
-                                "database": False}).encode(),
+        "app.json": json.dumps(
+            {
+                "app_name": "Smart Fan",
+                "description": "Fan from the comfort model.",
+                "script": True,
+                "controller": True,
+                "sensor": True,
+                "model": True,
+                "database": False,
+            }
+        ).encode(),
         "app.py": APP.encode(),
         "requirements.txt": b"",
         "config/control.json": json.dumps({"main": "app.py", "scripts": []}).encode(),
-        "config/sensors.json": json.dumps({"count": 2, "instances": [{"index": 1, "type": "LIGHT"},
-                                                                     {"index": 0, "type": "TEMP"}]}).encode(),
+        "config/sensors.json": json.dumps(
+            {"count": 2, "instances": [{"index": 1, "type": "LIGHT"}, {"index": 0, "type": "TEMP"}]}
+        ).encode(),
         "config/controllers.json": json.dumps({"count": 1, "instances": [{"index": 0, "type": "FAN"}]}).encode(),
         "config/models.json": json.dumps({"count": 1, "instances": [{"model_id": model_id}]}).encode(),
     }
@@ -89,20 +109,29 @@ def app_files(model_id: str = "5f1c0ffee") -> dict[str, bytes]:
 
 def device_type_files() -> dict[str, bytes]:
     def kind(params: list[str]) -> bytes:
-        return json.dumps({"company": "Acme", "model": "X1", "parameter_count": len(params),
-                           "parameters": params}).encode()
+        return json.dumps(
+            {"company": "Acme", "model": "X1", "parameter_count": len(params), "parameters": params}
+        ).encode()
 
-    return {"sensor/TEMP.json": kind(["float"]), "sensor/LIGHT.json": kind(["float"]),
-            "sensor/CAM.json": kind(["image"]), "controller/FAN.json": kind(["string"])}
+    return {
+        "sensor/TEMP.json": kind(["float"]),
+        "sensor/LIGHT.json": kind(["float"]),
+        "sensor/CAM.json": kind(["image"]),
+        "controller/FAN.json": kind(["string"]),
+    }
 
 
 def device_instance_files(street: str = "MG Road", city: str = "Pune") -> dict[str, bytes]:
     def inst(kind: str, port: int) -> bytes:
-        return json.dumps({"type": kind, "ip_loc": {"ip": "10.0.0.5", "port": port},
-                           "geo_location": {"street": street, "city": city}}).encode()
+        return json.dumps(
+            {"type": kind, "ip_loc": {"ip": "10.0.0.5", "port": port}, "geo_location": {"street": street, "city": city}}
+        ).encode()
 
-    return {"sensors/t1.json": inst("TEMP", 9001), "sensors/l1.json": inst("LIGHT", 9002),
-            "controllers/f1.json": inst("FAN", 9003)}
+    return {
+        "sensors/t1.json": inst("TEMP", 9001),
+        "sensors/l1.json": inst("LIGHT", 9002),
+        "controllers/f1.json": inst("FAN", 9003),
+    }
 
 
 def to_zip(files: dict[str, bytes], dest: Path) -> Path:

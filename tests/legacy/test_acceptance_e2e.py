@@ -38,8 +38,7 @@ class Api:
         self.tokens: dict[str, str] = {}
 
     def login(self, user: str, password: str) -> None:
-        r = httpx.post(f"{self.plane.url}/api/v1/auth/login", json={"username": user, "password": password},
-                       timeout=30)
+        r = httpx.post(f"{self.plane.url}/api/v1/auth/login", json={"username": user, "password": password}, timeout=30)
         assert r.status_code == 200, r.text
         self.tokens[user] = r.json()["token"]
 
@@ -73,15 +72,17 @@ class Devices:
     async def _main(self) -> None:
         buses = {}
         for name, c in self.connects.items():
-            buses[name] = await Bus.connect(c["nats_url"], user=c["username"], password=c["password"],
-                                            name=name, attempts=5)
+            buses[name] = await Bus.connect(
+                c["nats_url"], user=c["username"], password=c["password"], name=name, attempts=5
+            )
         fan = self.connects["fan-f1"]["username"]
 
         async def on_cmd(msg: Any) -> None:
             cmd = codec.decode_command(msg.data)
             self.commands.append((time.monotonic(), cmd.command, dict(cmd.args)))
-            await buses["fan-f1"].publish(f"aiot.dev.{fan}.state",
-                                          codec.encode_state(dict(cmd.args), cmd_id=cmd.cmd_id))
+            await buses["fan-f1"].publish(
+                f"aiot.dev.{fan}.state", codec.encode_state(dict(cmd.args), cmd_id=cmd.cmd_id)
+            )
 
         await buses["fan-f1"].subscribe(f"aiot.dev.{fan}.cmd", on_cmd)
         temp, light = self.connects["temp-t1"]["username"], self.connects["light-l1"]["username"]
@@ -120,15 +121,22 @@ def test_original_packages_run_unchanged(plane: RunningPlatform, tmp_path: Path)
     api = Api(plane)
     api.login("admin", "admin-password-1")
     for user, role in (("ada", "ai_developer"), ("dev", "app_developer"), ("eve", "end_user")):
-        api.call("POST", "/users", json={"username": user, "password": PASSWORD, "role": role,
-                                         "email": f"{user}@example.com"})
+        api.call(
+            "POST",
+            "/users",
+            json={"username": user, "password": PASSWORD, "role": role, "email": f"{user}@example.com"},
+        )
         api.login(user, PASSWORD)
 
     # the admin's device type and instance zips
     for files, name in ((device_type_files(), "types.zip"), (device_instance_files(), "devices.zip")):
         archive = to_zip(files, tmp_path / name)
-        stored = api.call("POST", "/import", content=archive.read_bytes(),
-                          headers={"Content-Type": "application/zip", "X-Filename": name})["stored"]
+        stored = api.call(
+            "POST",
+            "/import",
+            content=archive.read_bytes(),
+            headers={"Content-Type": "application/zip", "X-Filename": name},
+        )["stored"]
     connects = {d["name"]: d["connect"] for d in stored["devices"]}
     assert {d["location"] for d in stored["devices"]} == {"mg-road-pune"}
 
@@ -136,8 +144,10 @@ def test_original_packages_run_unchanged(plane: RunningPlatform, tmp_path: Path)
     out = run_cli(["import", str(to_zip(model_files(), tmp_path / "fan-model.zip"))], _cli_as(plane, tmp_path, "ada"))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "stored model fan-advisor 1.0.0" in out.stdout, out.stdout
-    out = run_cli(["import", str(to_zip(app_files("5f1c0ffee"), tmp_path / "smart-fan.zip")), "--model",
-                   "5f1c0ffee=fan-advisor"], _cli_as(plane, tmp_path, "dev"))
+    out = run_cli(
+        ["import", str(to_zip(app_files("5f1c0ffee"), tmp_path / "smart-fan.zip")), "--model", "5f1c0ffee=fan-advisor"],
+        _cli_as(plane, tmp_path, "dev"),
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "stored app smart-fan 1.0.0" in out.stdout, out.stdout
 
@@ -145,15 +155,27 @@ def test_original_packages_run_unchanged(plane: RunningPlatform, tmp_path: Path)
     wait("the converted model serving", lambda: api.call("GET", "/deployments/fan-advisor")["endpoints"], 600, plane)
 
     # the original platform's endpoint shape still answers its external callers (the model's owner, logged in)
-    old = httpx.post(f"{plane.url}/predict/fan-advisor", json={"temperature": 30.0, "light": 10.0}, timeout=60,
-                     headers={"Authorization": f"Bearer {api.tokens['ada']}"})
+    old = httpx.post(
+        f"{plane.url}/predict/fan-advisor",
+        json={"temperature": 30.0, "light": 10.0},
+        timeout=60,
+        headers={"Authorization": f"Bearer {api.tokens['ada']}"},
+    )
     assert old.status_code == 200 and old.json() == {"output": "on"}, old.text
-    bad = httpx.post(f"{plane.url}/predict/fan-advisor", json={"temperature": "hot", "light": 10.0}, timeout=60,
-                     headers={"Authorization": f"Bearer {api.tokens['ada']}"})
+    bad = httpx.post(
+        f"{plane.url}/predict/fan-advisor",
+        json={"temperature": "hot", "light": 10.0},
+        timeout=60,
+        headers={"Authorization": f"Bearer {api.tokens['ada']}"},
+    )
     assert bad.status_code == 422 and "temperature" in bad.text, bad.text
     assert httpx.post(f"{plane.url}/predict/fan-advisor", json={}, timeout=60).status_code == 401
-    other = httpx.post(f"{plane.url}/predict/fan-advisor", json={"temperature": 30.0, "light": 10.0}, timeout=60,
-                       headers={"Authorization": f"Bearer {api.tokens['eve']}"})
+    other = httpx.post(
+        f"{plane.url}/predict/fan-advisor",
+        json={"temperature": 30.0, "light": 10.0},
+        timeout=60,
+        headers={"Authorization": f"Bearer {api.tokens['eve']}"},
+    )
     assert other.status_code == 403, other.text  # another user may not use someone's model through it
     api.call("POST", "/locations/mg-road-pune/grants", json={"user": "eve"})  # end users bind only where granted
 
@@ -161,13 +183,19 @@ def test_original_packages_run_unchanged(plane: RunningPlatform, tmp_path: Path)
         instance = api.call("POST", "/instances", user="eve", json={"app": "smart-fan", "location": "mg-road-pune"})
         run_at = time.monotonic()
         api.call("POST", f"/instances/{instance['id']}/run", user="eve", json={"minutes": 30})
-        wait("the app running", lambda: api.call("GET", f"/instances/{instance['id']}", user="eve")[
-            "workload_state"] == "running", 600, plane)
+        wait(
+            "the app running",
+            lambda: api.call("GET", f"/instances/{instance['id']}", user="eve")["workload_state"] == "running",
+            600,
+            plane,
+        )
         running_at = time.monotonic()
         got = wait("the fan receiving the model's answer", lambda: [c for c in devices.commands], 60, plane)
         first_at, command, args = got[0]
         assert command == "set" and args == {"value": "on"}, got  # 31.5 °C: the tree says fan on
         # (negative when the app acted before the control plane saw it running)
-        print(f"fan command {first_at - running_at:.1f}s after the app was seen running, "
-              f"{first_at - run_at:.1f}s after the run request")
+        print(
+            f"fan command {first_at - running_at:.1f}s after the app was seen running, "
+            f"{first_at - run_at:.1f}s after the run request"
+        )
         assert first_at - running_at <= 10.0

@@ -31,23 +31,31 @@ def test_device_types_convert_and_validate(tmp_path: Path) -> None:
 
 
 def test_device_type_value_names_from_a_mapping() -> None:
-    files = {"sensor/DHT.json": json.dumps({"company": "A", "model": "B", "parameter_count": 2,
-                                            "parameters": ["float", "int"]}).encode()}
+    files = {
+        "sensor/DHT.json": json.dumps(
+            {"company": "A", "model": "B", "parameter_count": 2, "parameters": ["float", "int"]}
+        ).encode()
+    }
     default = convert(files, "t.zip")
-    assert json.loads(default.files["legacy-dht.json"])["fields"] == {"value_0": {"type": "number"},
-                                                               "value_1": {"type": "integer"}}
+    assert json.loads(default.files["legacy-dht.json"])["fields"] == {
+        "value_0": {"type": "number"},
+        "value_1": {"type": "integer"},
+    }
     named = convert(files, "t.zip", names={"DHT": ["temperature", "humidity"]})
     assert list(json.loads(named.files["legacy-dht.json"])["fields"]) == ["temperature", "humidity"]
     with pytest.raises(LegacyFormatError, match="gives 1 names but the type has 2"):
         convert(files, "t.zip", names={"DHT": ["temperature"]})
 
 
-@pytest.mark.parametrize(("doc", "key"), [
-    ({"parameter_count": 1, "parameters": ["decimal"]}, "parameters[0]"),
-    ({"parameter_count": 2, "parameters": ["int"]}, "parameter_count"),
-    ({"parameter_count": 1}, "parameters"),
-    ({"parameter_count": 2, "parameters": ["image", "int"]}, "parameters"),
-])
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"parameter_count": 1, "parameters": ["decimal"]}, "parameters[0]"),
+        ({"parameter_count": 2, "parameters": ["int"]}, "parameter_count"),
+        ({"parameter_count": 1}, "parameters"),
+        ({"parameter_count": 2, "parameters": ["image", "int"]}, "parameters"),
+    ],
+)
 def test_bad_device_types_name_file_and_key(doc: dict, key: str) -> None:
     with pytest.raises(LegacyFormatError) as info:
         convert({"sensor/X.json": json.dumps(doc).encode()}, "t.zip")
@@ -60,8 +68,10 @@ def test_device_instances_plan_locations_from_street_and_city() -> None:
     converted = convert(files, "devices.zip")
     assert converted.locations == [{"name": "mg-road-pune", "kind": "site", "address": "MG Road, Pune"}]
     assert {(d["name"], d["device_type"], d["kind"], d["location"]) for d in converted.devices} == {
-        ("temp-t1", "legacy-temp", "sensor", "mg-road-pune"), ("light-l1", "legacy-light", "sensor", "mg-road-pune"),
-        ("fan-f1", "legacy-fan", "controller", "mg-road-pune")}
+        ("temp-t1", "legacy-temp", "sensor", "mg-road-pune"),
+        ("light-l1", "legacy-light", "sensor", "mg-road-pune"),
+        ("fan-f1", "legacy-fan", "controller", "mg-road-pune"),
+    }
     assert location_name("MG Road", "Pune") == "mg-road-pune"
     given = convert(files, "devices.zip", location="lab")
     assert {d["location"] for d in given.devices} == {"lab"}
@@ -75,9 +85,10 @@ def test_device_instance_without_city_is_refused() -> None:
 
 
 def _catalog() -> StaticCatalog:
-    return StaticCatalog(models={"fan-advisor": ["1.0.0"]},
-                         device_types={"legacy-temp": "sensor", "legacy-light": "sensor",
-                                       "legacy-fan": "controller"})
+    return StaticCatalog(
+        models={"fan-advisor": ["1.0.0"]},
+        device_types={"legacy-temp": "sensor", "legacy-light": "sensor", "legacy-fan": "controller"},
+    )
 
 
 def test_app_converts_one_alias_per_index(tmp_path: Path) -> None:
@@ -91,7 +102,8 @@ def test_app_converts_one_alias_per_index(tmp_path: Path) -> None:
     # sensors.json listed LIGHT first with index 1: the index decides
     assert manifest["context"]["sensors"] == {
         "sensor_0": {"device_type": "legacy-temp", "description": "original sensor index 0 (TEMP)"},
-        "sensor_1": {"device_type": "legacy-light", "description": "original sensor index 1 (LIGHT)"}}
+        "sensor_1": {"device_type": "legacy-light", "description": "original sensor index 1 (LIGHT)"},
+    }
     assert manifest["context"]["controllers"]["controller_0"]["device_type"] == "legacy-fan"
     assert manifest["context"]["models"] == {"model_0": {"name": "fan-advisor", "version": ""}}
     assert converted.files["app.py"] == files["app.py"]  # the code is unchanged
@@ -110,10 +122,16 @@ def test_app_without_model_mapping_uses_the_id_and_says_so() -> None:
 
 
 def test_web_app_and_extra_scripts(tmp_path: Path) -> None:
-    files = dict(app_files(), **{
-        "templates/index.html": b"<html></html>", "scripts/helper.py": b"print('hi')\n",
-        "config/control.json": json.dumps({"main": "app.py", "scripts": [{"filename": "helper.py",
-                                                                          "args": "a b"}]}).encode()})
+    files = dict(
+        app_files(),
+        **{
+            "templates/index.html": b"<html></html>",
+            "scripts/helper.py": b"print('hi')\n",
+            "config/control.json": json.dumps(
+                {"main": "app.py", "scripts": [{"filename": "helper.py", "args": "a b"}]}
+            ).encode(),
+        },
+    )
     converted = convert(files, "web.zip", models={"5f1c0ffee": "fan-advisor"})
     assert converted.manifest["kind"] == "web" and converted.manifest["port"] == 6015
     assert converted.manifest["entrypoint"] == "aiot_legacy_launcher.py"
@@ -122,15 +140,21 @@ def test_web_app_and_extra_scripts(tmp_path: Path) -> None:
     compile(launcher, "launcher", "exec")
 
 
-@pytest.mark.parametrize(("change", "file", "key"), [
-    ({"config/control.json": b'{"scripts": []}'}, "config/control.json", "main"),
-    ({"config/control.json": b'{"main": "missing.py"}'}, "missing.py", "config/control.json main"),
-    ({"config/sensors.json": b'{"count": 3, "instances": [{"index": 0, "type": "TEMP"}]}'},
-     "config/sensors.json", "count"),
-    ({"config/sensors.json": b'{"instances": [{"index": 0}]}'}, "config/sensors.json", "instances[0].type"),
-    ({"config/models.json": b'{"instances": []}'}, "config/models.json", None),
-    ({"app.json": b'{"description": "x"}'}, "app.json", "app_name"),
-])
+@pytest.mark.parametrize(
+    ("change", "file", "key"),
+    [
+        ({"config/control.json": b'{"scripts": []}'}, "config/control.json", "main"),
+        ({"config/control.json": b'{"main": "missing.py"}'}, "missing.py", "config/control.json main"),
+        (
+            {"config/sensors.json": b'{"count": 3, "instances": [{"index": 0, "type": "TEMP"}]}'},
+            "config/sensors.json",
+            "count",
+        ),
+        ({"config/sensors.json": b'{"instances": [{"index": 0}]}'}, "config/sensors.json", "instances[0].type"),
+        ({"config/models.json": b'{"instances": []}'}, "config/models.json", None),
+        ({"app.json": b'{"description": "x"}'}, "app.json", "app_name"),
+    ],
+)
 def test_bad_original_apps_name_file_and_key(change: dict, file: str, key: str | None) -> None:
     with pytest.raises(LegacyFormatError) as info:
         convert(dict(app_files(), **change), "bad.zip")
@@ -143,8 +167,13 @@ def test_alias_convention_is_shared_with_the_sdk() -> None:
 
 
 def test_indexes_that_are_not_0_to_n_keep_the_file_order_and_say_so() -> None:
-    files = dict(app_files(), **{"config/sensors.json": b'{"count": 2, "instances": [{"index": 1, "type": "TEMP"}, '
-                                                        b'{"index": 2, "type": "LIGHT"}]}'})
+    files = dict(
+        app_files(),
+        **{
+            "config/sensors.json": b'{"count": 2, "instances": [{"index": 1, "type": "TEMP"}, '
+            b'{"index": 2, "type": "LIGHT"}]}'
+        },
+    )
     converted = convert(files, "app.zip")
     sensors = converted.manifest["context"]["sensors"]
     assert [s["device_type"] for s in sensors.values()] == ["legacy-temp", "legacy-light"]

@@ -47,8 +47,9 @@ def test_detects_and_converts_a_pickle_model(original: dict[str, bytes], tmp_pat
     assert manifest["entrypoint"] == "aiot_legacy_entry:LegacyModel"
     assert manifest["inputs"]["temperature"]["type"] == "number"
     assert manifest["inputs"]["light"]["type"] == "number"
-    assert manifest["outputs"] == {"output": {"type": "string", "description": manifest["outputs"]["output"][
-        "description"]}}
+    assert manifest["outputs"] == {
+        "output": {"type": "string", "description": manifest["outputs"]["output"]["description"]}
+    }
     assert b"pickle" not in converted.files["requirements.txt"]
     assert any("pickle" in n and "sklearn" in n for n in converted.notes)
     report = validate_model_package(zip_folder(_write(converted.files, tmp_path / "pkg"), tmp_path / "out.zip"))
@@ -66,8 +67,9 @@ def test_converted_entrypoint_calls_pre_predict_post(original: dict[str, bytes],
 
 
 def test_hooks_written_for_a_json_request_work_too(original: dict[str, bytes], tmp_path: Path) -> None:
-    files = dict(original, **{"preprocess.py": b"def preprocess(req):\n    return [[req['temperature'], "
-                                               b"req.get('light')]]\n"})
+    files = dict(
+        original, **{"preprocess.py": b"def preprocess(req):\n    return [[req['temperature'], req.get('light')]]\n"}
+    )
     converted = convert(files, "fan.zip")
     model, predict = load_entrypoint(_write(converted.files, tmp_path / "pkg"), converted.manifest["entrypoint"])
     model.load()
@@ -82,10 +84,14 @@ def test_folder_zipped_with_its_top_folder(original: dict[str, bytes], tmp_path:
 def test_image_model_gets_an_image_input_and_a_file_path(original: dict[str, bytes], tmp_path: Path) -> None:
     config = json.loads(original["config.json"])
     config["preprocessing"]["input_params"] = [{"photo": "jpg"}]
-    files = dict(original, **{
-        "config.json": json.dumps(config).encode(),
-        "preprocess.py": b"def preprocess(path):\n    data = open(path, 'rb').read()\n    return [[len(data), 0]]\n",
-    })
+    files = dict(
+        original,
+        **{
+            "config.json": json.dumps(config).encode(),
+            "preprocess.py": b"def preprocess(path):\n    data = open(path, 'rb').read()\n"
+            b"    return [[len(data), 0]]\n",
+        },
+    )
     converted = convert(files, "img.zip")
     assert converted.manifest["inputs"] == {"image": converted.manifest["inputs"]["image"]}
     assert converted.manifest["inputs"]["image"]["type"] == "image"
@@ -109,31 +115,74 @@ def _config(original: dict[str, bytes], **changes: object) -> dict[str, bytes]:
 
 
 BAD = {
-    "missing_hook_file": (lambda o: {k: v for k, v in o.items() if k != "preprocess.py"},
-                          "preprocess.py", "config.json preprocessing.name", "missing_file"),
-    "hook_not_defined": (lambda o: _config(o, postprocessing__method_name="post_process"),
-                         "postprocess.py", "config.json postprocessing.method_name", "hook_missing"),
-    "hook_syntax_error": (lambda o: dict(o, **{"preprocess.py": b"def preprocess(x:\n"}),
-                          "preprocess.py", "line 1", "syntax_error"),
-    "wrong_model_type": (lambda o: _config(o, prediction__model_type="onnx"),
-                         "config.json", "prediction.model_type", "invalid_value"),
-    "missing_model_type": (lambda o: _config(o, prediction__model_type=None),
-                           "config.json", "prediction.model_type", "missing_field"),
-    "missing_model_file": (lambda o: {k: v for k, v in o.items() if k != "model.pkl"},
-                           "model.pkl", "config.json prediction.name", "missing_file"),
-    "pickle_does_not_unpickle": (lambda o: dict(o, **{"model.pkl": pickle.dumps([1, 2, 3])[:-3]}),
-                                 "model.pkl", "config.json prediction.name", "bad_pickle"),
-    "not_a_pickle": (lambda o: dict(o, **{"model.pkl": b"hello, world"}),
-                     "model.pkl", "config.json prediction.name", "bad_pickle"),
-    "h5_that_is_not_hdf5": (lambda o: _config(dict(o, **{"model.h5": b"nope"}), prediction__model_type="h5",
-                                              prediction__name="model.h5"),
-                            "model.h5", "config.json prediction.model_type", "bad_model_file"),
-    "unknown_input_type": (lambda o: _config(o, preprocessing__input_params=[{"t": "complex"}]),
-                           "config.json", "preprocessing.input_params[0].t", "invalid_value"),
+    "missing_hook_file": (
+        lambda o: {k: v for k, v in o.items() if k != "preprocess.py"},
+        "preprocess.py",
+        "config.json preprocessing.name",
+        "missing_file",
+    ),
+    "hook_not_defined": (
+        lambda o: _config(o, postprocessing__method_name="post_process"),
+        "postprocess.py",
+        "config.json postprocessing.method_name",
+        "hook_missing",
+    ),
+    "hook_syntax_error": (
+        lambda o: dict(o, **{"preprocess.py": b"def preprocess(x:\n"}),
+        "preprocess.py",
+        "line 1",
+        "syntax_error",
+    ),
+    "wrong_model_type": (
+        lambda o: _config(o, prediction__model_type="onnx"),
+        "config.json",
+        "prediction.model_type",
+        "invalid_value",
+    ),
+    "missing_model_type": (
+        lambda o: _config(o, prediction__model_type=None),
+        "config.json",
+        "prediction.model_type",
+        "missing_field",
+    ),
+    "missing_model_file": (
+        lambda o: {k: v for k, v in o.items() if k != "model.pkl"},
+        "model.pkl",
+        "config.json prediction.name",
+        "missing_file",
+    ),
+    "pickle_does_not_unpickle": (
+        lambda o: dict(o, **{"model.pkl": pickle.dumps([1, 2, 3])[:-3]}),
+        "model.pkl",
+        "config.json prediction.name",
+        "bad_pickle",
+    ),
+    "not_a_pickle": (
+        lambda o: dict(o, **{"model.pkl": b"hello, world"}),
+        "model.pkl",
+        "config.json prediction.name",
+        "bad_pickle",
+    ),
+    "h5_that_is_not_hdf5": (
+        lambda o: _config(dict(o, **{"model.h5": b"nope"}), prediction__model_type="h5", prediction__name="model.h5"),
+        "model.h5",
+        "config.json prediction.model_type",
+        "bad_model_file",
+    ),
+    "unknown_input_type": (
+        lambda o: _config(o, preprocessing__input_params=[{"t": "complex"}]),
+        "config.json",
+        "preprocessing.input_params[0].t",
+        "invalid_value",
+    ),
     "no_name": (lambda o: _config(o, name=None), "config.json", "name", "missing_field"),
-    "bad_json": (lambda o: dict(o, **{"config.json": b"{\"name\": "}), "config.json", "line 1", "invalid_json"),
-    "missing_requirements": (lambda o: {k: v for k, v in o.items() if k != "requirements.txt"},
-                             "requirements.txt", "config.json dependency", "missing_file"),
+    "bad_json": (lambda o: dict(o, **{"config.json": b'{"name": '}), "config.json", "line 1", "invalid_json"),
+    "missing_requirements": (
+        lambda o: {k: v for k, v in o.items() if k != "requirements.txt"},
+        "requirements.txt",
+        "config.json dependency",
+        "missing_file",
+    ),
 }
 
 
@@ -158,13 +207,17 @@ def test_pickle_is_never_unpickled_by_the_importer(original: dict[str, bytes], t
     converted = convert(files, "evil.zip")
     assert not marker.exists()
     assert "io" in pickle_globals(files["model.pkl"], "model.pkl") or "builtins" in pickle_globals(
-        files["model.pkl"], "model.pkl")
+        files["model.pkl"], "model.pkl"
+    )
     assert converted.files["model.pkl"] == files["model.pkl"]
 
 
 def test_h5_model_converts_with_a_keras_requirement(original: dict[str, bytes]) -> None:
-    files = _config(dict(original, **{"model.h5": b"\x89HDF\r\n\x1a\n" + b"\0" * 64}), prediction__model_type="h5",
-                    prediction__name="model.h5")
+    files = _config(
+        dict(original, **{"model.h5": b"\x89HDF\r\n\x1a\n" + b"\0" * 64}),
+        prediction__model_type="h5",
+        prediction__name="model.h5",
+    )
     converted = convert(files, "keras.zip")
     assert converted.manifest["framework"] == "keras"
     assert b"tensorflow-cpu" in converted.files["requirements.txt"]
@@ -179,14 +232,18 @@ def test_our_own_packages_are_not_taken_for_original_ones() -> None:
         convert(comfort, "comfort")
 
 
-def test_a_pickle_needing_a_missing_module_is_flagged_and_fails_loading_by_name(original: dict[str, bytes],
-                                                                                  tmp_path: Path) -> None:
+def test_a_pickle_needing_a_missing_module_is_flagged_and_fails_loading_by_name(
+    original: dict[str, bytes], tmp_path: Path
+) -> None:
     """Well-formed, but it imports a module nothing installs: the import warns, and the replica's load error
     names the file and the config.json key (it is only ever unpickled there, in the model's sandbox)."""
     files = dict(original, **{"model.pkl": b"cmissing_mod_xyz\nThing\n)R."})
     converted = convert(files, "fan.zip")
     assert any("WARNING" in n and "missing_mod_xyz" in n for n in converted.notes), converted.notes
     model, _predict = load_entrypoint(_write(converted.files, tmp_path / "pkg"), converted.manifest["entrypoint"])
-    with pytest.raises(RuntimeError, match=r"model\.pkl \(config\.json prediction\.name\) could not be loaded: "
-                                           "ModuleNotFoundError"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"model\.pkl \(config\.json prediction\.name\) could not be loaded: "
+        "ModuleNotFoundError",
+    ):
         model.load()

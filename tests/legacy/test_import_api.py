@@ -23,12 +23,14 @@ async def live(tmp_path: Path) -> AsyncIterator[LivePlatform]:
         yield platform
 
 
-async def _import(live: LivePlatform, who: Role, files: dict[str, bytes], tmp_path: Path, name: str,
-                  **params: object):
+async def _import(live: LivePlatform, who: Role, files: dict[str, bytes], tmp_path: Path, name: str, **params: object):
     archive = to_zip(files, tmp_path / name)
-    return await live.client.post("/api/v1/import", content=archive.read_bytes(), params=params,
-                                  headers={**live.headers(who), "Content-Type": "application/zip",
-                                           "X-Filename": name})
+    return await live.client.post(
+        "/api/v1/import",
+        content=archive.read_bytes(),
+        params=params,
+        headers={**live.headers(who), "Content-Type": "application/zip", "X-Filename": name},
+    )
 
 
 async def test_all_four_formats_import_as_the_caller(live: LivePlatform, tmp_path: Path) -> None:
@@ -56,14 +58,14 @@ async def test_all_four_formats_import_as_the_caller(live: LivePlatform, tmp_pat
     assert (await live.client.post("/predict/fan-advisor", json={"temperature": 1})).status_code == 401
     r = await live.client.post("/predict/fan-advisor", json={"temperature": 1}, headers=live.headers(Role.end_user))
     assert r.status_code == 403, r.text
-    r = await live.client.post("/predict/fan-advisor", json={"temperature": 1},
-                               headers=live.headers(Role.ai_developer))
+    r = await live.client.post("/predict/fan-advisor", json={"temperature": 1}, headers=live.headers(Role.ai_developer))
     assert r.status_code == 503 and "no running replica" in r.text, r.text
     r = await live.client.post("/predict/no-such-model", json={}, headers=live.headers(Role.end_user))
     assert r.status_code == 404, r.text
 
-    r = await _import(live, Role.app_developer, app_files("5f1c0ffee"), tmp_path, "app.zip",
-                      model="5f1c0ffee=fan-advisor")
+    r = await _import(
+        live, Role.app_developer, app_files("5f1c0ffee"), tmp_path, "app.zip", model="5f1c0ffee=fan-advisor"
+    )
     assert r.status_code == 201, r.text
     assert r.json()["stored"]["manifest"]["context"]["models"]["model_0"]["name"] == "fan-advisor"
 

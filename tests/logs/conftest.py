@@ -72,8 +72,12 @@ def _seed(db: Database) -> dict[str, str]:
     """Users (admin1, alice, bob end users; carol AI developer) and their workloads / app instance."""
     ids: dict[str, str] = {}
     with db.session() as session:
-        for name, role in (("admin1", Role.admin), ("alice", Role.end_user), ("bob", Role.end_user),
-                           ("carol", Role.ai_developer)):
+        for name, role in (
+            ("admin1", Role.admin),
+            ("alice", Role.end_user),
+            ("bob", Role.end_user),
+            ("carol", Role.ai_developer),
+        ):
             user = accounts.create_user(session, username=name, password=PASSWORD, role=role)
             ids[name] = user.id
             ids[f"token:{name}"] = accounts.issue_token(session, user, ttl=timedelta(hours=1)).token
@@ -85,11 +89,19 @@ def _seed(db: Database) -> dict[str, str]:
         session.add(instance)
         session.flush()
         ids["ins_alice"] = instance.id
-        for key, owner, kind, group in (("wl_carol", ids["carol"], WorkloadKind.model, "dep_x"),
-                                        ("wl_bob", ids["bob"], WorkloadKind.model, "dep_y"),
-                                        ("wl_app", None, WorkloadKind.app, instance.id)):
-            workload = Workload(kind=kind, package_id="pkg", package_sha256="0" * 64, owner_id=owner,
-                                group_id=group, nats_password_bcrypt="x")
+        for key, owner, kind, group in (
+            ("wl_carol", ids["carol"], WorkloadKind.model, "dep_x"),
+            ("wl_bob", ids["bob"], WorkloadKind.model, "dep_y"),
+            ("wl_app", None, WorkloadKind.app, instance.id),
+        ):
+            workload = Workload(
+                kind=kind,
+                package_id="pkg",
+                package_sha256="0" * 64,
+                owner_id=owner,
+                group_id=group,
+                nats_password_bcrypt="x",
+            )
             session.add(workload)
             session.flush()
             ids[key] = workload.id
@@ -105,17 +117,18 @@ async def logs_platform(tmp_path: Path) -> AsyncIterator[LogsPlatform]:
     ids = _seed(db)
     nats = EmbeddedNats(tmp_path / "data")
     await nats.start()
-    bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="logs-test",
-                            attempts=3)
-    ctx = ServiceContext(settings=Settings(data_dir=tmp_path / "data", database_url=url), db=db, bus=bus,
-                         embedded=nats)
+    bus = await Bus.connect(
+        nats.url, user=nats.platform_user, password=nats.platform_password, name="logs-test", attempts=3
+    )
+    ctx = ServiceContext(settings=Settings(data_dir=tmp_path / "data", database_url=url), db=db, bus=bus, embedded=nats)
     collector = LogCollectorService()
     await collector.start(ctx)
     ctx.services[collector.name] = collector
     app = mount(create_app(ctx))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://aiot.test",
-                                     timeout=30) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://aiot.test", timeout=30
+        ) as client:
             live = LogsPlatform(ctx=ctx, nats=nats, bus=bus, app=app, client=client, collector=collector)
             for name in ("admin1", "alice", "bob", "carol"):
                 live.tokens[name] = ids.pop(f"token:{name}")

@@ -17,8 +17,10 @@ async def test_archive_round_trip_and_idempotence(logs_platform: LogsPlatform) -
     wid = p.users["wl_carol"]
     sent = [f"line {i}: temperature {20 + i}" for i in range(30)]
     for i, message in enumerate(sent):
-        await p.publish(f"aiot.logs.{wid}", {"ts": utcnow().isoformat(), "level": "INFO" if i % 3 else "ERROR",
-                                             "workload_id": wid, "message": message})
+        await p.publish(
+            f"aiot.logs.{wid}",
+            {"ts": utcnow().isoformat(), "level": "INFO" if i % 3 else "ERROR", "workload_id": wid, "message": message},
+        )
     await p.publish("aiot.logs.platform.api", {"message": "api started"})
     await p.publish(f"aiot.logs.{wid}", b"\x00\xff not a record")
     today = utcnow().date()
@@ -37,8 +39,11 @@ async def test_archive_round_trip_and_idempotence(logs_platform: LogsPlatform) -
     assert await archive.read_archive(p.collector.store, today) == data
 
     # Once the day is over (plus grace) the archive is complete, and a complete one is skipped afterwards.
-    after = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC) + archive.GRACE \
+    after = (
+        datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        + archive.GRACE
         + timedelta(seconds=1)
+    )
     done = await archive.archive_day(p.bus.js, p.collector.store, today, now=after)
     assert done is not None and done.complete and done.sha256 == first.sha256
     skipped = await archive.archive_day(p.bus.js, p.collector.store, today, now=after + timedelta(hours=1))

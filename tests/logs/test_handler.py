@@ -13,14 +13,20 @@ TOKEN = "aiot.tok_AbCdEf123456.Zx9-secretpart_Q"
 
 
 def test_redaction_of_keys_tokens_and_urls() -> None:
-    text = redact_text(f"login ok token={TOKEN} node aiotnode.nod_X1y2Z3.nodesecret join "
-                       "aiotjoin.njt_abc.joinsecret db postgresql://aiot:pgpass@db:5432/aiot "
-                       'password: "hunter2" Authorization: Bearer abc.def.ghi')
+    text = redact_text(
+        f"login ok token={TOKEN} node aiotnode.nod_X1y2Z3.nodesecret join "
+        "aiotjoin.njt_abc.joinsecret db postgresql://aiot:pgpass@db:5432/aiot "
+        'password: "hunter2" Authorization: Bearer abc.def.ghi'
+    )
     for secret in ("secretpart", "nodesecret", "joinsecret", "pgpass", "hunter2", "abc.def.ghi"):
         assert secret not in text, text
     assert "aiot.tok_AbCdEf123456.***" in text and "aiotnode.nod_X1y2Z3.***" in text
     assert redact({"password": "p", "nested": [{"api_key": 1}], "smtp_user": "mailer", "count": 3}) == {
-        "password": "***", "nested": [{"api_key": "***"}], "smtp_user": "mailer", "count": 3}
+        "password": "***",
+        "nested": [{"api_key": "***"}],
+        "smtp_user": "mailer",
+        "count": 3,
+    }
     assert redact_text("5 tokens were issued; passwords rotated") == "5 tokens were issued; passwords rotated"
 
 
@@ -48,8 +54,10 @@ async def test_records_reach_the_stream_redacted(logs_platform: LogsPlatform) ->
     assert all(b"secretpart" not in r and b"hunter2" not in r for r in raw), raw
     response = await p.search("admin1", service="api")
     records = response.json()["records"]
-    assert [r["message"].splitlines()[0] for r in records] == ["request failed",
-                                                               "user logged in with aiot.tok_AbCdEf123456.***"]
+    assert [r["message"].splitlines()[0] for r in records] == [
+        "request failed",
+        "user logged in with aiot.tok_AbCdEf123456.***",
+    ]
     first = records[1]
     assert first["level"] == "WARNING" and first["logger"] == "aiot.test.handler" and first["service"] == "api"
     assert first["extra"]["password"] == "***" and first["extra"]["user"] == "alice"

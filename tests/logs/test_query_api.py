@@ -12,8 +12,16 @@ from tests.logs.conftest import LogsPlatform
 
 
 def sdk_line(platform: LogsPlatform, workload: str, message: str, **fields: object) -> dict:
-    return {"ts": time.time(), "level": "INFO", "service": "workload", "workload_id": platform.users[workload],
-            "app_instance_id": None, "logger": "app", "message": message, **fields}
+    return {
+        "ts": time.time(),
+        "level": "INFO",
+        "service": "workload",
+        "workload_id": platform.users[workload],
+        "app_instance_id": None,
+        "logger": "app",
+        "message": message,
+        **fields,
+    }
 
 
 async def test_published_line_is_found_by_text_within_two_seconds(logs_platform: LogsPlatform) -> None:
@@ -41,13 +49,19 @@ async def test_filters_level_time_service_workload_text(logs_platform: LogsPlatf
     p = logs_platform
     carol, bob = p.users["wl_carol"], p.users["wl_bob"]
     now = utcnow()
-    await p.publish(f"aiot.logs.{carol}", sdk_line(p, "wl_carol", "old debug", level="DEBUG",
-                                                    ts=(now - timedelta(hours=3)).timestamp()))
-    await p.publish(f"aiot.logs.{carol}", sdk_line(p, "wl_carol", "recent error", level="ERROR",
-                                                    ts=(now - timedelta(minutes=10)).timestamp()))
+    await p.publish(
+        f"aiot.logs.{carol}",
+        sdk_line(p, "wl_carol", "old debug", level="DEBUG", ts=(now - timedelta(hours=3)).timestamp()),
+    )
+    await p.publish(
+        f"aiot.logs.{carol}",
+        sdk_line(p, "wl_carol", "recent error", level="ERROR", ts=(now - timedelta(minutes=10)).timestamp()),
+    )
     await p.publish(f"aiot.logs.{bob}", sdk_line(p, "wl_bob", "bob warning", level="warn"))
-    await p.publish("aiot.logs.platform.scheduler", {"ts": now.isoformat(), "level": "INFO",
-                                                     "message": "occurrence fired", "logger": "aiot.scheduler"})
+    await p.publish(
+        "aiot.logs.platform.scheduler",
+        {"ts": now.isoformat(), "level": "INFO", "message": "occurrence fired", "logger": "aiot.scheduler"},
+    )
     await p.publish(f"aiot.logs.{carol}", b"\xff garbage that is not a record")
 
     async def messages(**params: object) -> list[str]:
@@ -79,8 +93,16 @@ async def test_users_read_only_their_workloads_and_instances(logs_platform: Logs
     await p.publish(f"aiot.logs.{carol}", sdk_line(p, "wl_carol", "carol model line"))
     await p.publish(f"aiot.logs.{bob}", sdk_line(p, "wl_bob", "bob secret plans"))
     # an agent-captured stdout line of alice's app instance: it carries no app_instance_id itself
-    await p.publish(f"aiot.logs.{app}", {"ts": datetime.now(UTC).isoformat(), "level": "INFO",
-                                         "workload_id": app, "stream": "stdout", "message": "home page served"})
+    await p.publish(
+        f"aiot.logs.{app}",
+        {
+            "ts": datetime.now(UTC).isoformat(),
+            "level": "INFO",
+            "workload_id": app,
+            "stream": "stdout",
+            "message": "home page served",
+        },
+    )
     await p.publish("aiot.logs.platform.api", {"message": "platform internals", "level": "INFO"})
 
     async def messages(who: str, **params: object) -> list[str]:

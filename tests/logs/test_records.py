@@ -13,16 +13,29 @@ T0 = datetime(2024, 5, 1, 8, 30, tzinfo=UTC)
 
 
 def test_sdk_record_with_epoch_seconds() -> None:
-    body = {"ts": T0.timestamp(), "level": "WARNING", "service": "workload", "workload_id": "wl_a",
-            "app_instance_id": "ins_1", "logger": "intruder", "message": "face seen"}
+    body = {
+        "ts": T0.timestamp(),
+        "level": "WARNING",
+        "service": "workload",
+        "workload_id": "wl_a",
+        "app_instance_id": "ins_1",
+        "logger": "intruder",
+        "message": "face seen",
+    }
     record = parse_record(json.dumps(body).encode(), subject="aiot.logs.wl_a")
     assert record.ts == T0 and record.level == "WARNING" and record.app_instance_id == "ins_1"
     assert record.logger == "intruder" and record.message == "face seen" and record.extra == {}
 
 
 def test_agent_record_with_iso_time_and_stream_field() -> None:
-    body = {"ts": "2024-05-01T08:30:00+00:00", "level": "INFO", "service": "workload", "workload_id": "wl_a",
-            "stream": "stderr", "message": "Traceback ..."}
+    body = {
+        "ts": "2024-05-01T08:30:00+00:00",
+        "level": "INFO",
+        "service": "workload",
+        "workload_id": "wl_a",
+        "stream": "stderr",
+        "message": "Traceback ...",
+    }
     record = parse_record(json.dumps(body), subject="aiot.logs.wl_a")
     assert record.ts == T0 and record.extra == {"stream": "stderr"} and record.workload_id == "wl_a"
 
@@ -39,9 +52,19 @@ def test_plain_text_is_kept_as_info_with_the_stream_time() -> None:
     assert record.message == "just a line" and record.level == "INFO" and record.ts == T0
 
 
-@pytest.mark.parametrize(("value", "expected"), [("warn", "WARNING"), ("Error", "ERROR"), ("fatal", "CRITICAL"),
-                                                 (30, "WARNING"), ("40", "ERROR"), (5, "DEBUG"), ("loud", "INFO"),
-                                                 (None, "INFO")])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("warn", "WARNING"),
+        ("Error", "ERROR"),
+        ("fatal", "CRITICAL"),
+        (30, "WARNING"),
+        ("40", "ERROR"),
+        (5, "DEBUG"),
+        ("loud", "INFO"),
+        (None, "INFO"),
+    ],
+)
 def test_levels_are_normalised(value: object, expected: str) -> None:
     assert normalise_level(value) == expected
 
@@ -52,9 +75,17 @@ def test_query_levels_are_strict() -> None:
         parse_level("loud")
 
 
-@pytest.mark.parametrize(("data", "why"), [(b"\xff\xfe\x00", "not UTF-8"), (b"   ", "empty"),
-                                           (b"[1, 2]", "JSON object"), (b'{"level": "INFO"}', "no 'message'"),
-                                           (b'{"message": ', "not valid"), (b"42", None)])
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\xff\xfe\x00", "not UTF-8"),
+        (b"   ", "empty"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"level": "INFO"}', "no 'message'"),
+        (b'{"message": ', "not valid"),
+        (b"42", None),
+    ],
+)
 def test_garbage_is_rejected_with_a_reason(data: bytes, why: str | None) -> None:
     if why is None:  # a bare number is plain text, kept
         assert try_parse(data) is not None
@@ -65,8 +96,9 @@ def test_garbage_is_rejected_with_a_reason(data: bytes, why: str | None) -> None
 
 
 def test_odd_times_fall_back_and_extra_is_json_safe() -> None:
-    record = parse_record(json.dumps({"message": "m", "ts": "yesterday", "extra": {"n": 1}, "weird": [1, {"a": 2}]}),
-                          received=T0)
+    record = parse_record(
+        json.dumps({"message": "m", "ts": "yesterday", "extra": {"n": 1}, "weird": [1, {"a": 2}]}), received=T0
+    )
     assert record.ts == T0 and record.extra == {"n": 1, "weird": [1, {"a": 2}]}
     millis = parse_record(json.dumps({"message": "m", "ts": T0.timestamp() * 1000}))
     assert millis.ts == T0

@@ -16,6 +16,7 @@ from tests.logs.conftest import LogsPlatform, serve
 
 async def read_event(lines: object, want: str, limit_s: float = 5.0) -> str:
     """The next SSE line starting with `want` (e.g. 'data:' or ': heartbeat')."""
+
     async def find() -> str:
         async for line in lines:  # type: ignore[attr-defined]
             if line.startswith(want):
@@ -25,13 +26,17 @@ async def read_event(lines: object, want: str, limit_s: float = 5.0) -> str:
     return await asyncio.wait_for(find(), limit_s)
 
 
-async def test_sse_tail_receives_new_lines_of_allowed_workloads(logs_platform: LogsPlatform,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sse_tail_receives_new_lines_of_allowed_workloads(
+    logs_platform: LogsPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = logs_platform
     monkeypatch.setattr(logs_routes, "HEARTBEAT_SECONDS", 0.3)
     app_wl, bob_wl = p.users["wl_app"], p.users["wl_bob"]
-    async with serve(p.app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client, client.stream(
-            "GET", "/api/v1/logs/stream", headers=p.headers("alice")) as response:
+    async with (
+        serve(p.app) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        client.stream("GET", "/api/v1/logs/stream", headers=p.headers("alice")) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = response.aiter_lines()
@@ -50,8 +55,9 @@ async def test_sse_tail_receives_new_lines_of_allowed_workloads(logs_platform: L
 
 async def test_tail_refuses_other_peoples_workloads(logs_platform: LogsPlatform) -> None:
     p = logs_platform
-    response = await p.client.get("/api/v1/logs/stream", params={"workload_id": p.users["wl_bob"]},
-                                  headers=p.headers("alice"))
+    response = await p.client.get(
+        "/api/v1/logs/stream", params={"workload_id": p.users["wl_bob"]}, headers=p.headers("alice")
+    )
     assert response.status_code == 403
 
 

@@ -65,8 +65,9 @@ def users(sqlite_db: Database) -> dict[str, tuple[str, str]]:
     out = {}
     with sqlite_db.session() as session:
         for name, role in (("admin1", Role.admin), ("alice", Role.end_user), ("bob", Role.end_user)):
-            user = accounts.create_user(session, username=name, password=PASSWORD, role=role,
-                                        email=f"{name}@example.test")
+            user = accounts.create_user(
+                session, username=name, password=PASSWORD, role=role, email=f"{name}@example.test"
+            )
             out[name] = (user.id, accounts.issue_token(session, user, ttl=timedelta(hours=1)).token)
     return out
 

@@ -22,17 +22,24 @@ def rows(db: Database) -> list[OutboxEmail]:
         return list(session.scalars(select(OutboxEmail).order_by(OutboxEmail.created_at)))
 
 
-async def test_mail_arrives_with_headers_and_body(sqlite_db: Database, smtp_server: SmtpServer,
-                                                  tmp_path: Path) -> None:
+async def test_mail_arrives_with_headers_and_body(sqlite_db: Database, smtp_server: SmtpServer, tmp_path: Path) -> None:
     smtp_server.start()
     with sqlite_db.session() as session:
-        row = enqueue(session, "Alice <alice@example.test>", "Your app smart-home is running",
-                      "Open it at: http://cp.test/apps/ins_1/\n", kind="app_running",
-                      html="<p>Open it at <a href='http://cp.test/apps/ins_1/'>here</a></p>")
+        row = enqueue(
+            session,
+            "Alice <alice@example.test>",
+            "Your app smart-home is running",
+            "Open it at: http://cp.test/apps/ins_1/\n",
+            kind="app_running",
+            html="<p>Open it at <a href='http://cp.test/apps/ins_1/'>here</a></p>",
+        )
         email_id = row.id
     service = NotifyService(**FAST)
-    await service.start(make_ctx(sqlite_db, tmp_path, smtp_host="127.0.0.1", smtp_port=smtp_server.port,
-                                 mail_from="AIoT <noreply@aiot.test>"))
+    await service.start(
+        make_ctx(
+            sqlite_db, tmp_path, smtp_host="127.0.0.1", smtp_port=smtp_server.port, mail_from="AIoT <noreply@aiot.test>"
+        )
+    )
     try:
         await wait_until(lambda: len(smtp_server.sink.messages) == 1, 10, "the mail to arrive")
         await wait_until(lambda: rows(sqlite_db)[0].status == OutboxStatus.sent, 5, "sent to be recorded")
@@ -52,8 +59,7 @@ async def test_mail_arrives_with_headers_and_body(sqlite_db: Database, smtp_serv
     assert row.sent_at is not None and row.attempts == 1 and row.last_error is None
 
 
-async def test_server_down_retries_then_delivers(sqlite_db: Database, smtp_server: SmtpServer,
-                                                 tmp_path: Path) -> None:
+async def test_server_down_retries_then_delivers(sqlite_db: Database, smtp_server: SmtpServer, tmp_path: Path) -> None:
     with sqlite_db.session() as session:
         enqueue(session, "bob@example.test", "hello", "body", kind="test")
     service = NotifyService(**FAST, max_attempts=50)
@@ -61,8 +67,11 @@ async def test_server_down_retries_then_delivers(sqlite_db: Database, smtp_serve
     try:
         # Three attempts over, and between attempts (the next one, due at once with FAST back-off, may begin any
         # moment: then the row says `sending`).
-        await wait_until(lambda: (r := rows(sqlite_db)[0]).attempts >= 3 and r.status == OutboxStatus.pending, 10,
-                         "three failed attempts")
+        await wait_until(
+            lambda: (r := rows(sqlite_db)[0]).attempts >= 3 and r.status == OutboxStatus.pending,
+            10,
+            "three failed attempts",
+        )
         row = rows(sqlite_db)[0]
         assert row.status in (OutboxStatus.pending, OutboxStatus.sending) and row.sent_at is None
         assert "unreachable" in (row.last_error or "") and str(smtp_server.port) in (row.last_error or "")
@@ -97,8 +106,7 @@ async def test_gives_up_after_max_attempts(sqlite_db: Database, smtp_server: Smt
     assert row.attempts == 2 and "gave up: 2 attempts" in (row.last_error or "")
 
 
-async def test_refused_recipient_fails_at_once(sqlite_db: Database, smtp_server: SmtpServer,
-                                               tmp_path: Path) -> None:
+async def test_refused_recipient_fails_at_once(sqlite_db: Database, smtp_server: SmtpServer, tmp_path: Path) -> None:
     smtp_server.sink.refuse.add("ghost@example.test")
     smtp_server.start()
     with sqlite_db.session() as session:
@@ -107,8 +115,11 @@ async def test_refused_recipient_fails_at_once(sqlite_db: Database, smtp_server:
     service = NotifyService(**FAST)
     await service.start(make_ctx(sqlite_db, tmp_path, smtp_host="127.0.0.1", smtp_port=smtp_server.port))
     try:
-        await wait_until(lambda: {r.status for r in rows(sqlite_db)} == {OutboxStatus.failed, OutboxStatus.sent},
-                         10, "one failed, one sent")
+        await wait_until(
+            lambda: {r.status for r in rows(sqlite_db)} == {OutboxStatus.failed, OutboxStatus.sent},
+            10,
+            "one failed, one sent",
+        )
     finally:
         await service.stop()
     ghost = next(r for r in rows(sqlite_db) if r.to_address.startswith("ghost"))
@@ -122,8 +133,16 @@ async def test_login_with_configured_user(sqlite_db: Database, smtp_server: Smtp
     with sqlite_db.session() as session:
         enqueue(session, "bob@example.test", "hello", "body", kind="test")
     service = NotifyService(**FAST)
-    await service.start(make_ctx(sqlite_db, tmp_path, smtp_host="127.0.0.1", smtp_port=smtp_server.port,
-                                 smtp_user="mailer", smtp_password="s3cret"))
+    await service.start(
+        make_ctx(
+            sqlite_db,
+            tmp_path,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_server.port,
+            smtp_user="mailer",
+            smtp_password="s3cret",
+        )
+    )
     try:
         await wait_until(lambda: len(smtp_server.sink.messages) == 1, 10, "delivery after login")
     finally:
@@ -131,8 +150,7 @@ async def test_login_with_configured_user(sqlite_db: Database, smtp_server: Smtp
     assert smtp_server.logins == [("mailer", "s3cret")]
 
 
-async def test_two_replicas_send_each_mail_once(database: Database, smtp_server: SmtpServer,
-                                                tmp_path: Path) -> None:
+async def test_two_replicas_send_each_mail_once(database: Database, smtp_server: SmtpServer, tmp_path: Path) -> None:
     smtp_server.sink.delay = 0.02  # widen the window in which both replicas look at the same due rows
     smtp_server.start()
     count = 12

@@ -23,8 +23,7 @@ def test_dedupe_key_makes_enqueue_idempotent(database: Database) -> None:
     with database.session() as session:
         first = outbox.enqueue(session, "a@example.test", "running", "at X", kind="app_running", dedupe_key="k1")
     with database.session() as session:
-        second = outbox.enqueue(session, "a@example.test", "running again", "at X", kind="app_running",
-                                dedupe_key="k1")
+        second = outbox.enqueue(session, "a@example.test", "running again", "at X", kind="app_running", dedupe_key="k1")
         third = outbox.enqueue(session, "a@example.test", "other", "at Y", kind="app_running", dedupe_key="k2")
     assert second.id == first.id and third.id != first.id
     assert count(database) == 2
@@ -37,8 +36,9 @@ def test_rolled_back_transaction_leaves_no_mail(database: Database) -> None:
     assert count(database) == 0
 
 
-@pytest.mark.parametrize("to", ["", "not-an-address", "a@b.test, c@d.test", "a@b.test\r\nBcc: x@y.test",
-                                "@example.test"])
+@pytest.mark.parametrize(
+    "to", ["", "not-an-address", "a@b.test, c@d.test", "a@b.test\r\nBcc: x@y.test", "@example.test"]
+)
 def test_bad_address_is_refused_naming_the_field(database: Database, to: str) -> None:
     with database.session() as session, pytest.raises(ValidationFailed) as info:
         outbox.enqueue(session, to, "s", "b", kind="test")

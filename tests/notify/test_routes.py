@@ -63,8 +63,9 @@ def test_show_own_mail_and_not_anothers(api: TestClient, users: dict, mails: dic
     assert api.get(f"{API_PREFIX}/outbox/{mails['bob']}").status_code == 401
 
 
-def test_retry_is_admin_only_and_resets_the_budget(api: TestClient, users: dict, mails: dict,
-                                                   sqlite_db: Database) -> None:
+def test_retry_is_admin_only_and_resets_the_budget(
+    api: TestClient, users: dict, mails: dict, sqlite_db: Database
+) -> None:
     url = f"{API_PREFIX}/outbox/{mails['bob']}/retry"
     assert api.post(url, headers=auth(users, "bob")).status_code == 403
     response = api.post(url, headers=auth(users, "admin1"))

@@ -22,16 +22,16 @@ WHO = {"models": Role.ai_developer, "apps": Role.app_developer, "device-types": 
 
 def _counts(live: LivePlatform) -> tuple[int, int, int]:
     with live.ctx.db.session() as session:
-        return tuple(session.scalar(select(func.count()).select_from(t)) for t in (ModelPackage, AppPackage,
-                                                                                  DeviceType))  # type: ignore[return-value]
+        return tuple(
+            session.scalar(select(func.count()).select_from(t)) for t in (ModelPackage, AppPackage, DeviceType)
+        )  # type: ignore[return-value]
 
 
 async def test_bad_corpus_through_the_api(live: LivePlatform, tmp_path: Path) -> None:
     # The platform holds every sample model and device type, as the library-level corpus assumes.
     await push_device_types(live)
     for name in ("face-detector", "comfort"):
-        await push(live, "models", zip_folder(EXAMPLES / "models" / name, tmp_path / f"{name}.zip"),
-                   Role.ai_developer)
+        await push(live, "models", zip_folder(EXAMPLES / "models" / name, tmp_path / f"{name}.zip"), Role.ai_developer)
     repo = ArtifactRepository(live.ctx.db, live.ctx.bus)
     objects_before, counts_before = sorted(await repo.object_names()), _counts(live)
 
@@ -40,8 +40,10 @@ async def test_bad_corpus_through_the_api(live: LivePlatform, tmp_path: Path) ->
     failures = []
     for case in replayable:
         collection, payload = case.build.upload  # type: ignore[attr-defined]
-        headers = {**live.headers(WHO[collection]), "X-Filename": case.file if collection == "device-types" else
-                   "pkg.zip"}
+        headers = {
+            **live.headers(WHO[collection]),
+            "X-Filename": case.file if collection == "device-types" else "pkg.zip",
+        }
         response = await live.client.post(f"/api/v1/{collection}", content=payload(), headers=headers)
         if not 400 <= response.status_code < 500:
             failures.append(f"{case.id}: HTTP {response.status_code}")

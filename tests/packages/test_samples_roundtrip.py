@@ -16,14 +16,18 @@ from .conftest import EXAMPLES
 
 async def push_device_types(live: LivePlatform) -> None:
     for path in sorted((EXAMPLES / "device-types").glob("*.json")):
-        response = await live.client.post("/api/v1/device-types", content=path.read_bytes(),
-                                          headers=live.headers(Role.admin))
+        response = await live.client.post(
+            "/api/v1/device-types", content=path.read_bytes(), headers=live.headers(Role.admin)
+        )
         assert response.status_code in (200, 201), response.text
 
 
 async def push(live: LivePlatform, collection: str, archive: Path, who: Role) -> dict:
-    response = await live.client.post(f"/api/v1/{collection}", content=archive.read_bytes(),
-                                      headers={**live.headers(who), "Content-Type": "application/zip"})
+    response = await live.client.post(
+        f"/api/v1/{collection}",
+        content=archive.read_bytes(),
+        headers={**live.headers(who), "Content-Type": "application/zip"},
+    )
     assert response.status_code in (200, 201), response.text
     return response.json()
 
@@ -33,8 +37,10 @@ async def test_every_sample_round_trips(live: LivePlatform, tmp_path: Path) -> N
     types = (await live.client.get("/api/v1/device-types", headers=live.headers(Role.end_user))).json()
     assert {t["name"] for t in types} >= {"camera", "light", "temperature", "fan", "display", "ac", "lamp", "alarm"}
     for collection, folder, who in [
-        ("models", "models/face-detector", Role.ai_developer), ("models", "models/comfort", Role.ai_developer),
-        ("apps", "apps/intruder-alert", Role.app_developer), ("apps", "apps/smart-classroom", Role.app_developer),
+        ("models", "models/face-detector", Role.ai_developer),
+        ("models", "models/comfort", Role.ai_developer),
+        ("apps", "apps/intruder-alert", Role.app_developer),
+        ("apps", "apps/smart-classroom", Role.app_developer),
         ("apps", "apps/smart-home", Role.app_developer),
     ]:
         archive = zip_folder(EXAMPLES / folder, tmp_path / (folder.replace("/", "_") + ".zip"))
@@ -43,8 +49,9 @@ async def test_every_sample_round_trips(live: LivePlatform, tmp_path: Path) -> N
         assert download.status_code == 200
         assert download.content == archive.read_bytes(), f"{folder} changed in the round trip"
         assert download.headers["content-type"] == "application/zip"
-        shown = await live.client.get(f"/api/v1/{collection}/{row['name']}:{row['version']}",
-                                      headers=live.headers(Role.end_user))
+        shown = await live.client.get(
+            f"/api/v1/{collection}/{row['name']}:{row['version']}", headers=live.headers(Role.end_user)
+        )
         assert shown.json()["id"] == row["id"]
 
 
@@ -54,8 +61,9 @@ async def test_same_version_is_immutable(live: LivePlatform, tmp_path: Path) -> 
     # The hash of the checked requirements file is recorded; node agents verify it before installing.
     checked = hashlib.sha256((EXAMPLES / "models/comfort/requirements.txt").read_bytes()).hexdigest()
     assert first["manifest"]["requirements_sha256"] == checked
-    again = await live.client.post("/api/v1/models", content=archive.read_bytes(),
-                                   headers=live.headers(Role.ai_developer))
+    again = await live.client.post(
+        "/api/v1/models", content=archive.read_bytes(), headers=live.headers(Role.ai_developer)
+    )
     assert again.status_code == 200 and again.json()["id"] == first["id"]
     changed = tmp_path / "changed.zip"
     with zipfile.ZipFile(archive) as src, zipfile.ZipFile(changed, "w") as dst:
@@ -66,8 +74,9 @@ async def test_same_version_is_immutable(live: LivePlatform, tmp_path: Path) -> 
                 manifest["description"] = "something else"
                 data = json.dumps(manifest).encode()
             dst.writestr(item, data)
-    conflict = await live.client.post("/api/v1/models", content=changed.read_bytes(),
-                                      headers=live.headers(Role.ai_developer))
+    conflict = await live.client.post(
+        "/api/v1/models", content=changed.read_bytes(), headers=live.headers(Role.ai_developer)
+    )
     assert conflict.status_code == 409
     assert conflict.json()["error"]["details"]["field"] == "version"
     repo_objects = await _objects(live)
@@ -82,8 +91,9 @@ async def _objects(live: LivePlatform) -> list[str]:
 
 async def test_app_needs_its_models_and_device_types(live: LivePlatform, tmp_path: Path) -> None:
     archive = zip_folder(EXAMPLES / "apps/smart-classroom", tmp_path / "classroom.zip")
-    response = await live.client.post("/api/v1/apps", content=archive.read_bytes(),
-                                      headers=live.headers(Role.app_developer))
+    response = await live.client.post(
+        "/api/v1/apps", content=archive.read_bytes(), headers=live.headers(Role.app_developer)
+    )
     assert response.status_code == 422
     problems = response.json()["error"]["details"]["problems"]
     codes = {p["code"] for p in problems}
@@ -94,25 +104,28 @@ async def test_app_needs_its_models_and_device_types(live: LivePlatform, tmp_pat
 
 async def test_delete_only_when_unused_and_owner_rules(live: LivePlatform, tmp_path: Path) -> None:
     await push_device_types(live)
-    model = await push(live, "models", zip_folder(EXAMPLES / "models/comfort", tmp_path / "m.zip"),
-                       Role.ai_developer)
-    app = await push(live, "apps", zip_folder(EXAMPLES / "apps/smart-classroom", tmp_path / "a.zip"),
-                     Role.app_developer)
+    model = await push(live, "models", zip_folder(EXAMPLES / "models/comfort", tmp_path / "m.zip"), Role.ai_developer)
+    app = await push(
+        live, "apps", zip_folder(EXAMPLES / "apps/smart-classroom", tmp_path / "a.zip"), Role.app_developer
+    )
     other_dev = live.add_user("otherdev", Role.app_developer)
     assert (await live.client.delete(f"/api/v1/apps/{app['id']}", headers=other_dev)).status_code == 403
     refused = await live.client.delete(f"/api/v1/models/{model['id']}", headers=live.headers(Role.ai_developer))
     assert refused.status_code == 409 and "smart-classroom" in refused.json()["error"]["message"]
     in_use_type = await live.client.delete("/api/v1/device-types/fan", headers=live.headers(Role.admin))
     assert in_use_type.status_code == 409
-    deprecated = await live.client.post(f"/api/v1/models/{model['id']}/deprecate",
-                                        headers=live.headers(Role.ai_developer))
+    deprecated = await live.client.post(
+        f"/api/v1/models/{model['id']}/deprecate", headers=live.headers(Role.ai_developer)
+    )
     assert deprecated.json()["status"] == "deprecated"
     listed = await live.client.get("/api/v1/models", headers=live.headers(Role.end_user))
     assert listed.json() == []
-    assert (await live.client.delete(f"/api/v1/apps/{app['id']}", headers=live.headers(Role.app_developer))
-            ).status_code == 204
-    assert (await live.client.delete(f"/api/v1/models/{model['id']}", headers=live.headers(Role.ai_developer))
-            ).status_code == 204
+    assert (
+        await live.client.delete(f"/api/v1/apps/{app['id']}", headers=live.headers(Role.app_developer))
+    ).status_code == 204
+    assert (
+        await live.client.delete(f"/api/v1/models/{model['id']}", headers=live.headers(Role.ai_developer))
+    ).status_code == 204
     assert await _objects(live) == []
     missing = await live.client.get(f"/api/v1/models/{model['id']}", headers=live.headers(Role.end_user))
     assert missing.status_code == 404

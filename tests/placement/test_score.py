@@ -8,17 +8,29 @@ from aiot.placement import NodeView, Request, choose
 
 
 def _nodes(**loads: float) -> list[NodeView]:
-    return [NodeView(node_id=f"nod_{name}", name=name, labels={"zone": "a" if name != "c" else "b"},
-                     capacity_cpu=4, capacity_memory_mb=8192, observed_cpu_percent=cpu)
-            for name, cpu in loads.items()]
+    return [
+        NodeView(
+            node_id=f"nod_{name}",
+            name=name,
+            labels={"zone": "a" if name != "c" else "b"},
+            capacity_cpu=4,
+            capacity_memory_mb=8192,
+            observed_cpu_percent=cpu,
+        )
+        for name, cpu in loads.items()
+    ]
 
 
 def _place(nodes: list[NodeView], count: int, group: str = "g", **request: object) -> Counter[str]:
     spread: Counter[str] = Counter()
     for i in range(count):
-        req = Request(workload_id=f"wl_{i}", cpu=float(request.get("cpu", 0.25)),
-                      memory_mb=int(request.get("memory_mb", 256)), group_id=f"{group}{i}" if group else "g",
-                      selector=dict(request.get("selector", {})))  # type: ignore[arg-type]
+        req = Request(
+            workload_id=f"wl_{i}",
+            cpu=float(request.get("cpu", 0.25)),
+            memory_mb=int(request.get("memory_mb", 256)),
+            group_id=f"{group}{i}" if group else "g",
+            selector=dict(request.get("selector", {})),
+        )  # type: ignore[arg-type]
         decision = choose(nodes, req)
         assert decision.node_id is not None, decision.reason
         chosen = next(n for n in nodes if n.node_id == decision.node_id)
@@ -71,9 +83,19 @@ def test_large_clusters_record_the_best_nodes_and_count_the_rest() -> None:
     from aiot.placement.score import DETAIL_NODES, NodeView, Request, _fast_score, choose, score_node
 
     rng = random.Random(7)
-    nodes = [NodeView(node_id=f"nod_{i}", name=f"n{i:04d}", labels={"zone": "a" if i % 4 else "b"},
-                      capacity_cpu=4, capacity_memory_mb=8192, observed_cpu_percent=rng.uniform(0, 90),
-                      reserved_cpu=rng.choice([0, 1, 3.9]), workloads=rng.randint(0, 10)) for i in range(500)]
+    nodes = [
+        NodeView(
+            node_id=f"nod_{i}",
+            name=f"n{i:04d}",
+            labels={"zone": "a" if i % 4 else "b"},
+            capacity_cpu=4,
+            capacity_memory_mb=8192,
+            observed_cpu_percent=rng.uniform(0, 90),
+            reserved_cpu=rng.choice([0, 1, 3.9]),
+            workloads=rng.randint(0, 10),
+        )
+        for i in range(500)
+    ]
     request = Request(workload_id="wl_x", cpu=0.5, memory_mb=256, group_id="dep_1", selector={"zone": "a"})
     assert all(_fast_score(n, request) == score_node(n, request)[0] for n in nodes)
     decision = choose(nodes, request)
@@ -94,18 +116,31 @@ def test_the_vectorised_placer_chooses_what_the_full_scoring_chooses() -> None:
     from aiot.placement.score import NodeView, Placer, Request, choose
 
     rng = random.Random(11)
-    nodes = [NodeView(node_id=f"nod_{i}", name=f"n{rng.randint(0, 99999):05d}-{i}",
-                      labels={"zone": rng.choice("abc"), "gpu": rng.choice(["yes", "no"])},
-                      capacity_cpu=rng.choice([2, 4, 8]), capacity_memory_mb=rng.choice([2048, 8192]),
-                      observed_cpu_percent=rng.uniform(0, 95), observed_memory_percent=rng.uniform(0, 95),
-                      reserved_cpu=rng.choice([0, 0.5, 1]), workloads=rng.randint(0, 5),
-                      groups={"dep_a": rng.randint(0, 1)}) for i in range(300)]
+    nodes = [
+        NodeView(
+            node_id=f"nod_{i}",
+            name=f"n{rng.randint(0, 99999):05d}-{i}",
+            labels={"zone": rng.choice("abc"), "gpu": rng.choice(["yes", "no"])},
+            capacity_cpu=rng.choice([2, 4, 8]),
+            capacity_memory_mb=rng.choice([2048, 8192]),
+            observed_cpu_percent=rng.uniform(0, 95),
+            observed_memory_percent=rng.uniform(0, 95),
+            reserved_cpu=rng.choice([0, 0.5, 1]),
+            workloads=rng.randint(0, 5),
+            groups={"dep_a": rng.randint(0, 1)},
+        )
+        for i in range(300)
+    ]
     reference = copy.deepcopy(nodes)
     placer = Placer(nodes)
     for step in range(200):
-        request = Request(workload_id=f"wl_{step}", cpu=rng.choice([0.25, 0.5, 1.0]),
-                          memory_mb=rng.choice([128, 512, 1024]), group_id=rng.choice(["dep_a", "dep_b", "dep_c"]),
-                          selector=rng.choice([{}, {"zone": "a"}, {"gpu": "yes", "zone": "b"}]))
+        request = Request(
+            workload_id=f"wl_{step}",
+            cpu=rng.choice([0.25, 0.5, 1.0]),
+            memory_mb=rng.choice([128, 512, 1024]),
+            group_id=rng.choice(["dep_a", "dep_b", "dep_c"]),
+            selector=rng.choice([{}, {"zone": "a"}, {"gpu": "yes", "zone": "b"}]),
+        )
         fast, full = placer.choose(request), choose(reference, request)
         assert (fast.node_id, fast.score) == (full.node_id, full.score), step
         if fast.node_id is not None:

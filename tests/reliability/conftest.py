@@ -31,8 +31,14 @@ EXAMPLES = HERE.parents[1] / "examples"
 ECHO = HERE / "fixtures" / "echo"
 ADMIN_PASSWORD = "admin-password-1"  # what tests.support.processes.platform_env sets
 USER_PASSWORD = "reliable-horse-battery-7"
-PEOPLE = {"ada": "ai_developer", "ada2": "ai_developer", "dev": "app_developer", "dev2": "app_developer",
-          "eve": "end_user", "eve2": "end_user"}
+PEOPLE = {
+    "ada": "ai_developer",
+    "ada2": "ai_developer",
+    "dev": "app_developer",
+    "dev2": "app_developer",
+    "eve": "end_user",
+    "eve2": "end_user",
+}
 ROLE_USER = {"admin": "admin", "ai_developer": "ada", "app_developer": "dev", "end_user": "eve"}
 
 
@@ -63,8 +69,15 @@ class Api:
             return {}
         return {"Authorization": f"Bearer {self.tokens[ROLE_USER.get(who, who)]}"}
 
-    def call(self, method: str, path: str, who: str | None = "admin", ok: tuple[int, ...] = (200, 201, 204),
-             timeout: float = 60, **kwargs: Any) -> httpx.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        who: str | None = "admin",
+        ok: tuple[int, ...] = (200, 201, 204),
+        timeout: float = 60,
+        **kwargs: Any,
+    ) -> httpx.Response:
         headers = {**self.h(who), **kwargs.pop("headers", {})}
         response = httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=timeout, **kwargs)
         if ok and response.status_code not in ok:
@@ -108,38 +121,51 @@ def populate(api: Api, work: Path, devices: int = 2) -> Population:
     pop.secrets["user password"] = USER_PASSWORD
     for kind in ("temperature", "light", "lamp", "fan", "ac"):
         api.call("POST", "/device-types", content=(EXAMPLES / "device-types" / f"{kind}.json").read_bytes())
-    pop.ids["location"] = api.call("POST", "/locations", json={"name": "School", "kind": "school",
-                                                               "timezone": "Asia/Kolkata"}).json()["id"]
+    pop.ids["location"] = api.call(
+        "POST", "/locations", json={"name": "School", "kind": "school", "timezone": "Asia/Kolkata"}
+    ).json()["id"]
     # `devices` thermometers, up to two lights, one of each controller; registered four at a time (each
     # registration hashes a password and updates the NATS users: the load test registers 100).
-    names = [(kind, i) for kind, count in (("temperature", devices), ("light", min(devices, 2)), ("lamp", 1),
-                                           ("fan", 1), ("ac", 1)) for i in range(count)]
+    names = [
+        (kind, i)
+        for kind, count in (("temperature", devices), ("light", min(devices, 2)), ("lamp", 1), ("fan", 1), ("ac", 1))
+        for i in range(count)
+    ]
 
     def register(kind: str, i: int) -> dict:
-        return api.call("POST", "/devices", json={"name": f"{kind}-{i}", "device_type": kind,
-                                                  "location": "School"}).json()
+        return api.call(
+            "POST", "/devices", json={"name": f"{kind}-{i}", "device_type": kind, "location": "School"}
+        ).json()
 
     with ThreadPoolExecutor(4) as pool:
         for (kind, i), made in zip(names, pool.map(lambda n: register(*n), names), strict=True):
             pop.devices[f"{kind}-{i}"] = made
             pop.secrets[f"device {kind}-{i} password"] = made["connect"]["password"]
     zip_headers = {"Content-Type": "application/zip"}
-    pop.ids["comfort"] = api.call("POST", "/models", "ada", content=zipped(EXAMPLES / "models" / "comfort", work),
-                                  headers=zip_headers).json()["id"]
-    pop.ids["echo"] = api.call("POST", "/models", "ada2", content=zipped(ECHO, work),
-                               headers=zip_headers).json()["id"]
-    pop.ids["app"] = api.call("POST", "/apps", "dev", content=zipped(EXAMPLES / "apps" / "smart-classroom", work),
-                              headers=zip_headers).json()["id"]
+    pop.ids["comfort"] = api.call(
+        "POST", "/models", "ada", content=zipped(EXAMPLES / "models" / "comfort", work), headers=zip_headers
+    ).json()["id"]
+    pop.ids["echo"] = api.call("POST", "/models", "ada2", content=zipped(ECHO, work), headers=zip_headers).json()["id"]
+    pop.ids["app"] = api.call(
+        "POST", "/apps", "dev", content=zipped(EXAMPLES / "apps" / "smart-classroom", work), headers=zip_headers
+    ).json()["id"]
     for person in ("eve", "dev"):  # eve binds her app there, dev looks at the devices (the load test's mix)
         api.call("POST", "/locations/School/grants", json={"user": person})
     bindings = {"temperature": [pop.devices["temperature-0"]["id"]], "light": [pop.devices["light-0"]["id"]]}
-    pop.ids["instance"] = api.call("POST", "/instances", "eve", json={
-        "app": "smart-classroom", "location": "School", "bindings": bindings}).json()["id"]
+    pop.ids["instance"] = api.call(
+        "POST", "/instances", "eve", json={"app": "smart-classroom", "location": "School", "bindings": bindings}
+    ).json()["id"]
     today = date.today()
-    spec = {"timezone": "Asia/Kolkata", "start_date": str(today + timedelta(days=30)),
-            "end_date": str(today + timedelta(days=40)), "times": ["09:00"], "duration_minutes": 30}
-    pop.ids["schedule"] = api.call("POST", "/schedules", "eve", json={"app_instance_id": pop.ids["instance"],
-                                                                      "spec": spec}).json()["id"]
+    spec = {
+        "timezone": "Asia/Kolkata",
+        "start_date": str(today + timedelta(days=30)),
+        "end_date": str(today + timedelta(days=40)),
+        "times": ["09:00"],
+        "duration_minutes": 30,
+    }
+    pop.ids["schedule"] = api.call(
+        "POST", "/schedules", "eve", json={"app_instance_id": pop.ids["instance"], "spec": spec}
+    ).json()["id"]
     pop.secrets["join token"] = api.call("POST", "/nodes/join-tokens").json()["token"]
     return pop
 

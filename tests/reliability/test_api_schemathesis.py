@@ -35,8 +35,9 @@ WHO = ("ai_developer", "app_developer", "end_user", None, "admin")
 EXCLUDED = {("POST", "/api/v1/auth/logout"), ("GET", "/api/v1/logs/stream")}
 DOCUMENT = create_app(None).openapi()  # type: ignore[arg-type]  # building the document needs no context
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
-OPERATIONS = {op.label: op for op in (r.ok() for r in SCHEMA.get_all_operations())
-              if (op.method.upper(), op.path) not in EXCLUDED}
+OPERATIONS = {
+    op.label: op for op in (r.ok() for r in SCHEMA.get_all_operations()) if (op.method.upper(), op.path) not in EXCLUDED
+}
 STATUSES: Counter[int] = Counter()
 _SESSION = requests.Session()
 
@@ -44,9 +45,12 @@ _SESSION = requests.Session()
 def _known_values(deployment: Deployment) -> dict[str, list[str]]:
     pop = deployment.pop
     return {
-        "user": ["eve", "ada", "admin"], "device_id": [d["id"] for d in pop.devices.values()][:3],
+        "user": ["eve", "ada", "admin"],
+        "device_id": [d["id"] for d in pop.devices.values()][:3],
         "ref": ["comfort", "echo:1.0.0", "smart-classroom", "School", "temperature", pop.ids["comfort"]],
-        "instance_id": [pop.ids["instance"]], "schedule_id": [pop.ids["schedule"]], "kind": ["model", "app"],
+        "instance_id": [pop.ids["instance"]],
+        "schedule_id": [pop.ids["schedule"]],
+        "kind": ["model", "app"],
     }
 
 
@@ -72,8 +76,9 @@ def test_the_served_document_is_the_one_fuzzed(deployment: Deployment) -> None:
 def test_operation_never_5xx_and_conforms_for_every_role(label: str, deployment: Deployment) -> None:
     op = OPERATIONS[label]
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(case=_strategies(op, deployment))
     def run(case: schemathesis.Case) -> None:
         for who in WHO:

@@ -53,8 +53,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("the disk-full test mounts a small tmpfs, which needs root")
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m,mode=0755", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m,mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"mounting a tmpfs is not permitted here ({done.stderr.strip()}); the disk-full test needs it")
     try:
@@ -72,8 +75,12 @@ def _platform(data_dir: Path, log_path: Path, port: int, **env: str) -> Iterator
     """`aiot up` on `data_dir` with its output in `log_path` (off the small disk); SIGTERM when the block ends."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(["nice", "-n", "5", AIOT, "up"], env=platform_env(data_dir, port, **env),
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["nice", "-n", "5", AIOT, "up"],
+            env=platform_env(data_dir, port, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield RunningPlatform(proc, port, log_path)
     finally:
@@ -122,16 +129,24 @@ def _disk_full_error(response: httpx.Response, what: str) -> dict:
 
 
 def test_a_disk_too_small_for_the_stream_limits_fails_with_one_line_naming_the_setting(
-        small_disk: Path, tmp_path: Path) -> None:
+    small_disk: Path, tmp_path: Path
+) -> None:
     data_dir = small_disk / "data"
     data_dir.mkdir()
     started = time.monotonic()
-    done = subprocess.run(["nice", "-n", "5", AIOT, "up"], env=platform_env(data_dir, free_port()),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["nice", "-n", "5", AIOT, "up"],
+        env=platform_env(data_dir, free_port()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     output = done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    print(f"\n[disk full] default limits on a {DISK_MB} MiB disk: exit {done.returncode} after "
-          f"{time.monotonic() - started:.1f}s: {errors}")
+    print(
+        f"\n[disk full] default limits on a {DISK_MB} MiB disk: exit {done.returncode} after "
+        f"{time.monotonic() - started:.1f}s: {errors}"
+    )
     assert done.returncode == 1, output
     assert "Traceback" not in output, output
     assert len(errors) == 1, output
@@ -155,8 +170,9 @@ def test_disk_full_clear_errors_no_corruption_and_recovery(small_disk: Path, tmp
         model_id = api.call("POST", "/models", "ada", content=comfort, headers=ZIP).json()["id"]
         api.call("POST", "/device-types", content=(EXAMPLES / "device-types" / "temperature.json").read_bytes())
         api.call("POST", "/locations", json={"name": "Lab", "kind": "school", "timezone": "UTC"})
-        device = api.call("POST", "/devices", json={"name": "t-0", "device_type": "temperature",
-                                                    "location": "Lab"}).json()
+        device = api.call(
+            "POST", "/devices", json={"name": "t-0", "device_type": "temperature", "location": "Lab"}
+        ).json()
         api.get("/users")
         api.get("/models", "ada")  # every token used once: its first-use stamp is written while there is room
         _publish(data_dir, device, range(20))
@@ -166,18 +182,23 @@ def test_disk_full_clear_errors_no_corruption_and_recovery(small_disk: Path, tmp
         filler = small_disk / "filler"
         filled = _fill(filler)
         free = shutil.disk_usage(small_disk).free
-        print(f"\n[disk full] filler {filled / 2**20:.1f} MiB, {free} bytes left "
-              f"({time.monotonic() - t0:.1f}s since start)")
+        print(
+            f"\n[disk full] filler {filled / 2**20:.1f} MiB, {free} bytes left "
+            f"({time.monotonic() - t0:.1f}s since start)"
+        )
         assert free < 64 * 1024
 
         started = time.monotonic()
         upload = api.call("POST", "/models", "ada", ok=(), timeout=30, content=comfort_2, headers=ZIP)
         body = _disk_full_error(upload, "a model upload")
-        user = api.call("POST", "/users", ok=(), timeout=30,
-                        json={"username": "bob", "password": USER_PASSWORD, "role": "end_user"})
+        user = api.call(
+            "POST", "/users", ok=(), timeout=30, json={"username": "bob", "password": USER_PASSWORD, "role": "end_user"}
+        )
         user_body = _disk_full_error(user, "a user creation")
-        print(f"[disk full] upload -> {upload.status_code} {body['message']!r}; user -> {user.status_code} "
-              f"{user_body['message']!r} ({time.monotonic() - started:.1f}s for both)")
+        print(
+            f"[disk full] upload -> {upload.status_code} {body['message']!r}; user -> {user.status_code} "
+            f"{user_body['message']!r} ({time.monotonic() - started:.1f}s for both)"
+        )
         # reads keep working, with the tokens issued before
         assert {m["id"] for m in api.get("/models", "ada")} == {model_id}
         assert "bob" not in {u["username"] for u in api.get("/users")}
@@ -192,8 +213,9 @@ def test_disk_full_clear_errors_no_corruption_and_recovery(small_disk: Path, tmp
         # ---- space returns: the same writes succeed, no restart
         filler.unlink()
         recovered = time.monotonic()
-        model_2 = wait_for("the upload to succeed once space returned", lambda: _retry_upload(api, comfort_2),
-                           timeout=30, every=0.5)
+        model_2 = wait_for(
+            "the upload to succeed once space returned", lambda: _retry_upload(api, comfort_2), timeout=30, every=0.5
+        )
         print(f"[disk full] upload accepted again {time.monotonic() - recovered:.1f}s after the filler went")
         api.call("POST", "/users", json={"username": "bob", "password": USER_PASSWORD, "role": "end_user"})
         api.login("bob", USER_PASSWORD)
@@ -249,12 +271,18 @@ def _publish(data_dir: Path, device: dict, values: range) -> None:
 
     async def run() -> None:
         state = json.loads((data_dir / "nats" / "state.json").read_text())
-        nc = await nats.connect(f"nats://127.0.0.1:{state['client_port']}", user=connect["username"],
-                                password=connect["password"], connect_timeout=5, max_reconnect_attempts=3)
+        nc = await nats.connect(
+            f"nats://127.0.0.1:{state['client_port']}",
+            user=connect["username"],
+            password=connect["password"],
+            connect_timeout=5,
+            max_reconnect_attempts=3,
+        )
         try:
             for value in values:
-                await nc.publish(connect["subjects"]["data"],
-                                 json.dumps({"ts": time.time(), "temperature": value}).encode())
+                await nc.publish(
+                    connect["subjects"]["data"], json.dumps({"ts": time.time(), "temperature": value}).encode()
+                )
             await nc.flush()
         finally:
             await nc.close()

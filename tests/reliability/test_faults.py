@@ -79,13 +79,19 @@ def _publish_readings(f: Faulty, count: int) -> None:
 
     async def run() -> None:
         state = json.loads((f.dep.data_dir / "nats" / "state.json").read_text())
-        nc = await nats.connect(f"nats://127.0.0.1:{state['client_port']}", user=connect["username"],
-                                password=connect["password"], connect_timeout=5, max_reconnect_attempts=3)
+        nc = await nats.connect(
+            f"nats://127.0.0.1:{state['client_port']}",
+            user=connect["username"],
+            password=connect["password"],
+            connect_timeout=5,
+            max_reconnect_attempts=3,
+        )
         try:
             for i in range(count):
                 value = (f.readings + i) % 80
-                await nc.publish(connect["subjects"]["data"], json.dumps({"ts": time.time(),
-                                                                          "temperature": value}).encode())
+                await nc.publish(
+                    connect["subjects"]["data"], json.dumps({"ts": time.time(), "temperature": value}).encode()
+                )
             await nc.flush()
         finally:
             await nc.close()
@@ -150,12 +156,17 @@ def test_setup_echo_serves_and_readings_reach_history(faulty: Faulty) -> None:
     _publish_readings(f, 20)
     wait_for("20 readings in the history", lambda: len(_history(f)) >= 20, 30)
     # A marker in the log stream: creating a user is logged by the control plane.
-    f.api.call("POST", "/users", json={"username": "marker-before-kill", "password": "marker-password-1",
-                                       "role": "end_user"})
+    f.api.call(
+        "POST", "/users", json={"username": "marker-before-kill", "password": "marker-password-1", "role": "end_user"}
+    )
     wait_for("the marker in the log stream", lambda: _log_has(f, "marker-before-kill"), 30)
     echo = f.api.call("GET", "/models/echo/download", "ada2").content
-    f.acknowledged.update(snapshot=_snapshot(f), history=len(_history(f)), echo_sha=hashlib.sha256(echo).hexdigest(),
-                          workload=running[0]["id"])
+    f.acknowledged.update(
+        snapshot=_snapshot(f),
+        history=len(_history(f)),
+        echo_sha=hashlib.sha256(echo).hexdigest(),
+        workload=running[0]["id"],
+    )
 
 
 def test_sigkill_of_the_control_plane_loses_nothing_and_runs_nothing_twice(faulty: Faulty) -> None:
@@ -211,8 +222,12 @@ def test_sigkill_of_the_embedded_nats_server_recovers_by_itself(faulty: Faulty) 
     echo = f.api.call("GET", "/models/echo/download", "ada2").content
     assert hashlib.sha256(echo).hexdigest() == f.acknowledged["echo_sha"]
     # Devices publish again (their NATS users were restored), and ingest picked them up again.
-    wait_for("new readings stored after the NATS restart",
-             lambda: _publish_readings(f, 3) or len(_history(f)) >= f.acknowledged["history"] + 3, 30, every=1.0)
+    wait_for(
+        "new readings stored after the NATS restart",
+        lambda: _publish_readings(f, 3) or len(_history(f)) >= f.acknowledged["history"] + 3,
+        30,
+        every=1.0,
+    )
     # The workload reconnected too (heartbeats flow again) and was not started a second time.
     workload = f.acknowledged["workload"]
 
@@ -239,8 +254,11 @@ def test_sigkill_of_a_workload_restarts_it_once(faulty: Faulty) -> None:
     restarts = f.api.get(f"/workloads/{workload}")["restarts"]
     with contextlib.suppress(psutil.NoSuchProcess):
         psutil.Process(pids[0]).kill()
-    again = wait_for("the echo server running again under a new pid",
-                     lambda: (p := serving_processes().get(workload)) and p[0] != pids[0] and p, 30)
+    again = wait_for(
+        "the echo server running again under a new pid",
+        lambda: (p := serving_processes().get(workload)) and p[0] != pids[0] and p,
+        30,
+    )
     running = wait_for("echo serving again", lambda: _echo_serving(f), 30)
     assert _predict(f, running[0]["endpoint"], 5) == 10
     assert len(again) == 1 and copies([workload])[workload] == 1

@@ -49,25 +49,33 @@ def sensor_type(draw: st.DrawFn) -> DeviceTypeDefinition:
 
 @st.composite
 def controller_type(draw: st.DrawFn) -> DeviceTypeDefinition:
-    commands = draw(st.dictionaries(NAMES, st.builds(lambda a: {"args": a}, st.dictionaries(NAMES, value_spec(),
-                                                                                            max_size=3)),
-                                    min_size=1, max_size=3))
-    return DeviceTypeDefinition.model_validate({"name": "fuzz-ctl", "kind": "controller", "commands": commands,
-                                                "state": draw(FIELDS)})
+    commands = draw(
+        st.dictionaries(
+            NAMES,
+            st.builds(lambda a: {"args": a}, st.dictionaries(NAMES, value_spec(), max_size=3)),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    return DeviceTypeDefinition.model_validate(
+        {"name": "fuzz-ctl", "kind": "controller", "commands": commands, "state": draw(FIELDS)}
+    )
 
 
 def value_for(spec: Any) -> st.SearchStrategy[Any]:
     """Mostly valid values for a field spec, sometimes anything at all (including unbounded integers)."""
     kind = spec.type
-    wild = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
-                     st.lists(st.integers(), max_size=2))
+    wild = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5), st.lists(st.integers(), max_size=2)
+    )
     if kind == "number":
         lo = spec.min if spec.min is not None else -1e6
         hi = spec.max if spec.max is not None else 1e6
         good = st.floats(lo, hi, allow_nan=False) | st.integers(int(lo), int(hi))
     elif kind == "integer":
-        good = st.integers(int(spec.min if spec.min is not None else -10**6),
-                           int(spec.max if spec.max is not None else 10**6))
+        good = st.integers(
+            int(spec.min if spec.min is not None else -(10**6)), int(spec.max if spec.max is not None else 10**6)
+        )
     elif kind == "string":
         good = st.sampled_from(spec.enum) if spec.enum else st.text(max_size=10)
     else:
@@ -84,8 +92,9 @@ TIMESTAMPS = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(220
 
 @FUZZ
 @given(st.data(), sensor_type(), TIMESTAMPS)
-def test_random_sensor_types_round_trip_or_refuse_cleanly(data: st.DataObject, type_def: DeviceTypeDefinition,
-                                                          ts: datetime) -> None:
+def test_random_sensor_types_round_trip_or_refuse_cleanly(
+    data: st.DataObject, type_def: DeviceTypeDefinition, ts: datetime
+) -> None:
     values = data.draw(values_for(type_def.fields))
     try:
         wire = codec.encode_reading(values, ts, type_def)
@@ -122,10 +131,17 @@ def test_random_commands_and_states_round_trip(data: st.DataObject, type_def: De
 
 
 @FUZZ
-@given(st.sampled_from(["jpeg", "png"]), st.binary(max_size=200), TIMESTAMPS,
-       st.integers(1, 0xFFFF), st.integers(1, 0xFFFF), st.data())
+@given(
+    st.sampled_from(["jpeg", "png"]),
+    st.binary(max_size=200),
+    TIMESTAMPS,
+    st.integers(1, 0xFFFF),
+    st.integers(1, 0xFFFF),
+    st.data(),
+)
 def test_frames_round_trip_and_every_truncation_or_flip_is_a_payload_error(
-        encoding: str, body: bytes, ts: datetime, width: int, height: int, data: st.DataObject) -> None:
+    encoding: str, body: bytes, ts: datetime, width: int, height: int, data: st.DataObject
+) -> None:
     image = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}[encoding] + body
     wire = codec.encode_frame(image, encoding, ts=ts, width=width, height=height)
     spec = {"encoding": encoding, "max_bytes": len(image)}
@@ -145,11 +161,21 @@ def test_frames_round_trip_and_every_truncation_or_flip_is_a_payload_error(
     assert pos >= 8  # magic, version, encoding and header length are always checked
 
 
-_TEMP = DeviceTypeDefinition.model_validate({"name": "tt", "kind": "sensor", "fields": {
-    "x": {"type": "number", "min": -100, "max": 100}, "n": {"type": "integer", "required": False}}})
-_LAMP = DeviceTypeDefinition.model_validate({"name": "ll", "kind": "controller",
-                                             "commands": {"set": {"args": {"level": {"type": "integer"}}}},
-                                             "state": {"level": {"type": "integer"}}})
+_TEMP = DeviceTypeDefinition.model_validate(
+    {
+        "name": "tt",
+        "kind": "sensor",
+        "fields": {"x": {"type": "number", "min": -100, "max": 100}, "n": {"type": "integer", "required": False}},
+    }
+)
+_LAMP = DeviceTypeDefinition.model_validate(
+    {
+        "name": "ll",
+        "kind": "controller",
+        "commands": {"set": {"args": {"level": {"type": "integer"}}}},
+        "state": {"level": {"type": "integer"}},
+    }
+)
 
 
 @FUZZ
@@ -158,10 +184,14 @@ def test_unbounded_integers_anywhere_are_payload_errors(big: int, other: int, wh
     """JSON integers have no size limit; a device may send 10**400 as a value or a timestamp."""
     obj: dict[str, Any] = {"x": 1, "n": other}
     obj[where] = big
-    for fn in (lambda p: codec.decode_reading(p, _TEMP), lambda p: codec.decode_command(p, _LAMP),
-               lambda p: codec.decode_state(p, _LAMP)):
-        payload = json.dumps({**obj, "cmd_id": "c", "command": "set", "args": {"level": big},
-                              "state": {"level": big}}).encode()
+    for fn in (
+        lambda p: codec.decode_reading(p, _TEMP),
+        lambda p: codec.decode_command(p, _LAMP),
+        lambda p: codec.decode_state(p, _LAMP),
+    ):
+        payload = json.dumps(
+            {**obj, "cmd_id": "c", "command": "set", "args": {"level": big}, "state": {"level": big}}
+        ).encode()
         with contextlib.suppress(PayloadError):
             fn(payload)
 
@@ -171,12 +201,17 @@ def test_unbounded_integers_anywhere_are_payload_errors(big: int, other: int, wh
 def test_huge_integer_literals(digits: int, where: str) -> None:
     big = "9" * digits
     payloads = {
-        "ts": f'{{"ts": {big}, "x": 1}}', "x": f'{{"x": {big}}}',
+        "ts": f'{{"ts": {big}, "x": 1}}',
+        "x": f'{{"x": {big}}}',
         "args": f'{{"cmd_id": "c", "command": "set", "args": {{"level": {big}}}, "ts": {big}}}',
         "state": f'{{"state": {{"level": {big}}}, "ts": -{big}}}',
     }
-    fn = {"ts": codec.decode_reading, "x": codec.decode_reading, "args": codec.decode_command,
-          "state": codec.decode_state}[where]
+    fn = {
+        "ts": codec.decode_reading,
+        "x": codec.decode_reading,
+        "args": codec.decode_command,
+        "state": codec.decode_state,
+    }[where]
     type_def = _TEMP if where in ("ts", "x") else _LAMP
     try:
         fn(payloads[where].encode(), type_def)
@@ -188,8 +223,7 @@ def test_huge_integer_literals(digits: int, where: str) -> None:
 def test_deeply_nested_json_is_a_payload_error(depth: int) -> None:
     for opener, closer in (("[", "]"), ('{"a":', "}")):
         payload = ('{"x": ' + opener * depth + "1" + closer * depth + "}").encode()
-        for fn, type_def in ((codec.decode_reading, _TEMP), (codec.decode_command, _LAMP),
-                             (codec.decode_state, _LAMP)):
+        for fn, type_def in ((codec.decode_reading, _TEMP), (codec.decode_command, _LAMP), (codec.decode_state, _LAMP)):
             with pytest.raises(PayloadError):
                 fn(payload, type_def)
 
@@ -222,18 +256,27 @@ def test_bit_flipped_readings_only_raise_payload_error(data: st.DataObject, type
 
 from platform_sdk import wire  # noqa: E402
 
-ANY_TS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30),
-                   st.lists(st.integers(), max_size=2), TIMESTAMPS.map(lambda t: t.isoformat()),
-                   st.integers(-(10**20), 10**20))
-JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                                 st.text(max_size=8)),
-                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                   max_size=3), max_leaves=10)
+ANY_TS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=30),
+    st.lists(st.integers(), max_size=2),
+    TIMESTAMPS.map(lambda t: t.isoformat()),
+    st.integers(-(10**20), 10**20),
+)
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
 
 
 def _sdk_payload(data: st.DataObject, keys: list[str]) -> bytes:
-    obj = data.draw(st.fixed_dictionaries({}, optional={k: (ANY_TS if k in ("ts", "received_at") else JSONISH)
-                                                         for k in keys}))
+    obj = data.draw(
+        st.fixed_dictionaries({}, optional={k: (ANY_TS if k in ("ts", "received_at") else JSONISH) for k in keys})
+    )
     return json.dumps(obj, allow_nan=True).encode()
 
 

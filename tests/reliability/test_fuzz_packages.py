@@ -33,15 +33,21 @@ from tests.artifacts.zipkit import (
     zip_bytes,
 )
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.data_too_large])
-CATALOG = StaticCatalog(models={"face-detector": ["1.0.0", "1.2.0", "not-a-version"]},
-                        device_types={"camera": "sensor", "alarm": "controller"})
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+CATALOG = StaticCatalog(
+    models={"face-detector": ["1.0.0", "1.2.0", "not-a-version"]},
+    device_types={"camera": "sensor", "alarm": "controller"},
+)
 LIMITS = UnpackLimits(max_files=40, max_total_bytes=256 * 1024, max_file_bytes=64 * 1024, max_depth=6)
 
 JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12))
-JSON = st.recursive(JSON_LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                           max_size=4), max_leaves=20)
+JSON = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 def _mutate(base: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
@@ -53,27 +59,62 @@ def _mutate(base: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
             out.pop(key)
         elif action == "random":
             out[key] = data.draw(JSON)
-    for key, value in data.draw(st.dictionaries(st.sampled_from(["format", "extra", "requirements", "kind",
-                                                                  "resources", "example", "entrypoint"]), JSON,
-                                                max_size=2)).items():
+    for key, value in data.draw(
+        st.dictionaries(
+            st.sampled_from(["format", "extra", "requirements", "kind", "resources", "example", "entrypoint"]),
+            JSON,
+            max_size=2,
+        )
+    ).items():
         out[key] = value
     return out
 
 
 SOURCES = st.one_of(
     st.just(PREDICTOR),
-    st.sampled_from(["", "class Model:\n    pass\n", "def predict(:\n", "x = (" * 200, "\x00", "import os\n" * 3,
-                     "class Model:\n    def predict(self, inputs):\n        return {}\n", "\ufeffclass Model: pass\n",
-                     "if True:\n    class Model:\n        def predict(self, i): return i\n"]),
+    st.sampled_from(
+        [
+            "",
+            "class Model:\n    pass\n",
+            "def predict(:\n",
+            "x = (" * 200,
+            "\x00",
+            "import os\n" * 3,
+            "class Model:\n    def predict(self, inputs):\n        return {}\n",
+            "\ufeffclass Model: pass\n",
+            "if True:\n    class Model:\n        def predict(self, i): return i\n",
+        ]
+    ),
     st.text(max_size=200),
 ).map(lambda s: s.encode("utf-8", "surrogatepass"))
-REQUIREMENTS = st.one_of(st.sampled_from(["", "numpy>=1.26\n", "-e .\n", "pkg @ https://x/y.whl\n", "===\n",
-                                          "# only a comment\n", "a" * 300 + "\n"]),
-                         st.text(max_size=80)).map(lambda s: s.encode("utf-8", "surrogatepass"))
+REQUIREMENTS = st.one_of(
+    st.sampled_from(
+        ["", "numpy>=1.26\n", "-e .\n", "pkg @ https://x/y.whl\n", "===\n", "# only a comment\n", "a" * 300 + "\n"]
+    ),
+    st.text(max_size=80),
+).map(lambda s: s.encode("utf-8", "surrogatepass"))
 EXTRA_NAMES = st.one_of(
-    st.sampled_from(["model.json", "app.json", "predictor.py", "main.py", "requirements.txt", "a/b.py",
-                     "../evil.py", "/abs.py", "dir/", "sub/model.json", "x\\y.py", "Model.JSON", "ü.py",
-                     "a/" * 10 + "deep.py", "nul\x00.py", "c:/x.py", "predictor.py/"]),
+    st.sampled_from(
+        [
+            "model.json",
+            "app.json",
+            "predictor.py",
+            "main.py",
+            "requirements.txt",
+            "a/b.py",
+            "../evil.py",
+            "/abs.py",
+            "dir/",
+            "sub/model.json",
+            "x\\y.py",
+            "Model.JSON",
+            "ü.py",
+            "a/" * 10 + "deep.py",
+            "nul\x00.py",
+            "c:/x.py",
+            "predictor.py/",
+        ]
+    ),
     st.text(min_size=1, max_size=20),
 )
 MODES = st.sampled_from([REGULAR] * 8 + [0, SYMLINK, DIRECTORY, FIFO])
@@ -149,7 +190,7 @@ def test_mutated_valid_archives_are_reported_not_crashed(kind: str, data: st.Dat
         raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
     elif how == "splice":
         start = data.draw(st.integers(0, len(raw)))
-        raw[start:start + data.draw(st.integers(0, 40))] = data.draw(st.binary(max_size=40))
+        raw[start : start + data.draw(st.integers(0, 40))] = data.draw(st.binary(max_size=40))
     else:
         raw += data.draw(st.binary(min_size=1, max_size=64))
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,8 +198,11 @@ def test_mutated_valid_archives_are_reported_not_crashed(kind: str, data: st.Dat
         archive.write_bytes(bytes(raw))
         listing = inspect_archive(archive, LIMITS)
         assert listing.ok or listing.problems or not listing.readable
-        report = (validate_model_package(archive, LIMITS) if kind == "model"
-                  else validate_app_package(archive, CATALOG, LIMITS))
+        report = (
+            validate_model_package(archive, LIMITS)
+            if kind == "model"
+            else validate_app_package(archive, CATALOG, LIMITS)
+        )
         _check_report(report, archive)
         if not report.ok:
             target = Path(tmp) / "never"
@@ -169,14 +213,19 @@ def test_mutated_valid_archives_are_reported_not_crashed(kind: str, data: st.Dat
 
 
 @FUZZ
-@given(st.one_of(
-    st.binary(max_size=300),
-    JSON.map(lambda v: json.dumps(v).encode()),
-    st.builds(lambda k, extra: json.dumps({"name": "thermo", "kind": k, **extra}).encode(),
-              st.sampled_from(["sensor", "controller", "actuator", 3]),
-              st.dictionaries(st.sampled_from(["fields", "frame", "commands", "state", "format", "description"]),
-                              JSON, max_size=3)),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        JSON.map(lambda v: json.dumps(v).encode()),
+        st.builds(
+            lambda k, extra: json.dumps({"name": "thermo", "kind": k, **extra}).encode(),
+            st.sampled_from(["sensor", "controller", "actuator", 3]),
+            st.dictionaries(
+                st.sampled_from(["fields", "frame", "commands", "state", "format", "description"]), JSON, max_size=3
+            ),
+        ),
+    )
+)
 def test_random_device_type_files_are_reported_not_crashed(raw: bytes) -> None:
     report = validate_device_type(raw, "fuzz.json")
     json.dumps(report.to_dict())

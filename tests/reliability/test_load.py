@@ -51,10 +51,17 @@ class Fleet:
         state = json.loads((dep.data_dir / "nats" / "state.json").read_text())
         url = f"nats://127.0.0.1:{state['client_port']}"
         self.sims = [
-            SimDevice(device_id=made["id"], model="temperature", options={"rate": 1.0},
-                      connection=Connection(nats_url=url, username=made["connect"]["username"],
-                                            password=made["connect"]["password"]))
-            for name, made in dep.pop.devices.items() if name.startswith("temperature-")]
+            SimDevice(
+                device_id=made["id"],
+                model="temperature",
+                options={"rate": 1.0},
+                connection=Connection(
+                    nats_url=url, username=made["connect"]["username"], password=made["connect"]["password"]
+                ),
+            )
+            for name, made in dep.pop.devices.items()
+            if name.startswith("temperature-")
+        ]
         self.sent = 0
         self.errors = 0
         self._thread: threading.Thread | None = None
@@ -79,25 +86,54 @@ def _stored_readings(dep: Deployment, fleet: Fleet) -> int:
 def _mix(dep: Deployment) -> dict[str, list[tuple[str, str, dict | None]]]:
     """Per role: (method, path, json body) requests, cycled by each client of that role."""
     ids, device = dep.pop.ids, dep.pop.devices["temperature-0"]["id"]
-    preview = {"spec": {"timezone": "Asia/Kolkata", "start_date": "2030-01-01", "end_date": "2030-01-31",
-                        "times": ["09:00", "15:00"], "duration_minutes": 30}, "count": 5}
-    browse = [("GET", "/models", None), ("GET", "/apps", None), ("GET", "/device-types", None),
-              ("GET", "/locations", None), ("GET", "/auth/me", None)]
+    preview = {
+        "spec": {
+            "timezone": "Asia/Kolkata",
+            "start_date": "2030-01-01",
+            "end_date": "2030-01-31",
+            "times": ["09:00", "15:00"],
+            "duration_minutes": 30,
+        },
+        "count": 5,
+    }
+    browse = [
+        ("GET", "/models", None),
+        ("GET", "/apps", None),
+        ("GET", "/device-types", None),
+        ("GET", "/locations", None),
+        ("GET", "/auth/me", None),
+    ]
     return {
-        "end_user": browse + [("GET", "/instances", None), ("GET", f"/instances/{ids['instance']}", None),
-                              ("GET", "/schedules", None), ("POST", "/schedules/preview", preview),
-                              ("GET", f"/devices/{device}/latest", None)],
-        "app_developer": browse + [("GET", "/apps/smart-classroom", None), ("GET", "/devices", None),
-                                   ("GET", f"/devices/{device}/history?limit=50", None)],
-        "ai_developer": browse + [("GET", "/models/comfort", None), ("GET", "/deployments", None),
-                                  ("GET", "/logs?limit=50", None)],
-        "admin": browse + [("GET", "/status", None), ("GET", "/users", None), ("GET", "/nodes", None),
-                           ("GET", "/logs?limit=50", None)],
+        "end_user": browse
+        + [
+            ("GET", "/instances", None),
+            ("GET", f"/instances/{ids['instance']}", None),
+            ("GET", "/schedules", None),
+            ("POST", "/schedules/preview", preview),
+            ("GET", f"/devices/{device}/latest", None),
+        ],
+        "app_developer": browse
+        + [
+            ("GET", "/apps/smart-classroom", None),
+            ("GET", "/devices", None),
+            ("GET", f"/devices/{device}/history?limit=50", None),
+        ],
+        "ai_developer": browse
+        + [("GET", "/models/comfort", None), ("GET", "/deployments", None), ("GET", "/logs?limit=50", None)],
+        "admin": browse
+        + [("GET", "/status", None), ("GET", "/users", None), ("GET", "/nodes", None), ("GET", "/logs?limit=50", None)],
     }
 
 
-async def _client(url: str, token: str, requests: list[tuple[str, str, dict | None]], until: float,
-                  latencies: list[float], failures: Counter[str], offset: int) -> None:
+async def _client(
+    url: str,
+    token: str,
+    requests: list[tuple[str, str, dict | None]],
+    until: float,
+    latencies: list[float],
+    failures: Counter[str],
+    offset: int,
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers=headers, timeout=30) as client:
         for method, path, body in itertools.islice(itertools.cycle(requests), offset, None):
@@ -130,24 +166,47 @@ def test_fifty_concurrent_clients_no_errors(dep: Deployment, tmp_path: Path) -> 
     async def run() -> float:
         started = time.monotonic()
         until = started + SECONDS
-        await asyncio.gather(*(
-            _client(dep.plane.url, dep.api.tokens[ROLE_USER[roles[i % 4]]], mix[roles[i % 4]], until, latencies,
-                    failures, offset=i)
-            for i in range(CLIENTS)))
+        await asyncio.gather(
+            *(
+                _client(
+                    dep.plane.url,
+                    dep.api.tokens[ROLE_USER[roles[i % 4]]],
+                    mix[roles[i % 4]],
+                    until,
+                    latencies,
+                    failures,
+                    offset=i,
+                )
+                for i in range(CLIENTS)
+            )
+        )
         return time.monotonic() - started
 
     fleet.start(SECONDS)
     elapsed = asyncio.run(run())
     fleet.join()
     # A backlog is late, not lost: wait while the stored count still moves.
-    stored = wait_for("every reading in the history",
-                      lambda: (n := _stored_readings(dep, fleet) - stored_before) >= fleet.sent and n, 60, every=2.0)
-    summary = {"clients": CLIENTS, "seconds": round(elapsed, 1), "requests": len(latencies) + sum(failures.values()),
-               "errors": sum(failures.values()), "rps": round(len(latencies) / elapsed, 1),
-               "p50_ms": round(_pct(latencies, 50) * 1000, 1), "p95_ms": round(_pct(latencies, 95) * 1000, 1),
-               "p99_ms": round(_pct(latencies, 99) * 1000, 1), "max_ms": round(max(latencies) * 1000, 1),
-               "devices": DEVICES, "readings_sent": fleet.sent, "readings_stored": stored,
-               "publish_errors": fleet.errors}
+    stored = wait_for(
+        "every reading in the history",
+        lambda: (n := _stored_readings(dep, fleet) - stored_before) >= fleet.sent and n,
+        60,
+        every=2.0,
+    )
+    summary = {
+        "clients": CLIENTS,
+        "seconds": round(elapsed, 1),
+        "requests": len(latencies) + sum(failures.values()),
+        "errors": sum(failures.values()),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(_pct(latencies, 50) * 1000, 1),
+        "p95_ms": round(_pct(latencies, 95) * 1000, 1),
+        "p99_ms": round(_pct(latencies, 99) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "devices": DEVICES,
+        "readings_sent": fleet.sent,
+        "readings_stored": stored,
+        "publish_errors": fleet.errors,
+    }
     print("\nload: " + json.dumps(summary))
     (tmp_path / "load-summary.json").write_text(json.dumps(summary))
     assert not failures, failures.most_common(10)

@@ -64,7 +64,7 @@ def partitionable_namespace() -> Iterator[Namespace]:
     """A network namespace with a veth pair to the host (10.231.X.1/30 here, .2 inside), removed afterwards."""
     if shutil.which("ip") is None:
         pytest.skip("iproute2 (`ip`) is not installed")
-    tag = f"{os.getpid() % 100000}{random.randint(0, 0xfff):03x}"
+    tag = f"{os.getpid() % 100000}{random.randint(0, 0xFFF):03x}"
     ns = Namespace(f"aiot-part-{tag}", f"vh{tag}", "", "")
     made = _ip("netns", "add", ns.name, check=False)
     if made.returncode != 0:
@@ -99,20 +99,29 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
     with partitionable_namespace() as ns:
         data_dir = tmp_path / "data"
         port = free_port()
-        with start_platform(data_dir, port, ("--nodes", "1"), AIOT_NODE_GRACE_SECONDS=str(int(GRACE)),
-                            AIOT_HOST="0.0.0.0", AIOT_NATS_HOST="0.0.0.0") as plane:
+        with start_platform(
+            data_dir,
+            port,
+            ("--nodes", "1"),
+            AIOT_NODE_GRACE_SECONDS=str(int(GRACE)),
+            AIOT_HOST="0.0.0.0",
+            AIOT_NATS_HOST="0.0.0.0",
+        ) as plane:
             plane.wait_healthy(60)
-            token = httpx.post(f"{plane.url}/api/v1/auth/login",
-                               json={"username": "admin", "password": "admin-password-1"}).json()["token"]
+            token = httpx.post(
+                f"{plane.url}/api/v1/auth/login", json={"username": "admin", "password": "admin-password-1"}
+            ).json()["token"]
             cluster = Cluster(plane, data_dir, token)
-            cluster.wait("the local node ready",
-                         lambda: [n for n in cluster.get("/nodes") if n["status"] == "ready"], timeout=60)
+            cluster.wait(
+                "the local node ready", lambda: [n for n in cluster.get("/nodes") if n["status"] == "ready"], timeout=60
+            )
             # One replica first, on the host's node: it builds comfort's environment (the namespace has no route
             # to PyPI) into the env cache that the namespaced agent then shares.
             cluster.push_model("comfort")
             cluster.post("/models/comfort/deploy", json={"replicas": 1})
-            cluster.wait("comfort running on the host node", lambda: len(_placement(cluster)) == 1,
-                         timeout=240, every=0.5)
+            cluster.wait(
+                "comfort running on the host node", lambda: len(_placement(cluster)) == 1, timeout=240, every=0.5
+            )
             host_node = next(iter(_placement(cluster).values()))
 
             nats_port = cluster.nats()["url"].rsplit(":", 1)[1]
@@ -123,22 +132,53 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
             agent_log_path = tmp_path / "partitioned-agent.log"
             with agent_log_path.open("wb") as agent_log:
                 agent = subprocess.Popen(
-                    ["ip", "netns", "exec", ns.name, AIOT, "node", "join", "--server", f"http://{ns.host_ip}:{port}",
-                     "--name", "partitioned", "--data-dir", str(tmp_path / "node"),
-                     "--env-cache", str(data_dir / "envs"), "--nats-url", f"nats://{ns.host_ip}:{nats_port}"],
-                    env=env, stdout=agent_log, stderr=subprocess.STDOUT)
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns.name,
+                        AIOT,
+                        "node",
+                        "join",
+                        "--server",
+                        f"http://{ns.host_ip}:{port}",
+                        "--name",
+                        "partitioned",
+                        "--data-dir",
+                        str(tmp_path / "node"),
+                        "--env-cache",
+                        str(data_dir / "envs"),
+                        "--nats-url",
+                        f"nats://{ns.host_ip}:{nats_port}",
+                    ],
+                    env=env,
+                    stdout=agent_log,
+                    stderr=subprocess.STDOUT,
+                )
 
             def agent_tail() -> str:
                 return "\n--- partitioned agent ---\n" + agent_log_path.read_text(errors="replace")[-3000:]
 
             try:
-                far = cluster.wait("the namespaced node ready", lambda: next(
-                    (n["id"] for n in cluster.get("/nodes") if n["name"] == "partitioned" and n["status"] == "ready"),
-                    None), timeout=60)
+                far = cluster.wait(
+                    "the namespaced node ready",
+                    lambda: next(
+                        (
+                            n["id"]
+                            for n in cluster.get("/nodes")
+                            if n["name"] == "partitioned" and n["status"] == "ready"
+                        ),
+                        None,
+                    ),
+                    timeout=60,
+                )
                 cluster.post("/models/comfort/deploy", json={"replicas": 2})  # the new replica spreads to it
-                placed = cluster.wait("a replica running on each node", lambda: (
-                    p := _placement(cluster)) and sorted(p.values()) == sorted([host_node, far]) and p,
-                    timeout=90, every=0.5)
+                placed = cluster.wait(
+                    "a replica running on each node",
+                    lambda: (p := _placement(cluster)) and sorted(p.values()) == sorted([host_node, far]) and p,
+                    timeout=90,
+                    every=0.5,
+                )
                 moved = next(w for w, node in placed.items() if node == far)
                 workload_ids = list(placed)
                 assert copies(workload_ids) == {w: 1 for w in workload_ids}, serving_processes()
@@ -153,8 +193,12 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
                     nodes = {n["id"]: n["status"] for n in cluster.get("/nodes")}
                     return nodes.get(far) == "lost" and _placement(cluster, stale).get(moved) == host_node
 
-                cluster.wait("the partitioned node lost and its replica running on the host node", rescheduled,
-                             timeout=GRACE + 30, every=0.2)
+                cluster.wait(
+                    "the partitioned node lost and its replica running on the host node",
+                    rescheduled,
+                    timeout=GRACE + 30,
+                    every=0.2,
+                )
                 to_rescheduled = time.monotonic() - started
                 # While it moves, the API must not call it running on the new node before that node says so.
                 assert not stale, [(w["id"], w["node_id"], w["state"], w["generation"]) for w in stale[:3]]
@@ -165,11 +209,18 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
                 # ---- heal
                 healed = time.monotonic()
                 _ip("link", "set", ns.host_veth, "up")
-                cluster.wait("the partitioned agent to stop its stale copy", lambda: copies(workload_ids)[moved] == 1,
-                             timeout=45, every=0.2)
+                cluster.wait(
+                    "the partitioned agent to stop its stale copy",
+                    lambda: copies(workload_ids)[moved] == 1,
+                    timeout=45,
+                    every=0.2,
+                )
                 to_stopped = time.monotonic() - healed
-                cluster.wait("the namespaced node ready again", lambda: {
-                    n["id"]: n["status"] for n in cluster.get("/nodes")}.get(far) == "ready", timeout=30)
+                cluster.wait(
+                    "the namespaced node ready again",
+                    lambda: {n["id"]: n["status"] for n in cluster.get("/nodes")}.get(far) == "ready",
+                    timeout=30,
+                )
                 time.sleep(3)  # a few more reconcile passes: nothing comes back
                 final = copies(workload_ids)
                 assert final == {w: 1 for w in workload_ids}, (final, serving_processes(), agent_tail())
@@ -177,8 +228,10 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
                 assert all(w["node_id"] == host_node and w["state"] == "running" for w in workloads), workloads
                 log = agent_log_path.read_text(errors="replace")
                 assert f"stopping workload {moved}" in log, agent_tail()
-                print(f"\npartition -> node lost and replica running on the host node in {to_rescheduled:.1f}s "
-                      f"(grace {GRACE:.0f}s); heal -> stale copy stopped in {to_stopped:.1f}s")
+                print(
+                    f"\npartition -> node lost and replica running on the host node in {to_rescheduled:.1f}s "
+                    f"(grace {GRACE:.0f}s); heal -> stale copy stopped in {to_stopped:.1f}s"
+                )
             finally:
                 agent.terminate()
                 try:

@@ -49,9 +49,18 @@ def test_an_end_user_cannot_see_or_touch_another_users_instances_and_schedules(d
         ("GET", f"/schedules/{sched}/occurrences"): {},
         ("PATCH", f"/schedules/{sched}"): {"json": {"enabled": False}},
         ("DELETE", f"/schedules/{sched}"): {},
-        ("POST", "/schedules"): {"json": {"app_instance_id": inst, "spec": {
-            "timezone": "UTC", "start_date": "2030-01-01", "end_date": "2030-01-02", "times": ["09:00"],
-            "duration_minutes": 10}}},
+        ("POST", "/schedules"): {
+            "json": {
+                "app_instance_id": inst,
+                "spec": {
+                    "timezone": "UTC",
+                    "start_date": "2030-01-01",
+                    "end_date": "2030-01-02",
+                    "times": ["09:00"],
+                    "duration_minutes": 10,
+                },
+            }
+        },
         ("GET", f"/logs?app_instance_id={inst}"): {},
     }
     got = {f"{m} {p}": _status(dep, m, p, "eve2", **kw) for (m, p), kw in refused.items()}
@@ -72,8 +81,7 @@ def test_developers_cannot_delete_deprecate_download_or_deploy_anothers_packages
     got: dict[str, int] = {}
     for who, kind, ref in cases:
         for method, suffix, kwargs in (("DELETE", "", {}), ("POST", "/deprecate", {}), ("GET", "/download", {})):
-            got[f"{who} {method} /{kind}/{ref}{suffix}"] = _status(dep, method, f"/{kind}/{ref}{suffix}", who,
-                                                                    **kwargs)
+            got[f"{who} {method} /{kind}/{ref}{suffix}"] = _status(dep, method, f"/{kind}/{ref}{suffix}", who, **kwargs)
         if kind == "models":
             got[f"{who} deploy {ref}"] = _status(dep, "POST", f"/models/{ref}/deploy", who, json={"replicas": 1})
     assert all(code in DENIED for code in got.values()), got
@@ -113,10 +121,12 @@ def _secrets(dep: Deployment) -> dict[str, str]:
             found[f"{name} (secret part)"] = value.rsplit(".", 1)[1]
     secret = platform_secret(Settings(data_dir=dep.data_dir))
     for workload in dep.api.get("/workloads"):
-        found[f"workload {workload['id']} NATS password"] = workload_password(secret, workload["id"],
-                                                                              workload.get("generation", 1))
-    found["platform NATS password"] = json.loads(
-        (dep.data_dir / "nats" / "platform-credentials.json").read_text())["password"]
+        found[f"workload {workload['id']} NATS password"] = workload_password(
+            secret, workload["id"], workload.get("generation", 1)
+        )
+    found["platform NATS password"] = json.loads((dep.data_dir / "nats" / "platform-credentials.json").read_text())[
+        "password"
+    ]
     found["platform secret key"] = secret.decode()
     return found
 
@@ -132,11 +142,17 @@ def test_secrets_never_appear_in_api_responses_logs_or_stdout(dep: Deployment) -
     device = dep.pop.devices["temperature-0"]
     rotated = api.call("POST", f"/devices/{device['id']}/credentials/rotate").json()
     issued = json.dumps(rotated)
-    api.call("POST", "/auth/login", None, ok=(401,), json={"username": "eve", "password": dep.pop.secrets[
-        "admin password"]})
+    api.call(
+        "POST", "/auth/login", None, ok=(401,), json={"username": "eve", "password": dep.pop.secrets["admin password"]}
+    )
     api.call("GET", "/auth/me", None, ok=(401,), headers={"Authorization": f"Bearer {api.tokens['eve']}x"})
-    api.call("POST", "/auth/password", "eve2", ok=(204,), json={"current_password": dep.pop.secrets["user password"],
-                                                               "new_password": "another-long-password-9"})
+    api.call(
+        "POST",
+        "/auth/password",
+        "eve2",
+        ok=(204,),
+        json={"current_password": dep.pop.secrets["user password"], "new_password": "another-long-password-9"},
+    )
     dep.pop.secrets["eve2 new password"] = "another-long-password-9"
     secrets = _secrets(dep)
     new_password = next((v for k, v in rotated.get("connect", rotated).items() if "password" in k), None)
@@ -144,11 +160,31 @@ def test_secrets_never_appear_in_api_responses_logs_or_stdout(dep: Deployment) -
     secrets["rotated device password"] = new_password
     # Every GET that lists or shows something, as admin (who sees the most) and as each other role.
     ids = dep.pop.ids
-    paths = ["/users", "/users/eve", "/auth/me", "/auth/tokens", "/devices", f"/devices/{device['id']}",
-             "/device-types", "/locations", "/models", "/models/comfort", "/apps", "/apps/smart-classroom",
-             "/instances", f"/instances/{ids['instance']}", "/schedules", f"/schedules/{ids['schedule']}",
-             "/deployments", "/deployments/echo", "/workloads", "/nodes", "/outbox", "/status",
-             "/agent/assignments"]
+    paths = [
+        "/users",
+        "/users/eve",
+        "/auth/me",
+        "/auth/tokens",
+        "/devices",
+        f"/devices/{device['id']}",
+        "/device-types",
+        "/locations",
+        "/models",
+        "/models/comfort",
+        "/apps",
+        "/apps/smart-classroom",
+        "/instances",
+        f"/instances/{ids['instance']}",
+        "/schedules",
+        f"/schedules/{ids['schedule']}",
+        "/deployments",
+        "/deployments/echo",
+        "/workloads",
+        "/nodes",
+        "/outbox",
+        "/status",
+        "/agent/assignments",
+    ]
     paths += [f"/workloads/{w['id']}" for w in api.get("/workloads")]
     seen = 0
     for who in ("admin", "ai_developer", "app_developer", "end_user"):
@@ -156,6 +192,7 @@ def test_secrets_never_appear_in_api_responses_logs_or_stdout(dep: Deployment) -
             response = api.call("GET", path, who, ok=())
             seen += 1
             assert not _leaks(response.text, secrets), (who, path, _leaks(response.text, secrets))
+
     # The log stream (everything the platform's services logged, as an admin sees it) and stdout.
     def logged() -> dict | None:
         body = api.get("/logs?limit=1000")
@@ -170,5 +207,7 @@ def test_secrets_never_appear_in_api_responses_logs_or_stdout(dep: Deployment) -
     assert not _leaks(stdout, secrets), _leaks(stdout, secrets)
     # The scan means something: the stream and stdout are not empty, and the API really does issue secrets.
     assert records["count"] >= 10 and len(stdout) > 1000
-    print(f"\nsecret scan: {len(secrets)} secrets x {seen} API responses, {records['count']} log records, "
-          f"{len(stdout)} bytes of stdout: no leak")
+    print(
+        f"\nsecret scan: {len(secrets)} secrets x {seen} API responses, {records['count']} log records, "
+        f"{len(stdout)} bytes of stdout: no leak"
+    )

@@ -56,8 +56,9 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicated]
     tmp = tmp_path_factory.mktemp("replicas")
     data_dir, port = tmp / "data", free_port()
     with contextlib.ExitStack() as stack:
-        plane = stack.enter_context(start_platform(data_dir, port, ("--without", "scheduler", "--without",
-                                                                    "log-collector")))
+        plane = stack.enter_context(
+            start_platform(data_dir, port, ("--without", "scheduler", "--without", "log-collector"))
+        )
         plane.wait_healthy(60)
         api = Api(plane.url)
         pop = populate(api, tmp, devices=1)
@@ -84,12 +85,25 @@ def test_sigkill_of_the_scheduler_replica_running_a_run_hands_it_to_the_other(re
         time.sleep(61 - now.second)
         now = datetime.now(UTC)
     # A two-minute run that began at the top of this minute: due now (late by under a minute, within the deadline).
-    spec = {"timezone": "UTC", "start_date": str(now.date()), "end_date": str(now.date()),
-            "times": [now.strftime("%H:%M")], "duration_minutes": 2}
-    schedule = r.api.call("POST", "/schedules", "eve", json={"app_instance_id": r.instance, "spec": spec,
-                                                             "policy": {"late_start_deadline_s": 120}}).json()["id"]
-    claimed = wait_for("the run claimed by one replica", lambda: [
-        o for o in _occurrences(r, schedule) if o["state"] in ("starting", "started")], 20, every=0.05)
+    spec = {
+        "timezone": "UTC",
+        "start_date": str(now.date()),
+        "end_date": str(now.date()),
+        "times": [now.strftime("%H:%M")],
+        "duration_minutes": 2,
+    }
+    schedule = r.api.call(
+        "POST",
+        "/schedules",
+        "eve",
+        json={"app_instance_id": r.instance, "spec": spec, "policy": {"late_start_deadline_s": 120}},
+    ).json()["id"]
+    claimed = wait_for(
+        "the run claimed by one replica",
+        lambda: [o for o in _occurrences(r, schedule) if o["state"] in ("starting", "started")],
+        20,
+        every=0.05,
+    )
     assert len(claimed) == 1 and len(_occurrences(r, schedule)) == 1
     pids = {p.proc.pid: p for p in r.replicas["scheduler"]}
     killed_pid = int(claimed[0]["fired_by"].split(":")[1])
@@ -102,9 +116,11 @@ def test_sigkill_of_the_scheduler_replica_running_a_run_hands_it_to_the_other(re
     wait_for("the run started", lambda: _occurrences(r, schedule)[0]["state"] == "started", 40)
     assert r.api.get(f"/instances/{r.instance}", "eve")["state"] == "running"
     end = datetime.fromisoformat(claimed[0]["end_utc"])
-    stopped = wait_for("the run stopped by the surviving replica",
-                       lambda: [o for o in _occurrences(r, schedule) if o["state"] == "stopped"],
-                       max(0.0, (end - datetime.now(UTC)).total_seconds()) + 20)
+    stopped = wait_for(
+        "the run stopped by the surviving replica",
+        lambda: [o for o in _occurrences(r, schedule) if o["state"] == "stopped"],
+        max(0.0, (end - datetime.now(UTC)).total_seconds()) + 20,
+    )
     assert len(stopped) == 1 and stopped[0]["id"] == claimed[0]["id"]
     assert datetime.fromisoformat(stopped[0]["stopped_at"]) >= end - timedelta(seconds=1)
     wait_for("the instance stopped", lambda: r.api.get(f"/instances/{r.instance}", "eve")["state"] == "idle", 30)
@@ -122,10 +138,16 @@ def test_sigkill_of_a_log_collector_replica_loses_no_record(replicated: Replicat
     victim = r.replicas["log-collector"][0]
     victim.kill(signal.SIGKILL)
     # Records logged while a collector is dead reach the stream (the collector archives it, it does not carry it).
-    r.api.call("POST", "/users", json={"username": "logged-while-collector-dead", "password": "marker-password-1",
-                                       "role": "end_user"})
-    wait_for("the record in the log stream",
-             lambda: r.api.get("/logs?text=logged-while-collector-dead&limit=10")["count"] > 0, 30)
+    r.api.call(
+        "POST",
+        "/users",
+        json={"username": "logged-while-collector-dead", "password": "marker-password-1", "role": "end_user"},
+    )
+    wait_for(
+        "the record in the log stream",
+        lambda: r.api.get("/logs?text=logged-while-collector-dead&limit=10")["count"] > 0,
+        30,
+    )
     survivor = r.replicas["log-collector"][1]
     assert survivor.proc.poll() is None
     replacement = r.start_replica("log-collector")

@@ -104,34 +104,48 @@ def add_instances(db: Database, count: int = 1, owner_id: str | None = None) -> 
             session.flush()
             owner_id = owner.id
         location = Location(name=new_id("loc"))
-        app = AppPackage(name=new_id("app").lower(), version="1.0.0", sha256="0" * 64, size=1,
-                         manifest={}, kind="backend")
+        app = AppPackage(
+            name=new_id("app").lower(), version="1.0.0", sha256="0" * 64, size=1, manifest={}, kind="backend"
+        )
         session.add_all([location, app])
         session.flush()
         session.add(LocationGrant(location_id=location.id, user_id=owner_id))  # owners bind only where granted
-        instances = [AppInstance(app_id=app.id, location_id=location.id, owner_id=owner_id, name=f"i{n}")
-                     for n in range(count)]
+        instances = [
+            AppInstance(app_id=app.id, location_id=location.id, owner_id=owner_id, name=f"i{n}") for n in range(count)
+        ]
         session.add_all(instances)
         session.flush()
         return [i.id for i in instances]
 
 
-def add_schedule(db: Database, instance_id: str, spec: dict, *, deadline: int = 300,
-                 overlap: OverlapPolicy = OverlapPolicy.forbid, active_since: datetime,
-                 now: datetime | None = None) -> str:
+def add_schedule(
+    db: Database,
+    instance_id: str,
+    spec: dict,
+    *,
+    deadline: int = 300,
+    overlap: OverlapPolicy = OverlapPolicy.forbid,
+    active_since: datetime,
+    now: datetime | None = None,
+) -> str:
     parsed = parse_spec(spec, now or active_since)
     with db.session() as session:
         owner = session.get(AppInstance, instance_id).owner_id
-        row = Schedule(app_instance_id=instance_id, owner_id=owner, spec=parsed.model_dump(mode="json"),
-                       timezone=parsed.timezone, late_start_deadline_s=deadline, overlap=overlap,
-                       active_since=active_since)
+        row = Schedule(
+            app_instance_id=instance_id,
+            owner_id=owner,
+            spec=parsed.model_dump(mode="json"),
+            timezone=parsed.timezone,
+            late_start_deadline_s=deadline,
+            overlap=overlap,
+            active_since=active_since,
+        )
         session.add(row)
         session.flush()
         return row.id
 
 
-def make_service(db: Database, controller: RecordingController, clock: SimClock, **kwargs: object
-                 ) -> SchedulerService:
+def make_service(db: Database, controller: RecordingController, clock: SimClock, **kwargs: object) -> SchedulerService:
     service = SchedulerService(controller, clock=clock, **kwargs)  # type: ignore[arg-type]
     service.attach(ServiceContext(settings=Settings(database_url=db.url), db=db))
     return service

@@ -53,8 +53,13 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
 
 def body(instance: str, **spec: object) -> dict:
     today = datetime.now(UTC).date()
-    base = {"timezone": "Asia/Kolkata", "start_date": str(today), "end_date": str(today + timedelta(days=30)),
-            "times": ["09:00"], "duration_minutes": 60}
+    base = {
+        "timezone": "Asia/Kolkata",
+        "start_date": str(today),
+        "end_date": str(today + timedelta(days=30)),
+        "times": ["09:00"],
+        "duration_minutes": 60,
+    }
     return {"app_instance_id": instance, "spec": {**base, **spec}}
 
 
@@ -68,22 +73,38 @@ def test_every_route_declares_its_audience() -> None:
 
 async def test_preview_three_times_a_day_and_kolkata(api: Api) -> None:
     today = datetime.now(UTC).date()
-    spec = {"timezone": "Europe/Paris", "start_date": str(today + timedelta(days=1)),
-            "end_date": str(today + timedelta(days=1)), "every_day": {"count": 3, "start": "08:00", "end": "20:00"},
-            "until": "21:00"}
+    spec = {
+        "timezone": "Europe/Paris",
+        "start_date": str(today + timedelta(days=1)),
+        "end_date": str(today + timedelta(days=1)),
+        "every_day": {"count": 3, "start": "08:00", "end": "20:00"},
+        "until": "21:00",
+    }
     r = await api.client.post(f"{API_PREFIX}/schedules/preview", json={"spec": spec}, headers=api.h("appdeveloper1"))
     assert r.status_code == 200, r.text
     runs = r.json()["occurrences"]
     assert [o["start_local"][11:16] for o in runs] == ["08:00", "14:00", "20:00"]
     assert {o["end_local"][11:16] for o in runs} == {"21:00"}
     spec = {**body("x")["spec"], "start_date": "2026-12-01", "end_date": "2026-12-31"}
-    r = await api.client.post(f"{API_PREFIX}/schedules/preview", headers=api.h("enduser1"),
-                              json={"spec": spec, "count": 2, "after": "2026-12-01T00:00:00Z"})
+    r = await api.client.post(
+        f"{API_PREFIX}/schedules/preview",
+        headers=api.h("enduser1"),
+        json={"spec": spec, "count": 2, "after": "2026-12-01T00:00:00Z"},
+    )
     assert r.json()["occurrences"] == [
-        {"start_utc": "2026-12-01T03:30:00+00:00", "end_utc": "2026-12-01T04:30:00+00:00",
-         "start_local": "2026-12-01T09:00:00+05:30", "end_local": "2026-12-01T10:00:00+05:30"},
-        {"start_utc": "2026-12-02T03:30:00+00:00", "end_utc": "2026-12-02T04:30:00+00:00",
-         "start_local": "2026-12-02T09:00:00+05:30", "end_local": "2026-12-02T10:00:00+05:30"}]
+        {
+            "start_utc": "2026-12-01T03:30:00+00:00",
+            "end_utc": "2026-12-01T04:30:00+00:00",
+            "start_local": "2026-12-01T09:00:00+05:30",
+            "end_local": "2026-12-01T10:00:00+05:30",
+        },
+        {
+            "start_utc": "2026-12-02T03:30:00+00:00",
+            "end_utc": "2026-12-02T04:30:00+00:00",
+            "start_local": "2026-12-02T09:00:00+05:30",
+            "end_local": "2026-12-02T10:00:00+05:30",
+        },
+    ]
     assert (await api.client.post(f"{API_PREFIX}/schedules/preview", json={"spec": spec})).status_code == 401
 
 
@@ -99,14 +120,16 @@ BAD_SPECS = [
 async def test_bad_specs_are_422_naming_the_field(api: Api) -> None:
     for spec, field in BAD_SPECS:
         for path in ("/schedules", "/schedules/preview"):
-            r = await api.client.post(f"{API_PREFIX}{path}", json=body(api.instance, **spec),
-                                      headers=api.h("enduser1"))
+            r = await api.client.post(f"{API_PREFIX}{path}", json=body(api.instance, **spec), headers=api.h("enduser1"))
             assert r.status_code == 422, r.text
             error = r.json()["error"]
             assert error["code"] == "validation_failed" and error["details"]["field"] == field, (path, error)
             assert field.removeprefix("spec.") in error["message"]
-    r = await api.client.post(f"{API_PREFIX}/schedules", headers=api.h("enduser1"),
-                              json={**body(api.instance), "policy": {"overlap": "queue"}})
+    r = await api.client.post(
+        f"{API_PREFIX}/schedules",
+        headers=api.h("enduser1"),
+        json={**body(api.instance), "policy": {"overlap": "queue"}},
+    )
     assert r.status_code == 422 and r.json()["error"]["details"]["problems"][0]["field"] == "policy.overlap"
     with api.live.ctx.db.session() as session:
         from aiot.store.scheduling import Schedule
@@ -139,11 +162,23 @@ async def test_who_may_schedule_which_instance(api: Api) -> None:
 async def test_schedule_lifecycle_with_a_running_occurrence(api: Api) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     at = now + timedelta(minutes=2)
-    spec = {"timezone": "UTC", "start_date": str(now.date()), "end_date": str(now.date() + timedelta(days=1)),
-            "times": [at.strftime("%H:%M")], "duration_minutes": 30}
-    r = await api.client.post(f"{API_PREFIX}/schedules", headers=api.h("enduser1"),
-                              json={"app_instance_id": api.instance, "spec": spec, "name": "daily",
-                                    "policy": {"late_start_deadline_s": 600, "overlap": "replace"}})
+    spec = {
+        "timezone": "UTC",
+        "start_date": str(now.date()),
+        "end_date": str(now.date() + timedelta(days=1)),
+        "times": [at.strftime("%H:%M")],
+        "duration_minutes": 30,
+    }
+    r = await api.client.post(
+        f"{API_PREFIX}/schedules",
+        headers=api.h("enduser1"),
+        json={
+            "app_instance_id": api.instance,
+            "spec": spec,
+            "name": "daily",
+            "policy": {"late_start_deadline_s": 600, "overlap": "replace"},
+        },
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     sid = created["id"]
@@ -164,8 +199,9 @@ async def test_schedule_lifecycle_with_a_running_occurrence(api: Api) -> None:
     occs = (await api.client.get(f"{API_PREFIX}/schedules/{sid}/occurrences", headers=api.h("enduser1"))).json()
     assert occs[-1]["id"] == start.occurrence_id and occs[-1]["fired_by"] == service.replica
     assert all(o["id"].startswith("occ_") for o in occs)
-    planned = (await api.client.get(f"{API_PREFIX}/schedules/{sid}/occurrences?state=planned",
-                                    headers=api.h("enduser1"))).json()
+    planned = (
+        await api.client.get(f"{API_PREFIX}/schedules/{sid}/occurrences?state=planned", headers=api.h("enduser1"))
+    ).json()
     assert planned and {o["state"] for o in planned} == {"planned"}
 
     r = await api.client.patch(f"{API_PREFIX}/schedules/{sid}", json={"enabled": False}, headers=api.h("enduser1"))

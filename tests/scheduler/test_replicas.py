@@ -30,8 +30,13 @@ SCHEDULES = 200
 
 
 def _spec(times: list[str]) -> dict:
-    return {"timezone": "Europe/Berlin", "start_date": "2026-12-08", "end_date": "2026-12-08", "times": times,
-            "duration_minutes": 1}
+    return {
+        "timezone": "Europe/Berlin",
+        "start_date": "2026-12-08",
+        "end_date": "2026-12-08",
+        "times": times,
+        "duration_minutes": 1,
+    }
 
 
 @pytest.mark.slow
@@ -45,8 +50,10 @@ async def test_two_replicas_fire_each_occurrence_exactly_once(postgres_url: str)
         for instance in instances:  # two one-minute runs each: 08:00 and 08:01 local -> 400 occurrences
             add_schedule(db_a, instance, _spec(["08:00", "08:01"]), active_since=clock.now)
         horizon = timedelta(hours=2)
-        replicas = [make_service(db, controller, clock, horizon=horizon, replica=name)
-                    for db, name in ((db_a, "replica-a"), (db_b, "replica-b"))]
+        replicas = [
+            make_service(db, controller, clock, horizon=horizon, replica=name)
+            for db, name in ((db_a, "replica-a"), (db_b, "replica-b"))
+        ]
         end = DAY + timedelta(hours=7, minutes=2, seconds=10)
         while clock.now < end:
             await asyncio.gather(*(r.tick() for r in replicas))
@@ -80,8 +87,9 @@ def test_concurrent_materialisation_creates_each_occurrence_once(postgres_url: s
     setup = prepare_database(postgres_url)
     now = DAY
     for instance in add_instances(setup, 50):
-        add_schedule(setup, instance, {**_spec(["06:00", "12:00", "18:00"]), "end_date": "2026-12-31"},
-                     active_since=now)
+        add_schedule(
+            setup, instance, {**_spec(["06:00", "12:00", "18:00"]), "end_date": "2026-12-31"}, active_since=now
+        )
     setup.dispose()
     horizon = timedelta(hours=48)  # Dec 8 00:00 - Dec 10 00:00 UTC: 6 runs per schedule
     results: list[int] = []
@@ -109,10 +117,14 @@ def test_concurrent_materialisation_creates_each_occurrence_once(postgres_url: s
     try:
         with check.session() as session:
             assert session.scalar(select(func.count()).select_from(Occurrence)) == 50 * 6
-            dup = session.scalar(select(func.count()).select_from(
-                select(Occurrence.schedule_id, Occurrence.start_at).group_by(Occurrence.schedule_id,
-                                                                             Occurrence.start_at)
-                .having(func.count() > 1).subquery()))
+            dup = session.scalar(
+                select(func.count()).select_from(
+                    select(Occurrence.schedule_id, Occurrence.start_at)
+                    .group_by(Occurrence.schedule_id, Occurrence.start_at)
+                    .having(func.count() > 1)
+                    .subquery()
+                )
+            )
             assert dup == 0
         assert ledger.materialise_due(check, now, horizon) == 0
     finally:

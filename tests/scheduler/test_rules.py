@@ -24,8 +24,12 @@ NY = ZoneInfo("America/New_York")
 
 
 def spec(**fields: object) -> ScheduleSpec:
-    base: dict[str, object] = {"timezone": "UTC", "start_date": "2026-01-01", "end_date": "2026-12-31",
-                               "duration_minutes": 30}
+    base: dict[str, object] = {
+        "timezone": "UTC",
+        "start_date": "2026-01-01",
+        "end_date": "2026-12-31",
+        "duration_minutes": 30,
+    }
     base.update(fields)
     return parse_spec(base, NOW)
 
@@ -61,15 +65,24 @@ def test_0830_new_york_across_both_dst_changes_of_2026() -> None:
 
 
 def test_three_times_a_day_between_0800_and_2000() -> None:
-    s = spec(every_day={"count": 3, "start": "08:00", "end": "20:00"}, timezone="Europe/Paris",
-             start_date="2026-02-10", end_date="2026-02-10")
+    s = spec(
+        every_day={"count": 3, "start": "08:00", "end": "20:00"},
+        timezone="Europe/Paris",
+        start_date="2026-02-10",
+        end_date="2026-02-10",
+    )
     local = [a.astimezone(ZoneInfo("Europe/Paris")).time() for a in starts(s, utc(2026, 2, 9), utc(2026, 2, 12))]
     assert local == [time(8), time(14), time(20)]
 
 
 def test_every_day_spacing_and_single_run() -> None:
     assert spec(every_day={"count": 5, "start": "08:00", "end": "09:00"}).every_day.local_times() == [
-        time(8), time(8, 15), time(8, 30), time(8, 45), time(9)]
+        time(8),
+        time(8, 15),
+        time(8, 30),
+        time(8, 45),
+        time(9),
+    ]
     assert spec(every_day={"count": 1, "start": "07:10", "end": "09:00"}).every_day.local_times() == [time(7, 10)]
 
 
@@ -81,8 +94,7 @@ def test_weekdays_only() -> None:
 
 def test_weekday_is_the_local_day_not_the_utc_day() -> None:
     # 07:00 Monday in Tokyo is 22:00 Sunday UTC.
-    s = spec(timezone="Asia/Tokyo", times=["07:00"], weekdays=["mon"], start_date="2026-03-01",
-             end_date="2026-03-10")
+    s = spec(timezone="Asia/Tokyo", times=["07:00"], weekdays=["mon"], start_date="2026-03-01", end_date="2026-03-10")
     assert starts(s, utc(2026, 3, 1), utc(2026, 3, 11)) == [utc(2026, 3, 1, 22), utc(2026, 3, 8, 22)]
 
 
@@ -94,8 +106,16 @@ def test_window_is_half_open_and_dates_inclusive() -> None:
 
 def test_end_date_in_the_past_is_rejected_naming_end_date() -> None:
     with pytest.raises(SpecError) as err:
-        parse_spec({"timezone": "UTC", "start_date": "2025-12-01", "end_date": "2025-12-31", "times": ["09:00"],
-                    "duration_minutes": 5}, NOW)
+        parse_spec(
+            {
+                "timezone": "UTC",
+                "start_date": "2025-12-01",
+                "end_date": "2025-12-31",
+                "times": ["09:00"],
+                "duration_minutes": 5,
+            },
+            NOW,
+        )
     assert err.value.field == "end_date"
     assert "past" in err.value.message
 
@@ -122,27 +142,30 @@ def test_stored_specs_may_have_ended() -> None:
         parse_spec(data, utc(2026, 2, 1))
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"timezone": "Mars/Olympus", "times": ["09:00"]}, "timezone"),
-    ({"times": ["09:00", "24:00"]}, "times.1"),
-    ({"times": ["9am"]}, "times.0"),
-    ({"times": []}, "times"),
-    ({"times": ["09:00", "09:00"]}, "times"),
-    ({}, "times"),
-    ({"times": ["09:00"], "every_day": {"count": 2, "start": "08:00", "end": "10:00"}}, "times"),
-    ({"every_day": {"count": 2, "start": "10:00", "end": "08:00"}}, "every_day.end"),
-    ({"every_day": {"count": 0, "start": "08:00", "end": "10:00"}}, "every_day.count"),
-    ({"every_day": {"count": 2, "start": "8", "end": "10:00"}}, "every_day.start"),
-    ({"times": ["09:00"], "duration_minutes": None}, "duration_minutes"),
-    ({"times": ["09:00"], "until": "10:00"}, "duration_minutes"),
-    ({"times": ["09:00"], "duration_minutes": 0}, "duration_minutes"),
-    ({"times": ["09:00"], "duration_minutes": None, "until": "09:00"}, "until"),
-    ({"times": ["09:00"], "duration_minutes": None, "until": "25:61"}, "until"),
-    ({"times": ["09:00"], "weekdays": ["monday"]}, "weekdays.0"),
-    ({"times": ["09:00"], "weekdays": []}, "weekdays"),
-    ({"times": ["09:00"], "start_date": "2026-02-30"}, "start_date"),
-    ({"times": ["09:00"], "colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"timezone": "Mars/Olympus", "times": ["09:00"]}, "timezone"),
+        ({"times": ["09:00", "24:00"]}, "times.1"),
+        ({"times": ["9am"]}, "times.0"),
+        ({"times": []}, "times"),
+        ({"times": ["09:00", "09:00"]}, "times"),
+        ({}, "times"),
+        ({"times": ["09:00"], "every_day": {"count": 2, "start": "08:00", "end": "10:00"}}, "times"),
+        ({"every_day": {"count": 2, "start": "10:00", "end": "08:00"}}, "every_day.end"),
+        ({"every_day": {"count": 0, "start": "08:00", "end": "10:00"}}, "every_day.count"),
+        ({"every_day": {"count": 2, "start": "8", "end": "10:00"}}, "every_day.start"),
+        ({"times": ["09:00"], "duration_minutes": None}, "duration_minutes"),
+        ({"times": ["09:00"], "until": "10:00"}, "duration_minutes"),
+        ({"times": ["09:00"], "duration_minutes": 0}, "duration_minutes"),
+        ({"times": ["09:00"], "duration_minutes": None, "until": "09:00"}, "until"),
+        ({"times": ["09:00"], "duration_minutes": None, "until": "25:61"}, "until"),
+        ({"times": ["09:00"], "weekdays": ["monday"]}, "weekdays.0"),
+        ({"times": ["09:00"], "weekdays": []}, "weekdays"),
+        ({"times": ["09:00"], "start_date": "2026-02-30"}, "start_date"),
+        ({"times": ["09:00"], "colour": "red"}, "colour"),
+    ],
+)
 def test_every_error_names_its_field(fields: dict, field: str) -> None:
     with pytest.raises(SpecError) as err:
         spec(**fields)
@@ -157,12 +180,20 @@ def test_nonexistent_local_time_runs_at_the_first_instant_after_the_gap() -> Non
     day = date(2026, 3, 8)  # New York springs forward at 02:00 EST -> 03:00 EDT (07:00 UTC)
     assert is_nonexistent(day, time(2, 30), NY)
     assert resolve_local(day, time(2, 30), NY) == utc(2026, 3, 8, 7)
-    s = spec(timezone="America/New_York", times=["02:15", "02:45", "04:00"], start_date="2026-03-07",
-             end_date="2026-03-09")
+    s = spec(
+        timezone="America/New_York", times=["02:15", "02:45", "04:00"], start_date="2026-03-07", end_date="2026-03-09"
+    )
     got = starts(s, utc(2026, 3, 7), utc(2026, 3, 10))
-    assert got == [utc(2026, 3, 7, 7, 15), utc(2026, 3, 7, 7, 45), utc(2026, 3, 7, 9),
-                   utc(2026, 3, 8, 7), utc(2026, 3, 8, 8),  # both gap times collapse into 03:00 EDT
-                   utc(2026, 3, 9, 6, 15), utc(2026, 3, 9, 6, 45), utc(2026, 3, 9, 8)]
+    assert got == [
+        utc(2026, 3, 7, 7, 15),
+        utc(2026, 3, 7, 7, 45),
+        utc(2026, 3, 7, 9),
+        utc(2026, 3, 8, 7),
+        utc(2026, 3, 8, 8),  # both gap times collapse into 03:00 EDT
+        utc(2026, 3, 9, 6, 15),
+        utc(2026, 3, 9, 6, 45),
+        utc(2026, 3, 9, 8),
+    ]
 
 
 def test_ambiguous_local_time_runs_once_at_its_first_occurrence() -> None:
@@ -170,21 +201,34 @@ def test_ambiguous_local_time_runs_once_at_its_first_occurrence() -> None:
     assert is_ambiguous(day, time(1, 30), NY)
     s = spec(timezone="America/New_York", times=["01:30"], start_date="2026-10-31", end_date="2026-11-02")
     assert starts(s, utc(2026, 10, 30), utc(2026, 11, 5)) == [
-        utc(2026, 10, 31, 5, 30), utc(2026, 11, 1, 5, 30),  # 01:30 EDT (fold=0), not also 06:30 UTC
-        utc(2026, 11, 2, 6, 30)]
+        utc(2026, 10, 31, 5, 30),
+        utc(2026, 11, 1, 5, 30),  # 01:30 EDT (fold=0), not also 06:30 UTC
+        utc(2026, 11, 2, 6, 30),
+    ]
 
 
 def test_until_crosses_midnight_and_dst() -> None:
-    s = spec(timezone="America/New_York", times=["22:00"], duration_minutes=None, until="06:00",
-             start_date="2026-10-31", end_date="2026-10-31")
+    s = spec(
+        timezone="America/New_York",
+        times=["22:00"],
+        duration_minutes=None,
+        until="06:00",
+        start_date="2026-10-31",
+        end_date="2026-10-31",
+    )
     [(start, end)] = occurrences(s, utc(2026, 10, 30), utc(2026, 11, 3))
     assert start == utc(2026, 11, 1, 2)  # 22:00 EDT
     assert end == utc(2026, 11, 1, 11)  # 06:00 EST next morning: a 9-hour night (the clock fell back)
 
 
 def test_duration_is_elapsed_time_across_the_gap() -> None:
-    s = spec(timezone="America/New_York", times=["01:30"], duration_minutes=60, start_date="2026-03-08",
-             end_date="2026-03-08")
+    s = spec(
+        timezone="America/New_York",
+        times=["01:30"],
+        duration_minutes=60,
+        start_date="2026-03-08",
+        end_date="2026-03-08",
+    )
     [(start, end)] = occurrences(s, utc(2026, 3, 7), utc(2026, 3, 9))
     assert end - start == timedelta(hours=1)
     assert end.astimezone(NY).time() == time(3, 30)  # 01:30 EST + 1 h = 03:30 EDT
@@ -193,8 +237,13 @@ def test_duration_is_elapsed_time_across_the_gap() -> None:
 def test_next_occurrences_stops_at_the_end_date() -> None:
     s = spec(times=["06:00", "18:00"], start_date="2026-08-01", end_date="2026-08-03")
     got = next_occurrences(s, utc(2026, 8, 1, 12), 10)
-    assert [a for a, _ in got] == [utc(2026, 8, 1, 18), utc(2026, 8, 2, 6), utc(2026, 8, 2, 18),
-                                   utc(2026, 8, 3, 6), utc(2026, 8, 3, 18)]
+    assert [a for a, _ in got] == [
+        utc(2026, 8, 1, 18),
+        utc(2026, 8, 2, 6),
+        utc(2026, 8, 2, 18),
+        utc(2026, 8, 3, 6),
+        utc(2026, 8, 3, 18),
+    ]
     assert len(next_occurrences(spec(times=["06:00"]), utc(2026, 3, 1), 3)) == 3
 
 

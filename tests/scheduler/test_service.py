@@ -21,14 +21,21 @@ def utc(hour: int, minute: int = 0, second: int = 0, day: int = 0) -> datetime:
 
 
 def spec(times: list[str], minutes: int = 60, **more: object) -> dict:
-    return {"timezone": "UTC", "start_date": "2026-12-01", "end_date": "2026-12-31", "times": times,
-            "duration_minutes": minutes, **more}
+    return {
+        "timezone": "UTC",
+        "start_date": "2026-12-01",
+        "end_date": "2026-12-31",
+        "times": times,
+        "duration_minutes": minutes,
+        **more,
+    }
 
 
 def states(db: Database, schedule_id: str) -> list[tuple[datetime, str, str]]:
     with db.session() as session:
-        rows = session.scalars(select(Occurrence).where(Occurrence.schedule_id == schedule_id)
-                               .order_by(Occurrence.start_at))
+        rows = session.scalars(
+            select(Occurrence).where(Occurrence.schedule_id == schedule_id).order_by(Occurrence.start_at)
+        )
         return [(o.start_at, o.state.value, o.reason) for o in rows]
 
 
@@ -46,8 +53,7 @@ async def test_simulated_day_starts_and_stops_each_run_once(sqlite_db: Database)
     service = make_service(sqlite_db, controller, clock)
     await run_until(service, clock, utc(23, 59), step=timedelta(minutes=5))
     starts = controller.of("start")
-    assert [(c.at, c.until) for c in starts] == [(utc(8), utc(9, 30)), (utc(14), utc(15, 30)),
-                                                 (utc(20), utc(21, 30))]
+    assert [(c.at, c.until) for c in starts] == [(utc(8), utc(9, 30)), (utc(14), utc(15, 30)), (utc(20), utc(21, 30))]
     assert [c.at for c in controller.of("stop")] == [utc(9, 30), utc(15, 30), utc(21, 30)]
     assert {c.instance_id for c in controller.calls} == {instance}
     assert [c.occurrence_id for c in controller.of("stop")] == [c.occurrence_id for c in starts]
@@ -130,8 +136,7 @@ async def test_outage_spanning_a_whole_run_is_recorded(sqlite_db: Database) -> N
     clock = SimClock(utc(0))
     controller = RecordingController(clock)
     [instance] = add_instances(sqlite_db)
-    sid = add_schedule(sqlite_db, instance, spec(["08:00", "18:00"], minutes=30), deadline=600,
-                       active_since=clock.now)
+    sid = add_schedule(sqlite_db, instance, spec(["08:00", "18:00"], minutes=30), deadline=600, active_since=clock.now)
     service = make_service(sqlite_db, controller, clock)
     await service.tick()
     clock.set(utc(18, 5))  # down from 00:00 to 18:05: the 08:00 run is lost, the 18:00 one starts late
@@ -146,8 +151,9 @@ async def test_overlap_forbid_skips_the_second_start(sqlite_db: Database) -> Non
     controller = RecordingController(clock)
     [instance] = add_instances(sqlite_db)
     long_run = add_schedule(sqlite_db, instance, spec(["08:00"], minutes=180), active_since=clock.now)
-    other = add_schedule(sqlite_db, instance, spec(["09:00", "12:00"], minutes=30), active_since=clock.now,
-                         overlap=OverlapPolicy.forbid)
+    other = add_schedule(
+        sqlite_db, instance, spec(["09:00", "12:00"], minutes=30), active_since=clock.now, overlap=OverlapPolicy.forbid
+    )
     await run_until(make_service(sqlite_db, controller, clock), clock, utc(12, 45))
     assert [c.at for c in controller.of("start")] == [utc(8), utc(12)]  # 09:00 forbidden; 12:00 after 11:00 end
     rows = states(sqlite_db, other)
@@ -162,8 +168,9 @@ async def test_overlap_replace_stops_the_old_run_first(sqlite_db: Database) -> N
     controller = RecordingController(clock)
     [instance] = add_instances(sqlite_db)
     first = add_schedule(sqlite_db, instance, spec(["08:00"], minutes=180), active_since=clock.now)
-    add_schedule(sqlite_db, instance, spec(["09:00"], minutes=30), active_since=clock.now,
-                 overlap=OverlapPolicy.replace)
+    add_schedule(
+        sqlite_db, instance, spec(["09:00"], minutes=30), active_since=clock.now, overlap=OverlapPolicy.replace
+    )
     await run_until(make_service(sqlite_db, controller, clock), clock, utc(12))
     seq = [(c.action, c.at) for c in controller.calls]
     assert seq == [("start", utc(8)), ("stop", utc(9)), ("start", utc(9)), ("stop", utc(9, 30))]
@@ -179,7 +186,11 @@ async def test_back_to_back_runs_do_not_overlap(sqlite_db: Database) -> None:
     add_schedule(sqlite_db, instance, spec(["08:00", "09:00"], minutes=60), active_since=clock.now)
     await run_until(make_service(sqlite_db, controller, clock), clock, utc(10, 30))
     assert [(c.action, c.at) for c in controller.calls] == [
-        ("start", utc(8)), ("stop", utc(9)), ("start", utc(9)), ("stop", utc(10))]
+        ("start", utc(8)),
+        ("stop", utc(9)),
+        ("start", utc(9)),
+        ("stop", utc(10)),
+    ]
 
 
 async def test_failed_start_is_recorded(sqlite_db: Database) -> None:
@@ -213,13 +224,28 @@ async def test_new_york_schedule_fires_at_dst_shifted_utc_times(sqlite_db: Datab
     clock = SimClock(datetime(2026, 10, 30, tzinfo=UTC))
     controller = RecordingController(clock)
     [instance] = add_instances(sqlite_db)
-    add_schedule(sqlite_db, instance, {"timezone": "America/New_York", "start_date": "2026-10-30",
-                                       "end_date": "2026-11-02", "times": ["08:30"], "duration_minutes": 10},
-                 active_since=clock.now, now=clock.now)
-    await run_until(make_service(sqlite_db, controller, clock), clock, datetime(2026, 11, 3, tzinfo=UTC),
-                    step=timedelta(minutes=30))
+    add_schedule(
+        sqlite_db,
+        instance,
+        {
+            "timezone": "America/New_York",
+            "start_date": "2026-10-30",
+            "end_date": "2026-11-02",
+            "times": ["08:30"],
+            "duration_minutes": 10,
+        },
+        active_since=clock.now,
+        now=clock.now,
+    )
+    await run_until(
+        make_service(sqlite_db, controller, clock), clock, datetime(2026, 11, 3, tzinfo=UTC), step=timedelta(minutes=30)
+    )
     assert [c.at.strftime("%m-%d %H:%M") for c in controller.of("start")] == [
-        "10-30 12:30", "10-31 12:30", "11-01 13:30", "11-02 13:30"]
+        "10-30 12:30",
+        "10-31 12:30",
+        "11-01 13:30",
+        "11-02 13:30",
+    ]
 
 
 async def test_real_loop_with_a_fast_clock(sqlite_db: Database) -> None:
@@ -244,8 +270,12 @@ async def test_real_loop_with_a_fast_clock(sqlite_db: Database) -> None:
     assert [c.action for c in controller.calls] == ["start", "stop", "start", "stop"]
     assert service.health().state.value == "stopped"
     with sqlite_db.session() as session:
-        assert session.scalar(select(func.count()).select_from(Occurrence)
-                              .where(Occurrence.state == OccurrenceState.stopped)) == 2
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Occurrence).where(Occurrence.state == OccurrenceState.stopped)
+            )
+            == 2
+        )
 
 
 def _ctx(db: Database):

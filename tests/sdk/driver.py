@@ -59,9 +59,7 @@ def handle(cmd: dict[str, Any]) -> Any:
     if op == "read":
         return _reading(sensor(cmd["alias"]).read(timeout=cmd.get("timeout", 5.0)))
     if op == "send":
-        return controller(cmd["alias"]).send(
-            cmd["command"], timeout=cmd.get("cmd_timeout", 5.0), **cmd.get("args", {})
-        )
+        return controller(cmd["alias"]).send(cmd["command"], timeout=cmd.get("cmd_timeout", 5.0), **cmd.get("args", {}))
     if op == "log":
         get_logger(cmd.get("logger")).warning(cmd["message"])
         return True

@@ -69,9 +69,7 @@ def test_run_callbacks_logs_and_heartbeat_until_hung(platform: Platform, tmp_pat
         "version": "1.0.0",
         "kind": "backend",
         "entrypoint": "app:main",
-        "context": {
-            "sensors": {"temperature": {"device_type": "temperature"}, "light": {"device_type": "light"}}
-        },
+        "context": {"sensors": {"temperature": {"device_type": "temperature"}, "light": {"device_type": "light"}}},
     }
     logs = platform.run(platform.collect("aiot.logs.wl_app"))
     work = tmp_path / "work"
@@ -104,9 +102,7 @@ def test_run_callbacks_logs_and_heartbeat_until_hung(platform: Platform, tmp_pat
         publish_until("dev_temp01", {"temperature": 21.5}, "temperature", 21.5)
         publish_until("dev_light01", {"illuminance": 300}, "light", 300)
         _wait(lambda: any(b"temperature 21.5" in m.data for m in logs), 5, "app log record", proc)
-        _wait(
-            lambda: any(b"boom" in m.data and b"Traceback" in m.data for m in logs), 5, "callback error", proc
-        )
+        _wait(lambda: any(b"boom" in m.data and b"Traceback" in m.data for m in logs), 5, "callback error", proc)
         record = json.loads(next(m.data for m in logs if b"temperature 21.5" in m.data))
         assert record["logger"] == "tiny" and record["app_instance_id"] == "ins_wl_app"
 
@@ -144,9 +140,7 @@ def test_smart_classroom_sample(platform: Platform, replicas: Replicas, tmp_path
     )
     try:
         _wait(
-            lambda: all(
-                any(r["command"] == "on" for r in f.received[m:]) for f, m in zip(fans, marks, strict=True)
-            ),
+            lambda: all(any(r["command"] == "on" for r in f.received[m:]) for f, m in zip(fans, marks, strict=True)),
             20,
             "fan, AC and lamp switched on",
             proc,
@@ -155,9 +149,7 @@ def test_smart_classroom_sample(platform: Platform, replicas: Replicas, tmp_path
         for _ in range(40):  # cool, bright room: everything off
             platform.run(platform.publish_reading("dev_temp01", {"temperature": 20.0}))
             platform.run(platform.publish_reading("dev_light01", {"illuminance": 900.0}))
-            if all(
-                any(r["command"] == "off" for r in f.received[m:]) for f, m in zip(fans, marks, strict=True)
-            ):
+            if all(any(r["command"] == "off" for r in f.received[m:]) for f, m in zip(fans, marks, strict=True)):
                 break
             time.sleep(0.25)
         else:
@@ -258,8 +250,9 @@ def test_web_app_without_a_gateway_token_does_not_start(platform: Platform, tmp_
     """A config with a port but no token is a fault, never an open port (`serve.open` is for local runs)."""
     pkg = copy_package("smart-home", "apps", tmp_path)
     manifest = json.loads((pkg / "app.json").read_text())
-    proc = start_app(platform, tmp_path / "work", "wl_home", pkg, manifest,
-                     serve={"host": "127.0.0.1", "port": free_port()})
+    proc = start_app(
+        platform, tmp_path / "work", "wl_home", pkg, manifest, serve={"host": "127.0.0.1", "port": free_port()}
+    )
     try:
         assert proc.popen.wait(30) != 0
         assert "serve.token" in proc.output()

@@ -13,7 +13,7 @@ import pytest
 from platform_sdk.config import parse_config
 from platform_sdk.serving import ModelServer
 
-MODEL = '''
+MODEL = """
 import threading, time
 
 class Echo:
@@ -31,20 +31,33 @@ class Echo:
         if any(i["n"] == 13 for i in items):
             raise RuntimeError("unlucky batch")
         return [{"double": i["n"] * 2} for i in items]
-'''
+"""
 
 
 def _server(tmp_path: Path, batching: dict | None) -> ModelServer:
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "echo.py").write_text(MODEL)
-    manifest = {"format": 1, "name": "echo", "version": "1.0.0", "framework": "python", "entrypoint": "echo:Echo",
-                "inputs": {"n": {"type": "integer"}}, "outputs": {"double": {"type": "integer"}}}
+    manifest = {
+        "format": 1,
+        "name": "echo",
+        "version": "1.0.0",
+        "framework": "python",
+        "entrypoint": "echo:Echo",
+        "inputs": {"n": {"type": "integer"}},
+        "outputs": {"double": {"type": "integer"}},
+    }
     if batching:
         manifest["batching"] = batching
     (package / "model.json").write_text(json.dumps(manifest))
-    cfg = parse_config({"workload_id": "wl_echo", "nats": {"servers": ["nats://127.0.0.1:1"]},
-                        "package_dir": str(package), "serve": {"port": 1, "open": True}})
+    cfg = parse_config(
+        {
+            "workload_id": "wl_echo",
+            "nats": {"servers": ["nats://127.0.0.1:1"]},
+            "package_dir": str(package),
+            "serve": {"port": 1, "open": True},
+        }
+    )
     server = ModelServer(cfg)
     server.load()
     server.state = "ready"
@@ -77,9 +90,10 @@ def test_batching_is_opt_in(tmp_path: Path) -> None:
     assert _server(tmp_path, None).batcher is None
 
 
-@pytest.mark.parametrize(("batching", "field"), [({"max_batch_size": 1}, "max_batch_size"),
-                                                  ({"max_wait_ms": -1}, "max_wait_ms"),
-                                                  ({"max_size": 4}, "max_size")])
+@pytest.mark.parametrize(
+    ("batching", "field"),
+    [({"max_batch_size": 1}, "max_batch_size"), ({"max_wait_ms": -1}, "max_wait_ms"), ({"max_size": 4}, "max_size")],
+)
 def test_manifest_batching_is_checked(batching: dict, field: str) -> None:
     from pydantic import ValidationError
 
@@ -96,17 +110,34 @@ def _package(tmp_path: Path, module: str, example: dict | None) -> ModelServer:
     package = tmp_path / "warm"
     package.mkdir(parents=True)
     (package / f"{name}.py").write_text(module)
-    manifest = {"format": 1, "name": "warm", "version": "1.0.0", "framework": "python", "entrypoint": f"{name}:Model",
-                "inputs": {"n": {"type": "integer"}}, "outputs": {"double": {"type": "integer"}}}
+    manifest = {
+        "format": 1,
+        "name": "warm",
+        "version": "1.0.0",
+        "framework": "python",
+        "entrypoint": f"{name}:Model",
+        "inputs": {"n": {"type": "integer"}},
+        "outputs": {"double": {"type": "integer"}},
+    }
     if example is not None:
         manifest["example"] = example
     (package / "model.json").write_text(json.dumps(manifest))
-    return ModelServer(parse_config({"workload_id": "wl_warm", "nats": {"servers": ["nats://127.0.0.1:1"]},
-                                     "package_dir": str(package), "serve": {"port": 1, "open": True}}))
+    return ModelServer(
+        parse_config(
+            {
+                "workload_id": "wl_warm",
+                "nats": {"servers": ["nats://127.0.0.1:1"]},
+                "package_dir": str(package),
+                "serve": {"port": 1, "open": True},
+            }
+        )
+    )
 
 
-GOOD = "class Model:\n    seen = []\n    def predict(self, inputs):\n        self.seen.append(inputs)\n" \
-       "        return {'double': inputs['n'] * 2}\n"
+GOOD = (
+    "class Model:\n    seen = []\n    def predict(self, inputs):\n        self.seen.append(inputs)\n"
+    "        return {'double': inputs['n'] * 2}\n"
+)
 BROKEN = "class Model:\n    def predict(self, inputs):\n        raise FileNotFoundError('weights.bin')\n"
 
 

@@ -42,9 +42,7 @@ def test_latest_and_read_json_sensor(driver: Driver, platform: Platform) -> None
     _wait(lambda: platform.ingest.accepted >= 1, what="ingest stored the reading")
     latest = driver.ask("latest", alias="temperature")
     assert latest["ok"], latest
-    assert latest["result"]["device_id"] == "dev_temp01" and latest["result"]["values"] == {
-        "temperature": 23.5
-    }
+    assert latest["result"]["device_id"] == "dev_temp01" and latest["result"]["values"] == {"temperature": 23.5}
     assert driver.ask("latest", alias="spare")["result"] is None  # nothing stored yet
     answer = _read_while_publishing(
         driver,
@@ -63,9 +61,7 @@ def test_camera_frame_is_decoded_to_numpy(driver: Driver, platform: Platform) ->
     buf = io.BytesIO()
     Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=85)
     jpeg = buf.getvalue()
-    answer = _read_while_publishing(
-        driver, platform, "camera", lambda: platform.publish_frame("dev_cam01", jpeg)
-    )
+    answer = _read_while_publishing(driver, platform, "camera", lambda: platform.publish_frame("dev_cam01", jpeg))
     assert answer["ok"], answer
     assert answer["result"]["is_frame"] and answer["result"]["shape"] == [512, 512, 3]
 

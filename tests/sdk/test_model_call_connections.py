@@ -25,15 +25,23 @@ async def _closing_replica() -> tuple[asyncio.AbstractServer, str, list[int]]:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 requests += 1
                 if requests > 1:  # the keep-alive timer won the race: close without answering
                     break
                 answered.append(1)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\nconnection: keep-alive\r\n\r\n%s" % (len(BODY), BODY))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\nconnection: keep-alive\r\n\r\n%s" % (len(BODY), BODY)
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

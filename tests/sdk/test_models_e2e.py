@@ -121,9 +121,13 @@ def test_replica_refuses_callers_without_the_model_token(replicas: Replicas) -> 
     url = replicas.urls["wl_comfort_a"]
     before = predict_count(url)
     body = {"inputs": {"temperature": 30, "light": 100}}
-    for headers in ({}, {"Authorization": "Bearer x"}, {"Authorization": f"Bearer {model_token(FACE_ID)}"},
-                    {"Authorization": f"Bearer {model_token(COMFORT_ID)[:-1]}"},
-                    {"Authorization": model_token(COMFORT_ID)}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer x"},
+        {"Authorization": f"Bearer {model_token(FACE_ID)}"},
+        {"Authorization": f"Bearer {model_token(COMFORT_ID)[:-1]}"},
+        {"Authorization": model_token(COMFORT_ID)},
+    ):
         for path in ("/v1/predict", "/v1/predict/batch"):
             refused = httpx.post(url + path, json=body, headers=headers, timeout=5)
             assert refused.status_code == 401, (path, headers, refused.text)
@@ -135,9 +139,7 @@ def test_replica_refuses_callers_without_the_model_token(replicas: Replicas) -> 
     assert ok.status_code == 200 and ok.json()["outputs"]["fan"] == "on"
 
 
-def test_keeps_answering_while_a_replica_is_killed(
-    driver: Driver, replicas: Replicas, platform: Platform
-) -> None:
+def test_keeps_answering_while_a_replica_is_killed(driver: Driver, replicas: Replicas, platform: Platform) -> None:
     replicas.add_healthy(platform, replicas.root, "wl_comfort_c", COMFORT_ID, "comfort")  # the one to kill
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(platform.registry.live(COMFORT_ID)) != 3:

@@ -62,9 +62,7 @@ def test_server_ping_during_the_handshake_is_answered_and_the_client_is_connecte
         await fake.start()
         nc = _client_class()()
         try:
-            await nc.connect(
-                servers=[f"nats://127.0.0.1:{fake.port}"], allow_reconnect=False, connect_timeout=5
-            )
+            await nc.connect(servers=[f"nats://127.0.0.1:{fake.port}"], allow_reconnect=False, connect_timeout=5)
             assert nc.is_connected  # nats-py's own client stays "connecting" here and drops every publish
             assert await fake.wait_for(b"PONG"), fake.lines  # the server's ping was answered
             await nc.publish("aiot.registry.announce.mdl_x", b"{}")

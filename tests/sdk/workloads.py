@@ -86,8 +86,7 @@ def bindings(**aliases: list[str]) -> dict[str, list[dict[str, Any]]]:
     from .harness import DEVICES
 
     return {
-        alias: [{"device_id": d, "device_type": device_type(DEVICES[d])} for d in ids]
-        for alias, ids in aliases.items()
+        alias: [{"device_id": d, "device_type": device_type(DEVICES[d])} for d in ids] for alias, ids in aliases.items()
     }
 
 
@@ -136,9 +135,7 @@ class Proc:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(
-                    f"no matching JSON line within {timeout}s; output:\n{self.output()[-3000:]}"
-                )
+                raise AssertionError(f"no matching JSON line within {timeout}s; output:\n{self.output()[-3000:]}")
             try:
                 line = self.queue.get(timeout=remaining)
             except queue.Empty:
@@ -180,9 +177,7 @@ def copy_package(name: str, kind: str, dest: Path) -> Path:
     return target
 
 
-def start_model(
-    platform: Any, workdir: Path, workload_id: str, model_id: str, package: str
-) -> tuple[Proc, str]:
+def start_model(platform: Any, workdir: Path, workload_id: str, model_id: str, package: str) -> tuple[Proc, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     pkg = copy_package(package, "models", workdir)
     manifest = json.loads((pkg / "model.json").read_text())
@@ -200,8 +195,12 @@ def start_model(
             "manifest": manifest,
         },
         package_dir=str(pkg),
-        serve={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
-               "token": model_token(model_id)},
+        serve={
+            "host": "127.0.0.1",
+            "port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            "token": model_token(model_id),
+        },
     )
     path = write_config(workdir / "config.json", cfg)
     return Proc([PYTHON, "-m", "platform_sdk.serving"], path, pkg), f"http://127.0.0.1:{port}"

@@ -57,8 +57,9 @@ def test_files_an_older_version_left_readable_are_tightened_at_start(tmp_path: P
         os.chmod(data / name, 0o644)
     prepare_data_dir(data)
     assert mode(data) == 0o700
-    assert {name: mode(data / name) for name in ("aiot.db", "aiot.db-wal", "secret.key")} == \
-        dict.fromkeys(("aiot.db", "aiot.db-wal", "secret.key"), 0o600)
+    assert {name: mode(data / name) for name in ("aiot.db", "aiot.db-wal", "secret.key")} == dict.fromkeys(
+        ("aiot.db", "aiot.db-wal", "secret.key"), 0o600
+    )
 
 
 def test_a_database_url_outside_the_data_dir_is_created_private(tmp_path: Path, umask_022: None) -> None:

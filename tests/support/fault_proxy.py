@@ -45,8 +45,11 @@ class FaultProxy:
             return
         self.connections += 1
         self._writers.update({client_writer, upstream_writer})
-        await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(client_reader, upstream_writer),
+            self._pipe(upstream_reader, client_writer),
+            return_exceptions=True,
+        )
         for writer in (client_writer, upstream_writer):
             self._writers.discard(writer)
             with contextlib.suppress(Exception):

@@ -52,8 +52,10 @@ def hostile_app(platform_url: str, planted: str = "app_planted=1") -> Iterator[H
     """Serve the hostile app on a free loopback port for the duration of the block; its answers set the
     cookies `planted` (e.g. "aiot_session=x" to clobber the platform's) and `app_tracking=1`."""
     app = HostileApp(url="")
-    page = (f"<!doctype html><title>evil</title><h1>Evil app</h1><pre id='out'>running</pre>"
-            f"<script>const PLATFORM = {json.dumps(platform_url)};{ATTACK_SCRIPT}</script>").encode()
+    page = (
+        f"<!doctype html><title>evil</title><h1>Evil app</h1><pre id='out'>running</pre>"
+        f"<script>const PLATFORM = {json.dumps(platform_url)};{ATTACK_SCRIPT}</script>"
+    ).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
@@ -88,22 +90,35 @@ def hostile_app(platform_url: str, planted: str = "app_planted=1") -> Iterator[H
         server.server_close()
 
 
-def running_web_instance(db: Database, *, app_owner_id: str, instance_owner_id: str, endpoint: str,
-                         name: str = "evil-app", kind: str = "web") -> str:
+def running_web_instance(
+    db: Database, *, app_owner_id: str, instance_owner_id: str, endpoint: str, name: str = "evil-app", kind: str = "web"
+) -> str:
     """A web app instance whose workload runs at `endpoint`; returns the instance id."""
     with db.session() as session:
         location = Location(name=f"{name}-site")
-        package = AppPackage(name=name, version="1.0.0", sha256="0" * 64, size=1, manifest={}, kind=kind,
-                             owner_id=app_owner_id)
+        package = AppPackage(
+            name=name, version="1.0.0", sha256="0" * 64, size=1, manifest={}, kind=kind, owner_id=app_owner_id
+        )
         session.add_all([location, package])
         session.flush()
-        instance = AppInstance(app_id=package.id, location_id=location.id, owner_id=instance_owner_id,
-                               name=name, state=InstanceState.running)
+        instance = AppInstance(
+            app_id=package.id,
+            location_id=location.id,
+            owner_id=instance_owner_id,
+            name=name,
+            state=InstanceState.running,
+        )
         session.add(instance)
         session.flush()
-        workload = Workload(kind=WorkloadKind.app, package_id=package.id, package_sha256="0" * 64,
-                            owner_id=instance_owner_id, group_id=instance.id, generation=1,
-                            nats_password_bcrypt="x")
+        workload = Workload(
+            kind=WorkloadKind.app,
+            package_id=package.id,
+            package_sha256="0" * 64,
+            owner_id=instance_owner_id,
+            group_id=instance.id,
+            generation=1,
+            nats_password_bcrypt="x",
+        )
         session.add(workload)
         session.flush()
         session.add(WorkloadStatus(workload_id=workload.id, generation=1, state="running", endpoint=endpoint))

@@ -47,16 +47,16 @@ class LivePlatform:
 
 
 @asynccontextmanager
-async def live_platform(tmp_path: Path, db_url: str | None = None,
-                        services: tuple[str, ...] = ()) -> AsyncIterator[LivePlatform]:
+async def live_platform(
+    tmp_path: Path, db_url: str | None = None, services: tuple[str, ...] = ()
+) -> AsyncIterator[LivePlatform]:
     """`services` (names from the service catalogue, e.g. "nats-auth", "ingest") run beside the API."""
     url = db_url or f"sqlite:///{tmp_path / 'aiot.db'}"
     migrate.upgrade(url)
     db = Database(url)
     nats = EmbeddedNats(tmp_path / "data")
     await nats.start()
-    bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="test",
-                            attempts=3)
+    bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="test", attempts=3)
     settings = Settings(data_dir=tmp_path / "data", database_url=url)
     ctx = ServiceContext(settings=settings, db=db, bus=bus, embedded=nats)
     started = []

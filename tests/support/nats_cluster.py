@@ -39,9 +39,11 @@ class NatsCluster:
 
 def _config(name: str, port: int, route_port: int, all_route_ports: list[int], store: Path) -> str:
     routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in all_route_ports if p != route_port)
-    return (f'server_name: "{name}"\nlisten: "127.0.0.1:{port}"\n'
-            f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
-            f'cluster {{ name: "aiot-test", listen: "127.0.0.1:{route_port}", routes: [{routes}] }}\n')
+    return (
+        f'server_name: "{name}"\nlisten: "127.0.0.1:{port}"\n'
+        f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
+        f'cluster {{ name: "aiot-test", listen: "127.0.0.1:{route_port}", routes: [{routes}] }}\n'
+    )
 
 
 async def _wait_meta_leader(url: str, limit_s: float = 30.0) -> None:
@@ -78,8 +80,7 @@ async def nats_cluster(tmp_path: Path, size: int = 3) -> AsyncIterator[NatsClust
             conf = folder / "nats.conf"
             conf.write_text(_config(f"n{i}", ports[i], route_ports[i], route_ports, folder / "js"))
             log = (folder / "nats.log").open("wb")
-            cluster.procs.append(subprocess.Popen([str(binary), "-c", str(conf)], stdout=log,
-                                                  stderr=subprocess.STDOUT))
+            cluster.procs.append(subprocess.Popen([str(binary), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT))
         await _wait_meta_leader(cluster.urls[0])
         yield cluster
     finally:

@@ -20,8 +20,13 @@ AIOT = str(Path(sys.executable).parent / "aiot")
 
 def platform_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOT_")}
-    env.update(AIOT_DATA_DIR=str(data_dir), AIOT_PORT=str(port), AIOT_ADMIN_PASSWORD="admin-password-1",
-               XDG_CONFIG_HOME=str(data_dir / "xdg"), AIOT_SERVER=f"http://127.0.0.1:{port}")
+    env.update(
+        AIOT_DATA_DIR=str(data_dir),
+        AIOT_PORT=str(port),
+        AIOT_ADMIN_PASSWORD="admin-password-1",
+        XDG_CONFIG_HOME=str(data_dir / "xdg"),
+        AIOT_SERVER=f"http://127.0.0.1:{port}",
+    )
     env.update(extra)
     return env
 
@@ -63,19 +68,20 @@ class RunningPlatform:
             if last:
                 return last
             time.sleep(every)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n"
-                             f"{self.log()[-3000:]}")
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n{self.log()[-3000:]}")
 
 
 @contextmanager
-def start_platform(data_dir: Path, port: int, args: tuple[str, ...] = (), command: str = "up",
-                   **env: str) -> Iterator[RunningPlatform]:
+def start_platform(
+    data_dir: Path, port: int, args: tuple[str, ...] = (), command: str = "up", **env: str
+) -> Iterator[RunningPlatform]:
     """`aiot <command> *args` (default `aiot up`) on `data_dir`; SIGTERM (then SIGKILL) when the block ends."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"up-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([AIOT, command, *args], env=platform_env(data_dir, port, **env), stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [AIOT, command, *args], env=platform_env(data_dir, port, **env), stdout=log, stderr=subprocess.STDOUT
+        )
     running = RunningPlatform(proc, port, log_path)
     try:
         yield running
@@ -98,8 +104,12 @@ def serving_pid(workload_id: str) -> int | None:
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmdline = proc.info["cmdline"] or []
-            if cmdline and "bwrap" not in cmdline[0] and "platform_sdk.serving" in " ".join(cmdline) and \
-                    workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", ""):
+            if (
+                cmdline
+                and "bwrap" not in cmdline[0]
+                and "platform_sdk.serving" in " ".join(cmdline)
+                and workload_id in proc.environ().get("AIOT_WORKLOAD_CONFIG", "")
+            ):
                 return proc.pid
         except psutil.Error:
             continue

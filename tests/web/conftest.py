@@ -25,16 +25,25 @@ from aiot.web import install
 from tests.support.live import PASSWORD, LivePlatform, live_platform
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 USERS = {"admin": "admin1", "ai_developer": "aideveloper1", "app_developer": "appdeveloper1", "end_user": "enduser1"}
 
 if not CHROMIUM.exists():
-    pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
+    pytest.skip(
+        f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
 playwright_api = pytest.importorskip("playwright.async_api", reason="browser tests need the playwright package")
 
 
@@ -54,8 +63,9 @@ class WebPlatform:
 
     async def page_as(self, role: str, timezone: str | None = None):  # type: ignore[no-untyped-def]
         """A new browser context logged in through the form as the module's user of `role`."""
-        context = await self.browser.new_context(base_url=self.url, viewport={"width": 1280, "height": 860},
-                                                 timezone_id=timezone)
+        context = await self.browser.new_context(
+            base_url=self.url, viewport={"width": 1280, "height": 860}, timezone_id=timezone
+        )
         page = await context.new_page()
         watch_console(page, self.console_errors)
         await page.goto("/login")
@@ -68,8 +78,10 @@ class WebPlatform:
 
 def watch_console(page, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
     """Collect console errors and uncaught exceptions: every page must be free of them."""
-    page.on("console", lambda msg: sink.append(f"{page.url}: console.{msg.type}: {msg.text}")
-            if msg.type == "error" else None)
+    page.on(
+        "console",
+        lambda msg: sink.append(f"{page.url}: console.{msg.type}: {msg.text}") if msg.type == "error" else None,
+    )
     page.on("pageerror", lambda exc: sink.append(f"{page.url}: uncaught: {exc}"))
 
 
@@ -89,8 +101,12 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebPlat
         apps = create_apps_app(live.ctx)
         app.state.apps_url = apps.state.apps_url = f"http://localhost:{apps_port}"
         apps.state.platform_url = f"http://127.0.0.1:{port}"
-        servers = [uvicorn.Server(uvicorn.Config(a, host="127.0.0.1", port=p, log_level="warning", lifespan="off",
-                                                 access_log=False)) for a, p in ((app, port), (apps, apps_port))]
+        servers = [
+            uvicorn.Server(
+                uvicorn.Config(a, host="127.0.0.1", port=p, log_level="warning", lifespan="off", access_log=False)
+            )
+            for a, p in ((app, port), (apps, apps_port))
+        ]
         tasks = [asyncio.create_task(server.serve()) for server in servers]
         for _ in range(200):
             if all(server.started for server in servers) or any(task.done() for task in tasks):
@@ -98,14 +114,15 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebPlat
             await asyncio.sleep(0.02)
         assert all(server.started for server in servers), "uvicorn did not start"
         async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                               headless=True, env={**os.environ, "HOME": str(tmp)})
+            browser = await pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, env={**os.environ, "HOME": str(tmp)}
+            )
             try:
-                yield WebPlatform(live=live, url=f"http://127.0.0.1:{port}", browser=browser,
-                                  apps_url=f"http://localhost:{apps_port}")
+                yield WebPlatform(
+                    live=live, url=f"http://127.0.0.1:{port}", browser=browser, apps_url=f"http://localhost:{apps_port}"
+                )
             finally:
                 await browser.close()
                 for server in servers:
                     server.should_exit = True
                 await asyncio.wait_for(asyncio.gather(*tasks), 10)
-

@@ -35,8 +35,13 @@ async def test_workload_log_line_is_findable_by_text_within_2s(web: WebPlatform)
     await ensure_logs_stream(web.live.ctx.bus, web.live.ctx.settings)
     page = await web.page_as("admin")
     needle = f"web-test-marker-{time.monotonic_ns()}"
-    record = LogRecord(ts=datetime.now(UTC), level="WARNING",
-                       service="workload", workload_id="wl_webtest0001", message=f"sdk says {needle}")
+    record = LogRecord(
+        ts=datetime.now(UTC),
+        level="WARNING",
+        service="workload",
+        workload_id="wl_webtest0001",
+        message=f"sdk says {needle}",
+    )
     await web.live.ctx.bus.publish(workload_subject("wl_webtest0001"), json.dumps(record.to_json()).encode())
     started = time.monotonic()
     await page.goto(f"/logs?q={needle}")
@@ -60,16 +65,27 @@ async def test_live_tail_shows_a_line_published_after_the_page_opened(web: WebPl
     needle = f"tail-marker-{time.monotonic_ns()}"
     await page.goto(f"/logs?q={needle}")
     await page.wait_for_selector("#tail-status:has-text('live')", timeout=10_000)
-    record = LogRecord(ts=datetime.now(UTC), level="INFO", service="workload", workload_id="wl_webtail0001",
-                       message=f"published after the page opened {needle}")
+    record = LogRecord(
+        ts=datetime.now(UTC),
+        level="INFO",
+        service="workload",
+        workload_id="wl_webtail0001",
+        message=f"published after the page opened {needle}",
+    )
     await web.live.ctx.bus.publish(workload_subject("wl_webtail0001"), json.dumps(record.to_json()).encode())
     await page.wait_for_selector(f"#log-rows tr:has-text('{needle}')", timeout=5_000)
-    other = LogRecord(ts=datetime.now(UTC), level="INFO", service="workload", workload_id="wl_webtail0001",
-                      message="a line the search does not match")
+    other = LogRecord(
+        ts=datetime.now(UTC),
+        level="INFO",
+        service="workload",
+        workload_id="wl_webtail0001",
+        message="a line the search does not match",
+    )
     await web.live.ctx.bus.publish(workload_subject("wl_webtail0001"), json.dumps(other.to_json()).encode())
     await asyncio.sleep(1.0)
-    assert "a line the search does not match" not in await page.inner_text("#log-rows"), \
+    assert "a line the search does not match" not in await page.inner_text("#log-rows"), (
         "the live tail ignores the page's search text"
+    )
     await page.context.close()
     no_console_errors(web)
 
@@ -84,8 +100,12 @@ def _agent_command() -> list[str] | None:
         import aiot.cli.node  # noqa: F401
     except ImportError:
         return None
-    return [sys.executable, "-c", "import sys; from typer.main import get_command; from aiot.cli.node import node_app;"
-            " get_command(node_app)(sys.argv[1:])"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from typer.main import get_command; from aiot.cli.node import node_app;"
+        " get_command(node_app)(sys.argv[1:])",
+    ]
 
 
 async def test_ai_developer_deploys_and_gets_a_prediction(web: WebPlatform, tmp_path: Path) -> None:
@@ -104,9 +124,12 @@ async def test_ai_developer_deploys_and_gets_a_prediction(web: WebPlatform, tmp_
     node_dir = tmp_path / "node"
     log = (tmp_path / "agent.log").open("wb")
     env = {**os.environ, "AIOT_JOIN_TOKEN": token["token"]}  # never on a command line
-    agent = subprocess.Popen([*command, "--server", web.url, "--name", "web-node",
-                              "--data-dir", str(node_dir)], env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+    agent = subprocess.Popen(
+        [*command, "--server", web.url, "--name", "web-node", "--data-dir", str(node_dir)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         page = await web.page_as("ai_developer")
         await page.set_input_files("#f-file", str(zip_folder(EXAMPLES / "models/comfort", tmp_path / "c.zip")))
@@ -127,6 +150,7 @@ async def test_ai_developer_deploys_and_gets_a_prediction(web: WebPlatform, tmp_
         await admin.goto("/admin/nodes")
         await admin.wait_for_selector("[data-node=web-node] svg.chart path.cpu", timeout=15_000)
         from aiot.agent.sandbox import bwrap_path
+
         expected = "sandboxed" if bwrap_path() is not None else "unsandboxed"
         assert (await admin.inner_text("[data-node=web-node] .sandbox")).strip() == expected
         await asyncio.sleep(4)  # a few more load reports for the chart

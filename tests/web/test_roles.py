@@ -38,8 +38,11 @@ async def ensure_device_types(web: WebPlatform, names: tuple[str, ...] = CLASSRO
 
 async def ensure_package(web: WebPlatform, collection: str, folder: str, who: Role, tmp: Path) -> dict:
     archive = zip_folder(EXAMPLES / folder, tmp / f"{folder.replace('/', '_')}.zip")
-    r = await web.live.client.post(f"/api/v1/{collection}", content=archive.read_bytes(),
-                                   headers={**web.live.headers(who), "Content-Type": "application/zip"})
+    r = await web.live.client.post(
+        f"/api/v1/{collection}",
+        content=archive.read_bytes(),
+        headers={**web.live.headers(who), "Content-Type": "application/zip"},
+    )
     assert r.status_code in (200, 201), r.text
     return r.json()
 
@@ -51,12 +54,19 @@ async def ensure_location(web: WebPlatform, name: str, devices: dict[str, str]) 
         r = await web.live.client.post("/api/v1/locations", json={"name": name}, headers=headers)
         assert r.status_code == 201, r.text
     location_id = r.json()["id"]
-    existing = {d["name"] for d in (await web.live.client.get("/api/v1/devices", params={"location": location_id},
-                                                              headers=headers)).json()}
+    existing = {
+        d["name"]
+        for d in (
+            await web.live.client.get("/api/v1/devices", params={"location": location_id}, headers=headers)
+        ).json()
+    }
     for device, type_name in devices.items():
         if device not in existing:
-            r = await web.live.client.post("/api/v1/devices", json={"name": device, "device_type": type_name,
-                                                                    "location": location_id}, headers=headers)
+            r = await web.live.client.post(
+                "/api/v1/devices",
+                json={"name": device, "device_type": type_name, "location": location_id},
+                headers=headers,
+            )
             assert r.status_code == 201, r.text
     return location_id
 
@@ -72,8 +82,14 @@ async def publish_reading(url: str, device_id: str, password: str, values: dict)
     last: Exception | None = None
     for _ in range(50):
         try:
-            nc = await nats.connect(url, user=device_id, password=password, connect_timeout=1, max_reconnect_attempts=0,
-                                    allow_reconnect=False)
+            nc = await nats.connect(
+                url,
+                user=device_id,
+                password=password,
+                connect_timeout=1,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+            )
         except Exception as exc:  # noqa: BLE001 - not authorised yet: retry
             last = exc
             await asyncio.sleep(0.2)
@@ -286,14 +302,19 @@ async def test_end_user_schedules_app_and_opens_its_address(web: WebPlatform, tm
     await ensure_device_types(web)
     await ensure_package(web, "models", "models/comfort", Role.ai_developer, tmp_path)
     app = await ensure_package(web, "apps", "apps/smart-classroom", Role.app_developer, tmp_path)
-    room = await ensure_location(web, "Room 101", {"thermo-1": "temperature", "light-1": "light", "fan-1": "fan",
-                                                   "ac-1": "ac", "lamp-1": "lamp"})
+    room = await ensure_location(
+        web, "Room 101", {"thermo-1": "temperature", "light-1": "light", "fan-1": "fan", "ac-1": "ac", "lamp-1": "lamp"}
+    )
     lobby = await ensure_location(web, "Lobby", {"thermo-lobby": "temperature"})
-    elsewhere = await ensure_location(web, "Room 102", {"thermo-2": "temperature", "light-2": "light",
-                                                        "fan-2": "fan", "ac-2": "ac", "lamp-2": "lamp"})
+    elsewhere = await ensure_location(
+        web, "Room 102", {"thermo-2": "temperature", "light-2": "light", "fan-2": "fan", "ac-2": "ac", "lamp-2": "lamp"}
+    )
     for location in (room, lobby):  # Room 102 is not granted: someone else's room
-        r = await web.live.client.post(f"/api/v1/locations/{location}/grants", json={"user": USERS["end_user"]},
-                                       headers=web.live.headers(Role.admin))
+        r = await web.live.client.post(
+            f"/api/v1/locations/{location}/grants",
+            json={"user": USERS["end_user"]},
+            headers=web.live.headers(Role.admin),
+        )
         assert r.status_code in (200, 201), r.text
 
     page = await web.page_as("end_user", timezone="Europe/Paris")
@@ -384,8 +405,9 @@ async def test_app_page_script_cannot_act_as_the_admin_viewing_it(web: WebPlatfo
     with web.live.ctx.db.session() as session:
         ids = {u.username: u.id for u in session.query(User)}
     with hostile_app(web.url) as evil:
-        instance_id = running_web_instance(web.live.ctx.db, app_owner_id=ids["appdeveloper1"],
-                                           instance_owner_id=ids["admin1"], endpoint=evil.url)
+        instance_id = running_web_instance(
+            web.live.ctx.db, app_owner_id=ids["appdeveloper1"], instance_owner_id=ids["admin1"], endpoint=evil.url
+        )
         page = await web.page_as("admin")
         platform_cookies = {c["name"]: c["value"] for c in await page.context.cookies(web.url)}
         await page.goto(f"/apps/{instance_id}/")
@@ -418,8 +440,11 @@ async def test_the_store_shows_one_card_per_app_with_its_newest_version(web: Web
     shutil.copytree(EXAMPLES / "apps" / "smart-home", newer)
     manifest = json.loads((newer / "app.json").read_text())
     (newer / "app.json").write_text(json.dumps({**manifest, "version": "1.1.0"}))
-    r = await web.live.client.post("/api/v1/apps", content=zip_folder(newer, tmp_path / "new.zip").read_bytes(),
-                                   headers={**web.live.headers(Role.app_developer), "Content-Type": "application/zip"})
+    r = await web.live.client.post(
+        "/api/v1/apps",
+        content=zip_folder(newer, tmp_path / "new.zip").read_bytes(),
+        headers={**web.live.headers(Role.app_developer), "Content-Type": "application/zip"},
+    )
     assert r.status_code in (200, 201), r.text
 
     page = await web.page_as("end_user")
@@ -438,16 +463,22 @@ async def test_end_user_upgrades_an_instance_and_rolls_it_back_on_its_page(web: 
     from tests.apps.test_upgrades import GOOD, app_zip
 
     for version in ("1.0.0", "1.1.0"):
-        r = await web.live.client.post("/api/v1/apps", content=app_zip(version, GOOD),
-                                       headers={**web.live.headers(Role.app_developer),
-                                                "Content-Type": "application/zip"})
+        r = await web.live.client.post(
+            "/api/v1/apps",
+            content=app_zip(version, GOOD),
+            headers={**web.live.headers(Role.app_developer), "Content-Type": "application/zip"},
+        )
         assert r.status_code in (200, 201), r.text
     lab = await ensure_location(web, "Upgrade Lab", {})
-    r = await web.live.client.post(f"/api/v1/locations/{lab}/grants", json={"user": USERS["end_user"]},
-                                   headers=web.live.headers(Role.admin))
+    r = await web.live.client.post(
+        f"/api/v1/locations/{lab}/grants", json={"user": USERS["end_user"]}, headers=web.live.headers(Role.admin)
+    )
     assert r.status_code in (200, 201), r.text
-    r = await web.live.client.post("/api/v1/instances", json={"app": "upgrade-probe:1.0.0", "location": lab},
-                                   headers=web.live.headers(Role.end_user))
+    r = await web.live.client.post(
+        "/api/v1/instances",
+        json={"app": "upgrade-probe:1.0.0", "location": lab},
+        headers=web.live.headers(Role.end_user),
+    )
     assert r.status_code == 201, r.text
     instance_id = r.json()["id"]
 
@@ -470,13 +501,20 @@ async def test_end_user_upgrades_an_instance_and_rolls_it_back_on_its_page(web: 
     no_console_errors(web)
 
 
-async def _answer_commands(url: str, device_id: str, password: str, handled: list[str],
-                           listening: asyncio.Event) -> None:
+async def _answer_commands(
+    url: str, device_id: str, password: str, handled: list[str], listening: asyncio.Event
+) -> None:
     """Play the fan: acknowledge each command with its new state, as a controller does."""
     for _ in range(150):
         try:
-            nc = await nats.connect(url, user=device_id, password=password, connect_timeout=1,
-                                    max_reconnect_attempts=0, allow_reconnect=False)
+            nc = await nats.connect(
+                url,
+                user=device_id,
+                password=password,
+                connect_timeout=1,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+            )
             break
         except Exception:  # noqa: BLE001 - credential not applied yet
             await asyncio.sleep(0.2)
@@ -489,8 +527,7 @@ async def _answer_commands(url: str, device_id: str, password: str, handled: lis
         handled.append(command.command)
         if command.command == "set_speed":
             state.update(speed=int(command.args["speed"]), power=int(command.args["speed"]) > 0)
-        await nc.publish(subjects.device_subject(device_id, "state"),
-                         codec.encode_state(state, cmd_id=command.cmd_id))
+        await nc.publish(subjects.device_subject(device_id, "state"), codec.encode_state(state, cmd_id=command.cmd_id))
 
     await nc.subscribe(subjects.cmd_subject(device_id), cb=on_command)
     await nc.flush()
@@ -505,8 +542,10 @@ async def test_device_page_charts_history_and_sends_a_command(web: WebPlatform) 
     await ensure_device_types(web)
     room = await ensure_location(web, "Chart Room", {"thermo-c": "temperature", "fan-c": "fan"})
     admin = web.live.headers(Role.admin)
-    devices = {d["name"]: d["id"] for d in (await web.live.client.get(
-        "/api/v1/devices", params={"location": room}, headers=admin)).json()}
+    devices = {
+        d["name"]: d["id"]
+        for d in (await web.live.client.get("/api/v1/devices", params={"location": room}, headers=admin)).json()
+    }
     creds = {}
     for name in ("thermo-c", "fan-c"):
         r = await web.live.client.post(f"/api/v1/devices/{devices[name]}/credentials/rotate", headers=admin)
@@ -535,8 +574,7 @@ async def test_device_page_charts_history_and_sends_a_command(web: WebPlatform) 
 
     handled: list[str] = []
     listening = asyncio.Event()
-    fan = asyncio.create_task(_answer_commands(web.live.nats.url, devices["fan-c"], creds["fan-c"], handled,
-                                               listening))
+    fan = asyncio.create_task(_answer_commands(web.live.nats.url, devices["fan-c"], creds["fan-c"], handled, listening))
     try:
         await asyncio.wait_for(listening.wait(), 30)  # its new credential applied and its subscription live
         await page.goto(f"/devices/{devices['fan-c']}")
@@ -556,8 +594,13 @@ async def test_admin_sees_the_outbox_reads_a_mail_and_sends_it_again(web: WebPla
     from aiot.notify.outbox import enqueue
 
     with web.live.ctx.db.session() as session:  # no SMTP server here: the mail waits, as the health page says
-        mail_id = enqueue(session, "eve@example.com", "Your app smart-home is running",
-                          "Hello eve,\n\nopen it at: http://example.invalid/apps/ins_x/\n", kind="app_running").id
+        mail_id = enqueue(
+            session,
+            "eve@example.com",
+            "Your app smart-home is running",
+            "Hello eve,\n\nopen it at: http://example.invalid/apps/ins_x/\n",
+            kind="app_running",
+        ).id
     page = await web.page_as("admin")
     await page.click("nav[aria-label=Main] a[href='/admin/outbox']")
     row = page.locator(f"tr[data-email={mail_id}]")

@@ -37,8 +37,14 @@ def decide(force: bool = False) -> None:
         if wanted in ("on", "off") and applied.get(name) != wanted:
             new_state = controller(name).send(wanted)
             applied[name] = wanted
-            log.info("%s -> %s (%.1f °C, %.0f lx); state now %s",
-                     name, wanted, latest["temperature"], latest["light"], new_state)
+            log.info(
+                "%s -> %s (%.1f °C, %.0f lx); state now %s",
+                name,
+                wanted,
+                latest["temperature"],
+                latest["light"],
+                new_state,
+            )
 
 
 def _remember(alias: str, reading) -> None:

@@ -104,8 +104,9 @@ def _home_page() -> bytes:
         entry = readings.get(alias)
         value = "no reading yet" if entry is None else f"{entry['value']} {unit}"
         when = "" if entry is None else entry["ts"]
-        rows.append(f"<tr><th>{alias}</th><td class='value'>{html.escape(str(value))}</td>"
-                    f"<td>{html.escape(when)}</td></tr>")
+        rows.append(
+            f"<tr><th>{alias}</th><td class='value'>{html.escape(str(value))}</td><td>{html.escape(when)}</td></tr>"
+        )
     switches = []
     for alias, commands in CONTROLLERS.items():
         buttons = "".join(
@@ -131,8 +132,11 @@ def _history_page() -> bytes:
         f"<td>{html.escape(str(e['value']))} {html.escape(e['unit'])}</td><td>{html.escape(str(e['device']))}</td></tr>"
         for e in entries
     )
-    return _page("History", "<h2>Recent readings</h2><table><tr><th>time (UTC)</th><th>sensor</th><th>value</th>"
-                 f"<th>device</th></tr>{rows}</table>")
+    return _page(
+        "History",
+        "<h2>Recent readings</h2><table><tr><th>time (UTC)</th><th>sensor</th><th>value</th>"
+        f"<th>device</th></tr>{rows}</table>",
+    )
 
 
 class Handler(BaseHTTPRequestHandler):

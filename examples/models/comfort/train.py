@@ -27,9 +27,9 @@ LAMP_BELOW_LX = 300.0
 
 def label(temperature: np.ndarray, light: np.ndarray) -> np.ndarray:
     """The comfort rules: one row of 0/1 per reading, columns in ACTIONS order."""
-    return np.column_stack(
-        [temperature > FAN_ABOVE_C, temperature > AC_ABOVE_C, light < LAMP_BELOW_LX]
-    ).astype(np.int64)
+    return np.column_stack([temperature > FAN_ABOVE_C, temperature > AC_ABOVE_C, light < LAMP_BELOW_LX]).astype(
+        np.int64
+    )
 
 
 def synthetic_readings(seed: int = SEED, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:

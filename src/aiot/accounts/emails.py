@@ -27,8 +27,10 @@ def check_email(value: str) -> str:
     if not at or not local or not domain:
         raise ValueError(f"{address!r} is not an e-mail address: {expected}")
     if len(local) > 64 or not LOCAL_RE.match(local):
-        raise ValueError(f"the part before '@' in {address!r} has a character or dot that is not allowed "
-                         f"(no spaces, quotes, commas, '@' or line breaks); {expected}")
+        raise ValueError(
+            f"the part before '@' in {address!r} has a character or dot that is not allowed "
+            f"(no spaces, quotes, commas, '@' or line breaks); {expected}"
+        )
     try:
         ascii_domain = domain.encode("idna").decode("ascii").lower()
     except UnicodeError as exc:

@@ -42,10 +42,13 @@ class ThrottlePolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottlePolicy:
-        return cls(free_failures=settings.login_free_failures, backoff_s=settings.login_backoff_s,
-                   account_max_s=settings.login_account_lock_max_s,
-                   address_max_s=settings.login_address_lock_max_s,
-                   forget_s=max(900.0, settings.login_address_lock_max_s))
+        return cls(
+            free_failures=settings.login_free_failures,
+            backoff_s=settings.login_backoff_s,
+            account_max_s=settings.login_account_lock_max_s,
+            address_max_s=settings.login_address_lock_max_s,
+            forget_s=max(900.0, settings.login_address_lock_max_s),
+        )
 
     def lock_for(self, failures: int, cap: float) -> float:
         """Seconds of lock after `failures` failures in a row (0 within the free ones)."""
@@ -95,8 +98,10 @@ class LoginThrottle:
         now = self.clock()
         with self._lock:
             locks = []
-            for table, key, cap in ((self._accounts, account, self.policy.account_max_s),
-                                    (self._addresses, address, self.policy.address_max_s)):
+            for table, key, cap in (
+                (self._accounts, account, self.policy.account_max_s),
+                (self._addresses, address, self.policy.address_max_s),
+            ):
                 count = self._get(table, key, now) or _Count()
                 count.failures += 1
                 count.last_failure = now
@@ -108,13 +113,19 @@ class LoginThrottle:
                     table.popitem(last=False)
                 locks.append((count.failures, lock))
         (account_failures, account_lock), (address_failures, address_lock) = locks
-        audit.warning("login failed: account %r from %s (%d in a row for the account, %d for the address; "
-                      "locked %.0f s / %.0f s)", account[:64], address, account_failures, address_failures,
-                      account_lock, address_lock)
+        audit.warning(
+            "login failed: account %r from %s (%d in a row for the account, %d for the address; "
+            "locked %.0f s / %.0f s)",
+            account[:64],
+            address,
+            account_failures,
+            address_failures,
+            account_lock,
+            address_lock,
+        )
 
     def refused(self, account: str, address: str, wait: float) -> None:
-        audit.warning("login refused while locked: account %r from %s (retry in %.0f s)", account[:64], address,
-                      wait)
+        audit.warning("login refused while locked: account %r from %s (retry in %.0f s)", account[:64], address, wait)
 
     def succeeded(self, account: str, address: str) -> None:
         """The account's count starts again, and this address is known for it (exempt from its lock)."""

@@ -39,14 +39,10 @@ class IssuedToken:
 
 def check_password_rules(password: str, field: str = "password") -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            f"{field} must be at least {MIN_PASSWORD_LENGTH} characters long", field=field
-        )
+        raise ValidationFailed(f"{field} must be at least {MIN_PASSWORD_LENGTH} characters long", field=field)
 
 
-def create_user(
-    session: Session, *, username: str, password: str, role: Role, email: str | None = None
-) -> User:
+def create_user(session: Session, *, username: str, password: str, role: Role, email: str | None = None) -> User:
     if not USERNAME_RE.match(username):
         raise ValidationFailed(
             "username must be 2-64 characters: a lower-case letter, then lower-case letters, digits, '_', '.', '-'",
@@ -68,9 +64,7 @@ def create_user(
 
 
 def get_user(session: Session, user_id_or_name: str) -> User:
-    user = session.get(User, user_id_or_name) or session.scalar(
-        select(User).where(User.username == user_id_or_name)
-    )
+    user = session.get(User, user_id_or_name) or session.scalar(select(User).where(User.username == user_id_or_name))
     if user is None:
         raise NotFound(f"no user {user_id_or_name!r}", field="user")
     return user
@@ -143,9 +137,7 @@ def revoke_token(session: Session, record: ApiToken) -> None:
 
 def revoke_all_tokens(session: Session, user: User) -> int:
     count = 0
-    for record in session.scalars(
-        select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-    ):
+    for record in session.scalars(select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))):
         record.revoked_at = utcnow()
         count += 1
     return count

@@ -105,9 +105,7 @@ class _Outage:
 
     def ok(self) -> None:
         if self.since is not None:
-            log.warning(
-                "control plane %s reachable again after %.1fs", self.server, time.monotonic() - self.since
-            )
+            log.warning("control plane %s reachable again after %.1fs", self.server, time.monotonic() - self.since)
             self.since = None
 
     @property
@@ -184,9 +182,7 @@ class NodeAgent:
             self.client.token = self.identity.node_token
             self._registered.set()
         if self.config.http_port is not None:
-            self.http = AgentHttpServer(
-                self._health, self._metrics_text, self.config.http_host, self.config.http_port
-            )
+            self.http = AgentHttpServer(self._health, self._metrics_text, self.config.http_host, self.config.http_port)
             await self.http.start()
             log.info("agent /healthz and /metrics on http://%s:%d", self.config.http_host, self.http.port)
         loop = asyncio.get_running_loop()
@@ -246,8 +242,7 @@ class NodeAgent:
         except OSError:
             os.close(fd)
             raise AgentError(
-                f"another node agent is running with data dir {self.data_dir}; "
-                "give each agent its own --data-dir"
+                f"another node agent is running with data dir {self.data_dir}; give each agent its own --data-dir"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -468,9 +463,7 @@ class NodeAgent:
         registry = CollectorRegistry()
         return {
             "registry": registry,
-            "workloads": Gauge(
-                "aiot_agent_workloads", "Workloads on this node by state", ["state"], registry=registry
-            ),
+            "workloads": Gauge("aiot_agent_workloads", "Workloads on this node by state", ["state"], registry=registry),
             "restarts": Gauge(
                 "aiot_agent_workload_restarts",
                 "Restarts of each workload",

@@ -55,9 +55,7 @@ class ControlPlaneClient:
         try:
             response = await self._http.request(method, API + path, headers=self._headers(token), **kwargs)
         except httpx.HTTPError as exc:
-            raise ControlPlaneUnavailable(
-                f"{method} {self.server}{API}{path}: {type(exc).__name__} {exc}"
-            ) from exc
+            raise ControlPlaneUnavailable(f"{method} {self.server}{API}{path}: {type(exc).__name__} {exc}") from exc
         return self._check(method, path, response).json()
 
     def _check(self, method: str, path: str, response: httpx.Response) -> httpx.Response:
@@ -66,9 +64,7 @@ class ControlPlaneClient:
         if response.status_code == 409 and path == "/register":
             raise NodeNameTaken(f"{method} {API}{path}: 409 {response.text[:300]}")
         if response.status_code >= 400:
-            raise ControlPlaneUnavailable(
-                f"{method} {API}{path}: HTTP {response.status_code} {response.text[:300]}"
-            )
+            raise ControlPlaneUnavailable(f"{method} {API}{path}: HTTP {response.status_code} {response.text[:300]}")
         return response
 
     async def register(self, join_token: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -94,9 +90,7 @@ class ControlPlaneClient:
         try:
             with os.fdopen(fd, "wb") as out:
                 try:
-                    async with self._http.stream(
-                        "GET", f"{API}/packages/{sha256}", headers=self._headers()
-                    ) as resp:
+                    async with self._http.stream("GET", f"{API}/packages/{sha256}", headers=self._headers()) as resp:
                         if resp.status_code >= 400:
                             await resp.aread()
                         self._check("GET", f"/packages/{sha256[:12]}…", resp)

@@ -66,10 +66,25 @@ PTH_NAME = "aiot_platform_sdk.pth"
 _STDERR_TAIL = 3000
 BUILD_MEMORY_MB = 4096
 PASSED_THROUGH = (
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
-    "http_proxy", "https_proxy", "all_proxy", "no_proxy",
-    "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_FIND_LINKS", "UV_NATIVE_TLS",
-    "UV_INSECURE_HOST", "UV_HTTP_TIMEOUT", "UV_OFFLINE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NATIVE_TLS",
+    "UV_INSECURE_HOST",
+    "UV_HTTP_TIMEOUT",
+    "UV_OFFLINE",
 )
 """The machine's way to its package index (TLS roots, proxy, an admin's uv index settings): all a build
 inherits from the agent's environment."""
@@ -88,8 +103,7 @@ def find_uv() -> str:
     if found:
         return found
     raise EnvBuildError(
-        "the `uv` binary was not found beside the Python interpreter nor on PATH; "
-        "install it with `pip install uv`"
+        "the `uv` binary was not found beside the Python interpreter nor on PATH; install it with `pip install uv`"
     )
 
 
@@ -97,9 +111,7 @@ def find_sdk_dir() -> Path:
     """The folder of the `platform_sdk` package this agent would inject."""
     spec = importlib_util.find_spec("platform_sdk")
     if spec is None or not spec.submodule_search_locations:
-        raise EnvBuildError(
-            "the platform_sdk package cannot be found; install the platform (pip install aiot)"
-        )
+        raise EnvBuildError("the platform_sdk package cannot be found; install the platform (pip install aiot)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -217,10 +229,7 @@ class EnvBuilder:
     def python_version(self) -> str:
         """Version of the interpreter environments are built from (asked once, it may not be ours)."""
         if self._python_version is None:
-            if (
-                Path(self.python).resolve()
-                == Path(getattr(sys, "_base_executable", sys.executable)).resolve()
-            ):
+            if Path(self.python).resolve() == Path(getattr(sys, "_base_executable", sys.executable)).resolve():
                 self._python_version = ".".join(str(v) for v in sys.version_info[:3])
             else:
                 self._python_version = self._probe_version()
@@ -424,15 +433,25 @@ class EnvBuilder:
             venv = tmp / "venv"
             await self._run(
                 "uv venv",
-                self._sandbox([uv, "venv", "--quiet", "--relocatable", "--python", str(self.python), str(venv)],
-                              tmp, uv),
+                self._sandbox(
+                    [uv, "venv", "--quiet", "--relocatable", "--python", str(self.python), str(venv)], tmp, uv
+                ),
             )
             req_file = tmp / "aiot-requirements.txt"
             req_file.write_text("\n".join(reqs) + "\n", encoding="utf-8")
             if reqs:
                 links = [a for p in self.find_links for a in ("--find-links", str(p))]
-                argv = [uv, "pip", "install", "--python", str(self.python_of(venv)), *self.build_options(), *links,
-                        "-r", str(req_file)]
+                argv = [
+                    uv,
+                    "pip",
+                    "install",
+                    "--python",
+                    str(self.python_of(venv)),
+                    *self.build_options(),
+                    *links,
+                    "-r",
+                    str(req_file),
+                ]
                 await self._run("uv pip install", self._sandbox(argv, tmp, uv))
             await asyncio.to_thread(self._inject_sdk, venv)
             check = "import platform_sdk, sys; sys.exit(0 if '/sdk/' in platform_sdk.__file__ else 3)"

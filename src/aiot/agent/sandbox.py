@@ -57,7 +57,11 @@ NPROC = 4096
 HOST_PRIVATE_DIRS: tuple[Path, ...] = (Path("/root"), Path("/home"))
 """Covered by tmpfs in every sandbox: other accounts' files, ssh keys, shell histories, cloud credentials."""
 HOST_SECRET_FILES: tuple[str, ...] = (
-    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh/ssh_host_*_key",
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/ssh/ssh_host_*_key",
 )
 """Files (globs) covered by a device node: bwrap mounts nodev, so opening one fails even for its owner."""
 

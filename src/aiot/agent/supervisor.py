@@ -68,7 +68,8 @@ def describe_exit(code: int | None, sandboxed: bool) -> str:
 
 _EXCEPTION_LINE = re.compile(
     r"^(?:[A-Za-z_]\w*\.)*([A-Z]\w*(?:Error|Exception|Unavailable|Exit|Failed|Failure|Timeout|Denied)\w*)"
-    r"(?:: (.*))?$")
+    r"(?:: (.*))?$"
+)
 
 
 def error_summary(line: str) -> str | None:
@@ -159,9 +160,7 @@ class WorkloadSupervisor:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"supervise-{self.workload_id}"
-            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"supervise-{self.workload_id}")
 
     async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - grace period, not a deadline
         """SIGTERM the workload's processes, SIGKILL the whole tree after `timeout` s; state: stopped."""

@@ -35,9 +35,22 @@ from aiot.services.contract import ServiceContext
 API_PREFIX = "/api/v1"
 # Every router mounted under /api/v1. Tests walk this list (and cross-check the OpenAPI document) to prove each
 # route declares its audience; a capability adds its router here, one line.
-API_ROUTERS = (auth.router, users.router, system.router, packages.router, devices.router, agent.router,
-               nodes.router, workloads.router, rollouts.router, instances.router, schedules.router, outbox.router,
-               logs.router, legacy.router)
+API_ROUTERS = (
+    auth.router,
+    users.router,
+    system.router,
+    packages.router,
+    devices.router,
+    agent.router,
+    nodes.router,
+    workloads.router,
+    rollouts.router,
+    instances.router,
+    schedules.router,
+    outbox.router,
+    logs.router,
+    legacy.router,
+)
 
 
 def create_api(ctx: ServiceContext) -> FastAPI:

@@ -50,12 +50,37 @@ log = logging.getLogger(__name__)
 
 VIEWER_COOKIE = "aiot_app"
 VIEWER_PURPOSE = "app-viewer"
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
-REQUEST_DROP = HOP_BY_HOP | {"authorization", "cookie", "x-csrf-token", "forwarded", "x-forwarded-for",
-                             "x-forwarded-host", "x-forwarded-proto", "x-forwarded-prefix", "x-real-ip"}
-RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "set-cookie2", "www-authenticate", "authentication-info",
-                              "proxy-authentication-info"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+REQUEST_DROP = HOP_BY_HOP | {
+    "authorization",
+    "cookie",
+    "x-csrf-token",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-real-ip",
+}
+RESPONSE_DROP = HOP_BY_HOP | {
+    "set-cookie",
+    "set-cookie2",
+    "www-authenticate",
+    "authentication-info",
+    "proxy-authentication-info",
+}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -86,8 +111,11 @@ def default_apps_url(platform_url: str, port: int) -> str:
     elif host in ("127.0.0.1", "::1", "0.0.0.0", "::"):
         other = "localhost"
     else:
-        log.warning("the apps origin shares the platform's host %s (only the port differs): set AIOT_APPS_URL "
-                    "to a host name of its own so that apps never see the platform's cookies", host)
+        log.warning(
+            "the apps origin shares the platform's host %s (only the port differs): set AIOT_APPS_URL "
+            "to a host name of its own so that apps never see the platform's cookies",
+            host,
+        )
         other = host if ":" not in host else f"[{host}]"
     return f"{parts.scheme or 'http'}://{other}:{port}"
 
@@ -100,8 +128,10 @@ def _connection_listed(headers: Mapping[str, str]) -> set[str]:
 def _refuse_page(request: Request, instance_id: str, status: int, message: str) -> HTMLResponse:
     platform = getattr(request.app.state, "platform_url", "")
     link = f"{platform}/apps/{instance_id}/"
-    body = (f"<!doctype html><title>App</title><h1>{html.escape(message)}</h1>"
-            f"<p>Open the app from the platform: <a href=\"{html.escape(link)}\">{html.escape(link)}</a></p>")
+    body = (
+        f"<!doctype html><title>App</title><h1>{html.escape(message)}</h1>"
+        f'<p>Open the app from the platform: <a href="{html.escape(link)}">{html.escape(link)}</a></p>'
+    )
     return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
 
@@ -146,8 +176,9 @@ def create_apps_app(ctx: ServiceContext) -> FastAPI:
         """Exchange a ticket from the platform for this origin's cookie of one instance."""
         payload = unsign(app_secret(app), TICKET_PURPOSE, ticket)
         if payload is None or not app.state.used_tickets.first_use(str(payload.get("n")), float(payload["exp"])):
-            return _refuse_page(request, str((payload or {}).get("i", "")), 403,
-                                "This link has expired or was already used")
+            return _refuse_page(
+                request, str((payload or {}).get("i", "")), 403, "This link has expired or was already used"
+            )
         instance_id, target = str(payload["i"]), str(payload.get("p", ""))
         if not _on_its_host(request, instance_id):
             return _refuse_page(request, instance_id, 403, "This link is for another app's address")
@@ -162,8 +193,15 @@ def create_apps_app(ctx: ServiceContext) -> FastAPI:
         cookie = sign(app_secret(app), VIEWER_PURPOSE, {"i": instance_id, "t": payload["t"]}, lifetime)
         out = RedirectResponse(target, status_code=303, headers={"cache-control": "no-store"})
         secure = (getattr(app.state, "apps_url", "") or "").lower().startswith("https://")
-        out.set_cookie(VIEWER_COOKIE, cookie, max_age=int(lifetime), httponly=True, samesite="lax",
-                       secure=secure or bool(ctx.settings.cookie_secure), path=f"/{instance_id}/")
+        out.set_cookie(
+            VIEWER_COOKIE,
+            cookie,
+            max_age=int(lifetime),
+            httponly=True,
+            samesite="lax",
+            secure=secure or bool(ctx.settings.cookie_secure),
+            path=f"/{instance_id}/",
+        )
         return out
 
     @app.get("/{instance_id}")
@@ -180,8 +218,9 @@ def create_apps_app(ctx: ServiceContext) -> FastAPI:
         if view.kind != "web":
             return status_page(view)
         if view.endpoint is None:
-            raise ServiceUnavailable(f"app instance {instance_id} is not running right now ({view.state})",
-                                     field="instance")
+            raise ServiceUnavailable(
+                f"app instance {instance_id} is not running right now ({view.state})", field="instance"
+            )
         listed = _connection_listed(request.headers)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in REQUEST_DROP | listed}
         headers["x-forwarded-prefix"] = f"/{instance_id}"
@@ -189,17 +228,24 @@ def create_apps_app(ctx: ServiceContext) -> FastAPI:
         headers["x-forwarded-proto"] = request.url.scheme
         headers.update(gateway_headers(app_secret(request.app), instance_id))  # the app's port admits only this
         body = request.stream() if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
-        upstream_request = http().build_request(request.method, f"{view.endpoint.rstrip('/')}/{path}",
-                                                params=request.query_params, headers=headers, content=body)
+        upstream_request = http().build_request(
+            request.method,
+            f"{view.endpoint.rstrip('/')}/{path}",
+            params=request.query_params,
+            headers=headers,
+            content=body,
+        )
         try:
             upstream = await http().send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"app instance {instance_id} did not answer ({type(exc).__name__})",
-                                     field="instance") from exc
+            raise ServiceUnavailable(
+                f"app instance {instance_id} did not answer ({type(exc).__name__})", field="instance"
+            ) from exc
         dropped = RESPONSE_DROP | _connection_listed(upstream.headers)
         response_headers = [(k, v) for k, v in upstream.headers.multi_items() if k.lower() not in dropped]
-        response = StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
-                                     background=BackgroundTask(upstream.aclose))
+        response = StreamingResponse(
+            upstream.aiter_raw(), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
+        )
         for key, value in response_headers:
             response.headers.append(key, value)
         response.headers["x-content-type-options"] = "nosniff"

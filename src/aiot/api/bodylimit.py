@@ -33,13 +33,27 @@ def _exempt(scope: Scope) -> bool:
 
 
 async def _refuse(send: Send, limit: int) -> None:
-    body = json.dumps({"error": {"code": "payload_too_large",
-                                 "message": f"request body is larger than the {limit // (1024 * 1024)} MiB limit "
-                                            "for API requests (packages go to the upload routes)",
-                                 "details": {"field": "body", "limit_bytes": limit}}}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        {
+            "error": {
+                "code": "payload_too_large",
+                "message": f"request body is larger than the {limit // (1024 * 1024)} MiB limit "
+                "for API requests (packages go to the upload routes)",
+                "details": {"field": "body", "limit_bytes": limit},
+            }
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -79,8 +93,9 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}],
-                                      receive), send)
+        await self.app(
+            scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive), send
+        )
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:

@@ -19,10 +19,20 @@ from aiot.errors import PlatformError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-               422: "validation_failed", 429: "too_many_requests", 503: "service_unavailable",
-               507: "insufficient_storage"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "too_many_requests",
+    503: "service_unavailable",
+    507: "insufficient_storage",
+}
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,8 +84,11 @@ def plain_message(err: dict[str, Any]) -> str:
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
-        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": plain_message(err),
-         "type": err.get("type", "")}
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+            "message": plain_message(err),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
     summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
@@ -83,17 +96,25 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 # Connection-level NATS failures only: other NATS errors (a missing object, a bad request) stay bugs (500).
-BUS_UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoServersError, nats.errors.ConnectionClosedError,
-                   nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
-                   nats.errors.FlushTimeoutError, nats.errors.OutboundBufferLimitError)
+BUS_UNAVAILABLE = (
+    nats.errors.TimeoutError,
+    nats.errors.NoServersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.FlushTimeoutError,
+    nats.errors.OutboundBufferLimitError,
+)
 
 
 def _bus_error(_request: Request, exc: Exception) -> JSONResponse:
     """NATS unreachable or not answering (e.g. while the embedded server restarts): retryable, not a bug."""
     log.warning("message bus unavailable: %s: %s", type(exc).__name__, exc)
-    return JSONResponse(error_body("service_unavailable", "the message bus is not answering right now; "
-                                                          "try again in a few seconds"), 503,
-                        headers={"Retry-After": "2"})
+    return JSONResponse(
+        error_body("service_unavailable", "the message bus is not answering right now; try again in a few seconds"),
+        503,
+        headers={"Retry-After": "2"},
+    )
 
 
 def _disk_full_detail(exc: BaseException) -> str | None:
@@ -103,8 +124,11 @@ def _disk_full_detail(exc: BaseException) -> str | None:
     if isinstance(exc, sqlalchemy.exc.OperationalError):
         text = str(exc.orig)
         # SQLite: SQLITE_FULL; PostgreSQL: SQLSTATE 53100 disk_full (psycopg's DiskFull)
-        if "database or disk is full" in text or "No space left on device" in text or \
-                getattr(exc.orig, "sqlstate", None) == "53100":
+        if (
+            "database or disk is full" in text
+            or "No space left on device" in text
+            or getattr(exc.orig, "sqlstate", None) == "53100"
+        ):
             return f"database: {text.splitlines()[0]}"
     if is_storage_full(exc):
         return f"message store: {getattr(exc, 'description', exc)}"
@@ -117,9 +141,16 @@ def _maybe_disk_full(request: Request, exc: Exception) -> JSONResponse:
     if detail is None:
         return _unexpected(request, exc)
     log.warning("disk full: %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, detail)
-    return JSONResponse(error_body("insufficient_storage", f"the disk under the platform's data directory is full "
-                                                            f"({detail}); the request was not completed: free some "
-                                                            "space and try again", {"reason": detail}), 507)
+    return JSONResponse(
+        error_body(
+            "insufficient_storage",
+            f"the disk under the platform's data directory is full "
+            f"({detail}); the request was not completed: free some "
+            "space and try again",
+            {"reason": detail},
+        ),
+        507,
+    )
 
 
 def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -54,20 +54,30 @@ def app_view(session: Session, instance_id: str, user: User) -> AppView:
     app = session.get(AppPackage, instance.app_id)
     workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
     observed = session.get(WorkloadStatus, workload.id) if workload else None
-    running = observed is not None and workload is not None and observed.generation == workload.generation \
+    running = (
+        observed is not None
+        and workload is not None
+        and observed.generation == workload.generation
         and observed.state == "running"
-    return AppView(instance_id=instance_id, name=app.name if app else "?", kind=app.kind if app else "?",
-                   state=observed.state if observed else "not running",
-                   endpoint=observed.endpoint if running and observed else None)
+    )
+    return AppView(
+        instance_id=instance_id,
+        name=app.name if app else "?",
+        kind=app.kind if app else "?",
+        state=observed.state if observed else "not running",
+        endpoint=observed.endpoint if running and observed else None,
+    )
 
 
 def status_page(view: AppView) -> HTMLResponse:
     """What a backend app's address shows: it has no pages, so say what it is doing."""
     name = html.escape(view.name)
-    return HTMLResponse(f"<!doctype html><title>{name}</title><h1>{name}</h1>"
-                        f"<p>Instance {html.escape(view.instance_id)}: <b>{html.escape(view.state)}</b>.</p>"
-                        "<p>This is a backend app: it has no pages of its own. Its logs are in the platform's "
-                        "log view.</p>")
+    return HTMLResponse(
+        f"<!doctype html><title>{name}</title><h1>{name}</h1>"
+        f"<p>Instance {html.escape(view.instance_id)}: <b>{html.escape(view.state)}</b>.</p>"
+        "<p>This is a backend app: it has no pages of its own. Its logs are in the platform's "
+        "log view.</p>"
+    )
 
 
 INSTANCE_PLACEHOLDER = "{instance}"
@@ -84,8 +94,10 @@ def apps_base(request: Request, instance_id: str) -> str:
     host, so apps are kept apart from each other too, not only from the platform."""
     url = getattr(request.app.state, "apps_url", "") or service_context(request).settings.apps_url
     if not url:
-        raise ServiceUnavailable("web apps are not served by this control plane process (no apps origin "
-                                 "started; set AIOT_APPS_URL)", field="instance")
+        raise ServiceUnavailable(
+            "web apps are not served by this control plane process (no apps origin started; set AIOT_APPS_URL)",
+            field="instance",
+        )
     return str(url).replace(INSTANCE_PLACEHOLDER, instance_host(instance_id)).rstrip("/")
 
 
@@ -109,8 +121,14 @@ def open_app(request: Request, ctx: Ctx, instance_id: str, path: str) -> Respons
     if view.kind != "web":
         return status_page(view)
     target = f"/{quote(instance_id)}/{quote(path)}" + (f"?{request.url.query}" if request.url.query else "")
-    ticket = sign(app_secret(request.app), TICKET_PURPOSE,
-                  {"i": instance_id, "t": principal.token.id, "n": secrets.token_urlsafe(12), "p": target},
-                  TICKET_TTL_S)
-    return RedirectResponse(f"{apps_base(request, instance_id)}{ENTER_PATH}?ticket={ticket}", status_code=303,
-                            headers={"cache-control": "no-store"})
+    ticket = sign(
+        app_secret(request.app),
+        TICKET_PURPOSE,
+        {"i": instance_id, "t": principal.token.id, "n": secrets.token_urlsafe(12), "p": target},
+        TICKET_TTL_S,
+    )
+    return RedirectResponse(
+        f"{apps_base(request, instance_id)}{ENTER_PATH}?ticket={ticket}",
+        status_code=303,
+        headers={"cache-control": "no-store"},
+    )

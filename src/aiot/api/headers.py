@@ -12,16 +12,24 @@ from __future__ import annotations
 
 from aiot.api.bodylimit import ASGIApp, Message, Receive, Scope, Send
 
-PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-elem 'self'; "
-            "style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; font-src 'self'; "
-            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
-            "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-            "frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-elem 'self'; "
+    "style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; font-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
+    "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 DOCS_PATHS = ("/docs", "/redoc")
-COMMON = ((b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
-          (b"referrer-policy", b"same-origin"), (b"cross-origin-opener-policy", b"same-origin"))
+COMMON = (
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
 
 
 class SecurityHeaders:

@@ -30,8 +30,12 @@ def parse_names(raw: str | None) -> dict[str, list[str]] | None:
         doc = json.loads(raw)
     except ValueError:
         doc = {k.strip(): v.split(",") for k, _, v in (p.partition("=") for p in raw.split(";") if p.strip())}
-    if not isinstance(doc, dict) or not all(isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
-                                            for v in doc.values()):
-        raise ValidationFailed("names must map each original type to a list of value names, e.g. "
-                               "TEMP=temperature;DHT=temperature,humidity", field="names")
+    if not isinstance(doc, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v) for v in doc.values()
+    ):
+        raise ValidationFailed(
+            "names must map each original type to a list of value names, e.g. "
+            "TEMP=temperature;DHT=temperature,humidity",
+            field="names",
+        )
     return {k: [x.strip() for x in v] for k, v in doc.items()}

@@ -52,11 +52,16 @@ def running_endpoints(session: Any, model: ModelPackage) -> list[str]:
     if deployment is None:
         return []
     out = []
-    for workload in session.scalars(select(Workload).where(Workload.group_id == deployment.id,
-                                                           Workload.desired == DesiredState.running)):
+    for workload in session.scalars(
+        select(Workload).where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
+    ):
         observed = session.get(WorkloadStatus, workload.id)
-        if observed and observed.endpoint and observed.state == "running" and \
-                observed.generation == workload.generation:
+        if (
+            observed
+            and observed.endpoint
+            and observed.state == "running"
+            and observed.generation == workload.generation
+        ):
             out.append(observed.endpoint)
     return out
 
@@ -86,13 +91,15 @@ async def predict(request: Request, ctx: Ctx, ref: str) -> JSONResponse:
         label, model_id = f"{model.name} {model.version}", model.id
         endpoints = running_endpoints(session, model)
     if not endpoints:
-        raise ServiceUnavailable(f"model {label} has no running replica (deploy it: aiot model deploy)",
-                                 field="model")
+        raise ServiceUnavailable(f"model {label} has no running replica (deploy it: aiot model deploy)", field="model")
     inputs = await _inputs(request)
     endpoint = random.choice(endpoints)  # noqa: S311 - load spreading, not security
     try:
-        upstream = await _http().post(f"{endpoint.rstrip('/')}/v1/predict", json={"inputs": inputs},
-                                      headers=model_auth_header(platform_secret(ctx.settings), model_id))
+        upstream = await _http().post(
+            f"{endpoint.rstrip('/')}/v1/predict",
+            json={"inputs": inputs},
+            headers=model_auth_header(platform_secret(ctx.settings), model_id),
+        )
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(f"model {label} did not answer ({type(exc).__name__})", field="model") from exc
     try:
@@ -103,7 +110,9 @@ async def predict(request: Request, ctx: Ctx, ref: str) -> JSONResponse:
         status = upstream.status_code if upstream.status_code in (400, 413, 422) else 502
         message = doc.get("error") if isinstance(doc, dict) and isinstance(doc.get("error"), str) else None
         details = {"field": doc.get("field")} if isinstance(doc, dict) and doc.get("field") else {}
-        return JSONResponse({"error": {"code": "model_error", "message": message or upstream.text[:500],
-                                       "details": details}}, status_code=status)
+        return JSONResponse(
+            {"error": {"code": "model_error", "message": message or upstream.text[:500], "details": details}},
+            status_code=status,
+        )
     outputs = doc.get("outputs") or {}
     return JSONResponse({"output": outputs.get("output", outputs)})

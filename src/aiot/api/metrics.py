@@ -19,8 +19,9 @@ from aiot.errors import Unauthorized
 
 REQUESTS = Counter("aiot_http_requests_total", "HTTP requests handled", ["method", "route", "status"])
 LATENCY = Histogram("aiot_http_request_seconds", "HTTP request latency", ["method", "route"])
-NODES = Gauge("aiot_nodes", "Nodes by status and whether their workloads run sandboxed (bubblewrap)",
-              ["status", "sandboxed"])
+NODES = Gauge(
+    "aiot_nodes", "Nodes by status and whether their workloads run sandboxed (bubblewrap)", ["status", "sandboxed"]
+)
 
 
 def _count_nodes(request: Request) -> None:
@@ -75,8 +76,9 @@ def install_metrics(app: FastAPI) -> None:
         token = service_context(request).settings.metrics_token
         if token is not None:
             scheme, _, sent = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(),
-                                                                     token.get_secret_value().encode()):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                sent.strip().encode(), token.get_secret_value().encode()
+            ):
                 raise Unauthorized("/metrics needs 'Authorization: Bearer <AIOT_METRICS_TOKEN>'")
         _count_nodes(request)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

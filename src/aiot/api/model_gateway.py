@@ -84,23 +84,33 @@ def resolve(request: Request, owner: str | None, name: str, version: str | None)
         if row is None or (owner is not None and names.owner_username(session, row) != owner):
             whose = f" owned by {owner!r}" if owner else ""
             raise NotFound(f"no model {name!r}{whose}", field="model")
-        deployed = list(session.execute(
-            select(ModelPackage, ModelDeployment).join(ModelDeployment, ModelDeployment.model_id == ModelPackage.id)
-            .where(ModelPackage.name == name)))
+        deployed = list(
+            session.execute(
+                select(ModelPackage, ModelDeployment)
+                .join(ModelDeployment, ModelDeployment.model_id == ModelPackage.id)
+                .where(ModelPackage.name == name)
+            )
+        )
         if version is not None:
             deployed = [(m, d) for m, d in deployed if m.version == version]
         if not deployed:
             which = f"version {version} of model {name}" if version else f"model {name}"
-            raise NotFound(f"{which} is not deployed (aiot model deploy {name}{':' + version if version else ''})",
-                           field="model")
+            raise NotFound(
+                f"{which} is not deployed (aiot model deploy {name}{':' + version if version else ''})", field="model"
+            )
         live = [(m, d, running_endpoints(session, m)) for m, d in deployed]
         live.sort(key=lambda item: (bool(item[2]), Version(item[0].version)), reverse=True)
         model, deployment, endpoints = live[0]
-        target = Target(model_id=model.id, name=model.name, version=model.version, manifest=dict(model.manifest),
-                        owner_ids=frozenset(i for i in (row.owner_id, deployment.owner_id) if i),
-                        endpoints=tuple(endpoints),
-                        versions=tuple(sorted((m.version for m, _ in deployed), key=Version)),
-                        token=model_token(platform_secret(ctx.settings), model.id))
+        target = Target(
+            model_id=model.id,
+            name=model.name,
+            version=model.version,
+            manifest=dict(model.manifest),
+            owner_ids=frozenset(i for i in (row.owner_id, deployment.owner_id) if i),
+            endpoints=tuple(endpoints),
+            versions=tuple(sorted((m.version for m, _ in deployed), key=Version)),
+            token=model_token(platform_secret(ctx.settings), model.id),
+        )
     _cache[key] = (now + RESOLVE_TTL, target)
     return target
 
@@ -134,17 +144,26 @@ def _authorise(request: Request, target: Target) -> None:
         return
     user_id, role = _caller(request, bearer)
     if role != Role.admin and user_id not in target.owner_ids:
-        raise Forbidden(f"model {target.name} belongs to another user; call it with its owner's token or as a "
-                        "bound app", field="model")
+        raise Forbidden(
+            f"model {target.name} belongs to another user; call it with its owner's token or as a bound app",
+            field="model",
+        )
 
 
 def _unavailable(target: Target, why: str) -> ServiceUnavailable:
-    return ServiceUnavailable(f"model {target.name} {target.version}: {why}", field="model",
-                              details={"retry_after": RETRY_AFTER_SECONDS})
+    return ServiceUnavailable(
+        f"model {target.name} {target.version}: {why}", field="model", details={"retry_after": RETRY_AFTER_SECONDS}
+    )
 
 
-async def forward(request: Request, target: Target, path: str, content: bytes, content_type: str,
-                  relookup: Callable[[], Target] | None = None) -> Response:
+async def forward(
+    request: Request,
+    target: Target,
+    path: str,
+    content: bytes,
+    content_type: str,
+    relookup: Callable[[], Target] | None = None,
+) -> Response:
     """Send the body to a replica of `target` with the model's token; its answer comes back unchanged.
 
     When none of the (cached) replicas took it, the replica set changed under the cache: a rollout retired
@@ -172,19 +191,29 @@ async def _send(target: Target, path: str, content: bytes, content_type: str) ->
     try:
         answer = await _pool.send(list(target.endpoints), path, content, headers)
     except ReplicaTimeout:
-        raise UpstreamTimeout(f"model {target.name} {target.version}: no answer within {_pool.timeout:g}s",
-                              field="model") from None
-    return Response(answer.content, status_code=answer.status, media_type=answer.content_type,
-                    headers={"x-aiot-model-version": target.version, "x-aiot-replica": answer.replica})
+        raise UpstreamTimeout(
+            f"model {target.name} {target.version}: no answer within {_pool.timeout:g}s", field="model"
+        ) from None
+    return Response(
+        answer.content,
+        status_code=answer.status,
+        media_type=answer.content_type,
+        headers={"x-aiot-model-version": target.version, "x-aiot-replica": answer.replica},
+    )
 
 
 async def _predict(request: Request, owner: str, name: str, path: str) -> Response:
     version = request.query_params.get("version")
     target = resolve(request, owner, name, version)
     _authorise(request, target)
-    return await forward(request, target, path, await request.body(),
-                         request.headers.get("content-type", "application/json"),
-                         relookup=lambda: resolve(request, owner, name, version))
+    return await forward(
+        request,
+        target,
+        path,
+        await request.body(),
+        request.headers.get("content-type", "application/json"),
+        relookup=lambda: resolve(request, owner, name, version),
+    )
 
 
 @router.post("/models/{owner}/{name}/v1/predict")
@@ -269,8 +298,14 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     except ValueError as exc:
         raise ValidationFailed(f"the body must be a JSON inference request: {exc}", field="body") from None
     inputs = oip.request_to_inputs(doc)
-    answer = await forward(request, target, "/v1/predict", json.dumps({"inputs": inputs}).encode(),
-                           "application/json", relookup=lambda: resolve(request, None, name, version))
+    answer = await forward(
+        request,
+        target,
+        "/v1/predict",
+        json.dumps({"inputs": inputs}).encode(),
+        "application/json",
+        relookup=lambda: resolve(request, None, name, version),
+    )
     answered_version = answer.headers.get("x-aiot-model-version", target.version)
     try:
         body = json.loads(answer.body)
@@ -281,5 +316,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         return JSONResponse({"error": message or "the model failed"}, status_code=answer.status_code)
     outputs = body.get("outputs") if isinstance(body.get("outputs"), dict) else {}
     request_id = doc.get("id") if isinstance(doc.get("id"), str) else None
-    return JSONResponse(oip.outputs_to_response(outputs, target.name, answered_version, request_id),
-                        headers={"x-aiot-model-version": answered_version})
+    return JSONResponse(
+        oip.outputs_to_response(outputs, target.name, answered_version, request_id),
+        headers={"x-aiot-model-version": answered_version},
+    )

@@ -20,17 +20,37 @@ from typing import Any
 
 from aiot.errors import ValidationFailed
 
-DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-             "FP64", "BYTES"}
-_MANIFEST_TO_OIP = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES", "image": "BYTES",
-                    "array": "FP64", "object": "BYTES"}
+DATATYPES = {
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+}
+_MANIFEST_TO_OIP = {
+    "number": "FP64",
+    "integer": "INT64",
+    "boolean": "BOOL",
+    "string": "BYTES",
+    "image": "BYTES",
+    "array": "FP64",
+    "object": "BYTES",
+}
 
 
 def _reshape(flat: list[Any], shape: list[int]) -> Any:
     if len(shape) <= 1:
         return list(flat)
     step = len(flat) // shape[0]
-    return [_reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    return [_reshape(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
 def _flatten(value: Any) -> tuple[list[Any], list[int]] | None:
@@ -52,8 +72,7 @@ def _flatten(value: Any) -> tuple[list[Any], list[int]] | None:
 def request_to_inputs(doc: Any) -> dict[str, Any]:
     """The platform's `inputs` object for an OIP inference request; ValidationFailed names the bad member."""
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
-        raise ValidationFailed('an inference request is a JSON object with "inputs": a list of tensors',
-                               field="inputs")
+        raise ValidationFailed('an inference request is a JSON object with "inputs": a list of tensors', field="inputs")
     inputs: dict[str, Any] = {}
     for i, tensor in enumerate(doc["inputs"]):
         where = f"inputs[{i}]"
@@ -63,8 +82,9 @@ def request_to_inputs(doc: Any) -> dict[str, Any]:
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise ValidationFailed(f"{where}.shape must be a list of non-negative integers", field=f"{where}.shape")
         if datatype not in DATATYPES:
-            raise ValidationFailed(f"{where}.datatype must be one of {', '.join(sorted(DATATYPES))}",
-                                   field=f"{where}.datatype")
+            raise ValidationFailed(
+                f"{where}.datatype must be one of {', '.join(sorted(DATATYPES))}", field=f"{where}.datatype"
+            )
         if not isinstance(data, list):
             data = [data]
         flat = _flatten(data)
@@ -72,8 +92,9 @@ def request_to_inputs(doc: Any) -> dict[str, Any]:
             raise ValidationFailed(f"{where}.data must be a list of scalars (or nested lists)", field=f"{where}.data")
         elements, count = flat[0], math.prod(shape)
         if len(elements) != count:
-            raise ValidationFailed(f"{where}.data has {len(elements)} elements, shape {shape} needs {count}",
-                                   field=f"{where}.data")
+            raise ValidationFailed(
+                f"{where}.data has {len(elements)} elements, shape {shape} needs {count}", field=f"{where}.data"
+            )
         inputs[tensor["name"]] = elements[0] if count == 1 else _reshape(elements, shape)
     return inputs
 
@@ -88,18 +109,21 @@ def _tensor(name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"name": name, "datatype": "BYTES", "shape": [1], "data": [value]}
     flat = _flatten(value) if isinstance(value, list) else None
-    if flat is not None and flat[0] and all(isinstance(x, int | float) and not isinstance(x, bool)
-                                            for x in flat[0]):
+    if flat is not None and flat[0] and all(isinstance(x, int | float) and not isinstance(x, bool) for x in flat[0]):
         datatype = "INT64" if all(isinstance(x, int) for x in flat[0]) else "FP64"
         return {"name": name, "datatype": datatype, "shape": flat[1], "data": flat[0]}
     return {"name": name, "datatype": "BYTES", "shape": [1], "data": [json.dumps(value, separators=(",", ":"))]}
 
 
-def outputs_to_response(outputs: dict[str, Any], model_name: str, model_version: str,
-                        request_id: str | None) -> dict[str, Any]:
+def outputs_to_response(
+    outputs: dict[str, Any], model_name: str, model_version: str, request_id: str | None
+) -> dict[str, Any]:
     """The OIP inference response for the platform's `outputs` object."""
-    body: dict[str, Any] = {"model_name": model_name, "model_version": model_version,
-                            "outputs": [_tensor(name, value) for name, value in outputs.items()]}
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": [_tensor(name, value) for name, value in outputs.items()],
+    }
     if request_id:
         body["id"] = request_id
     return body
@@ -112,6 +136,10 @@ def _tensor_meta(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def model_metadata(manifest: dict[str, Any], versions: list[str]) -> dict[str, Any]:
     """OIP model metadata from a model manifest (`GET /v2/models/<name>`)."""
-    return {"name": manifest.get("name"), "versions": versions, "platform": f"aiot-{manifest.get('framework', '')}",
-            "inputs": [_tensor_meta(n, s) for n, s in (manifest.get("inputs") or {}).items()],
-            "outputs": [_tensor_meta(n, s) for n, s in (manifest.get("outputs") or {}).items()]}
+    return {
+        "name": manifest.get("name"),
+        "versions": versions,
+        "platform": f"aiot-{manifest.get('framework', '')}",
+        "inputs": [_tensor_meta(n, s) for n, s in (manifest.get("inputs") or {}).items()],
+        "outputs": [_tensor_meta(n, s) for n, s in (manifest.get("outputs") or {}).items()],
+    }

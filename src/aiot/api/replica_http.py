@@ -67,8 +67,14 @@ class _Connection:
 class HttpPool:
     """Idle keep-alive connections per (host, port), forgotten after `keepalive_expiry` seconds idle."""
 
-    def __init__(self, *, timeout: float = 30.0, connect_timeout: float = 5.0, keepalive_expiry: float = 4.0,
-                 max_idle_per_host: int = 128) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        keepalive_expiry: float = 4.0,
+        max_idle_per_host: int = 128,
+    ) -> None:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.keepalive_expiry = keepalive_expiry

@@ -56,9 +56,14 @@ class ReplicaPool:
         """Replicas to try, best first: healthy before recently refusing, then fewest in flight, ties rotated."""
         now = time.monotonic()
         shift = next(self._tie)
-        ranked = sorted(range(len(replicas)), key=lambda i: (
-            self._bad_until.get(replicas[i], 0.0) > now, self._in_flight[replicas[i]],
-            (i - shift) % len(replicas)))
+        ranked = sorted(
+            range(len(replicas)),
+            key=lambda i: (
+                self._bad_until.get(replicas[i], 0.0) > now,
+                self._in_flight[replicas[i]],
+                (i - shift) % len(replicas),
+            ),
+        )
         return [replicas[i] for i in ranked]
 
     async def send(self, replicas: list[str], path: str, content: bytes, headers: dict[str, str]) -> Answer:

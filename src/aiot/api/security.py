@@ -63,8 +63,11 @@ def authenticate_request(request: Request) -> Principal:
         user, record = resolve_token(session, token)
         session.expunge_all()
     touch_token(ctx.db, record)
-    if via_cookie and request.method not in SAFE_METHODS and \
-            not tokens_match(request.headers.get(CSRF_HEADER, ""), csrf_token(request, token)):
+    if (
+        via_cookie
+        and request.method not in SAFE_METHODS
+        and not tokens_match(request.headers.get(CSRF_HEADER, ""), csrf_token(request, token))
+    ):
         raise Forbidden("missing or wrong CSRF token header for a cookie session", field=CSRF_HEADER)
     principal = Principal(user=user, token=record, via_cookie=via_cookie)
     request.state.principal = principal

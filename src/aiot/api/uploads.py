@@ -59,5 +59,6 @@ async def received_upload(request: Request, suffix: str = ".zip") -> AsyncIterat
 
 def _check_size(written: int, limit: int) -> None:
     if written > limit:
-        raise PayloadTooLarge(f"upload is larger than the {limit // (1024 * 1024)} MiB limit (AIOT_MAX_UPLOAD_MB)",
-                              field="file")
+        raise PayloadTooLarge(
+            f"upload is larger than the {limit // (1024 * 1024)} MiB limit (AIOT_MAX_UPLOAD_MB)", field="file"
+        )

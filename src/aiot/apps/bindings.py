@@ -21,14 +21,19 @@ from aiot.store.devices import Device, DeviceState, Location
 
 
 def _devices_of_type(session: Session, location: Location, type_name: str) -> list[Device]:
-    return list(session.scalars(
-        select(Device).join(DeviceType, Device.type_id == DeviceType.id)
-        .where(Device.location_id == location.id, DeviceType.name == type_name, Device.state == DeviceState.enabled)
-        .order_by(Device.name)))
+    return list(
+        session.scalars(
+            select(Device)
+            .join(DeviceType, Device.type_id == DeviceType.id)
+            .where(Device.location_id == location.id, DeviceType.name == type_name, Device.state == DeviceState.enabled)
+            .order_by(Device.name)
+        )
+    )
 
 
-def resolve_devices(session: Session, app: AppPackage, location: Location,
-                    chosen: dict[str, list[str]] | None) -> dict[str, dict[str, list[str]]]:
+def resolve_devices(
+    session: Session, app: AppPackage, location: Location, chosen: dict[str, list[str]] | None
+) -> dict[str, dict[str, list[str]]]:
     """{"sensors": {alias: [device ids]}, "controllers": {...}}; every problem in one 422."""
     chosen = chosen or {}
     context = app.manifest.get("context") or {}
@@ -44,25 +49,39 @@ def resolve_devices(session: Session, app: AppPackage, location: Location,
                 picked = chosen[alias] if isinstance(chosen[alias], list) else [chosen[alias]]
                 wrong = [d for d in picked if d not in ids]
                 if wrong or not picked:
-                    problems.append({"field": field, "message": f"{wrong or picked} are not enabled {type_name} "
-                                     f"devices at {location.name}; candidates: {sorted(ids) or 'none'}"})
+                    problems.append(
+                        {
+                            "field": field,
+                            "message": f"{wrong or picked} are not enabled {type_name} "
+                            f"devices at {location.name}; candidates: {sorted(ids) or 'none'}",
+                        }
+                    )
                     continue
                 result[section][alias] = list(picked)
             elif len(candidates) == 1:
                 result[section][alias] = [candidates[0].id]
             elif not candidates:
-                problems.append({"field": field, "message": f"{location.name} has no enabled {type_name} device "
-                                 f"for '{alias}'"})
+                problems.append(
+                    {"field": field, "message": f"{location.name} has no enabled {type_name} device for '{alias}'"}
+                )
             else:
                 names = ", ".join(f"{d.id} ({d.name})" for d in candidates)
-                problems.append({"field": field, "message": f"several {type_name} devices at {location.name} could "
-                                 f"serve '{alias}': choose in bindings.{alias} from {names}"})
+                problems.append(
+                    {
+                        "field": field,
+                        "message": f"several {type_name} devices at {location.name} could "
+                        f"serve '{alias}': choose in bindings.{alias} from {names}",
+                    }
+                )
     extra = set(chosen) - set(context.get("sensors") or {}) - set(context.get("controllers") or {})
     for alias in sorted(extra):
         problems.append({"field": f"bindings.{alias}", "message": f"the app declares no device alias '{alias}'"})
     if problems:
-        raise ValidationFailed("cannot bind the app at this location: " + "; ".join(p["message"] for p in problems),
-                               field=problems[0]["field"], details={"problems": problems})
+        raise ValidationFailed(
+            "cannot bind the app at this location: " + "; ".join(p["message"] for p in problems),
+            field=problems[0]["field"],
+            details={"problems": problems},
+        )
     return result
 
 
@@ -77,9 +96,13 @@ def resolve_model(session: Session, name: str, spec: str) -> ModelPackage:
         raise ValidationFailed(f"model {bare!r} is not owned by {owner!r}", field="models")
     name = bare
     specifier = SpecifierSet(spec or "", prereleases=True)
-    rows = [m for m in session.scalars(select(ModelPackage).where(ModelPackage.name == name,
-                                                                  ModelPackage.status == PackageStatus.active))
-            if Version(m.version) in specifier]
+    rows = [
+        m
+        for m in session.scalars(
+            select(ModelPackage).where(ModelPackage.name == name, ModelPackage.status == PackageStatus.active)
+        )
+        if Version(m.version) in specifier
+    ]
     if not rows:
         raise ValidationFailed(f"no active version of model {name!r} matches {spec or 'any'}", field="models")
     return max(rows, key=lambda m: Version(m.version))
@@ -88,8 +111,9 @@ def resolve_model(session: Session, name: str, spec: str) -> ModelPackage:
 def locations_for_app(session: Session, app: AppPackage) -> list[Location]:
     """Locations having at least one enabled device of every type the app needs (the schedule form offers these)."""
     context = app.manifest.get("context") or {}
-    needed = {ref["device_type"] for section in ("sensors", "controllers") for ref in (context.get(section) or
-                                                                                      {}).values()}
+    needed = {
+        ref["device_type"] for section in ("sensors", "controllers") for ref in (context.get(section) or {}).values()
+    }
     out = []
     for location in session.scalars(select(Location).order_by(Location.name)):
         if all(_devices_of_type(session, location, t) for t in needed):

@@ -36,8 +36,10 @@ def _settings(app: AppPackage, given: dict[str, Any]) -> dict[str, Any]:
     declared = (app.manifest.get("context") or {}).get("settings") or {}
     unknown = sorted(set(given) - set(declared))
     if unknown:
-        raise ValidationFailed(f"the app declares no setting(s) {', '.join(unknown)}; known: "
-                               f"{', '.join(sorted(declared)) or 'none'}", field=f"settings.{unknown[0]}")
+        raise ValidationFailed(
+            f"the app declares no setting(s) {', '.join(unknown)}; known: {', '.join(sorted(declared)) or 'none'}",
+            field=f"settings.{unknown[0]}",
+        )
     return {name: given.get(name, spec.get("default")) for name, spec in declared.items()}
 
 
@@ -62,9 +64,16 @@ def repin(session: Session, instance: AppInstance, app: AppPackage) -> None:
     instance.app_id = app.id
 
 
-def create_instance(session: Session, *, app_ref: str, location_ref: str, owner_id: str,
-                    bindings: dict[str, list[str]] | None = None, settings: dict[str, Any] | None = None,
-                    name: str = "") -> AppInstance:
+def create_instance(
+    session: Session,
+    *,
+    app_ref: str,
+    location_ref: str,
+    owner_id: str,
+    bindings: dict[str, list[str]] | None = None,
+    settings: dict[str, Any] | None = None,
+    name: str = "",
+) -> AppInstance:
     """A new idle instance of the app at a location the owner was granted (404 for any other, as if missing):
     its devices are resolved there, so an instance can only ever bind devices its owner may see."""
     app = ArtifactRepository.resolve(session, AppPackage, app_ref)
@@ -72,9 +81,15 @@ def create_instance(session: Session, *, app_ref: str, location_ref: str, owner_
         raise Conflict(f"app {app.name} {app.version} is deprecated", field="app")
     location = visible_location(session, scope_for(session, owner_id), location_ref)
     bound = resolve_devices(session, app, location, bindings)
-    instance = AppInstance(app_id=app.id, location_id=location.id, owner_id=owner_id, bindings=bound,
-                           models=pin_models(session, app), settings=_settings(app, settings or {}),
-                           name=name or f"{app.name} at {location.name}")
+    instance = AppInstance(
+        app_id=app.id,
+        location_id=location.id,
+        owner_id=owner_id,
+        bindings=bound,
+        models=pin_models(session, app),
+        settings=_settings(app, settings or {}),
+        name=name or f"{app.name} at {location.name}",
+    )
     session.add(instance)
     session.flush()
     return instance
@@ -103,8 +118,11 @@ def pinned_model(session: Session, instance: AppInstance, alias: str, ref: dict[
     model = session.get(ModelPackage, model_id) if model_id else None
     if model is None:
         if model_id:
-            raise Conflict(f"model '{alias}' of instance {instance.id}: pinned version {model_id} no longer "
-                           "exists; upgrade the instance", field=f"models.{alias}")
+            raise Conflict(
+                f"model '{alias}' of instance {instance.id}: pinned version {model_id} no longer "
+                "exists; upgrade the instance",
+                field=f"models.{alias}",
+            )
         try:
             model = resolve_model(session, ref["name"], ref.get("version", ""))
         except ValidationFailed as exc:
@@ -123,8 +141,9 @@ def ensure_model_deployed(session: Session, secret: bytes, model: ModelPackage) 
     return {"model_id": model.id, "name": model.name, "version": model.version}
 
 
-def start_instance(session: Session, secret: bytes, instance: AppInstance, *, occurrence_id: str | None,
-                   until: datetime | None) -> Workload:
+def start_instance(
+    session: Session, secret: bytes, instance: AppInstance, *, occurrence_id: str | None, until: datetime | None
+) -> Workload:
     """Make the instance run (idempotent: an already running instance just takes the new end time).
 
     Refused (403) when the owner no longer holds a grant on the instance's location: a revoked grant must also
@@ -132,30 +151,46 @@ def start_instance(session: Session, secret: bytes, instance: AppInstance, *, oc
     app = session.get(AppPackage, instance.app_id)
     assert app is not None
     if not scope_for(session, instance.owner_id).allows(instance.location_id):
-        raise Forbidden(f"the owner of instance {instance.id} no longer has access to its location "
-                        f"{instance.location_id}; an admin must grant it again", field="location")
+        raise Forbidden(
+            f"the owner of instance {instance.id} no longer has access to its location "
+            f"{instance.location_id}; an admin must grant it again",
+            field="location",
+        )
     if instance.workload_id:
         current = session.get(Workload, instance.workload_id)
         if current is not None and current.desired == DesiredState.running:
             instance.current_occurrence_id, instance.run_until = occurrence_id, until
             return current
     context = app.manifest.get("context") or {}
-    models = {alias: ensure_model_deployed(session, secret, pinned_model(session, instance, alias, ref))
-              for alias, ref in (context.get("models") or {}).items()}
+    models = {
+        alias: ensure_model_deployed(session, secret, pinned_model(session, instance, alias, ref))
+        for alias, ref in (context.get("models") or {}).items()
+    }
     config: dict[str, Any] = {
-        "kind": "app", "app_instance_id": instance.id,
+        "kind": "app",
+        "app_instance_id": instance.id,
         "package": {"id": app.id, "name": app.name, "version": app.version, "manifest": app.manifest},
         "models": models,
         "sensors": {a: _device_binding(session, ids) for a, ids in (instance.bindings.get("sensors") or {}).items()},
-        "controllers": {a: _device_binding(session, ids)
-                        for a, ids in (instance.bindings.get("controllers") or {}).items()},
-        "settings": dict(instance.settings), "heartbeat": {"interval": HEARTBEAT_INTERVAL},
+        "controllers": {
+            a: _device_binding(session, ids) for a, ids in (instance.bindings.get("controllers") or {}).items()
+        },
+        "settings": dict(instance.settings),
+        "heartbeat": {"interval": HEARTBEAT_INTERVAL},
     }
     if app.kind == "web":
         config["serve"] = {"port": 0}
-    workload = new_workload(session, secret, kind=WorkloadKind.app, package_id=app.id, sha256=app.sha256,
-                            owner_id=instance.owner_id, group_id=instance.id, config=config,
-                            resources=dict(APP_RESOURCES))
+    workload = new_workload(
+        session,
+        secret,
+        kind=WorkloadKind.app,
+        package_id=app.id,
+        sha256=app.sha256,
+        owner_id=instance.owner_id,
+        group_id=instance.id,
+        config=config,
+        resources=dict(APP_RESOURCES),
+    )
     instance.workload_id, instance.state = workload.id, InstanceState.running
     instance.current_occurrence_id, instance.run_until = occurrence_id, until
     instance.address = instance.notified_address = None

@@ -39,9 +39,11 @@ def _instance_models(session: Session, instance: AppInstance) -> list[str]:
 
 
 def _upcoming(session: Session, now: datetime, lead: timedelta) -> list[AppInstance]:
-    occurrences = session.scalars(select(Occurrence).where(Occurrence.state == OccurrenceState.planned,
-                                                           Occurrence.start_at <= now + lead,
-                                                           Occurrence.end_at > now))
+    occurrences = session.scalars(
+        select(Occurrence).where(
+            Occurrence.state == OccurrenceState.planned, Occurrence.start_at <= now + lead, Occurrence.end_at > now
+        )
+    )
     found: dict[str, AppInstance] = {}
     for occurrence in occurrences:
         instance = session.get(AppInstance, occurrence.app_instance_id)
@@ -65,8 +67,9 @@ def prewarm(session: Session, secret: bytes, lead: timedelta, now: datetime | No
                 model = session.get(ModelPackage, model_id)
                 if model is not None:
                     ensure_model_deployed(session, secret, model)
-                    log.info("pre-warming model %s %s for the run of instance %s", model.name, model.version,
-                             instance.id)
+                    log.info(
+                        "pre-warming model %s %s for the run of instance %s", model.name, model.version, instance.id
+                    )
                     started.append(model_id)
     return started
 
@@ -78,8 +81,9 @@ def needed_models(session: Session, lead: timedelta, now: datetime) -> set[str]:
         needed.update((instance.models or {}).values())
     for instance in _upcoming(session, now, lead):
         needed.update((instance.models or {}).values())
-    for rollout in session.scalars(select(Rollout).where(Rollout.state == RolloutState.rolling,
-                                                         Rollout.target == RolloutTarget.model)):
+    for rollout in session.scalars(
+        select(Rollout).where(Rollout.state == RolloutState.rolling, Rollout.target == RolloutTarget.model)
+    ):
         needed.update(i for i in (rollout.from_package_id, rollout.to_package_id) if i)
     return needed
 
@@ -103,8 +107,9 @@ class ScaleBack:
             idle[deployment.id] = since
             if now - since < lead:
                 continue
-            for workload in session.scalars(select(Workload).where(Workload.group_id == deployment.id,
-                                                                   Workload.desired == DesiredState.running)):
+            for workload in session.scalars(
+                select(Workload).where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
+            ):
                 stop_workload(session, workload, reason=f"no run needs it (idle {lead.total_seconds():g}s)")
             log.info("model deployment %s removed: no app run needs model %s", deployment.id, deployment.model_id)
             removed.append(deployment.model_id)

@@ -42,7 +42,6 @@ def instance_address(ctx: ServiceContext, instance_id: str) -> str:
     return f"{public_base(ctx)}/apps/{instance_id}/"
 
 
-
 def until_text(run_until: datetime | None, zone: str) -> str:
     """When the instance stops, in its location's local time first (what the end user plans by), UTC beside."""
     if run_until is None:
@@ -53,12 +52,13 @@ def until_text(run_until: datetime | None, zone: str) -> str:
         tz, zone = ZoneInfo("UTC"), "UTC"
     local = run_until.astimezone(tz)
     utc = run_until.astimezone(UTC)
-    return (f"It runs until {local:%Y-%m-%d %H:%M} {zone} time ({local.tzname()}; {utc:%Y-%m-%d %H:%M} UTC).")
+    return f"It runs until {local:%Y-%m-%d %H:%M} {zone} time ({local.tzname()}; {utc:%Y-%m-%d %H:%M} UTC)."
 
 
 def _zone(session: Session, location_id: str | None) -> str:
     location = session.get(Location, location_id) if location_id else None
     return location.timezone if location is not None and location.timezone else "UTC"
+
 
 class DeployerInstanceController:
     """Starts and stops app instances for the scheduler (and the API's "run now")."""
@@ -71,8 +71,9 @@ class DeployerInstanceController:
 
         def run() -> None:
             with self.ctx.db.session() as session:
-                start_instance(session, secret, get_instance(session, instance_id), occurrence_id=occurrence_id,
-                               until=until)
+                start_instance(
+                    session, secret, get_instance(session, instance_id), occurrence_id=occurrence_id, until=until
+                )
 
         await asyncio.to_thread(run)
         await workloads_changed(self.ctx)
@@ -80,8 +81,12 @@ class DeployerInstanceController:
     async def stop(self, instance_id: str, occurrence_id: str | None) -> None:
         def run() -> None:
             with self.ctx.db.session() as session:
-                stop_instance(session, get_instance(session, instance_id), occurrence_id=occurrence_id,
-                              reason="occurrence ended" if occurrence_id else "stopped")
+                stop_instance(
+                    session,
+                    get_instance(session, instance_id),
+                    occurrence_id=occurrence_id,
+                    reason="occurrence ended" if occurrence_id else "stopped",
+                )
 
         await asyncio.to_thread(run)
         await workloads_changed(self.ctx)
@@ -119,22 +124,30 @@ class AppsService(LoopService):
     def _check_rollouts(self, ctx: ServiceContext) -> list[str]:
         """Judge rolling upgrades (succeed after the soak, or roll back); the instances whose workloads changed."""
         with ctx.db.session() as session:
-            return check_instance_rollouts(session, platform_secret(ctx.settings),
-                                           RolloutPolicy.from_settings(ctx.settings))
+            return check_instance_rollouts(
+                session, platform_secret(ctx.settings), RolloutPolicy.from_settings(ctx.settings)
+            )
 
     def _check_sync(self, ctx: ServiceContext) -> list[str]:
         expired = []
         now = utcnow()
         with ctx.db.session() as session:
             for instance in session.scalars(select(AppInstance).where(AppInstance.state == InstanceState.running)):
-                if instance.run_until is not None and instance.run_until <= now and \
-                        instance.current_occurrence_id is None:
+                if (
+                    instance.run_until is not None
+                    and instance.run_until <= now
+                    and instance.current_occurrence_id is None
+                ):
                     expired.append(instance.id)
                     continue
                 workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
                 status = session.get(WorkloadStatus, workload.id) if workload else None
-                if workload is None or status is None or status.state not in ("running", "degraded") or \
-                        status.generation != workload.generation:
+                if (
+                    workload is None
+                    or status is None
+                    or status.state not in ("running", "degraded")
+                    or status.generation != workload.generation
+                ):
                     continue
                 address = instance_address(ctx, instance.id)
                 instance.address = address
@@ -145,13 +158,18 @@ class AppsService(LoopService):
                 if owner is not None and owner.email and app is not None:
                     from aiot.notify.outbox import enqueue
 
-                    enqueue(session, owner.email, f"Your app {app.name} is running",
-                            f"Hello {owner.username},\n\nyour app instance {instance.name} ({instance.id}) is "
-                            f"running.\n\nOpen it at: {address}\n\n"
-                            f"{until_text(instance.run_until, _zone(session, instance.location_id))}\n\n"
-                            "-- the AIoT platform\n",
-                            kind="app_running", user_id=owner.id,
-                            dedupe_key=f"app_running:{instance.id}:{workload.id}:{workload.generation}")
+                    enqueue(
+                        session,
+                        owner.email,
+                        f"Your app {app.name} is running",
+                        f"Hello {owner.username},\n\nyour app instance {instance.name} ({instance.id}) is "
+                        f"running.\n\nOpen it at: {address}\n\n"
+                        f"{until_text(instance.run_until, _zone(session, instance.location_id))}\n\n"
+                        "-- the AIoT platform\n",
+                        kind="app_running",
+                        user_id=owner.id,
+                        dedupe_key=f"app_running:{instance.id}:{workload.id}:{workload.generation}",
+                    )
                     self.mailed += 1
                 instance.notified_address = address
         return expired

@@ -39,7 +39,6 @@ from aiot.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 
-
 def _restart(session: Session, secret: bytes, instance: AppInstance, reason: str) -> Workload | None:
     """Stop the instance's workload and start its (repinned) versions in a new one; None when idle.
     The address stays the same, so the "your app is running" mail is not sent again."""
@@ -50,8 +49,9 @@ def _restart(session: Session, secret: bytes, instance: AppInstance, reason: str
     if old is not None and old.desired == DesiredState.running:
         stop_workload(session, old, reason=reason)
     instance.workload_id = None
-    workload = start_instance(session, secret, instance, occurrence_id=instance.current_occurrence_id,
-                              until=instance.run_until)
+    workload = start_instance(
+        session, secret, instance, occurrence_id=instance.current_occurrence_id, until=instance.run_until
+    )
     instance.notified_address = notified
     return workload
 
@@ -62,14 +62,22 @@ def _start_beside(session: Session, secret: bytes, instance: AppInstance) -> Wor
         return None
     keep = (instance.workload_id, instance.address, instance.notified_address)
     instance.workload_id = None
-    workload = start_instance(session, secret, instance, occurrence_id=instance.current_occurrence_id,
-                              until=instance.run_until)
+    workload = start_instance(
+        session, secret, instance, occurrence_id=instance.current_occurrence_id, until=instance.run_until
+    )
     instance.workload_id, instance.address, instance.notified_address = keep
     return workload
 
 
-def upgrade_instance(session: Session, secret: bytes, instance: AppInstance, version_ref: str, *,
-                     by: str | None, manual_rollback: bool = False) -> Rollout:
+def upgrade_instance(
+    session: Session,
+    secret: bytes,
+    instance: AppInstance,
+    version_ref: str,
+    *,
+    by: str | None,
+    manual_rollback: bool = False,
+) -> Rollout:
     """Move `instance` to another version of its app (`version_ref`: a version like "1.2.0" or a package id)."""
     current = session.get(AppPackage, instance.app_id)
     assert current is not None
@@ -81,8 +89,7 @@ def upgrade_instance(session: Session, secret: bytes, instance: AppInstance, ver
     if target.name != current.name:
         raise ValidationFailed(f"{target.name} is another app than the instance's {current.name}", field="version")
     if target.status != PackageStatus.active and not manual_rollback:
-        raise Conflict(f"{target.name} {target.version} is deprecated; upgrade to an active version",
-                       field="version")
+        raise Conflict(f"{target.name} {target.version} is deprecated; upgrade to an active version", field="version")
     if target.id == current.id and not manual_rollback:
         raise Conflict(f"instance {instance.id} already runs {current.name} {current.version}", field="version")
     previous = rolling(session, instance.id)
@@ -94,28 +101,43 @@ def upgrade_instance(session: Session, secret: bytes, instance: AppInstance, ver
             _stop(session, previous_workload, "superseded by another upgrade")
     from_models = dict(instance.models or {})
     repin(session, instance, target)
-    rollout = Rollout(target=RolloutTarget.instance, target_id=instance.id, from_package_id=current.id,
-                      to_package_id=target.id, from_version=current.version, to_version=target.version,
-                      manual_rollback=manual_rollback, requested_by=by,
-                      detail={"from_models": from_models, "to_models": dict(instance.models or {})})
+    rollout = Rollout(
+        target=RolloutTarget.instance,
+        target_id=instance.id,
+        from_package_id=current.id,
+        to_package_id=target.id,
+        from_version=current.version,
+        to_version=target.version,
+        manual_rollback=manual_rollback,
+        requested_by=by,
+        detail={"from_models": from_models, "to_models": dict(instance.models or {})},
+    )
     start_first = target.manifest.get("upgrade") == "start-first"
     if start_first:
         workload = _start_beside(session, secret, instance)
     else:
         workload = _restart(session, secret, instance, f"upgrade to {target.version}")
-    rollout.detail = {**rollout.detail, "start_first": start_first,
-                      "workload_id": workload.id if workload is not None else None}
+    rollout.detail = {
+        **rollout.detail,
+        "start_first": start_first,
+        "workload_id": workload.id if workload is not None else None,
+    }
     session.add(rollout)
     session.flush()
-    log.info("instance %s: %s %s -> %s (%s)", instance.id, current.name, current.version, target.version,
-             "rollback by hand" if manual_rollback else "upgrade")
+    log.info(
+        "instance %s: %s %s -> %s (%s)",
+        instance.id,
+        current.name,
+        current.version,
+        target.version,
+        "rollback by hand" if manual_rollback else "upgrade",
+    )
     return rollout
 
 
 def rollback_instance(session: Session, secret: bytes, instance: AppInstance, *, by: str | None) -> Rollout:
     """Back to the version the latest change replaced (a rolling change is undone at once)."""
-    rollouts = [r for r in history(session, instance.id) if r.state in (RolloutState.rolling,
-                                                                        RolloutState.succeeded)]
+    rollouts = [r for r in history(session, instance.id) if r.state in (RolloutState.rolling, RolloutState.succeeded)]
     if not rollouts:
         raise Conflict(f"instance {instance.id} has no earlier version to roll back to", field="instance")
     last = rollouts[-1]
@@ -153,11 +175,13 @@ def _roll_back(session: Session, secret: bytes, instance: AppInstance, rollout: 
     rollout.state, rollout.finished_at = RolloutState.rolled_back, utcnow()
     rollout.reason = why[:500]
     if new_workload:
-        session.add(WorkloadEvent(workload_id=new_workload, kind="rolled_back",
-                                  detail={"reason": why, "to_version": old.version}))
+        session.add(
+            WorkloadEvent(
+                workload_id=new_workload, kind="rolled_back", detail={"reason": why, "to_version": old.version}
+            )
+        )
     _mail_owner(session, instance, rollout, old)
-    log.warning("instance %s: %s %s rolled back to %s: %s", instance.id, old.name, rollout.to_version,
-                old.version, why)
+    log.warning("instance %s: %s %s rolled back to %s: %s", instance.id, old.name, rollout.to_version, old.version, why)
 
 
 def _mail_owner(session: Session, instance: AppInstance, rollout: Rollout, old: AppPackage) -> None:
@@ -166,11 +190,17 @@ def _mail_owner(session: Session, instance: AppInstance, rollout: Rollout, old: 
         return
     from aiot.notify.outbox import enqueue
 
-    enqueue(session, owner.email, f"{old.name} {rollout.to_version} was rolled back to {old.version}",
-            f"Hello {owner.username},\n\nthe upgrade of your app instance {instance.name} ({instance.id}) to "
-            f"{old.name} {rollout.to_version} failed: {rollout.reason}.\n\nThe platform went back to version "
-            f"{old.version}, which runs again.\n\n-- the AIoT platform\n",
-            kind="rollback", user_id=owner.id, dedupe_key=f"rollback:{rollout.id}")
+    enqueue(
+        session,
+        owner.email,
+        f"{old.name} {rollout.to_version} was rolled back to {old.version}",
+        f"Hello {owner.username},\n\nthe upgrade of your app instance {instance.name} ({instance.id}) to "
+        f"{old.name} {rollout.to_version} failed: {rollout.reason}.\n\nThe platform went back to version "
+        f"{old.version}, which runs again.\n\n-- the AIoT platform\n",
+        kind="rollback",
+        user_id=owner.id,
+        dedupe_key=f"rollback:{rollout.id}",
+    )
 
 
 def _new_workload(session: Session, instance: AppInstance, rollout: Rollout) -> Workload | None:
@@ -184,20 +214,25 @@ def _new_workload(session: Session, instance: AppInstance, rollout: Rollout) -> 
             _stop(session, workload.id, "its instance stopped during the upgrade")
     if instance.state == InstanceState.running and instance.workload_id:
         workload = session.get(Workload, instance.workload_id)
-        if workload is not None and workload.package_id == rollout.to_package_id and \
-                workload.desired == DesiredState.running:
+        if (
+            workload is not None
+            and workload.package_id == rollout.to_package_id
+            and workload.desired == DesiredState.running
+        ):
             rollout.detail = {**rollout.detail, "workload_id": workload.id, "start_first": False}
             return workload
     return None
 
 
-def check_instance_rollouts(session: Session, secret: bytes, policy: RolloutPolicy,
-                            now: datetime | None = None) -> list[str]:
+def check_instance_rollouts(
+    session: Session, secret: bytes, policy: RolloutPolicy, now: datetime | None = None
+) -> list[str]:
     """One pass over the rolling instance upgrades; returns the ids of the instances whose workloads changed."""
     now = now or utcnow()
     changed = []
-    for rollout in session.scalars(select(Rollout).where(Rollout.target == RolloutTarget.instance,
-                                                         Rollout.state == RolloutState.rolling)).all():
+    for rollout in session.scalars(
+        select(Rollout).where(Rollout.target == RolloutTarget.instance, Rollout.state == RolloutState.rolling)
+    ).all():
         instance = session.get(AppInstance, rollout.target_id)
         if instance is None or instance.state == InstanceState.retired:
             rollout.state, rollout.finished_at, rollout.reason = RolloutState.superseded, now, "instance deleted"

@@ -167,8 +167,9 @@ class Batching(_Strict):
     """Adaptive batching: concurrent predict requests are grouped into one `predict_batch(list)` call."""
 
     max_batch_size: int = Field(16, ge=2, le=256, description="Most requests in one batch call.")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000,
-                               description="Longest a request waits for others to join its batch, in ms.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest a request waits for others to join its batch, in ms."
+    )
 
 
 class ExampleImage(_Strict):
@@ -213,12 +214,8 @@ class ModelManifest(_Strict):
         description="'module:attr' inside the package: a class with load()/predict(inputs) or a function.",
         examples=["detector:FaceDetector"],
     )
-    inputs: dict[FieldName, DataField] = Field(
-        min_length=1, description="Named request fields the model accepts."
-    )
-    outputs: dict[FieldName, DataField] = Field(
-        min_length=1, description="Named response fields the model returns."
-    )
+    inputs: dict[FieldName, DataField] = Field(min_length=1, description="Named request fields the model accepts.")
+    outputs: dict[FieldName, DataField] = Field(min_length=1, description="Named response fields the model returns.")
     requirements: str = Field(
         "requirements.txt",
         pattern=FILE_PATTERN,
@@ -251,8 +248,10 @@ class ModelManifest(_Strict):
 class ModelRef(_Strict):
     """A model an app calls, by package name (optionally `owner/name`) and a range of acceptable versions."""
 
-    name: str = Field(description="Model package name, or `owner/name` to insist on the name's owner (a username).",
-                      json_schema_extra={"pattern": MODEL_REF_PATTERN})
+    name: str = Field(
+        description="Model package name, or `owner/name` to insist on the name's owner (a username).",
+        json_schema_extra={"pattern": MODEL_REF_PATTERN},
+    )
     version: str = Field(
         "",
         description="PEP 440 version specifier, e.g. '>=1.0,<2'. Empty accepts any version.",
@@ -460,8 +459,9 @@ class ValueField(_Strict):
         if (self.min is not None or self.max is not None) and self.type not in ("number", "integer"):
             raise PydanticCustomError("bounds_not_numeric", "'min'/'max' only apply to number or integer values")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise PydanticCustomError("bad_bounds", "'min' ({min}) is greater than 'max' ({max})",
-                                      {"min": self.min, "max": self.max})
+            raise PydanticCustomError(
+                "bad_bounds", "'min' ({min}) is greater than 'max' ({max})", {"min": self.min, "max": self.max}
+            )
         if self.enum is not None and self.type != "string":
             raise PydanticCustomError("enum_not_string", "'enum' only applies to string values")
         return self
@@ -515,9 +515,7 @@ class DeviceTypeDefinition(_Strict):
         description="'sensor' (input device, sends readings) or 'controller' (output device, takes commands)."
     )
     description: str = Field("", max_length=2000, description="What the device is.")
-    fields: dict[FieldName, ValueField] | None = Field(
-        None, description="Sensor only: named values in every reading."
-    )
+    fields: dict[FieldName, ValueField] | None = Field(None, description="Sensor only: named values in every reading.")
     frame: FrameSpec | None = Field(None, description="Sensor only: binary image frames instead of values.")
     commands: dict[FieldName, CommandSpec] | None = Field(
         None, description="Controller only: commands it accepts, by name."

@@ -57,8 +57,11 @@ def owner_matches(session: Session, kind: PackageKind, name: str, owner: str | N
 def _denied(session: Session, kind: PackageKind, name: str, row: PackageName | None, action: str) -> Forbidden:
     owner = owner_username(session, row)
     whose = f"belongs to {owner}" if owner else "has no owner on record"
-    return Forbidden(f"the {kind.value} name {name!r} {whose}; only its owner or an admin may {action}",
-                     field="name", details={"owner": owner})
+    return Forbidden(
+        f"the {kind.value} name {name!r} {whose}; only its owner or an admin may {action}",
+        field="name",
+        details={"owner": owner},
+    )
 
 
 def publisher_owner(session: Session, kind: PackageKind, name: str, user_id: str | None, role: Role) -> str | None:

@@ -57,10 +57,7 @@ def zip_folder(folder: Path, dest: Path) -> Path:
     itself is skipped if it lies inside `folder`.
     """
     folder, dest = Path(folder), Path(dest)
-    files = [
-        rel for rel in package_files(folder)
-        if (folder / rel).resolve() != dest.resolve()
-    ]
+    files = [rel for rel in package_files(folder) if (folder / rel).resolve() != dest.resolve()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:

@@ -65,8 +65,9 @@ class DatabaseCatalog:
 
 def _rejected(report: ValidationReport, what: str) -> ValidationFailed:
     problems = [p.to_dict() for p in report.problems]
-    head = "; ".join(f"{p['file']}{' [' + p['field'] + ']' if p['field'] else ''}: {p['message']}"
-                     for p in problems[:3])
+    head = "; ".join(
+        f"{p['file']}{' [' + p['field'] + ']' if p['field'] else ''}: {p['message']}" for p in problems[:3]
+    )
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     return ValidationFailed(f"{what} rejected: {head}{more}", details={"problems": problems})
 
@@ -116,8 +117,15 @@ class ArtifactRepository:
         assert report.manifest is not None
         return await self._store(AppPackage, archive, report, owner_id, role, {"kind": report.manifest.kind})
 
-    async def _store(self, table: type[PackageRow], archive: Path, report: ValidationReport, uploader: str | None,
-                     role: Role, extra: dict[str, Any]) -> Stored:
+    async def _store(
+        self,
+        table: type[PackageRow],
+        archive: Path,
+        report: ValidationReport,
+        uploader: str | None,
+        role: Role,
+        extra: dict[str, Any],
+    ) -> Stored:
         manifest = report.manifest
         assert manifest is not None
         name, version, kind = manifest.name, manifest.version, names.kind_of(table)
@@ -150,15 +158,23 @@ class ArtifactRepository:
         log.info("stored %s %s %s (%s, %d bytes)", table.__tablename__, name, version, row.id, report.size)
         return Stored(row, True)
 
-    def _insert(self, table: type[PackageRow], report: ValidationReport, owner_id: str | None,
-                extra: dict[str, Any]) -> PackageRow:
+    def _insert(
+        self, table: type[PackageRow], report: ValidationReport, owner_id: str | None, extra: dict[str, Any]
+    ) -> PackageRow:
         """Claim the name (when new) and write the version row, in one transaction."""
         manifest = report.manifest
         assert manifest is not None
         with self.db.session() as session:
             names.claim(session, names.kind_of(table), manifest.name, owner_id)
-            row = table(name=manifest.name, version=manifest.version, sha256=report.sha256, size=report.size,
-                        manifest=stored_manifest(report), owner_id=owner_id, **extra)
+            row = table(
+                name=manifest.name,
+                version=manifest.version,
+                sha256=report.sha256,
+                size=report.size,
+                manifest=stored_manifest(report),
+                owner_id=owner_id,
+                **extra,
+            )
             session.add(row)
             session.flush()
         return row
@@ -174,7 +190,8 @@ class ArtifactRepository:
         raise Conflict(
             f"{existing.name} {existing.version} already exists with different content; versions are immutable, "
             "upload it under a new version",
-            field="version", details={"existing_id": existing.id, "existing_sha256": existing.sha256},
+            field="version",
+            details={"existing_id": existing.id, "existing_sha256": existing.sha256},
         )
 
     async def _put_object(self, sha256: str, archive: Path) -> None:
@@ -249,31 +266,44 @@ class ArtifactRepository:
         users = []
         for app in session.scalars(select(AppPackage)):
             for ref in (app.manifest.get("context", {}).get("models") or {}).values():
-                if names.split_owner(ref.get("name") or "")[1] == model.name and Version(model.version) in \
-                        SpecifierSet(ref.get("version") or "", prereleases=True):
+                if names.split_owner(ref.get("name") or "")[1] == model.name and Version(model.version) in SpecifierSet(
+                    ref.get("version") or "", prereleases=True
+                ):
                     users.append(app)
         return users
 
     @staticmethod
     def instances_pinning(session: Session, model: ModelPackage) -> list[AppInstance]:
         """Live app instances pinned to this exact model version (it must stay while they exist)."""
-        return [i for i in session.scalars(select(AppInstance).where(AppInstance.state != InstanceState.retired))
-                if model.id in (i.models or {}).values()]
+        return [
+            i
+            for i in session.scalars(select(AppInstance).where(AppInstance.state != InstanceState.retired))
+            if model.id in (i.models or {}).values()
+        ]
 
     async def delete_package(self, session: Session, row: PackageRow) -> None:
         if isinstance(row, ModelPackage):
             users = self.apps_using_model(session, row)
             if users:
                 listed = ", ".join(f"{a.name} {a.version}" for a in users[:5])
-                raise Conflict(f"model {row.name} {row.version} is used by app(s) {listed}; delete or update them "
-                               "first, or deprecate the model instead", field="model")
+                raise Conflict(
+                    f"model {row.name} {row.version} is used by app(s) {listed}; delete or update them "
+                    "first, or deprecate the model instead",
+                    field="model",
+                )
             pinned = self.instances_pinning(session, row)
             if pinned:
-                raise Conflict(f"model {row.name} {row.version} is pinned by {len(pinned)} app instance(s) "
-                               f"({', '.join(i.id for i in pinned[:5])}); deprecate it instead", field="model")
+                raise Conflict(
+                    f"model {row.name} {row.version} is pinned by {len(pinned)} app instance(s) "
+                    f"({', '.join(i.id for i in pinned[:5])}); deprecate it instead",
+                    field="model",
+                )
         elif session.scalar(select(AppInstance.id).where(AppInstance.app_id == row.id).limit(1)):
-            raise Conflict(f"app {row.name} {row.version} has app instances (retired ones are kept for their "
-                           "history); deprecate it instead", field="app")
+            raise Conflict(
+                f"app {row.name} {row.version} has app instances (retired ones are kept for their "
+                "history); deprecate it instead",
+                field="app",
+            )
         sha = row.sha256
         session.delete(row)
         session.flush()
@@ -294,10 +324,19 @@ class ArtifactRepository:
         if existing is not None:
             if existing.definition == body:
                 return Stored(existing, False)
-            raise Conflict(f"device type {definition.name!r} already exists with a different definition; "
-                           "give the changed type a new name", field="name", details={"existing_id": existing.id})
-        row = DeviceType(name=definition.name, kind=DeviceKind(definition.kind), definition=body,
-                         sha256=report.sha256, created_by=owner_id)
+            raise Conflict(
+                f"device type {definition.name!r} already exists with a different definition; "
+                "give the changed type a new name",
+                field="name",
+                details={"existing_id": existing.id},
+            )
+        row = DeviceType(
+            name=definition.name,
+            kind=DeviceKind(definition.kind),
+            definition=body,
+            sha256=report.sha256,
+            created_by=owner_id,
+        )
         session.add(row)
         session.flush()
         return Stored(row, True)
@@ -310,6 +349,5 @@ class ArtifactRepository:
             context = app.manifest.get("context", {})
             refs = list((context.get("sensors") or {}).values()) + list((context.get("controllers") or {}).values())
             if any(ref.get("device_type") == row.name for ref in refs):
-                raise Conflict(f"device type {row.name!r} is used by app {app.name} {app.version}",
-                               field="device_type")
+                raise Conflict(f"device type {row.name!r} is used by app {app.name} {app.version}", field="device_type")
         session.delete(row)

@@ -54,9 +54,11 @@ def _refusal(line: str) -> tuple[str, str] | None:
     if line.endswith("\\"):
         return "unsupported_requirement", "line continuations ('\\') are not allowed; one requirement per line"
     if line.startswith("-"):
-        return ("unsupported_requirement",
-                f"pip options are not allowed ({line.split()[0]!r}); list plain requirement specifiers "
-                "(e.g. numpy>=1.26): the node's admin chooses the package index")
+        return (
+            "unsupported_requirement",
+            f"pip options are not allowed ({line.split()[0]!r}); list plain requirement specifiers "
+            "(e.g. numpy>=1.26): the node's admin chooses the package index",
+        )
     if line.lower().startswith(VCS_PREFIXES):
         return "unsupported_requirement", f"VCS requirements are not allowed ({line!r}); use a name and version range"
     if _URL.match(line):
@@ -68,8 +70,10 @@ def _refusal(line: str) -> tuple[str, str] | None:
             return "unsupported_requirement", f"local paths are not allowed ({line!r}); use a name and version range"
         return "bad_requirement", f"cannot parse requirement {line!r}: {exc}"
     if req.url:
-        return ("unsupported_requirement",
-                f"direct URL requirements are not allowed ({req.name} @ ...); use a name and version range")
+        return (
+            "unsupported_requirement",
+            f"direct URL requirements are not allowed ({req.name} @ ...); use a name and version range",
+        )
     if req.name.lower().endswith(ARCHIVE_SUFFIXES):  # pip and uv would read `x.whl` as a file
         return "unsupported_requirement", f"local paths are not allowed ({line!r}); use a name and version range"
     return None

@@ -52,4 +52,3 @@ def export_schemas(dest: Path) -> list[Path]:
         path.write_text(render_schema(kind), encoding="utf-8")
         written.append(path)
     return written
-

@@ -190,16 +190,15 @@ def _check_entries(infos: list[zipfile.ZipInfo], limits: UnpackLimits) -> list[U
             )
         key = _fold(raw)
         if key in seen and not (kind == "dir" and seen[key] == "dir"):
-            problems.append(
-                UnpackProblem("duplicate_entry", raw, "entry name appears more than once (ignoring case)")
-            )
+            problems.append(UnpackProblem("duplicate_entry", raw, "entry name appears more than once (ignoring case)"))
         seen.setdefault(key, kind)
         if kind == "file":
             file_keys.add(key)
         if info.file_size > limits.max_file_bytes:
             problems.append(
-                UnpackProblem("too_large", raw, f"entry expands to {info.file_size} bytes; the limit is "
-                              f"{limits.max_file_bytes}")
+                UnpackProblem(
+                    "too_large", raw, f"entry expands to {info.file_size} bytes; the limit is {limits.max_file_bytes}"
+                )
             )
     for info in infos:
         parts = _fold(info.orig_filename).split("/")
@@ -223,7 +222,8 @@ def _check_entries(infos: list[zipfile.ZipInfo], limits: UnpackLimits) -> list[U
 def _bomb(info: zipfile.ZipInfo, size: int, limits: UnpackLimits) -> UnpackProblem:
     ratio = size / max(info.compress_size, 1)
     return UnpackProblem(
-        "zip_bomb", info.orig_filename,
+        "zip_bomb",
+        info.orig_filename,
         f"entry expands {ratio:.0f}x ({info.compress_size} -> {size} bytes); the limit is {limits.max_ratio:.0f}x",
     )
 
@@ -250,11 +250,15 @@ def _stream(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Iter
                 written += len(chunk)
                 budget.total += len(chunk)
                 if written > limits.max_file_bytes:
-                    raise _Reject(UnpackProblem(
-                        "too_large", info.orig_filename, f"entry expands beyond {limits.max_file_bytes} bytes"))
+                    raise _Reject(
+                        UnpackProblem(
+                            "too_large", info.orig_filename, f"entry expands beyond {limits.max_file_bytes} bytes"
+                        )
+                    )
                 if budget.total > limits.max_total_bytes:
-                    raise _Reject(UnpackProblem(
-                        "too_large", None, f"archive expands beyond {limits.max_total_bytes} bytes"))
+                    raise _Reject(
+                        UnpackProblem("too_large", None, f"archive expands beyond {limits.max_total_bytes} bytes")
+                    )
                 if written >= limits.ratio_min_bytes and written > limits.max_ratio * max(info.compress_size, 1):
                     raise _Reject(_bomb(info, written, limits))
                 yield chunk

@@ -233,8 +233,9 @@ def parse_json(raw: bytes, file: str) -> tuple[Any, list[Problem]]:
     try:
         return json.loads(text), []
     except json.JSONDecodeError as exc:
-        return None, [Problem(file, None, "invalid_json", f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                              f"{exc.msg}")]
+        return None, [
+            Problem(file, None, "invalid_json", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+        ]
     except RecursionError:
         return None, [Problem(file, None, "invalid_json", "JSON is nested too deeply")]
 
@@ -318,7 +319,7 @@ class _Package:
             return None, None  # there, but damaged or unsafe: already reported
         if name not in self.files:
             nested = [f for f in self.files if f.endswith("/" + name)]
-            hint = (f"; found {nested[0]}: zip the folder's contents, not the folder" if nested else "")
+            hint = f"; found {nested[0]}: zip the folder's contents, not the folder" if nested else ""
             self.add(name, None, "missing_manifest", f"{name} is missing at the root of the archive{hint}")
             return None, None
         raw = self.read(name, MAX_MANIFEST_BYTES)
@@ -370,24 +371,33 @@ class _Package:
         mod_file = self.module_file(module)
         base = module.replace(".", "/")
         if mod_file is None:
-            self.add(f"{base}.py", "entrypoint", "entrypoint_missing",
-                     f"entrypoint module {module!r} not found: expected {base}.py or {base}/__init__.py "
-                     f"(named by {manifest_file})")
+            self.add(
+                f"{base}.py",
+                "entrypoint",
+                "entrypoint_missing",
+                f"entrypoint module {module!r} not found: expected {base}.py or {base}/__init__.py "
+                f"(named by {manifest_file})",
+            )
             return
         tree = self.compile(mod_file)
         if tree is None:
             return
         defs = _top_level_defs(tree)
         if attr not in defs:
-            self.add(mod_file, "entrypoint", "entrypoint_attr_missing",
-                     f"{attr!r} is not defined at the top level of {mod_file} (entrypoint {entrypoint!r})")
+            self.add(
+                mod_file,
+                "entrypoint",
+                "entrypoint_attr_missing",
+                f"{attr!r} is not defined at the top level of {mod_file} (entrypoint {entrypoint!r})",
+            )
             return
         node = defs[attr]
         if want_predict and isinstance(node, ast.ClassDef) and not node.bases:
             methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
             if "predict" not in methods:
-                self.add(mod_file, "entrypoint", "entrypoint_no_predict",
-                         f"class {attr!r} has no predict(inputs) method")
+                self.add(
+                    mod_file, "entrypoint", "entrypoint_no_predict", f"class {attr!r} has no predict(inputs) method"
+                )
 
     def check_script(self, script: str) -> None:
         if script not in self.present:
@@ -402,8 +412,12 @@ class _Package:
             return  # a schema problem, already reported
         if name not in self.present:
             if explicit:
-                self.add(name, "requirements", "missing_file",
-                         f"requirements file {name!r} named in {manifest_file} is not in the package")
+                self.add(
+                    name,
+                    "requirements",
+                    "missing_file",
+                    f"requirements file {name!r} named in {manifest_file} is not in the package",
+                )
             return
         if name not in self.files:
             return
@@ -478,8 +492,12 @@ def _example_value_ok(spec: Any, value: Any, pkg: _Package, key: str) -> str | N
     assert isinstance(spec, ImageField)
     if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
         if value["file"] not in pkg.files:
-            pkg.add(value["file"], f"example.{key}", "missing_file",
-                    f"example image {value['file']!r} is not in the package")
+            pkg.add(
+                value["file"],
+                f"example.{key}",
+                "missing_file",
+                f"example image {value['file']!r} is not in the package",
+            )
         return None
     if isinstance(value, str):
         try:
@@ -548,8 +566,12 @@ def _check_catalog(context: AppContext, catalog: Catalog, pkg: _Package) -> None
     for alias, ref in context.models.items():
         versions = catalog.model_versions(ref.name)
         if not versions:
-            pkg.add("app.json", f"context.models.{alias}.name", "unknown_model",
-                    f"no model named {ref.name!r} on the platform")
+            pkg.add(
+                "app.json",
+                f"context.models.{alias}.name",
+                "unknown_model",
+                f"no model named {ref.name!r} on the platform",
+            )
             continue
         valid: list[str] = []
         for v in versions:
@@ -559,8 +581,12 @@ def _check_catalog(context: AppContext, catalog: Catalog, pkg: _Package) -> None
             except InvalidVersion:
                 continue
         if not list(SpecifierSet(ref.version).filter(valid)):
-            pkg.add("app.json", f"context.models.{alias}.version", "model_version_unavailable",
-                    f"no version of model {ref.name!r} matches {ref.version!r}; available: {', '.join(versions)}")
+            pkg.add(
+                "app.json",
+                f"context.models.{alias}.version",
+                "model_version_unavailable",
+                f"no version of model {ref.name!r} matches {ref.version!r}; available: {', '.join(versions)}",
+            )
     for section, kind in (("sensors", "sensor"), ("controllers", "controller")):
         refs = getattr(context, section)
         for alias, dev in refs.items():
@@ -569,13 +595,15 @@ def _check_catalog(context: AppContext, catalog: Catalog, pkg: _Package) -> None
             if found is None:
                 pkg.add("app.json", where, "unknown_device_type", f"no device type named {dev.device_type!r}")
             elif found != kind:
-                pkg.add("app.json", where, "wrong_device_kind",
-                        f"device type {dev.device_type!r} is a {found}, but is listed under {section}")
+                pkg.add(
+                    "app.json",
+                    where,
+                    "wrong_device_kind",
+                    f"device type {dev.device_type!r} is a {found}, but is listed under {section}",
+                )
 
 
-def validate_app_package(
-    archive: Path, catalog: Catalog, limits: UnpackLimits = DEFAULT_LIMITS
-) -> ValidationReport:
+def validate_app_package(archive: Path, catalog: Catalog, limits: UnpackLimits = DEFAULT_LIMITS) -> ValidationReport:
     """Check an app package zip: archive safety, `app.json`, entrypoint, requirements, and that every model
     and device type in its context exists in `catalog` with a matching version / kind."""
     pkg = _Package(archive, "app", limits)

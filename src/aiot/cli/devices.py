@@ -14,8 +14,9 @@ import typer
 from aiot.cli.client import ApiClient, CliError
 from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit
 
-location_app = typer.Typer(help="Locations (admin adds and grants; everyone lists the ones they were granted).",
-                           no_args_is_help=True)
+location_app = typer.Typer(
+    help="Locations (admin adds and grants; everyone lists the ones they were granted).", no_args_is_help=True
+)
 device_app = typer.Typer(help="Device instances and their credentials (admin).", no_args_is_help=True)
 sim_app = typer.Typer(help="Device simulators.", no_args_is_help=True)
 
@@ -30,11 +31,16 @@ def _print_connect(connect: dict) -> None:
 
 
 @location_app.command("add")
-def add_location(name: str, kind: str = typer.Option("site", help="school, bank, junction, home, ..."),
-                 timezone: str = typer.Option("UTC", "--tz", help="IANA time zone, e.g. Asia/Kolkata"),
-                 address: str = "", parent: str | None = None) -> None:
-    row = ApiClient().post("/locations", json={"name": name, "kind": kind, "timezone": timezone,
-                                               "address": address, "parent": parent})
+def add_location(
+    name: str,
+    kind: str = typer.Option("site", help="school, bank, junction, home, ..."),
+    timezone: str = typer.Option("UTC", "--tz", help="IANA time zone, e.g. Asia/Kolkata"),
+    address: str = "",
+    parent: str | None = None,
+) -> None:
+    row = ApiClient().post(
+        "/locations", json={"name": name, "kind": kind, "timezone": timezone, "address": address, "parent": parent}
+    )
     console.print(f"location [bold]{row['name']}[/] ({row['id']}, {row['timezone']})")
 
 
@@ -63,22 +69,25 @@ def revoke_location(location: str, user: str) -> None:
 
 
 @location_app.command("grants")
-def ls_grants(location: str | None = typer.Argument(None, help="only this location's grants"),
-              user: str | None = typer.Option(None, help="only this user's grants"),
-              output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+def ls_grants(
+    location: str | None = typer.Argument(None, help="only this location's grants"),
+    user: str | None = typer.Option(None, help="only this user's grants"),
+    output: Output = OUTPUT,
+    as_json: bool = AS_JSON,
+) -> None:
     """Who was given which location (admins)."""
     client = ApiClient()
     if location:
-        rows = [r for r in client.get(f"/locations/{location}/grants") if not user or user in (r["user"],
-                                                                                            r["user_id"])]
+        rows = [r for r in client.get(f"/locations/{location}/grants") if not user or user in (r["user"], r["user_id"])]
     else:
         rows = client.get("/location-grants", params={"user": user} if user else None)
     emit(rows, output, ("location", "user", "granted_at"), as_json=as_json)
 
 
 @device_app.command("add")
-def add_device(name: str, device_type: str = typer.Option(..., "--type"),
-               location: str = typer.Option(..., "--location")) -> None:
+def add_device(
+    name: str, device_type: str = typer.Option(..., "--type"), location: str = typer.Option(..., "--location")
+) -> None:
     row = ApiClient().post("/devices", json={"name": name, "device_type": device_type, "location": location})
     console.print(f"device [bold]{row['name']}[/] ({row['device_type']}) at {row['location']}: {row['id']}")
     _print_connect(row["connect"])
@@ -126,23 +135,31 @@ def parse_since(text: str) -> str:
     try:
         return datetime.fromisoformat(text).isoformat()
     except ValueError:
-        raise CliError(f"--since {text!r}: give an ISO time (2026-12-03T10:00:00+00:00) or a duration "
-                       "like 90s, 10m, 2h, 1d") from None
+        raise CliError(
+            f"--since {text!r}: give an ISO time (2026-12-03T10:00:00+00:00) or a duration like 90s, 10m, 2h, 1d"
+        ) from None
 
 
 @device_app.command("history")
-def history(device_id: str, limit: int = typer.Option(100, min=1, max=1000),
-            since: str | None = typer.Option(None, help="ISO time or a duration back from now: 10m, 2h, 1d"),
-            output: Output = OUTPUT, csv_out: bool = typer.Option(False, "--csv", help="CSV for a spreadsheet")
-            ) -> None:
+def history(
+    device_id: str,
+    limit: int = typer.Option(100, min=1, max=1000),
+    since: str | None = typer.Option(None, help="ISO time or a duration back from now: 10m, 2h, 1d"),
+    output: Output = OUTPUT,
+    csv_out: bool = typer.Option(False, "--csv", help="CSV for a spreadsheet"),
+) -> None:
     """A device's stored readings (oldest first), e.g. `aiot device history thermo --since 1h --csv > t.csv`."""
     params: dict[str, object] = {"limit": limit}
     if since:
         params["since"] = parse_since(since)
     rows = ApiClient().get(f"/devices/{device_id}/history", params=params)
     if not csv_out:
-        emit(rows, output, ("ts", "channel", "values"), table_rows=lambda d: [
-            {**r, "values": json.dumps(r.get("values"))} for r in d])
+        emit(
+            rows,
+            output,
+            ("ts", "channel", "values"),
+            table_rows=lambda d: [{**r, "values": json.dumps(r.get("values"))} for r in d],
+        )
         return
     names = sorted({k for r in rows for k in (r.get("values") or {})})
     writer = csv.writer(sys.stdout)
@@ -153,8 +170,12 @@ def history(device_id: str, limit: int = typer.Option(100, min=1, max=1000),
 
 
 @device_app.command("send")
-def send(device_id: str, command: str, args: str = typer.Option("{}", help="JSON object of arguments"),
-         output: Output = OUTPUT) -> None:
+def send(
+    device_id: str,
+    command: str,
+    args: str = typer.Option("{}", help="JSON object of arguments"),
+    output: Output = OUTPUT,
+) -> None:
     try:
         parsed = json.loads(args)
     except ValueError as exc:
@@ -163,9 +184,11 @@ def send(device_id: str, command: str, args: str = typer.Option("{}", help="JSON
 
 
 @sim_app.command("run")
-def sim_run(location: str = typer.Option(..., help="location name or id"),
-            duration: float = typer.Option(0, help="seconds to run (0: until Ctrl+C)"),
-            scene: str = typer.Option("mixed", help="camera scene: face, empty or mixed")) -> None:
+def sim_run(
+    location: str = typer.Option(..., help="location name or id"),
+    duration: float = typer.Option(0, help="seconds to run (0: until Ctrl+C)"),
+    scene: str = typer.Option("mixed", help="camera scene: face, empty or mixed"),
+) -> None:
     """Simulate every device at a location that has a simulator (camera, light, temperature, fan, display, ac,
     lamp, alarm). Each device's credential is rotated to get a password: real devices there would need the new
     one."""
@@ -182,9 +205,16 @@ def sim_run(location: str = typer.Option(..., help="location name or id"),
         if not connect.get("nats_url"):
             raise CliError("the control plane did not say where NATS is; simulators need the NATS URL")
         options = {"scene": scene} if device["device_type"] == "camera" else {}
-        sims.append(SimDevice(device_id=device["id"], model=device["device_type"], options=options,
-                              connection=Connection(nats_url=connect["nats_url"], username=connect["username"],
-                                                    password=connect["password"])))
+        sims.append(
+            SimDevice(
+                device_id=device["id"],
+                model=device["device_type"],
+                options=options,
+                connection=Connection(
+                    nats_url=connect["nats_url"], username=connect["username"], password=connect["password"]
+                ),
+            )
+        )
     if not sims:
         raise CliError(f"no simulatable devices at {place['name']}")
     console.print(f"simulating {len(sims)} devices at {place['name']} ({place['timezone']}); Ctrl+C to stop")

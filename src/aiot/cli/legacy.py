@@ -56,8 +56,12 @@ def _show(converted: Converted) -> None:
 def _upload(path: Path, params: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aiot-import-") as tmp:
         archive = zip_folder(path, Path(tmp) / f"{path.name}.zip") if path.is_dir() else path
-        return ApiClient(timeout=300).post("/import", content=archive.read_bytes(), params=params,
-                                           headers={"Content-Type": "application/zip", "X-Filename": archive.name})
+        return ApiClient(timeout=300).post(
+            "/import",
+            content=archive.read_bytes(),
+            params=params,
+            headers={"Content-Type": "application/zip", "X-Filename": archive.name},
+        )
 
 
 def _report(kind: str, stored: Any) -> None:
@@ -69,26 +73,36 @@ def _report(kind: str, stored: Any) -> None:
         console.print("[bold yellow]  device credentials (shown once, keep them now):[/]")
         for device in stored["devices"]:
             connect = device["connect"]
-            console.print(f"  {device['name']} ({device['device_type']}) at {device['location']}: "
-                          f"username {connect['username']} password {connect['password']}")
+            console.print(
+                f"  {device['name']} ({device['device_type']}) at {device['location']}: "
+                f"username {connect['username']} password {connect['password']}"
+            )
 
 
 def import_command(
     paths: list[Path] = typer.Argument(..., help="original packages: zips or folders"),
-    dry_run: Path | None = typer.Option(None, "--dry-run", help="write the converted packages to this folder "
-                                        "instead of uploading"),
-    location: str | None = typer.Option(None, "--location", help="register every device here instead of at its "
-                                        "street+city"),
+    dry_run: Path | None = typer.Option(
+        None, "--dry-run", help="write the converted packages to this folder instead of uploading"
+    ),
+    location: str | None = typer.Option(
+        None, "--location", help="register every device here instead of at its street+city"
+    ),
     version: str = typer.Option("1.0.0", "--version", help="version of converted models and apps"),
-    model: list[str] = typer.Option([], "--model", help="OLD_MODEL_ID=MODEL_NAME for an app's config/models.json "
-                                    "(repeat)"),
-    names: str | None = typer.Option(None, "--names", help="value names per original device type: "
-                                     "TEMP=temperature;DHT=temperature,humidity"),
+    model: list[str] = typer.Option(
+        [], "--model", help="OLD_MODEL_ID=MODEL_NAME for an app's config/models.json (repeat)"
+    ),
+    names: str | None = typer.Option(
+        None, "--names", help="value names per original device type: TEMP=temperature;DHT=temperature,humidity"
+    ),
 ) -> None:
     """Import packages made for the original platform (model, app, device type and device instance zips)."""
     try:
-        options = {"version": version, "models": parse_model_map(model), "names": parse_names(names),
-                   "location": location}
+        options = {
+            "version": version,
+            "models": parse_model_map(model),
+            "names": parse_names(names),
+            "location": location,
+        }
     except ValidationFailed as exc:
         raise CliError(exc.message) from None
     done: list[tuple[Path, Converted]] = []

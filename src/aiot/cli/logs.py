@@ -34,15 +34,15 @@ def logs(
     output: Output = OUTPUT,
 ) -> None:
     """Search the platform's central log (newest first), or follow it with -f."""
-    filters = {"workload_id": workload, "app_instance_id": instance, "service": service, "level": level,
-               "text": grep}
+    filters = {"workload_id": workload, "app_instance_id": instance, "service": service, "level": level, "text": grep}
     params = {k: v for k, v in filters.items() if v}
     client = ApiClient()
     if follow:
         _follow(client, params, output)
         return
-    found = client.get("/logs", params={**params, "since": since, "limit": limit} if since else
-                       {**params, "limit": limit})
+    found = client.get(
+        "/logs", params={**params, "since": since, "limit": limit} if since else {**params, "limit": limit}
+    )
     records = found.get("records", []) if isinstance(found, dict) else found
     if output != Output.table:
         emit(found, output)

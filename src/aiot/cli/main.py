@@ -56,11 +56,11 @@ def login(
 ) -> None:
     """Log in and keep the token for later commands."""
     client = ApiClient(server=server_url, token="")
-    out = client.post("/auth/login", json={"username": username, "password": password, "token_name": "cli"},
-                      auth=False)
+    out = client.post("/auth/login", json={"username": username, "password": password, "token_name": "cli"}, auth=False)
     path = credentials.save(client.server, out["token"])
-    console.print(f"logged in to {client.server} as {out['user']['username']} ({out['user']['role']}); "
-                  f"token kept in {path}")
+    console.print(
+        f"logged in to {client.server} as {out['user']['username']} ({out['user']['role']}); token kept in {path}"
+    )
 
 
 @app.command()

@@ -27,7 +27,19 @@ def callout_config() -> None:
         err_console.print("[red]set AIOT_NATS_USER and AIOT_NATS_PASSWORD: the platform's own NATS user[/]")
         raise typer.Exit(2)
     issuer = nkey_jwt.public_key(nkey_jwt.account_keypair(platform_secret(settings)))
-    system_hash = hash_password(settings.nats_system_password.get_secret_value()) \
-        if settings.nats_system_user and settings.nats_system_password else None
-    console.print(server_config(issuer, settings.nats_user, hash_password(settings.nats_password.get_secret_value()),
-                                settings.nats_system_user, system_hash), markup=False, highlight=False)
+    system_hash = (
+        hash_password(settings.nats_system_password.get_secret_value())
+        if settings.nats_system_user and settings.nats_system_password
+        else None
+    )
+    console.print(
+        server_config(
+            issuer,
+            settings.nats_user,
+            hash_password(settings.nats_password.get_secret_value()),
+            settings.nats_system_user,
+            system_hash,
+        ),
+        markup=False,
+        highlight=False,
+    )

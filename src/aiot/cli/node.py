@@ -46,7 +46,9 @@ def read_join_token(on_command_line: str | None, token_file: Path | None) -> str
         raise typer.BadParameter(
             "a join token on the command line is readable by every local user (ps, /proc/*/cmdline); put it in "
             "a file only you can read and pass --token-file FILE, or set the AIOT_JOIN_TOKEN environment "
-            "variable", param_hint="--token")
+            "variable",
+            param_hint="--token",
+        )
     from_env = os.environ.pop(TOKEN_ENV, None)
     if token_file is None:
         return (from_env.strip() or None) if from_env else None
@@ -57,11 +59,14 @@ def read_join_token(on_command_line: str | None, token_file: Path | None) -> str
     except OSError as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--token-file") from exc
     if mode & 0o077:
-        raise typer.BadParameter(f"{path} is readable by other users (mode {mode & 0o777:o}); the join token is "
-                                 f"a secret: chmod 600 {path}", param_hint="--token-file")
+        raise typer.BadParameter(
+            f"{path} is readable by other users (mode {mode & 0o777:o}); the join token is a secret: chmod 600 {path}",
+            param_hint="--token-file",
+        )
     if not text:
-        raise typer.BadParameter(f"{path} is empty; expected the join token `aiot node token` printed",
-                                 param_hint="--token-file")
+        raise typer.BadParameter(
+            f"{path} is empty; expected the join token `aiot node token` printed", param_hint="--token-file"
+        )
     return text
 
 
@@ -69,42 +74,33 @@ def read_join_token(on_command_line: str | None, token_file: Path | None) -> str
 def join(
     server: str = typer.Option(None, "--server", help="Control plane URL (AIOT_SERVER)."),
     token_file: Path = typer.Option(
-        None, "--token-file", help="File holding the join token (mode 0600); or set AIOT_JOIN_TOKEN. "
-        "Not needed once joined."),
+        None,
+        "--token-file",
+        help="File holding the join token (mode 0600); or set AIOT_JOIN_TOKEN. Not needed once joined.",
+    ),
     token: str = typer.Option(None, "--token", hidden=True, help="Refused: use --token-file or AIOT_JOIN_TOKEN."),
     name: str = typer.Option(None, "--name", help="Node name (default: host name)."),
-    data_dir: Path = typer.Option(
-        None, "--data-dir", help="Agent data dir (default: <AIOT_DATA_DIR>/agent)."
-    ),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Agent data dir (default: <AIOT_DATA_DIR>/agent)."),
     labels: str = typer.Option(None, "--labels", help="Node labels, e.g. zone=lab,gpu=no."),
-    address: str = typer.Option(
-        "127.0.0.1", "--address", help="Address workloads' endpoints are reached at."
-    ),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address workloads' endpoints are reached at."),
     cpu: float = typer.Option(None, "--cpu", help="CPU capacity in cores (default: this machine's)."),
-    memory_mb: int = typer.Option(
-        None, "--memory-mb", help="Memory capacity in MiB (default: this machine's)."
-    ),
-    env_cache: Path = typer.Option(
-        None, "--env-cache", help="Shared env cache dir (default: <data-dir>/envs)."
-    ),
-    http_port: int = typer.Option(
-        0, "--http-port", help="Port of the agent's /healthz and /metrics (0: any)."
-    ),
+    memory_mb: int = typer.Option(None, "--memory-mb", help="Memory capacity in MiB (default: this machine's)."),
+    env_cache: Path = typer.Option(None, "--env-cache", help="Shared env cache dir (default: <data-dir>/envs)."),
+    http_port: int = typer.Option(0, "--http-port", help="Port of the agent's /healthz and /metrics (0: any)."),
     no_sandbox: bool = typer.Option(
         False, "--no-sandbox", help="Run workloads without bubblewrap (also needs AIOT_ALLOW_UNSANDBOXED=1)."
     ),
     provider: str = typer.Option("manual", "--provider", hidden=True),
-    nats_url: str = typer.Option(None, "--nats-url",
-                                 help="NATS URL(s) this node uses instead of the control plane's (comma separated)."),
+    nats_url: str = typer.Option(
+        None, "--nats-url", help="NATS URL(s) this node uses instead of the control plane's (comma separated)."
+    ),
 ) -> None:
     """Join the cluster at --server and run its workloads here until interrupted."""
     from aiot.agent.agent import AgentConfig, AgentError, NodeAgent
     from aiot.agent.load import node_capacity
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_http_client_loggers()  # one line per poll is noise
     server = server or os.environ.get("AIOT_SERVER") or f"http://127.0.0.1:{settings.port}"
     try:

@@ -26,8 +26,7 @@ class Output(StrEnum):
     yaml = "yaml"
 
 
-OUTPUT = typer.Option(Output.table, "-o", "--output", help="table, json (the API's JSON) or yaml",
-                      case_sensitive=False)
+OUTPUT = typer.Option(Output.table, "-o", "--output", help="table, json (the API's JSON) or yaml", case_sensitive=False)
 AS_JSON = typer.Option(False, "--json", help="same as -o json", hidden=True)
 
 
@@ -50,8 +49,15 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], title: s
     console.print(table)
 
 
-def emit(data: Any, output: Output, columns: Sequence[str] | None = None, *, title: str | None = None,
-         as_json: bool = False, table_rows: Callable[[Any], Iterable[dict[str, Any]]] | None = None) -> None:
+def emit(
+    data: Any,
+    output: Output,
+    columns: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    as_json: bool = False,
+    table_rows: Callable[[Any], Iterable[dict[str, Any]]] | None = None,
+) -> None:
     """Print `data` (the API's answer) as asked. A table needs `columns` (a list of rows, or `table_rows(data)`
     for the rows shown, e.g. with derived columns); without columns, `table` prints the JSON, coloured."""
     if as_json or output == Output.json:
@@ -59,8 +65,9 @@ def emit(data: Any, output: Output, columns: Sequence[str] | None = None, *, tit
     elif output == Output.yaml:
         import yaml
 
-        typer.echo(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False, allow_unicode=True),
-                   nl=False)
+        typer.echo(
+            yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False, allow_unicode=True), nl=False
+        )
     elif columns is None:
         print_json(data)
     else:

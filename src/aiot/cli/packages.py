@@ -35,11 +35,18 @@ def _push(collection: str, path: Path) -> dict:
         if path.is_dir():
             archive = zip_folder(path, Path(tmp) / f"{path.name}.zip")
         size = archive.stat().st_size
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), console=console, transient=True) as progress:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             task = progress.add_task(f"uploading {archive.name}", total=size)
             return ApiClient(timeout=300).post(
-                f"/{collection}", content=_chunks(archive, progress, task),
+                f"/{collection}",
+                content=_chunks(archive, progress, task),
                 headers={"Content-Type": "application/zip", "X-Filename": archive.name},
             )
 
@@ -53,10 +60,16 @@ def _register(typer_app: typer.Typer, collection: str, noun: str) -> None:
         console.print(f"{noun} [bold]{label}[/] stored as {row['id']} (sha256 {row['sha256'][:12]})")
 
     @typer_app.command("ls")
-    def ls(name: str | None = typer.Option(None), all_: bool = typer.Option(False, "--all", help="Include deprecated."),
-           output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
-        rows = ApiClient().get(f"/{collection}", params={"name": name, "include_deprecated": all_} if name else
-                               {"include_deprecated": all_})
+    def ls(
+        name: str | None = typer.Option(None),
+        all_: bool = typer.Option(False, "--all", help="Include deprecated."),
+        output: Output = OUTPUT,
+        as_json: bool = AS_JSON,
+    ) -> None:
+        rows = ApiClient().get(
+            f"/{collection}",
+            params={"name": name, "include_deprecated": all_} if name else {"include_deprecated": all_},
+        )
         emit(rows, output, PACKAGE_COLUMNS, title=collection, as_json=as_json)
 
     @typer_app.command("show")
@@ -89,12 +102,20 @@ _register(app_app, "apps", "app")
 
 @device_type_app.command("add")
 def add_device_type(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="device type JSON")) -> None:
-    row = ApiClient().post("/device-types", content=file.read_bytes(),
-                           headers={"Content-Type": "application/json", "X-Filename": file.name})
+    row = ApiClient().post(
+        "/device-types",
+        content=file.read_bytes(),
+        headers={"Content-Type": "application/json", "X-Filename": file.name},
+    )
     console.print(f"device type [bold]{row['name']}[/] ({row['kind']}) registered as {row['id']}")
 
 
 @device_type_app.command("ls")
 def ls_device_types(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
-    emit(ApiClient().get("/device-types"), output, ("id", "name", "kind", "created_at"), title="device types",
-         as_json=as_json)
+    emit(
+        ApiClient().get("/device-types"),
+        output,
+        ("id", "name", "kind", "created_at"),
+        title="device types",
+        as_json=as_json,
+    )

@@ -10,28 +10,40 @@ from aiot.cli.client import ApiClient, CliError
 from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit
 
 workloads_app = typer.Typer(help="Workloads: model replicas and app instances as processes.", no_args_is_help=True)
-instance_app = typer.Typer(help="App instances (end users): bind an app at a location and run it.",
-                           no_args_is_help=True)
+instance_app = typer.Typer(
+    help="App instances (end users): bind an app at a location and run it.", no_args_is_help=True
+)
 
 
-def deploy_model(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or model id"),
-                 replicas: int = typer.Option(1, min=1, max=32)) -> None:
+def deploy_model(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or model id"),
+    replicas: int = typer.Option(1, min=1, max=32),
+) -> None:
     """Serve a model as an HTTP endpoint with N replicas (resizes an existing deployment)."""
     out = ApiClient().post(f"/models/{ref}/deploy", json={"replicas": replicas})
-    console.print(f"model {out['model']} ({out['model_id']}): {out['replicas']} replica(s) requested as "
-                  f"deployment {out['id']}; endpoints appear in `aiot model endpoints {ref}` once running")
+    console.print(
+        f"model {out['model']} ({out['model_id']}): {out['replicas']} replica(s) requested as "
+        f"deployment {out['id']}; endpoints appear in `aiot model endpoints {ref}` once running"
+    )
 
 
 def model_endpoints(ref: str, output: Output = OUTPUT) -> None:
     out = ApiClient().get(f"/deployments/{ref}")
-    emit(out, output, ("id", "node_id", "state", "endpoint", "restarts"), title=out["model"],
-         table_rows=lambda d: d["workloads"])
+    emit(
+        out,
+        output,
+        ("id", "node_id", "state", "endpoint", "restarts"),
+        title=out["model"],
+        table_rows=lambda d: d["workloads"],
+    )
 
 
-def node_token(uses: int = typer.Option(1, "--uses", min=1, help="Registrations the token allows."),
-               ttl_minutes: float = typer.Option(None, "--ttl-minutes", min=0.1,
-                                                 help="Lifetime (default: the join_token_ttl_minutes setting, 60).")
-               ) -> None:
+def node_token(
+    uses: int = typer.Option(1, "--uses", min=1, help="Registrations the token allows."),
+    ttl_minutes: float = typer.Option(
+        None, "--ttl-minutes", min=0.1, help="Lifetime (default: the join_token_ttl_minutes setting, 60)."
+    ),
+) -> None:
     """Print a join token (admin): single-use and valid 1 h by default. Give it to the node in a 0600 file
     (`aiot node join --token-file FILE`) or AIOT_JOIN_TOKEN, never on a command line."""
     out = ApiClient().post("/nodes/join-tokens", json={"uses": uses, "ttl_minutes": ttl_minutes})
@@ -49,15 +61,26 @@ def _node_rows(rows: list[dict]) -> list[dict]:
     shown = []
     for row in rows:
         load = row.get("load") or {}
-        shown.append({**row, "cpu%": load.get("cpu_percent"), "mem%": load.get("memory_percent"),
-                      "sandbox": {True: "yes", False: "NO"}.get(load.get("sandboxed"), "?"),
-                      "workloads#": len(row.get("workloads", []))})
+        shown.append(
+            {
+                **row,
+                "cpu%": load.get("cpu_percent"),
+                "mem%": load.get("memory_percent"),
+                "sandbox": {True: "yes", False: "NO"}.get(load.get("sandboxed"), "?"),
+                "workloads#": len(row.get("workloads", [])),
+            }
+        )
     return shown
 
 
 def nodes_ls(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
-    emit(ApiClient().get("/nodes"), output, ("id", "name", "status", "cpu%", "mem%", "workloads#", "sandbox",
-                                             "report_age_s"), table_rows=_node_rows, as_json=as_json)
+    emit(
+        ApiClient().get("/nodes"),
+        output,
+        ("id", "name", "status", "cpu%", "mem%", "workloads#", "sandbox", "report_age_s"),
+        table_rows=_node_rows,
+        as_json=as_json,
+    )
 
 
 def nodes_drain(node: str) -> None:
@@ -67,8 +90,12 @@ def nodes_drain(node: str) -> None:
 
 @workloads_app.command("ls")
 def workloads_ls(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
-    emit(ApiClient().get("/workloads"), output, ("id", "kind", "package_id", "node_id", "state", "restarts",
-                                                 "endpoint"), as_json=as_json)
+    emit(
+        ApiClient().get("/workloads"),
+        output,
+        ("id", "kind", "package_id", "node_id", "state", "restarts", "endpoint"),
+        as_json=as_json,
+    )
 
 
 @workloads_app.command("show")
@@ -77,9 +104,12 @@ def workloads_show(workload_id: str, output: Output = OUTPUT) -> None:
 
 
 @instance_app.command("create")
-def instance_create(app: str, location: str = typer.Option(..., "--location"),
-                    bind: list[str] = typer.Option([], help="alias=dev_id[,dev_id] when ambiguous"),
-                    setting: list[str] = typer.Option([], help="name=JSON value")) -> None:
+def instance_create(
+    app: str,
+    location: str = typer.Option(..., "--location"),
+    bind: list[str] = typer.Option([], help="alias=dev_id[,dev_id] when ambiguous"),
+    setting: list[str] = typer.Option([], help="name=JSON value"),
+) -> None:
     bindings = {}
     for item in bind:
         alias, _, ids = item.partition("=")
@@ -93,15 +123,20 @@ def instance_create(app: str, location: str = typer.Option(..., "--location"),
             settings[name] = json.loads(value)
         except ValueError:
             settings[name] = value
-    out = ApiClient().post("/instances", json={"app": app, "location": location, "bindings": bindings,
-                                               "settings": settings})
+    out = ApiClient().post(
+        "/instances", json={"app": app, "location": location, "bindings": bindings, "settings": settings}
+    )
     console.print(f"app instance [bold]{out['id']}[/] ({out['app']}) bound: {json.dumps(out['bindings'])}")
 
 
 @instance_app.command("ls")
 def instance_ls(output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
-    emit(ApiClient().get("/instances"), output, ("id", "app", "state", "workload_state", "address", "run_until"),
-         as_json=as_json)
+    emit(
+        ApiClient().get("/instances"),
+        output,
+        ("id", "app", "state", "workload_state", "address", "run_until"),
+        as_json=as_json,
+    )
 
 
 @instance_app.command("run")
@@ -128,23 +163,31 @@ def _show_change(out: dict, output: Output, what: str, history: str) -> None:
         back_to = out["from_version"] if out["state"] == "rolled_back" else out["to_version"]
         console.print(f"{what}: back to {back_to} ({out['id']})")
     else:
-        console.print(f"{what}: {out['from_version']} -> {out['to_version']} ({out['id']}); watch it with "
-                      f"`{history}`")
+        console.print(f"{what}: {out['from_version']} -> {out['to_version']} ({out['id']}); watch it with `{history}`")
 
 
 @instance_app.command("upgrade")
-def instance_upgrade(instance_id: str, version: str = typer.Option(..., "--version", help="e.g. 1.2.0"),
-                     output: Output = OUTPUT) -> None:
+def instance_upgrade(
+    instance_id: str, version: str = typer.Option(..., "--version", help="e.g. 1.2.0"), output: Output = OUTPUT
+) -> None:
     """Move the instance to another version of its app; rolled back by itself if the new one fails."""
-    _show_change(ApiClient().post(f"/instances/{instance_id}/upgrade", json={"version": version}), output,
-                 instance_id, f"aiot instance history {instance_id}")
+    _show_change(
+        ApiClient().post(f"/instances/{instance_id}/upgrade", json={"version": version}),
+        output,
+        instance_id,
+        f"aiot instance history {instance_id}",
+    )
 
 
 @instance_app.command("rollback")
 def instance_rollback(instance_id: str, output: Output = OUTPUT) -> None:
     """Back to the version the latest upgrade replaced."""
-    _show_change(ApiClient().post(f"/instances/{instance_id}/rollback"), output, instance_id,
-                 f"aiot instance history {instance_id}")
+    _show_change(
+        ApiClient().post(f"/instances/{instance_id}/rollback"),
+        output,
+        instance_id,
+        f"aiot instance history {instance_id}",
+    )
 
 
 @instance_app.command("history")
@@ -153,18 +196,22 @@ def instance_history(instance_id: str, output: Output = OUTPUT, as_json: bool = 
     emit(ApiClient().get(f"/instances/{instance_id}/history"), output, ROLLOUT_COLUMNS, as_json=as_json)
 
 
-def model_rollout(name: str, version: str = typer.Option(..., "--version", help="e.g. 1.1.0"),
-                  output: Output = OUTPUT) -> None:
+def model_rollout(
+    name: str, version: str = typer.Option(..., "--version", help="e.g. 1.1.0"), output: Output = OUTPUT
+) -> None:
     """Serve another version of the model: its replicas replace the current ones one by one; rolled back by
     itself if a new replica fails."""
-    _show_change(ApiClient().post(f"/models/{name}/rollout", json={"version": version}), output, f"model {name}",
-                 f"aiot model history {name}")
+    _show_change(
+        ApiClient().post(f"/models/{name}/rollout", json={"version": version}),
+        output,
+        f"model {name}",
+        f"aiot model history {name}",
+    )
 
 
 def model_rollback(name: str, output: Output = OUTPUT) -> None:
     """Undo the rollout in progress, or go back to the version the last rollout replaced."""
-    _show_change(ApiClient().post(f"/models/{name}/rollback"), output, f"model {name}",
-                 f"aiot model history {name}")
+    _show_change(ApiClient().post(f"/models/{name}/rollback"), output, f"model {name}", f"aiot model history {name}")
 
 
 def model_history(name: str, output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
@@ -174,7 +221,7 @@ def model_history(name: str, output: Output = OUTPUT, as_json: bool = AS_JSON) -
 
 def model_predict(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION or owner/NAME"),
-    inputs: str = typer.Option(..., "--input", "-i", help='the inputs as JSON, e.g. \'{"temperature": 31}\''),
+    inputs: str = typer.Option(..., "--input", "-i", help="the inputs as JSON, e.g. '{\"temperature\": 31}'"),
     output: Output = OUTPUT,
 ) -> None:
     """One prediction through the model gateway's stable URL (/models/<owner>/<name>/v1/predict): the highest
@@ -187,6 +234,7 @@ def model_predict(
     model = client.get(f"/models/{ref}")
     url = f"{client.server}/models/{model['owner']}/{model['name']}/v1/predict"
     pinned = ":" in ref.split("/")[-1]
-    answer = client.request("POST", url, json={"inputs": parsed},
-                            params={"version": model["version"]} if pinned else None)
+    answer = client.request(
+        "POST", url, json={"inputs": parsed}, params={"version": model["version"]} if pinned else None
+    )
     emit(answer, output)

@@ -37,8 +37,7 @@ def _settings(port: int | None, data_dir: Path | None, **extra: object) -> Setti
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_http_client_loggers()
 
 
@@ -83,8 +82,9 @@ def _check_service_names(names: list[str]) -> None:
 
     unknown = unknown_services(names)
     if unknown:
-        err_console.print(f"[red]error:[/] unknown service {', '.join(map(repr, unknown))}; known: "
-                          f"{', '.join(SERVICE_FACTORIES)}")
+        err_console.print(
+            f"[red]error:[/] unknown service {', '.join(map(repr, unknown))}; known: {', '.join(SERVICE_FACTORIES)}"
+        )
         raise typer.Exit(2)
 
 
@@ -113,8 +113,11 @@ def up(
     nodes: int | None = typer.Option(None, help="Local node agents to start beside it (AIOT_NODES)."),
     autoscale: bool | None = typer.Option(None, help="Add/remove local nodes by load (AIOT_AUTOSCALE)."),
     without: list[str] = typer.Option(
-        [], "--without", help="A service not to run here (repeatable): you run it yourself with `aiot service run "
-        "NAME`, e.g. scheduler replicas under a process manager."),
+        [],
+        "--without",
+        help="A service not to run here (repeatable): you run it yourself with `aiot service run "
+        "NAME`, e.g. scheduler replicas under a process manager.",
+    ),
 ) -> None:
     """Start the control plane with every service (embedded NATS and SQLite unless configured otherwise)."""
     run_control_plane(_settings(port, data_dir, nodes=nodes, autoscale=autoscale), None, tuple(without))

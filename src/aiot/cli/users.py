@@ -13,8 +13,9 @@ COLUMNS = ("id", "username", "role", "email", "disabled", "created_at")
 
 
 @app.command("ls")
-def list_users(role: Role | None = typer.Option(None, help="Only this role."),
-               output: Output = OUTPUT, as_json: bool = AS_JSON) -> None:
+def list_users(
+    role: Role | None = typer.Option(None, help="Only this role."), output: Output = OUTPUT, as_json: bool = AS_JSON
+) -> None:
     rows = ApiClient().get("/users", params={"role": role.value} if role else None)
     emit(rows, output, COLUMNS, title="users", as_json=as_json)
 
@@ -26,8 +27,9 @@ def add_user(
     email: str | None = typer.Option(None),
     password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
 ) -> None:
-    user = ApiClient().post("/users", json={"username": username, "role": role.value, "email": email,
-                                            "password": password})
+    user = ApiClient().post(
+        "/users", json={"username": username, "role": role.value, "email": email, "password": password}
+    )
     console.print(f"created [bold]{user['username']}[/] ({user['id']}, {user['role']})")
 
 

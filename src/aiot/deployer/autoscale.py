@@ -69,8 +69,14 @@ class AutoscaleService(LoopService):
 
     async def on_start(self, ctx: ServiceContext) -> None:
         s = ctx.settings
-        self.policy = AutoscalePolicy(s.autoscale_high_cpu, s.autoscale_low_cpu, s.autoscale_window_s,
-                                      s.autoscale_idle_window_s, s.autoscale_min_nodes, s.autoscale_max_nodes)
+        self.policy = AutoscalePolicy(
+            s.autoscale_high_cpu,
+            s.autoscale_low_cpu,
+            s.autoscale_window_s,
+            s.autoscale_idle_window_s,
+            s.autoscale_min_nodes,
+            s.autoscale_max_nodes,
+        )
 
     def enabled(self, ctx: ServiceContext) -> bool:
         return ctx.settings.autoscale
@@ -89,10 +95,14 @@ class AutoscaleService(LoopService):
             ready = list(session.scalars(select(Node).where(Node.status == NodeStatus.ready)))
             loads = [float((n.load or {}).get("cpu_percent", 0.0)) for n in ready if n.load]
             # Finish removals: a drained provider node with no workloads left is stopped.
-            for node in session.scalars(select(Node).where(Node.status == NodeStatus.draining,
-                                                           Node.provider == provider.name)):
-                busy = session.scalar(select(Workload.id).where(Workload.node_id == node.id,
-                                                                Workload.desired == DesiredState.running).limit(1))
+            for node in session.scalars(
+                select(Node).where(Node.status == NodeStatus.draining, Node.provider == provider.name)
+            ):
+                busy = session.scalar(
+                    select(Workload.id)
+                    .where(Workload.node_id == node.id, Workload.desired == DesiredState.running)
+                    .limit(1)
+                )
                 if busy is None and node.name in managed:
                     provider.remove_node(node.name)
                     node.status, node.status_changed_at = NodeStatus.removed, utcnow()
@@ -105,10 +115,15 @@ class AutoscaleService(LoopService):
             log.info("autoscaler: average CPU %s%%: added node %s", f"{avg:.0f}" if avg is not None else "?", name)
         elif decision == "remove":
             with ctx.db.session() as session:
-                candidates = [n for n in session.scalars(select(Node).where(Node.status == NodeStatus.ready,
-                                                                            Node.provider == provider.name))
-                              if n.name in managed]
+                candidates = [
+                    n
+                    for n in session.scalars(
+                        select(Node).where(Node.status == NodeStatus.ready, Node.provider == provider.name)
+                    )
+                    if n.name in managed
+                ]
                 if candidates:
+
                     def count(node: Node) -> int:
                         return len(list(session.scalars(select(Workload.id).where(Workload.node_id == node.id))))
 

@@ -37,11 +37,19 @@ def workload_permissions(workload: Workload) -> tuple[list[str], list[str]]:
 @register_user_source
 def workload_users(session: Session) -> list[NatsUser]:
     users = []
-    for workload in session.scalars(select(Workload).where(Workload.desired == DesiredState.running,
-                                                           Workload.node_id.is_not(None))):
+    for workload in session.scalars(
+        select(Workload).where(Workload.desired == DesiredState.running, Workload.node_id.is_not(None))
+    ):
         publish, subscribe = workload_permissions(workload)
-        users.append(NatsUser(username=workload.id, password_hash=workload.nats_password_bcrypt, publish=publish,
-                              subscribe=subscribe, connection_types=["STANDARD"]))
+        users.append(
+            NatsUser(
+                username=workload.id,
+                password_hash=workload.nats_password_bcrypt,
+                publish=publish,
+                subscribe=subscribe,
+                connection_types=["STANDARD"],
+            )
+        )
     return users
 
 
@@ -50,7 +58,12 @@ def node_users(session: Session) -> list[NatsUser]:
     """A node publishes its workloads' output on its own log subjects only (fixed: placing a workload changes no
     node's permissions); the log relay checks each line's workload runs there (`aiot.logs.relay`)."""
     return [
-        NatsUser(username=node.id, password_hash=node.nats_password_bcrypt, publish=[node_log_permission(node.id)],
-                 subscribe=[f"aiot.node.{node.id}.>"], connection_types=["STANDARD"])
+        NatsUser(
+            username=node.id,
+            password_hash=node.nats_password_bcrypt,
+            publish=[node_log_permission(node.id)],
+            subscribe=[f"aiot.node.{node.id}.>"],
+            connection_types=["STANDARD"],
+        )
         for node in session.scalars(select(Node).where(Node.status != NodeStatus.removed))
     ]

@@ -23,8 +23,17 @@ from aiot.timeutil import utcnow
 
 JOIN_PREFIX = "aiotjoin"
 NODE_PREFIX = "aiotnode"
-WORKLOAD_STATES = {"pending", "preparing", "starting", "running", "degraded", "unhealthy", "restarting", "failed",
-                   "stopped"}
+WORKLOAD_STATES = {
+    "pending",
+    "preparing",
+    "starting",
+    "running",
+    "degraded",
+    "unhealthy",
+    "restarting",
+    "failed",
+    "stopped",
+}
 
 
 def _sha(secret: str) -> str:
@@ -35,8 +44,9 @@ MAX_JOIN_USES = 1000
 MAX_JOIN_TTL = timedelta(days=30)
 
 
-def create_join_token(session: Session, created_by: str | None, ttl: timedelta = timedelta(hours=1),
-                      uses: int = 1) -> str:
+def create_join_token(
+    session: Session, created_by: str | None, ttl: timedelta = timedelta(hours=1), uses: int = 1
+) -> str:
     """A join token for `uses` registrations within `ttl` (single-use and one hour by default).
 
     Short-lived and single-use because it is a bearer secret that may leak (a provisioning script, a shell
@@ -46,8 +56,9 @@ def create_join_token(session: Session, created_by: str | None, ttl: timedelta =
     if not timedelta(0) < ttl <= MAX_JOIN_TTL:
         raise ValidationFailed(f"ttl must be more than 0 and at most {MAX_JOIN_TTL.days} days", field="ttl_minutes")
     secret = secrets.token_urlsafe(32)
-    row = NodeJoinToken(secret_hash=_sha(secret), created_by=created_by, expires_at=utcnow() + ttl,
-                        max_uses=uses, uses=0)
+    row = NodeJoinToken(
+        secret_hash=_sha(secret), created_by=created_by, expires_at=utcnow() + ttl, max_uses=uses, uses=0
+    )
     session.add(row)
     session.flush()
     return f"{JOIN_PREFIX}.{row.id}.{secret}"
@@ -71,10 +82,16 @@ def check_join_token(session: Session, token: str) -> NodeJoinToken:
 def _use_join_token(session: Session, token_id: str) -> None:
     """Count one registration against the token, atomically: two agents racing with a single-use token cannot
     both register (the conditional UPDATE matches for one of them only)."""
-    changed = session.execute(update(NodeJoinToken)
-                              .where(NodeJoinToken.id == token_id, NodeJoinToken.uses < NodeJoinToken.max_uses,
-                                     NodeJoinToken.revoked_at.is_(None), NodeJoinToken.expires_at > utcnow())
-                              .values(uses=NodeJoinToken.uses + 1)).rowcount
+    changed = session.execute(
+        update(NodeJoinToken)
+        .where(
+            NodeJoinToken.id == token_id,
+            NodeJoinToken.uses < NodeJoinToken.max_uses,
+            NodeJoinToken.revoked_at.is_(None),
+            NodeJoinToken.expires_at > utcnow(),
+        )
+        .values(uses=NodeJoinToken.uses + 1)
+    ).rowcount
     if not changed:
         raise Unauthorized("join token already used; an admin creates a new one with `aiot node token`")
 
@@ -83,9 +100,17 @@ def node_nats_password(secret: bytes, node_id: str) -> str:
     return derive_password(secret, "node-nats", node_id)
 
 
-def register_node(session: Session, secret: bytes, *, name: str, address: str, labels: dict[str, str],
-                  capacity: dict[str, Any], provider: str = "manual",
-                  join_token_id: str | None = None) -> tuple[Node, str]:
+def register_node(
+    session: Session,
+    secret: bytes,
+    *,
+    name: str,
+    address: str,
+    labels: dict[str, str],
+    capacity: dict[str, Any],
+    provider: str = "manual",
+    join_token_id: str | None = None,
+) -> tuple[Node, str]:
     """Create a node record (using one registration of the join token); returns it and its new API token.
 
     A name is never taken over: whatever its silence, a registered node keeps its identity (node id, token,
@@ -97,19 +122,33 @@ def register_node(session: Session, secret: bytes, *, name: str, address: str, l
         raise ValidationFailed("capacity needs cpu > 0 (cores) and memory_mb > 0 (integer MiB)", field="capacity")
     node = session.scalar(select(Node).where(Node.name == name))
     if node is not None and node.status != NodeStatus.removed:
-        raise Conflict(f"a node named {name!r} is already registered ({node.id}, {node.status.value}); a name is "
-                       "never taken over: join under another name, or have an admin revoke that node first "
-                       "(`aiot node revoke`)", field="name")
+        raise Conflict(
+            f"a node named {name!r} is already registered ({node.id}, {node.status.value}); a name is "
+            "never taken over: join under another name, or have an admin revoke that node first "
+            "(`aiot node revoke`)",
+            field="name",
+        )
     if join_token_id is not None:
         _use_join_token(session, join_token_id)
     if node is not None:  # removed or revoked: its row keeps its history, its id is never given to another node
-        node.name = f"{name[:100 - len(node.id) - 1]}~{node.id}"  # '~' is not allowed in a registered name
+        node.name = f"{name[: 100 - len(node.id) - 1]}~{node.id}"  # '~' is not allowed in a registered name
         session.flush()
     token_secret, node_id, now = secrets.token_urlsafe(32), new_id("nod"), utcnow()
-    node = Node(id=node_id, name=name, address=address, labels=labels, capacity=dict(capacity), provider=provider,
-                token_hash=_sha(token_secret), nats_password_bcrypt=hash_password(node_nats_password(secret, node_id)),
-                status=NodeStatus.ready, status_changed_at=now, last_report_at=now, join_token_id=join_token_id,
-                load={})
+    node = Node(
+        id=node_id,
+        name=name,
+        address=address,
+        labels=labels,
+        capacity=dict(capacity),
+        provider=provider,
+        token_hash=_sha(token_secret),
+        nats_password_bcrypt=hash_password(node_nats_password(secret, node_id)),
+        status=NodeStatus.ready,
+        status_changed_at=now,
+        last_report_at=now,
+        join_token_id=join_token_id,
+        load={},
+    )
     session.add(node)
     session.flush()
     return node, f"{NODE_PREFIX}.{node.id}.{token_secret}"
@@ -129,8 +168,9 @@ def revoke_node(session: Session, secret: bytes, node: Node) -> list[str]:
             token.revoked_at = now
     moved = []
     for workload in session.scalars(select(Workload).where(Workload.node_id == node.id)):
-        bump_generation(session, secret, workload, reason=f"node {node.name} revoked by an admin",
-                        node_id=node.id, unassign=True)
+        bump_generation(
+            session, secret, workload, reason=f"node {node.name} revoked by an admin", node_id=node.id, unassign=True
+        )
         moved.append(workload.id)
     session.flush()
     return moved
@@ -173,10 +213,19 @@ def record_report(session: Session, node: Node, load: dict[str, Any], workloads:
             status = WorkloadStatus(workload_id=workload.id)
             session.add(status)
         if status.state != state or status.generation != report.get("generation"):
-            session.add(WorkloadEvent(workload_id=workload.id, kind="state", node_id=node.id,
-                                      detail={"state": state, "reason": str(report.get("reason", ""))[:300],
-                                              "generation": report.get("generation"),
-                                              "restarts": report.get("restarts", 0)}))
+            session.add(
+                WorkloadEvent(
+                    workload_id=workload.id,
+                    kind="state",
+                    node_id=node.id,
+                    detail={
+                        "state": state,
+                        "reason": str(report.get("reason", ""))[:300],
+                        "generation": report.get("generation"),
+                        "restarts": report.get("restarts", 0),
+                    },
+                )
+            )
         status.node_id, status.generation, status.state = node.id, int(report.get("generation") or 0), state
         status.reason = str(report.get("reason", ""))[:500]
         status.restarts = int(report.get("restarts") or 0)

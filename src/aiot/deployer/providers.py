@@ -39,8 +39,7 @@ class LocalNodeProvider:
 
     name = "local"
 
-    def __init__(self, server_url: str, join_token: Callable[[], str], data_dir: Path,
-                 log_level: str = "INFO") -> None:
+    def __init__(self, server_url: str, join_token: Callable[[], str], data_dir: Path, log_level: str = "INFO") -> None:
         self.server_url, self.join_token, self.data_dir, self.log_level = server_url, join_token, data_dir, log_level
         self.agents: dict[str, _LocalAgent] = {}
         self._counter = 0
@@ -59,9 +58,26 @@ class LocalNodeProvider:
         env["AIOT_JOIN_TOKEN"] = self.join_token()
         log_file = (node_dir / "agent.log").open("ab")
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "aiot"), "node", "join", "--server", self.server_url, "--name", name,
-             "--data-dir", str(node_dir), "--provider", self.name, "--env-cache", str(self.data_dir / "envs")],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=pdeathsig_preexec(), start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "aiot"),
+                "node",
+                "join",
+                "--server",
+                self.server_url,
+                "--name",
+                name,
+                "--data-dir",
+                str(node_dir),
+                "--provider",
+                self.name,
+                "--env-cache",
+                str(self.data_dir / "envs"),
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=pdeathsig_preexec(),
+            start_new_session=True,
         )
         log_file.close()
         self.agents[name] = _LocalAgent(name, process)

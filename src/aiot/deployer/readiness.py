@@ -36,9 +36,15 @@ def unready_models(session: Session, workload: Workload) -> list[str]:
     """One reason per bound model without a ready replica, e.g. "model comfort: 0 of 1 replicas ready"."""
     reasons = []
     for model_id, label in bound_model_ids(workload).items():
-        replicas = list(session.scalars(select(Workload).where(
-            Workload.kind == WorkloadKind.model, Workload.package_id == model_id,
-            Workload.desired == DesiredState.running)))
+        replicas = list(
+            session.scalars(
+                select(Workload).where(
+                    Workload.kind == WorkloadKind.model,
+                    Workload.package_id == model_id,
+                    Workload.desired == DesiredState.running,
+                )
+            )
+        )
         ready = 0
         for replica in replicas:
             status = session.get(WorkloadStatus, replica.id)
@@ -49,8 +55,9 @@ def unready_models(session: Session, workload: Workload) -> list[str]:
     return reasons
 
 
-def hold(session: Session, workload: Workload, reasons: list[str], deadline_s: float,
-         now: datetime | None = None) -> str:
+def hold(
+    session: Session, workload: Workload, reasons: list[str], deadline_s: float, now: datetime | None = None
+) -> str:
     """Record why `workload` waits (`waiting`, then `failed` past the deadline); returns the state written."""
     now = now or utcnow()
     late = now - workload.created_at > timedelta(seconds=deadline_s)
@@ -62,9 +69,13 @@ def hold(session: Session, workload: Workload, reasons: list[str], deadline_s: f
         session.add(status)
     if (status.state, status.reason) != (state, reason[:500]):
         if status.state != state:  # the transition, with its reason, in the workload's history
-            session.add(WorkloadEvent(workload_id=workload.id, kind="state",
-                                      detail={"state": state, "reason": reason[:300],
-                                              "generation": workload.generation}))
+            session.add(
+                WorkloadEvent(
+                    workload_id=workload.id,
+                    kind="state",
+                    detail={"state": state, "reason": reason[:300], "generation": workload.generation},
+                )
+            )
         status.state, status.reason, status.generation = state, reason[:500], workload.generation
         status.updated_at = now
     return state

@@ -46,19 +46,19 @@ def mark_lost_nodes(session: Session, secret: bytes, grace: float, result: PassR
             continue
         node.status, node.status_changed_at = NodeStatus.lost, utcnow()
         result.lost_nodes.append(node.id)
-        log.warning("node %s (%s) silent for more than %.0fs: lost; moving its workloads", node.name, node.id,
-                    grace)
+        log.warning("node %s (%s) silent for more than %.0fs: lost; moving its workloads", node.name, node.id, grace)
         for workload in session.scalars(select(Workload).where(Workload.node_id == node.id)):
-            bump_generation(session, secret, workload, reason=f"node {node.name} lost", node_id=node.id,
-                            unassign=True)
+            bump_generation(session, secret, workload, reason=f"node {node.name} lost", node_id=node.id, unassign=True)
 
 
 def move_off_draining(session: Session, secret: bytes, result: PassResult) -> None:
     for node in session.scalars(select(Node).where(Node.status == NodeStatus.draining)):
-        for workload in session.scalars(select(Workload).where(Workload.node_id == node.id,
-                                                               Workload.desired == DesiredState.running)):
-            bump_generation(session, secret, workload, reason=f"node {node.name} draining", node_id=node.id,
-                            unassign=True)
+        for workload in session.scalars(
+            select(Workload).where(Workload.node_id == node.id, Workload.desired == DesiredState.running)
+        ):
+            bump_generation(
+                session, secret, workload, reason=f"node {node.name} draining", node_id=node.id, unassign=True
+            )
             result.touched_nodes.add(node.id)
 
 
@@ -66,18 +66,23 @@ def node_views(session: Session) -> list[NodeView]:
     """Every ready node with what its running workloads reserve: two queries, whatever the number of nodes (one
     query per node made a pass over 5,000 nodes take seconds; bench/placement.py)."""
     placed: dict[str, list[Workload]] = {}
-    for workload in session.scalars(select(Workload).where(Workload.node_id.is_not(None),
-                                                           Workload.desired == DesiredState.running)):
+    for workload in session.scalars(
+        select(Workload).where(Workload.node_id.is_not(None), Workload.desired == DesiredState.running)
+    ):
         placed.setdefault(str(workload.node_id), []).append(workload)
     views = []
     for node in session.scalars(select(Node).where(Node.status == NodeStatus.ready).order_by(Node.name)):
         load = node.load or {}
-        view = NodeView(node_id=node.id, name=node.name, labels=dict(node.labels or {}),
-                        capacity_cpu=float(node.capacity.get("cpu", 1)),
-                        capacity_memory_mb=int(node.capacity.get("memory_mb", 1024)),
-                        observed_cpu_percent=float(load.get("cpu_percent", 0.0)),
-                        observed_memory_percent=float(load.get("memory_percent", 0.0)),
-                        max_workloads=int(node.capacity.get("max_workloads", 50)))
+        view = NodeView(
+            node_id=node.id,
+            name=node.name,
+            labels=dict(node.labels or {}),
+            capacity_cpu=float(node.capacity.get("cpu", 1)),
+            capacity_memory_mb=int(node.capacity.get("memory_mb", 1024)),
+            observed_cpu_percent=float(load.get("cpu_percent", 0.0)),
+            observed_memory_percent=float(load.get("memory_percent", 0.0)),
+            max_workloads=int(node.capacity.get("max_workloads", 50)),
+        )
         for workload in placed.get(node.id, []):
             view.reserve(_request(workload))
         views.append(view)
@@ -85,14 +90,23 @@ def node_views(session: Session) -> list[NodeView]:
 
 
 def _request(workload: Workload) -> Request:
-    return Request(workload_id=workload.id, cpu=float(workload.resources.get("cpu", 0.5)),
-                   memory_mb=int(workload.resources.get("memory_mb", 512)), group_id=workload.group_id,
-                   selector=dict(workload.selector or {}))
+    return Request(
+        workload_id=workload.id,
+        cpu=float(workload.resources.get("cpu", 0.5)),
+        memory_mb=int(workload.resources.get("memory_mb", 512)),
+        group_id=workload.group_id,
+        selector=dict(workload.selector or {}),
+    )
 
 
 def place_pending(session: Session, result: PassResult, ready_deadline: float = 300.0) -> None:
-    pending = list(session.scalars(select(Workload).where(Workload.desired == DesiredState.running,
-                                                          Workload.node_id.is_(None)).order_by(Workload.created_at)))
+    pending = list(
+        session.scalars(
+            select(Workload)
+            .where(Workload.desired == DesiredState.running, Workload.node_id.is_(None))
+            .order_by(Workload.created_at)
+        )
+    )
     if not pending:
         return
     placer = Placer(node_views(session))
@@ -104,8 +118,15 @@ def place_pending(session: Session, result: PassResult, ready_deadline: float = 
             continue
         request = _request(workload)
         decision = placer.choose(request)
-        session.add(PlacementDecision(workload_id=workload.id, node_id=decision.node_id, reason=decision.reason,
-                                      scores=decision.scores, score=decision.score))
+        session.add(
+            PlacementDecision(
+                workload_id=workload.id,
+                node_id=decision.node_id,
+                reason=decision.reason,
+                scores=decision.scores,
+                score=decision.score,
+            )
+        )
         if decision.node_id is None:
             result.unplaceable.append(workload.id)
             continue
@@ -113,15 +134,24 @@ def place_pending(session: Session, result: PassResult, ready_deadline: float = 
         # synchronize_session=False: the default walks every object in the session per UPDATE (quadratic in a
         # pass placing thousands); the one object this changes is set by hand, without marking it dirty.
         now = utcnow()
-        changed = session.execute(update(Workload).where(Workload.id == workload.id, Workload.node_id.is_(None))
-                                  .values(node_id=decision.node_id, updated_at=now)
-                                  .execution_options(synchronize_session=False)).rowcount
+        changed = session.execute(
+            update(Workload)
+            .where(Workload.id == workload.id, Workload.node_id.is_(None))
+            .values(node_id=decision.node_id, updated_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if not changed:
             continue
         set_committed_value(workload, "node_id", decision.node_id)
         set_committed_value(workload, "updated_at", now)
-        session.add(WorkloadEvent(workload_id=workload.id, kind="placed", node_id=decision.node_id,
-                                  detail={"reason": decision.reason, "generation": workload.generation}))
+        session.add(
+            WorkloadEvent(
+                workload_id=workload.id,
+                kind="placed",
+                node_id=decision.node_id,
+                detail={"reason": decision.reason, "generation": workload.generation},
+            )
+        )
         placer.reserve(decision.node_id, request)
         result.placed[workload.id] = decision.node_id
         result.touched_nodes.add(decision.node_id)

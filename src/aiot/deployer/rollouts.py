@@ -51,35 +51,46 @@ class RolloutPolicy:
 
     @classmethod
     def from_settings(cls, settings: Any) -> RolloutPolicy:
-        return cls(soak_seconds=settings.rollout_soak_seconds,
-                   ready_deadline_seconds=settings.rollout_ready_deadline_seconds,
-                   max_restarts=settings.rollout_max_restarts)
+        return cls(
+            soak_seconds=settings.rollout_soak_seconds,
+            ready_deadline_seconds=settings.rollout_ready_deadline_seconds,
+            max_restarts=settings.rollout_max_restarts,
+        )
 
 
 def history(session: Session, target_id: str) -> list[Rollout]:
     """Every rollout of one instance (or model name), oldest first."""
-    return list(session.scalars(select(Rollout).where(Rollout.target_id == target_id)
-                                .order_by(Rollout.started_at, Rollout.id)))
+    return list(
+        session.scalars(select(Rollout).where(Rollout.target_id == target_id).order_by(Rollout.started_at, Rollout.id))
+    )
 
 
 def rolling(session: Session, target_id: str) -> Rollout | None:
-    return session.scalar(select(Rollout).where(Rollout.target_id == target_id,
-                                                Rollout.state == RolloutState.rolling))
+    return session.scalar(select(Rollout).where(Rollout.target_id == target_id, Rollout.state == RolloutState.rolling))
 
 
 def rollout_out(rollout: Rollout) -> dict[str, Any]:
     """The API's view of one rollout."""
-    return {"id": rollout.id, "target": rollout.target.value, "target_id": rollout.target_id,
-            "from_version": rollout.from_version, "to_version": rollout.to_version,
-            "from_package_id": rollout.from_package_id, "to_package_id": rollout.to_package_id,
-            "state": rollout.state.value, "reason": rollout.reason, "manual_rollback": rollout.manual_rollback,
-            "detail": {k: v for k, v in rollout.detail.items() if k in ("replicas", "step")},
-            "started_at": rollout.started_at.isoformat(),
-            "finished_at": rollout.finished_at.isoformat() if rollout.finished_at else None}
+    return {
+        "id": rollout.id,
+        "target": rollout.target.value,
+        "target_id": rollout.target_id,
+        "from_version": rollout.from_version,
+        "to_version": rollout.to_version,
+        "from_package_id": rollout.from_package_id,
+        "to_package_id": rollout.to_package_id,
+        "state": rollout.state.value,
+        "reason": rollout.reason,
+        "manual_rollback": rollout.manual_rollback,
+        "detail": {k: v for k, v in rollout.detail.items() if k in ("replicas", "step")},
+        "started_at": rollout.started_at.isoformat(),
+        "finished_at": rollout.finished_at.isoformat() if rollout.finished_at else None,
+    }
 
 
-def replica_failure(workload: Workload, status: WorkloadStatus | None, policy: RolloutPolicy,
-                    now: datetime) -> str | None:
+def replica_failure(
+    workload: Workload, status: WorkloadStatus | None, policy: RolloutPolicy, now: datetime
+) -> str | None:
     """Why a workload of a new version failed (crash loop, failed, degraded, not running in time), or None."""
     observed = None if status is None or status.generation != workload.generation else status
     if observed is not None:
@@ -97,9 +108,13 @@ def replica_failure(workload: Workload, status: WorkloadStatus | None, policy: R
 
 
 def _replicas(session: Session, deployment: ModelDeployment) -> list[Workload]:
-    return list(session.scalars(select(Workload).where(Workload.group_id == deployment.id,
-                                                       Workload.desired == DesiredState.running)
-                                .order_by(Workload.created_at)))
+    return list(
+        session.scalars(
+            select(Workload)
+            .where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
+            .order_by(Workload.created_at)
+        )
+    )
 
 
 def _ready(session: Session, workload: Workload) -> bool:
@@ -115,49 +130,74 @@ def _deployment_of(session: Session, model_id: str | None) -> ModelDeployment | 
 
 def _serving(session: Session, name: str, besides: str) -> tuple[ModelPackage, ModelDeployment] | None:
     """The deployed version of `name` the gateway serves now (highest with a ready replica), except `besides`."""
-    rows = list(session.execute(select(ModelPackage, ModelDeployment)
-                                .join(ModelDeployment, ModelDeployment.model_id == ModelPackage.id)
-                                .where(ModelPackage.name == name, ModelPackage.id != besides)))
+    rows = list(
+        session.execute(
+            select(ModelPackage, ModelDeployment)
+            .join(ModelDeployment, ModelDeployment.model_id == ModelPackage.id)
+            .where(ModelPackage.name == name, ModelPackage.id != besides)
+        )
+    )
     if not rows:
         return None
-    rows.sort(key=lambda r: (any(_ready(session, w) for w in _replicas(session, r[1])), Version(r[0].version)),
-              reverse=True)
+    rows.sort(
+        key=lambda r: (any(_ready(session, w) for w in _replicas(session, r[1])), Version(r[0].version)), reverse=True
+    )
     return rows[0][0], rows[0][1]
 
 
 def _pinned_by_running_instances(session: Session, model_id: str) -> bool:
-    return any(model_id in (instance.models or {}).values() for instance in session.scalars(
-        select(AppInstance).where(AppInstance.state == InstanceState.running)))
+    return any(
+        model_id in (instance.models or {}).values()
+        for instance in session.scalars(select(AppInstance).where(AppInstance.state == InstanceState.running))
+    )
 
 
-def start_model_rollout(session: Session, secret: bytes, model: ModelPackage, *, by: str | None,
-                        manual_rollback: bool = False) -> Rollout:
+def start_model_rollout(
+    session: Session, secret: bytes, model: ModelPackage, *, by: str | None, manual_rollback: bool = False
+) -> Rollout:
     """Begin moving `model.name` to `model` (a version already uploaded)."""
     if model.status != PackageStatus.active and not manual_rollback:
-        raise Conflict(f"model {model.name} {model.version} is deprecated; roll out an active version",
-                       field="version")
+        raise Conflict(f"model {model.name} {model.version} is deprecated; roll out an active version", field="version")
     current = rolling(session, model.name)
     if current is not None:
-        raise Conflict(f"model {model.name} is already rolling out to {current.to_version} ({current.id}); "
-                       "wait for it, or `aiot model rollback` it", field="version")
+        raise Conflict(
+            f"model {model.name} is already rolling out to {current.to_version} ({current.id}); "
+            "wait for it, or `aiot model rollback` it",
+            field="version",
+        )
     serving = _serving(session, model.name, besides=model.id)
     if serving is None:
-        raise Conflict(f"model {model.name} has no other deployed version to roll from; deploy it "
-                       f"(aiot model deploy {model.name}:{model.version})", field="version")
+        raise Conflict(
+            f"model {model.name} has no other deployed version to roll from; deploy it "
+            f"(aiot model deploy {model.name}:{model.version})",
+            field="version",
+        )
     old_model, old = serving
     target_replicas = old.replicas
     existing = _deployment_of(session, model.id)
     deploy_model(session, secret, model, existing.replicas if existing else 1, by, allow_deprecated=True)
-    rollout = Rollout(target=RolloutTarget.model, target_id=model.name, from_package_id=old_model.id,
-                      to_package_id=model.id, from_version=old_model.version, to_version=model.version,
-                      manual_rollback=manual_rollback, requested_by=by,
-                      detail={"replicas": target_replicas, "new_deployment_existed": existing is not None,
-                              "new_replicas_before": existing.replicas if existing else 0,
-                              "old_owner_id": old.owner_id, "step": f"starting {model.version} replica 1"})
+    rollout = Rollout(
+        target=RolloutTarget.model,
+        target_id=model.name,
+        from_package_id=old_model.id,
+        to_package_id=model.id,
+        from_version=old_model.version,
+        to_version=model.version,
+        manual_rollback=manual_rollback,
+        requested_by=by,
+        detail={
+            "replicas": target_replicas,
+            "new_deployment_existed": existing is not None,
+            "new_replicas_before": existing.replicas if existing else 0,
+            "old_owner_id": old.owner_id,
+            "step": f"starting {model.version} replica 1",
+        },
+    )
     session.add(rollout)
     session.flush()
-    log.info("model %s: rolling out %s -> %s (%d replicas)", model.name, old_model.version, model.version,
-             target_replicas)
+    log.info(
+        "model %s: rolling out %s -> %s (%d replicas)", model.name, old_model.version, model.version, target_replicas
+    )
     return rollout
 
 
@@ -199,16 +239,20 @@ def _roll_back(session: Session, secret: bytes, rollout: Rollout, why: str) -> N
         before = int(rollout.detail.get("new_replicas_before") or 0)
         for workload in _replicas(session, new)[before:]:
             stop_workload(session, workload, reason=f"rolled back: {why}")
-            session.add(WorkloadEvent(workload_id=workload.id, kind="rolled_back",
-                                      detail={"reason": why, "to_version": rollout.from_version}))
+            session.add(
+                WorkloadEvent(
+                    workload_id=workload.id,
+                    kind="rolled_back",
+                    detail={"reason": why, "to_version": rollout.from_version},
+                )
+            )
         if before:
             new.replicas = before
         else:
             session.delete(new)
     rollout.state, rollout.finished_at, rollout.reason = RolloutState.rolled_back, utcnow(), why[:500]
     _mail_owner(session, rollout)
-    log.warning("model %s: %s rolled back to %s: %s", rollout.target_id, rollout.to_version,
-                rollout.from_version, why)
+    log.warning("model %s: %s rolled back to %s: %s", rollout.target_id, rollout.to_version, rollout.from_version, why)
 
 
 def _mail_owner(session: Session, rollout: Rollout) -> None:
@@ -218,11 +262,17 @@ def _mail_owner(session: Session, rollout: Rollout) -> None:
         return
     from aiot.notify.outbox import enqueue
 
-    enqueue(session, owner.email, f"model {rollout.target_id} {rollout.to_version} was rolled back to "
-            f"{rollout.from_version}",
-            f"Hello {owner.username},\n\nthe rollout of model {rollout.target_id} {rollout.to_version} failed: "
-            f"{rollout.reason}.\n\nVersion {rollout.from_version} serves the model's address again.\n\n"
-            "-- the AIoT platform\n", kind="rollback", user_id=owner.id, dedupe_key=f"rollback:{rollout.id}")
+    enqueue(
+        session,
+        owner.email,
+        f"model {rollout.target_id} {rollout.to_version} was rolled back to {rollout.from_version}",
+        f"Hello {owner.username},\n\nthe rollout of model {rollout.target_id} {rollout.to_version} failed: "
+        f"{rollout.reason}.\n\nVersion {rollout.from_version} serves the model's address again.\n\n"
+        "-- the AIoT platform\n",
+        kind="rollback",
+        user_id=owner.id,
+        dedupe_key=f"rollback:{rollout.id}",
+    )
 
 
 def _step(session: Session, secret: bytes, rollout: Rollout, policy: RolloutPolicy, now: datetime) -> bool:
@@ -263,13 +313,13 @@ def _step(session: Session, secret: bytes, rollout: Rollout, policy: RolloutPoli
     return False
 
 
-def check_model_rollouts(session: Session, secret: bytes, policy: RolloutPolicy,
-                         now: datetime | None = None) -> bool:
+def check_model_rollouts(session: Session, secret: bytes, policy: RolloutPolicy, now: datetime | None = None) -> bool:
     """One step of every rolling model rollout (the deployer's pass calls this); True when workloads changed."""
     now = now or utcnow()
     changed = False
-    for rollout in session.scalars(select(Rollout).where(Rollout.target == RolloutTarget.model,
-                                                         Rollout.state == RolloutState.rolling)).all():
+    for rollout in session.scalars(
+        select(Rollout).where(Rollout.target == RolloutTarget.model, Rollout.state == RolloutState.rolling)
+    ).all():
         changed = _step(session, secret, rollout, policy, now) or changed
         session.flush()
     return changed

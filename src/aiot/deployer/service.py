@@ -60,8 +60,9 @@ class DeployerService(LoopService):
         def run() -> PassResult:
             with ctx.db.session() as session:
                 check_model_rollouts(session, self._secret, RolloutPolicy.from_settings(ctx.settings))
-                return reconcile_once(session, self._secret, ctx.settings.node_grace_seconds,
-                                      ctx.settings.model_ready_deadline_seconds)
+                return reconcile_once(
+                    session, self._secret, ctx.settings.node_grace_seconds, ctx.settings.model_ready_deadline_seconds
+                )
 
         result = await asyncio.to_thread(run)
         self.last = result

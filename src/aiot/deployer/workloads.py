@@ -24,20 +24,40 @@ from aiot.store.runtime import (
 from aiot.timeutil import utcnow
 
 HEARTBEAT_INTERVAL = 1.0
-COMMANDS = {WorkloadKind.model: ["python", "-m", "platform_sdk.serving"],
-            WorkloadKind.app: ["python", "-m", "platform_sdk.app_runner"]}
+COMMANDS = {
+    WorkloadKind.model: ["python", "-m", "platform_sdk.serving"],
+    WorkloadKind.app: ["python", "-m", "platform_sdk.app_runner"],
+}
 
 
 def workload_password(secret: bytes, workload_id: str, generation: int) -> str:
     return derive_password(secret, "workload-nats", workload_id, generation)
 
 
-def new_workload(session: Session, secret: bytes, *, kind: WorkloadKind, package_id: str, sha256: str,
-                 owner_id: str | None, group_id: str, config: dict[str, Any], resources: dict[str, Any],
-                 selector: dict[str, str] | None = None) -> Workload:
-    workload = Workload(kind=kind, package_id=package_id, package_sha256=sha256, owner_id=owner_id,
-                        group_id=group_id, config=config, resources=resources, selector=selector or {},
-                        nats_password_bcrypt="")
+def new_workload(
+    session: Session,
+    secret: bytes,
+    *,
+    kind: WorkloadKind,
+    package_id: str,
+    sha256: str,
+    owner_id: str | None,
+    group_id: str,
+    config: dict[str, Any],
+    resources: dict[str, Any],
+    selector: dict[str, str] | None = None,
+) -> Workload:
+    workload = Workload(
+        kind=kind,
+        package_id=package_id,
+        package_sha256=sha256,
+        owner_id=owner_id,
+        group_id=group_id,
+        config=config,
+        resources=resources,
+        selector=selector or {},
+        nats_password_bcrypt="",
+    )
     session.add(workload)
     session.flush()
     workload.nats_password_bcrypt = hash_password(workload_password(secret, workload.id, workload.generation))
@@ -45,8 +65,9 @@ def new_workload(session: Session, secret: bytes, *, kind: WorkloadKind, package
     return workload
 
 
-def bump_generation(session: Session, secret: bytes, workload: Workload, *, reason: str, node_id: str | None,
-                    unassign: bool) -> None:
+def bump_generation(
+    session: Session, secret: bytes, workload: Workload, *, reason: str, node_id: str | None, unassign: bool
+) -> None:
     """New generation = new credentials; with `unassign` the workload waits to be placed again."""
     workload.generation += 1
     workload.nats_password_bcrypt = hash_password(workload_password(secret, workload.id, workload.generation))
@@ -59,12 +80,26 @@ def bump_generation(session: Session, secret: bytes, workload: Workload, *, reas
     if status is not None:
         status.state, status.reason, status.pid, status.endpoint = "pending", reason[:500], None, None
         status.updated_at = utcnow()
-    session.add(WorkloadEvent(workload_id=workload.id, kind="moved" if unassign else "respec", node_id=node_id,
-                              detail={"reason": reason, "generation": workload.generation}))
+    session.add(
+        WorkloadEvent(
+            workload_id=workload.id,
+            kind="moved" if unassign else "respec",
+            node_id=node_id,
+            detail={"reason": reason, "generation": workload.generation},
+        )
+    )
 
 
-def deploy_model(session: Session, secret: bytes, model: ModelPackage, replicas: int,
-                 owner_id: str | None, *, allow_deprecated: bool = False, auto: bool = False) -> ModelDeployment:
+def deploy_model(
+    session: Session,
+    secret: bytes,
+    model: ModelPackage,
+    replicas: int,
+    owner_id: str | None,
+    *,
+    allow_deprecated: bool = False,
+    auto: bool = False,
+) -> ModelDeployment:
     """Create (or resize) the deployment of one model version; each replica is a workload.
 
     `allow_deprecated`: for app instances pinned to a version that was deprecated since (deprecated versions
@@ -73,8 +108,7 @@ def deploy_model(session: Session, secret: bytes, model: ModelPackage, replicas:
     if not 1 <= replicas <= 32:
         raise ValidationFailed("replicas must be between 1 and 32", field="replicas")
     if model.status != PackageStatus.active and not allow_deprecated:
-        raise Conflict(f"model {model.name} {model.version} is deprecated; deploy an active version",
-                       field="model")
+        raise Conflict(f"model {model.name} {model.version} is deprecated; deploy an active version", field="model")
     deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))
     if deployment is None:
         deployment = ModelDeployment(model_id=model.id, replicas=replicas, owner_id=owner_id, auto=auto)
@@ -83,17 +117,31 @@ def deploy_model(session: Session, secret: bytes, model: ModelPackage, replicas:
     elif not auto:
         deployment.auto = False
     deployment.replicas = replicas
-    current = list(session.scalars(select(Workload).where(Workload.group_id == deployment.id,
-                                                          Workload.desired == DesiredState.running)))
-    hints = (model.manifest.get("resources") or {})
+    current = list(
+        session.scalars(
+            select(Workload).where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
+        )
+    )
+    hints = model.manifest.get("resources") or {}
     resources = {"cpu": float(hints.get("cpu", 0.5)), "memory_mb": int(hints.get("memory_mb", 512))}
     for _ in range(replicas - len(current)):
-        config = {"kind": "model",
-                  "package": {"id": model.id, "name": model.name, "version": model.version,
-                              "manifest": model.manifest},
-                  "heartbeat": {"interval": HEARTBEAT_INTERVAL}, "serve": {"port": 0}}
-        new_workload(session, secret, kind=WorkloadKind.model, package_id=model.id, sha256=model.sha256,
-                     owner_id=owner_id, group_id=deployment.id, config=config, resources=resources)
+        config = {
+            "kind": "model",
+            "package": {"id": model.id, "name": model.name, "version": model.version, "manifest": model.manifest},
+            "heartbeat": {"interval": HEARTBEAT_INTERVAL},
+            "serve": {"port": 0},
+        }
+        new_workload(
+            session,
+            secret,
+            kind=WorkloadKind.model,
+            package_id=model.id,
+            sha256=model.sha256,
+            owner_id=owner_id,
+            group_id=deployment.id,
+            config=config,
+            resources=resources,
+        )
     for extra in sorted(current, key=lambda w: w.created_at)[replicas:]:
         stop_workload(session, extra, reason="scaled down")
     return deployment
@@ -114,15 +162,21 @@ def port_token(workload: Workload, config: dict[str, Any], secret: bytes) -> str
     return gateway_token(secret, str(instance_id)) if instance_id else None
 
 
-def assignment(workload: Workload, node: Node, secret: bytes, nats_servers: list[str],
-               degraded_after: int = 5) -> dict[str, Any]:
+def assignment(
+    workload: Workload, node: Node, secret: bytes, nats_servers: list[str], degraded_after: int = 5
+) -> dict[str, Any]:
     """What the agent on `node` needs to run `workload` (the contract in docs/workload-contract.md);
     `degraded_after`: the platform's degraded_after_failures setting, applied by the agent."""
     config = dict(workload.config)
     config.update(
-        workload_id=workload.id, generation=workload.generation, node_id=node.id,
-        nats={"servers": nats_servers, "user": workload.id,
-              "password": workload_password(secret, workload.id, workload.generation)},
+        workload_id=workload.id,
+        generation=workload.generation,
+        node_id=node.id,
+        nats={
+            "servers": nats_servers,
+            "user": workload.id,
+            "password": workload_password(secret, workload.id, workload.generation),
+        },
         log_subject=f"aiot.logs.{workload.id}",
     )
     heartbeat = dict(config.get("heartbeat") or {})
@@ -137,10 +191,21 @@ def assignment(workload: Workload, node: Node, secret: bytes, nats_servers: list
             config["serve"]["token"] = token
     if config.get("models"):
         bindings = {alias: b if isinstance(b, dict) else {"model_id": str(b)} for alias, b in config["models"].items()}
-        config["models"] = {alias: {**b, "token": model_token(secret, str(b.get("model_id")))}
-                            for alias, b in bindings.items()}
+        config["models"] = {
+            alias: {**b, "token": model_token(secret, str(b.get("model_id")))} for alias, b in bindings.items()
+        }
     package = config.get("package") or {}
-    return {"workload_id": workload.id, "generation": workload.generation, "kind": workload.kind.value,
-            "package": {"id": workload.package_id, "name": package.get("name"), "version": package.get("version"),
-                        "sha256": workload.package_sha256},
-            "config": config, "resources": workload.resources, "command": COMMANDS[workload.kind]}
+    return {
+        "workload_id": workload.id,
+        "generation": workload.generation,
+        "kind": workload.kind.value,
+        "package": {
+            "id": workload.package_id,
+            "name": package.get("name"),
+            "version": package.get("version"),
+            "sha256": workload.package_sha256,
+        },
+        "config": config,
+        "resources": workload.resources,
+        "command": COMMANDS[workload.kind],
+    }

@@ -109,8 +109,9 @@ def revoke(session: Session, location: Location, user: User) -> None:
 def instances_outside_scope(session: Session, user_id: str) -> list[str]:
     """Ids of the user's running app instances at locations the user may no longer see (after a revoke)."""
     scope = scope_for(session, user_id)
-    running = session.scalars(select(AppInstance).where(AppInstance.owner_id == user_id,
-                                                        AppInstance.state == InstanceState.running))
+    running = session.scalars(
+        select(AppInstance).where(AppInstance.owner_id == user_id, AppInstance.state == InstanceState.running)
+    )
     return [i.id for i in running if not scope.allows(i.location_id)]
 
 

@@ -124,11 +124,15 @@ def decode_record(data: bytes, device_id: str, seq: int | None = None) -> Stored
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.accepted = Counter(
-            "aiot_ingest_accepted_total", "Device messages validated and stored by ingest", ["channel"],
+            "aiot_ingest_accepted_total",
+            "Device messages validated and stored by ingest",
+            ["channel"],
             registry=registry,
         )
         self.rejected = Counter(
-            "aiot_ingest_rejected_total", "Device messages dropped by ingest, by reason", ["reason"],
+            "aiot_ingest_rejected_total",
+            "Device messages dropped by ingest, by reason",
+            ["reason"],
             registry=registry,
         )
         self.store_errors = Counter(
@@ -230,8 +234,9 @@ class Ingest:
         except APIError as exc:
             if is_storage_full(exc):
                 mb = cfg.history_max_bytes // 1024**2
-                raise reservation_failed(exc, f"the readings history stream {READINGS_STREAM}", "history_max_mb",
-                                         mb) from exc
+                raise reservation_failed(
+                    exc, f"the readings history stream {READINGS_STREAM}", "history_max_mb", mb
+                ) from exc
             raise
         for bucket, desc in (
             (LATEST_BUCKET, "Latest validated record per device"),
@@ -240,8 +245,9 @@ class Ingest:
             try:
                 await self.js.key_value(bucket)
             except BucketNotFoundError:
-                await self.js.create_key_value(js_api.KeyValueConfig(bucket=bucket, description=desc, history=1,
-                                                                     replicas=cfg.replicas))
+                await self.js.create_key_value(
+                    js_api.KeyValueConfig(bucket=bucket, description=desc, history=1, replicas=cfg.replicas)
+                )
             else:
                 info = await self.js.stream_info(f"KV_{bucket}")
                 if info.config.num_replicas != cfg.replicas:  # AIOT_JETSTREAM_REPLICAS changed: apply it
@@ -305,7 +311,10 @@ class Ingest:
             record, hdr_channel = bytes(raw), "frame"
         else:
             body: dict[str, Any] = {
-                "device_id": device_id, "channel": channel, "ts": _iso(item.ts), "received_at": _iso(now),
+                "device_id": device_id,
+                "channel": channel,
+                "ts": _iso(item.ts),
+                "received_at": _iso(now),
             }
             if isinstance(item, StateReport):
                 body.update(values=item.state, cmd_id=item.cmd_id, error=item.error)
@@ -313,8 +322,9 @@ class Ingest:
                 body["values"] = item.values
             record, hdr_channel = json.dumps(body, separators=(",", ":")).encode(), channel
         headers = {HDR_DEVICE: device_id, HDR_CHANNEL: hdr_channel}
-        future = await self.js.publish_async(subjects.readings_subject(device_id), record, headers=headers,
-                                             wait_stall=5.0)
+        future = await self.js.publish_async(
+            subjects.readings_subject(device_id), record, headers=headers, wait_stall=5.0
+        )
         self._pending.add(future)
         future.add_done_callback(self._on_stored)
         await self.nc.publish(f"$KV.{LATEST_BUCKET}.{device_id}", record)
@@ -392,9 +402,7 @@ class Ingest:
             return None
         return json.loads(entry.value) if entry.value else None
 
-    async def history(
-        self, device_id: str, since: datetime | None = None, limit: int = 100
-    ) -> list[StoredRecord]:
+    async def history(self, device_id: str, since: datetime | None = None, limit: int = 100) -> list[StoredRecord]:
         """Validated records oldest first. With `since`: the first `limit` stored at or after it; without:
         the most recent `limit`."""
         return await read_history(self.js, device_id, since=since, limit=limit)

@@ -23,7 +23,8 @@ class DatabaseDeviceDirectory:
     def _lookup(self, device_id: str) -> DeviceTypeDefinition | None:
         with self.db.session() as session:
             row = session.execute(
-                select(DeviceType.definition).join(Device, Device.type_id == DeviceType.id)
+                select(DeviceType.definition)
+                .join(Device, Device.type_id == DeviceType.id)
                 .where(Device.id == device_id, Device.state == DeviceState.enabled)
             ).first()
         return DeviceTypeDefinition.model_validate(row[0]) if row else None
@@ -43,8 +44,9 @@ class IngestService(PlatformService):
 
     async def start(self, ctx: ServiceContext) -> None:
         assert ctx.bus is not None, "ingest needs the message bus"
-        config = IngestConfig(history_max_bytes=ctx.settings.history_max_mb * 1024**2,
-                              replicas=ctx.settings.jetstream_replicas)
+        config = IngestConfig(
+            history_max_bytes=ctx.settings.history_max_mb * 1024**2, replicas=ctx.settings.jetstream_replicas
+        )
         self.ingest = Ingest(ctx.bus.nc, DatabaseDeviceDirectory(ctx.db), config)
         await self.ingest.start()
 
@@ -57,5 +59,8 @@ class IngestService(PlatformService):
         if self.ingest is None:
             return ServiceHealth(HealthState.stopped)
         rejected = sum(self.ingest.rejected.values())
-        return ServiceHealth(HealthState.ok, f"{self.ingest.accepted} accepted, {rejected} rejected",
-                             {"accepted": self.ingest.accepted, "rejected": dict(self.ingest.rejected)})
+        return ServiceHealth(
+            HealthState.ok,
+            f"{self.ingest.accepted} accepted, {rejected} rejected",
+            {"accepted": self.ingest.accepted, "rejected": dict(self.ingest.rejected)},
+        )

@@ -39,7 +39,9 @@ def _check_name(name: str, field: str) -> str:
     if not NAME_RE.match(name):
         raise ValidationFailed(
             f"{field} must be 1-100 characters: letters, digits, spaces, '_', '.', '-' (starting with a letter "
-            "or digit)", field=field)
+            "or digit)",
+            field=field,
+        )
     return name
 
 
@@ -50,21 +52,35 @@ def check_timezone(name: str) -> str:
         hint = sorted(z for z in available_timezones() if name.lower() in z.lower())[:3]
         raise ValidationFailed(
             f"unknown time zone {name!r}: expected an IANA name such as 'Asia/Kolkata' or 'Europe/Paris'"
-            + (f" (did you mean {', '.join(hint)}?)" if hint else ""), field="timezone") from exc
+            + (f" (did you mean {', '.join(hint)}?)" if hint else ""),
+            field="timezone",
+        ) from exc
     return name
 
 
 # ---------------------------------------------------------------------- locations
 
 
-def create_location(session: Session, *, name: str, kind: str = "site", address: str = "",
-                    timezone: str = "UTC", parent: str | None = None) -> Location:
+def create_location(
+    session: Session,
+    *,
+    name: str,
+    kind: str = "site",
+    address: str = "",
+    timezone: str = "UTC",
+    parent: str | None = None,
+) -> Location:
     name = _check_name(name, "name")
     if session.scalar(select(Location).where(Location.name == name)) is not None:
         raise Conflict(f"a location named {name!r} already exists", field="name")
     parent_row = get_location(session, parent, field="parent") if parent else None
-    location = Location(name=name, kind=kind.strip() or "site", address=address, timezone=check_timezone(timezone),
-                        parent_id=parent_row.id if parent_row else None)
+    location = Location(
+        name=name,
+        kind=kind.strip() or "site",
+        address=address,
+        timezone=check_timezone(timezone),
+        parent_id=parent_row.id if parent_row else None,
+    )
     session.add(location)
     session.flush()
     return location
@@ -143,14 +159,21 @@ def set_state(session: Session, device: Device, state: DeviceState) -> None:
 
 
 def credential_status(session: Session, device: Device) -> str:
-    """"active", "revoked" or "none" (never issued)."""
+    """ "active", "revoked" or "none" (never issued)."""
     return credential_statuses(session, [device.id]).get(device.id, "none")
 
 
 def credential_statuses(session: Session, device_ids: list[str]) -> dict[str, str]:
     """`credential_status` of many devices at once (device lists); devices without a credential are absent."""
-    rows = session.execute(select(DeviceCredential.device_id, DeviceCredential.revoked_at)
-                           .where(DeviceCredential.device_id.in_(device_ids))) if device_ids else []
+    rows = (
+        session.execute(
+            select(DeviceCredential.device_id, DeviceCredential.revoked_at).where(
+                DeviceCredential.device_id.in_(device_ids)
+            )
+        )
+        if device_ids
+        else []
+    )
     return {device_id: "revoked" if revoked_at is not None else "active" for device_id, revoked_at in rows}
 
 

@@ -19,6 +19,12 @@ def device_users(session: Session) -> list[NatsUser]:
         # internal `$MQTT.sub.>` delivery subjects implicitly, and granting them explicitly would let the same
         # credential read other MQTT sessions' QoS 1 traffic over a plain NATS connection.
         permissions = device_permissions(device.device_id, device.kind, "nats")  # type: ignore[arg-type]
-        users.append(NatsUser(username=device.device_id, password_hash=device.password_bcrypt,
-                              publish=permissions.publish, subscribe=permissions.subscribe))
+        users.append(
+            NatsUser(
+                username=device.device_id,
+                password_hash=device.password_bcrypt,
+                publish=permissions.publish,
+                subscribe=permissions.subscribe,
+            )
+        )
     return users

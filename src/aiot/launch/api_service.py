@@ -29,8 +29,15 @@ Listening = tuple[_EmbeddedServer, "asyncio.Task[None]", int]
 
 async def _listen(app: object, host: str, port: int, what: str, hint: str) -> Listening:
     """Start uvicorn for `app` and wait until it listens; the bound port (for port 0)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                            lifespan="off", access_log=False, proxy_headers=True)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",  # type: ignore[arg-type]
+        lifespan="off",
+        access_log=False,
+        proxy_headers=True,
+    )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(_serve(server), name=f"{what}-server")
     while not server.started:
@@ -57,14 +64,16 @@ class ApiService(PlatformService):
     async def start(self, ctx: ServiceContext) -> None:
         settings = ctx.settings
         api = create_app(ctx)
-        server, task, port = await _listen(api, settings.host, settings.port, "API",
-                                           "choose another with --port or AIOT_PORT")
+        server, task, port = await _listen(
+            api, settings.host, settings.port, "API", "choose another with --port or AIOT_PORT"
+        )
         self._servers.append((server, task))
         self.url = f"http://{settings.host}:{port}"
         apps = create_apps_app(ctx)
         try:
-            server, task, apps_port = await _listen(apps, settings.host, settings.apps_port, "apps origin",
-                                                    "choose another with AIOT_APPS_PORT")
+            server, task, apps_port = await _listen(
+                apps, settings.host, settings.apps_port, "apps origin", "choose another with AIOT_APPS_PORT"
+            )
         except ServiceUnavailable:
             await self.stop()
             raise

@@ -48,8 +48,9 @@ class StartupReport:
 
 
 class ControlPlane:
-    def __init__(self, settings: Settings, service_names: list[str] | None = None,
-                 without: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, settings: Settings, service_names: list[str] | None = None, without: tuple[str, ...] = ()
+    ) -> None:
         """`service_names` None: the whole control plane (it owns the embedded nats-server), less `without` (the
         services an operator runs as their own processes, e.g. scheduler replicas under a process manager).
         A list: those services alone, joining the NATS server and database of a running platform."""
@@ -72,15 +73,18 @@ class ControlPlane:
         db = Database(url)
         with db.session() as session:
             generated = ensure_admin(
-                session, settings.admin_username,
+                session,
+                settings.admin_username,
                 settings.admin_password.get_secret_value() if settings.admin_password else None,
             )
         try:
             bus = await self._connect_bus()
             self._log_handler = install_platform_log_handler(
-                bus, "+".join(self.service_names) if self.service_names else "control-plane")
-            self.ctx = ctx = ServiceContext(settings=settings, db=db, bus=bus, embedded=self.embedded,
-                                            instance_id=new_id("ins"))
+                bus, "+".join(self.service_names) if self.service_names else "control-plane"
+            )
+            self.ctx = ctx = ServiceContext(
+                settings=settings, db=db, bus=bus, embedded=self.embedded, instance_id=new_id("ins")
+            )
             for service in build_services(self.service_names, self.without):
                 ctx.services[service.name] = service
                 await service.start(ctx)
@@ -95,8 +99,11 @@ class ControlPlane:
         if "api" in ctx.services and (settings.nodes > 0 or settings.autoscale):
             self._start_local_nodes(ctx, getattr(api, "url", ""))
         return StartupReport(
-            api_url=getattr(api, "url", None), nats_url=self._nats_servers()[0], database_url=_redact(url),
-            admin_username=settings.admin_username, generated_admin_password=generated,
+            api_url=getattr(api, "url", None),
+            nats_url=self._nats_servers()[0],
+            database_url=_redact(url),
+            admin_username=settings.admin_username,
+            generated_admin_password=generated,
         )
 
     def _start_local_nodes(self, ctx: ServiceContext, api_url: str) -> None:
@@ -131,16 +138,22 @@ class ControlPlane:
                 free = await asyncio.to_thread(embedded.store_free_bytes)
                 if write_failed or free < DISK_FULL_BYTES:
                     if not disk_was_full:
-                        log.error("the disk under the NATS store is full (%d bytes free%s): JetStream writes "
-                                  "fail; the embedded nats-server restarts once %d MiB are free again", free,
-                                  ", nats.log reports a failed write" if write_failed else "",
-                                  DISK_BACK_BYTES >> 20)
+                        log.error(
+                            "the disk under the NATS store is full (%d bytes free%s): JetStream writes "
+                            "fail; the embedded nats-server restarts once %d MiB are free again",
+                            free,
+                            ", nats.log reports a failed write" if write_failed else "",
+                            DISK_BACK_BYTES >> 20,
+                        )
                     disk_was_full = True
                     continue
                 if not disk_was_full or free < DISK_BACK_BYTES:
                     continue
-                log.warning("space returned under the NATS store (%d MiB free); restarting the embedded "
-                            "nats-server to clear its write errors", free >> 20)
+                log.warning(
+                    "space returned under the NATS store (%d MiB free); restarting the embedded "
+                    "nats-server to clear its write errors",
+                    free >> 20,
+                )
             else:
                 log.error("the embedded nats-server exited (pid %s); starting it again", embedded.pid)
             try:
@@ -167,20 +180,26 @@ class ControlPlane:
             if not shared.attach():
                 raise ServiceUnavailable(
                     f"no running platform owns {settings.data_dir}: start `aiot up` first, or point "
-                    "AIOT_NATS_URL (and AIOT_DATABASE_URL) at the shared NATS server and database")
+                    "AIOT_NATS_URL (and AIOT_DATABASE_URL) at the shared NATS server and database"
+                )
             self._attached = shared
             user, password = shared.platform_user, shared.platform_password
         elif settings.embedded_nats:
-            self.embedded = EmbeddedNats(settings.data_dir, settings.nats_host, client_port=settings.nats_port,
-                                         mqtt_port=settings.mqtt_port)
+            self.embedded = EmbeddedNats(
+                settings.data_dir, settings.nats_host, client_port=settings.nats_port, mqtt_port=settings.mqtt_port
+            )
             await self.embedded.start()
             user, password = self.embedded.platform_user, self.embedded.platform_password
         else:
             user = settings.nats_user
             password = settings.nats_password.get_secret_value() if settings.nats_password else None
         return await Bus.connect(
-            self._nats_servers(), user=user, password=password, name=f"aiot-{'+'.join(self.service_names or ['all'])}",
-            connect_timeout=settings.nats_connect_timeout, attempts=settings.nats_connect_attempts,
+            self._nats_servers(),
+            user=user,
+            password=password,
+            name=f"aiot-{'+'.join(self.service_names or ['all'])}",
+            connect_timeout=settings.nats_connect_timeout,
+            attempts=settings.nats_connect_attempts,
             replicas=settings.jetstream_replicas,
         )
 

@@ -71,9 +71,16 @@ class ArchiveInfo:
     sha256: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"day": self.day.isoformat(), "name": self.name, "size": self.size, "records": self.records,
-                "skipped": self.skipped, "complete": self.complete, "archived_at": self.archived_at,
-                "sha256": self.sha256}
+        return {
+            "day": self.day.isoformat(),
+            "name": self.name,
+            "size": self.size,
+            "records": self.records,
+            "skipped": self.skipped,
+            "complete": self.complete,
+            "archived_at": self.archived_at,
+            "sha256": self.sha256,
+        }
 
 
 def _info_from_object(obj: js_api.ObjectInfo) -> ArchiveInfo | None:
@@ -85,9 +92,16 @@ def _info_from_object(obj: js_api.ObjectInfo) -> ArchiveInfo | None:
         meta = json.loads(obj.description or "{}")
     except json.JSONDecodeError:
         meta = {}
-    return ArchiveInfo(day=day, name=obj.name, size=obj.size or 0, records=int(meta.get("records", 0)),
-                       skipped=int(meta.get("skipped", 0)), complete=bool(meta.get("complete", False)),
-                       archived_at=str(meta.get("archived_at", "")), sha256=str(meta.get("sha256", "")))
+    return ArchiveInfo(
+        day=day,
+        name=obj.name,
+        size=obj.size or 0,
+        records=int(meta.get("records", 0)),
+        skipped=int(meta.get("skipped", 0)),
+        complete=bool(meta.get("complete", False)),
+        archived_at=str(meta.get("archived_at", "")),
+        sha256=str(meta.get("sha256", "")),
+    )
 
 
 async def archive_info(store: ObjectStore, day: date) -> ArchiveInfo | None:
@@ -125,8 +139,9 @@ def decode_archive(data: bytes) -> list[LogRecord]:
     return out
 
 
-async def archive_day(js: JetStreamContext, store: ObjectStore, day: date, *, force: bool = False,
-                      now: datetime | None = None) -> ArchiveInfo | None:
+async def archive_day(
+    js: JetStreamContext, store: ObjectStore, day: date, *, force: bool = False, now: datetime | None = None
+) -> ArchiveInfo | None:
     """Write the archive of `day` from the stream; None when the stream holds nothing of that day.
 
     Skips (returns the existing info) when a complete archive exists, unless `force`; never replaces an
@@ -148,24 +163,43 @@ async def archive_day(js: JetStreamContext, store: ObjectStore, day: date, *, fo
                 if record is None:
                     skipped += 1
                     continue
-                line = json.dumps({**record.to_json(), "seq": stored.seq, "subject": stored.subject},
-                                  sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+                line = (
+                    json.dumps(
+                        {**record.to_json(), "seq": stored.seq, "subject": stored.subject},
+                        sort_keys=True,
+                        separators=(",", ":"),
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
                 gz.write(line.encode("utf-8"))
                 records += 1
         if records == 0:
             return existing
         if existing is not None and existing.records > records:
-            log.warning("log archive %s keeps its %d records: the stream now holds only %d of that day",
-                        existing.name, existing.records, records)
+            log.warning(
+                "log archive %s keeps its %d records: the stream now holds only %d of that day",
+                existing.name,
+                existing.records,
+                records,
+            )
             return existing
         raw.seek(0)
         for chunk in iter(lambda: raw.read(1 << 20), b""):
             digest.update(chunk)
         raw.seek(0)
-        meta = {"records": records, "skipped": skipped, "complete": now >= end + GRACE,
-                "archived_at": now.isoformat(), "sha256": digest.hexdigest()}
-        obj = await store.put(archive_name(day), raw, meta=js_api.ObjectMeta(
-            name=archive_name(day), description=json.dumps(meta, sort_keys=True)))
+        meta = {
+            "records": records,
+            "skipped": skipped,
+            "complete": now >= end + GRACE,
+            "archived_at": now.isoformat(),
+            "sha256": digest.hexdigest(),
+        }
+        obj = await store.put(
+            archive_name(day),
+            raw,
+            meta=js_api.ObjectMeta(name=archive_name(day), description=json.dumps(meta, sort_keys=True)),
+        )
     log.info("archived %d log records of %s (%d bytes)", records, day.isoformat(), obj.size or 0)
     return _info_from_object(obj)
 

@@ -54,8 +54,7 @@ class LogCollectorService(LoopService):
         return f"archiving failed: {type(exc).__name__}: {exc}"
 
     def health_extra(self) -> dict[str, Any]:
-        return {"archived_days": len(self.archived),
-                "last_run": self.last_run.isoformat() if self.last_run else None}
+        return {"archived_days": len(self.archived), "last_run": self.last_run.isoformat() if self.last_run else None}
 
     def health_detail(self) -> str:
         last = self.archived[-1].isoformat() if self.archived else "none yet"

@@ -25,16 +25,16 @@ if TYPE_CHECKING:
     from aiot.bus.client import Bus
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is shipped in "extra".
-_STANDARD = set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "", (), None))) | {"message", "asctime",
-                                                                                       "taskName"}
+_STANDARD = set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _publishing: contextvars.ContextVar[bool] = contextvars.ContextVar("aiot_log_publishing", default=False)
 
 
 class PlatformLogHandler(logging.Handler):
     """Ships records of one platform service to the log stream (start with `start()` inside the event loop)."""
 
-    def __init__(self, bus: Bus, service: str, *, node_id: str | None = None, level: int = logging.INFO,
-                 capacity: int = 10_000) -> None:
+    def __init__(
+        self, bus: Bus, service: str, *, node_id: str | None = None, level: int = logging.INFO, capacity: int = 10_000
+    ) -> None:
         super().__init__(level)
         self.bus = bus
         self.service = service
@@ -74,9 +74,17 @@ class PlatformLogHandler(logging.Handler):
             message = f"{message}\n{record.stack_info}"
         extra = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
         extra.update(module=record.module, line=record.lineno, process=record.process)
-        return {"ts": datetime.fromtimestamp(record.created, UTC).isoformat(), "level": record.levelname,
-                "service": self.service, "workload_id": None, "app_instance_id": None, "node_id": self.node_id,
-                "logger": record.name, "message": redact_text(message), "extra": redact(extra)}
+        return {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "service": self.service,
+            "workload_id": None,
+            "app_instance_id": None,
+            "node_id": self.node_id,
+            "logger": record.name,
+            "message": redact_text(message),
+            "extra": redact(extra),
+        }
 
     def _notify(self) -> None:
         loop, wake = self._loop, self._wake
@@ -158,8 +166,9 @@ def quiet_http_client_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def install_platform_log_handler(bus: Bus, service: str, *, node_id: str | None = None,
-                                 level: int | str = logging.INFO) -> PlatformLogHandler:
+def install_platform_log_handler(
+    bus: Bus, service: str, *, node_id: str | None = None, level: int | str = logging.INFO
+) -> PlatformLogHandler:
     """Attach a `PlatformLogHandler` to the root logger (replacing one installed before) and start it.
 
     Call from inside the event loop, once the bus is connected; `await handler.aclose()` at shutdown.
@@ -168,8 +177,9 @@ def install_platform_log_handler(bus: Bus, service: str, *, node_id: str | None 
     root = logging.getLogger()
     for existing in [h for h in root.handlers if isinstance(h, PlatformLogHandler)]:
         root.removeHandler(existing)
-    handler = PlatformLogHandler(bus, service, node_id=node_id,
-                                 level=logging.getLevelName(level) if isinstance(level, str) else level)
+    handler = PlatformLogHandler(
+        bus, service, node_id=node_id, level=logging.getLevelName(level) if isinstance(level, str) else level
+    )
     root.addHandler(handler)
     handler.start()
     return handler

@@ -122,8 +122,14 @@ class QueryResult:
     truncated: bool = False  # stopped at max_scan before covering the whole range
 
 
-async def query_logs(js: JetStreamContext, flt: LogFilter, *, limit: int = 200,
-                     max_scan: int = DEFAULT_MAX_SCAN, now: datetime | None = None) -> QueryResult:
+async def query_logs(
+    js: JetStreamContext,
+    flt: LogFilter,
+    *,
+    limit: int = 200,
+    max_scan: int = DEFAULT_MAX_SCAN,
+    now: datetime | None = None,
+) -> QueryResult:
     """The newest `limit` records matching `flt`, newest first (by arrival in the stream)."""
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -149,8 +155,16 @@ async def query_logs(js: JetStreamContext, flt: LogFilter, *, limit: int = 200,
     return result
 
 
-async def _scan(js: JetStreamContext, flt: LogFilter, subjects: Sequence[str], start: datetime | None,
-                stop: datetime | None, limit: int, max_scan: int, result: QueryResult) -> None:
+async def _scan(
+    js: JetStreamContext,
+    flt: LogFilter,
+    subjects: Sequence[str],
+    start: datetime | None,
+    stop: datetime | None,
+    limit: int,
+    max_scan: int,
+    result: QueryResult,
+) -> None:
     """Read one slice oldest-first, keep its newest `limit - found` matches, append them newest first."""
     want = limit - len(result.records)
     kept: deque[FoundLog] = deque(maxlen=want)

@@ -25,10 +25,33 @@ MAX_MESSAGE = 32_000  # characters kept of one message (a huge traceback is cut,
 MAX_EXTRA_KEYS = 50
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR", "CRIT": "CRITICAL", "TRACE": "DEBUG",
-                  "NOTICE": "INFO", "INFORMATION": "INFO", "STDOUT": "INFO", "STDERR": "WARNING"}
-_KNOWN = {"ts", "time", "timestamp", "level", "levelname", "service", "workload_id", "app_instance_id", "node_id",
-          "logger", "name", "message", "msg", "extra"}
+_LEVEL_ALIASES = {
+    "WARN": "WARNING",
+    "FATAL": "CRITICAL",
+    "ERR": "ERROR",
+    "CRIT": "CRITICAL",
+    "TRACE": "DEBUG",
+    "NOTICE": "INFO",
+    "INFORMATION": "INFO",
+    "STDOUT": "INFO",
+    "STDERR": "WARNING",
+}
+_KNOWN = {
+    "ts",
+    "time",
+    "timestamp",
+    "level",
+    "levelname",
+    "service",
+    "workload_id",
+    "app_instance_id",
+    "node_id",
+    "logger",
+    "name",
+    "message",
+    "msg",
+    "extra",
+}
 
 
 class InvalidLogRecord(ValueError):
@@ -194,9 +217,13 @@ def parse_record(data: bytes | str, *, subject: str | None = None, received: dat
     return LogRecord(
         ts=parse_time(body.get("ts", body.get("time", body.get("timestamp"))), received),
         level=normalise_level(body.get("level", body.get("levelname"))),
-        service=service, workload_id=workload_id, app_instance_id=_text(body.get("app_instance_id"), 64),
-        node_id=_text(body.get("node_id"), 64), logger=_text(body.get("logger", body.get("name"))),
-        message=message[:MAX_MESSAGE], extra=_json_safe(extra),
+        service=service,
+        workload_id=workload_id,
+        app_instance_id=_text(body.get("app_instance_id"), 64),
+        node_id=_text(body.get("node_id"), 64),
+        logger=_text(body.get("logger", body.get("name"))),
+        message=message[:MAX_MESSAGE],
+        extra=_json_safe(extra),
     )
 
 

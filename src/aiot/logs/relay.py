@@ -63,8 +63,12 @@ class LogRelayService(PlatformService):
         if not await self._runs_there(node_id, workload_id):
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("dropped output for workload %s sent by node %s, which does not run it (%d so far)",
-                            workload_id, node_id, self.dropped)
+                log.warning(
+                    "dropped output for workload %s sent by node %s, which does not run it (%d so far)",
+                    workload_id,
+                    node_id,
+                    self.dropped,
+                )
             return
         try:
             record = json.loads(msg.data)
@@ -94,9 +98,11 @@ class LogRelayService(PlatformService):
         assert ctx is not None
         recent = utcnow() - timedelta(seconds=STOPPED_LOG_GRACE_S)
         with ctx.db.session() as session:
-            query = (select(Workload).outerjoin(WorkloadStatus, WorkloadStatus.workload_id == Workload.id)
-                     .where(Workload.id == workload_id,
-                            or_(Workload.node_id == node_id, WorkloadStatus.node_id == node_id)))
+            query = (
+                select(Workload)
+                .outerjoin(WorkloadStatus, WorkloadStatus.workload_id == Workload.id)
+                .where(Workload.id == workload_id, or_(Workload.node_id == node_id, WorkloadStatus.node_id == node_id))
+            )
             workload = session.scalar(query)
             if workload is None:
                 return False
@@ -113,5 +119,8 @@ class LogRelayService(PlatformService):
     def health(self) -> ServiceHealth:
         if self._sub is None:
             return ServiceHealth(HealthState.stopped)
-        return ServiceHealth(HealthState.ok, f"{self.relayed} lines relayed, {self.dropped} dropped",
-                             {"relayed": self.relayed, "dropped": self.dropped})
+        return ServiceHealth(
+            HealthState.ok,
+            f"{self.relayed} lines relayed, {self.dropped} dropped",
+            {"relayed": self.relayed, "dropped": self.dropped},
+        )

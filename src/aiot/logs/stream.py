@@ -38,8 +38,9 @@ async def ensure_logs_stream(bus: Bus, settings: Settings, *, force: bool = Fals
         raise ValueError(f"log_retention_days must be > 0, got {settings.log_retention_days}")
     mb = settings.log_stream_max_mb
     try:
-        await bus.ensure_stream(STREAM, [SUBJECTS], max_age=settings.log_retention_days * 86400.0,
-                                max_bytes=mb * 1024**2 if mb else None)
+        await bus.ensure_stream(
+            STREAM, [SUBJECTS], max_age=settings.log_retention_days * 86400.0, max_bytes=mb * 1024**2 if mb else None
+        )
     except APIError as exc:
         if is_storage_full(exc):
             raise reservation_failed(exc, f"the log stream {STREAM}", "log_stream_max_mb", mb) from exc
@@ -76,12 +77,19 @@ def _stream_time(raw: js_api.RawStreamMsg) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-async def read_range(js: JetStreamContext, subjects: Sequence[str], *, start: datetime | None,
-                     stop: datetime | None = None, batch: int = 500) -> AsyncIterator[StoredMessage]:
+async def read_range(
+    js: JetStreamContext,
+    subjects: Sequence[str],
+    *,
+    start: datetime | None,
+    stop: datetime | None = None,
+    batch: int = 500,
+) -> AsyncIterator[StoredMessage]:
     """Messages on `subjects` stored at `start` or later (all when None), oldest first, until `stop` (exclusive)
     or the current end of the stream. Close the iterator (or finish it) to delete the consumer."""
-    config = js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0,
-                                   max_ack_pending=-1)
+    config = js_api.ConsumerConfig(
+        ack_policy=js_api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0, max_ack_pending=-1
+    )
     if len(subjects) == 1:
         config.filter_subject = subjects[0]
     else:
@@ -106,8 +114,7 @@ async def read_range(js: JetStreamContext, subjects: Sequence[str], *, start: da
                 meta = msg.metadata
                 if stop is not None and meta.timestamp >= stop:
                     return
-                yield StoredMessage(seq=meta.sequence.stream, subject=msg.subject, time=meta.timestamp,
-                                    data=msg.data)
+                yield StoredMessage(seq=meta.sequence.stream, subject=msg.subject, time=meta.timestamp, data=msg.data)
                 remaining = meta.num_pending
                 if remaining == 0:
                     return

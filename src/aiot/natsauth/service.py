@@ -66,8 +66,9 @@ class NatsAuthService(LoopService):
         if ctx.embedded is None:
             assert ctx.bus is not None
             issuer = nkey_jwt.account_keypair(platform_secret(ctx.settings))
-            self.callout = CalloutResponder(ctx.bus.nc, issuer, lambda name: self._directory.get(name),
-                                            on_miss=self.sync)
+            self.callout = CalloutResponder(
+                ctx.bus.nc, issuer, lambda name: self._directory.get(name), on_miss=self.sync
+            )
             await self.callout.start()
         else:
             ctx.embedded.on_directory_miss = self.sync
@@ -105,9 +106,13 @@ class NatsAuthService(LoopService):
         if not gone or not settings.nats_system_user or settings.nats_system_password is None:
             return
         if self._system is None:
-            self._system = await Bus.connect(settings.nats_url or "", user=settings.nats_system_user,
-                                             password=settings.nats_system_password.get_secret_value(),
-                                             name="aiot-nats-auth-system", attempts=1)
+            self._system = await Bus.connect(
+                settings.nats_url or "",
+                user=settings.nats_system_user,
+                password=settings.nats_system_password.get_secret_value(),
+                name="aiot-nats-auth-system",
+                attempts=1,
+            )
         kicked = await kick_users(self._system.nc, gone)
         if kicked:
             log.info("closed %d connection(s) of %d changed or removed NATS user(s)", kicked, len(gone))
@@ -124,12 +129,19 @@ class NatsAuthService(LoopService):
         if ctx is None:
             return ServiceHealth(HealthState.stopped)
         if not self.manages_users:
-            return ServiceHealth(HealthState.degraded, "external NATS without auth callout: per-device/workload "
-                                 "users are not managed by the platform; set AIOT_NATS_CALLOUT (see "
-                                 "`aiot nats callout-config`) or configure them on that server")
+            return ServiceHealth(
+                HealthState.degraded,
+                "external NATS without auth callout: per-device/workload "
+                "users are not managed by the platform; set AIOT_NATS_CALLOUT (see "
+                "`aiot nats callout-config`) or configure them on that server",
+            )
         responder = ctx.embedded.callout if ctx.embedded is not None else self.callout
-        extra = {"users": self._users, "syncs": self._syncs,
-                 "allowed": responder.allowed if responder else 0, "refused": responder.refused if responder else 0}
+        extra = {
+            "users": self._users,
+            "syncs": self._syncs,
+            "allowed": responder.allowed if responder else 0,
+            "refused": responder.refused if responder else 0,
+        }
         if self._error:
             return ServiceHealth(HealthState.degraded, self._error, extra)
         return ServiceHealth(HealthState.ok, f"auth callout: {self._users} users", extra)

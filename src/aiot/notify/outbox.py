@@ -40,8 +40,17 @@ def check_address(to: str) -> str:
     return address
 
 
-def enqueue(session: Session, to: str, subject: str, body: str, *, kind: str, user_id: str | None = None,
-            dedupe_key: str | None = None, html: str | None = None) -> OutboxEmail:
+def enqueue(
+    session: Session,
+    to: str,
+    subject: str,
+    body: str,
+    *,
+    kind: str,
+    user_id: str | None = None,
+    dedupe_key: str | None = None,
+    html: str | None = None,
+) -> OutboxEmail:
     """Add a mail to the outbox in the caller's transaction (it is sent after that transaction commits).
 
     Idempotent on `dedupe_key`: when a mail with that key exists (whatever its status) it is returned and
@@ -56,9 +65,19 @@ def enqueue(session: Session, to: str, subject: str, body: str, *, kind: str, us
         existing = session.scalar(select(OutboxEmail).where(OutboxEmail.dedupe_key == dedupe_key))
         if existing is not None:
             return existing
-    row = OutboxEmail(to_address=address, subject=_one_line(subject)[:MAX_SUBJECT], body=body, html=html,
-                      kind=kind, user_id=user_id, dedupe_key=dedupe_key, status=OutboxStatus.pending,
-                      created_at=utcnow(), next_attempt_at=utcnow(), attempts=0)
+    row = OutboxEmail(
+        to_address=address,
+        subject=_one_line(subject)[:MAX_SUBJECT],
+        body=body,
+        html=html,
+        kind=kind,
+        user_id=user_id,
+        dedupe_key=dedupe_key,
+        status=OutboxStatus.pending,
+        created_at=utcnow(),
+        next_attempt_at=utcnow(),
+        attempts=0,
+    )
     if dedupe_key is None:
         session.add(row)
         session.flush()
@@ -93,10 +112,17 @@ class Claimed:
 
 def due_ids(session: Session, now: datetime, limit: int) -> list[str]:
     """Rows worth trying now: pending and due, or stuck in `sending` past their lease (a replica died)."""
-    query = (select(OutboxEmail.id)
-             .where(or_((OutboxEmail.status == OutboxStatus.pending) & (OutboxEmail.next_attempt_at <= now),
-                        (OutboxEmail.status == OutboxStatus.sending) & (OutboxEmail.claim_expires_at < now)))
-             .order_by(OutboxEmail.next_attempt_at, OutboxEmail.created_at).limit(limit))
+    query = (
+        select(OutboxEmail.id)
+        .where(
+            or_(
+                (OutboxEmail.status == OutboxStatus.pending) & (OutboxEmail.next_attempt_at <= now),
+                (OutboxEmail.status == OutboxStatus.sending) & (OutboxEmail.claim_expires_at < now),
+            )
+        )
+        .order_by(OutboxEmail.next_attempt_at, OutboxEmail.created_at)
+        .limit(limit)
+    )
     return list(session.scalars(query))
 
 
@@ -109,26 +135,40 @@ def claim(session: Session, email_id: str, worker: str, now: datetime, lease: ti
     result = session.execute(
         update(OutboxEmail)
         .where(OutboxEmail.id == email_id)
-        .where(or_((OutboxEmail.status == OutboxStatus.pending) & (OutboxEmail.next_attempt_at <= now),
-                   (OutboxEmail.status == OutboxStatus.sending) & (OutboxEmail.claim_expires_at < now)))
-        .values(status=OutboxStatus.sending, claimed_by=worker, claim_expires_at=now + lease,
-                attempts=OutboxEmail.attempts + 1)
+        .where(
+            or_(
+                (OutboxEmail.status == OutboxStatus.pending) & (OutboxEmail.next_attempt_at <= now),
+                (OutboxEmail.status == OutboxStatus.sending) & (OutboxEmail.claim_expires_at < now),
+            )
+        )
+        .values(
+            status=OutboxStatus.sending,
+            claimed_by=worker,
+            claim_expires_at=now + lease,
+            attempts=OutboxEmail.attempts + 1,
+        )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         return None
     row = session.get(OutboxEmail, email_id, populate_existing=True)
     assert row is not None
-    return Claimed(id=row.id, to_address=row.to_address, subject=row.subject, body=row.body, html=row.html,
-                   attempts=row.attempts, created_at=row.created_at)
+    return Claimed(
+        id=row.id,
+        to_address=row.to_address,
+        subject=row.subject,
+        body=row.body,
+        html=row.html,
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
 
 
 def _finish(session: Session, email_id: str, worker: str, **values: object) -> bool:
     """Record an outcome, only while `worker` still holds the claim (else another replica took over)."""
     result = session.execute(
         update(OutboxEmail)
-        .where(OutboxEmail.id == email_id, OutboxEmail.claimed_by == worker,
-               OutboxEmail.status == OutboxStatus.sending)
+        .where(OutboxEmail.id == email_id, OutboxEmail.claimed_by == worker, OutboxEmail.status == OutboxStatus.sending)
         .values(claimed_by=None, claim_expires_at=None, **values)
         .execution_options(synchronize_session=False)
     )
@@ -140,8 +180,9 @@ def mark_sent(session: Session, email_id: str, worker: str, now: datetime) -> bo
 
 
 def mark_retry(session: Session, email_id: str, worker: str, error: str, next_attempt_at: datetime) -> bool:
-    return _finish(session, email_id, worker, status=OutboxStatus.pending, last_error=error[:1000],
-                   next_attempt_at=next_attempt_at)
+    return _finish(
+        session, email_id, worker, status=OutboxStatus.pending, last_error=error[:1000], next_attempt_at=next_attempt_at
+    )
 
 
 def mark_failed(session: Session, email_id: str, worker: str, error: str) -> bool:
@@ -152,8 +193,14 @@ def count_waiting(session: Session) -> int:
     """Mails not delivered yet and not given up (pending or being sent)."""
     from sqlalchemy import func
 
-    return session.scalar(select(func.count()).select_from(OutboxEmail).where(
-        OutboxEmail.status.in_([OutboxStatus.pending, OutboxStatus.sending]))) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(OutboxEmail)
+            .where(OutboxEmail.status.in_([OutboxStatus.pending, OutboxStatus.sending]))
+        )
+        or 0
+    )
 
 
 # ---------------------------------------------------------------------- API side
@@ -163,8 +210,11 @@ def retry(session: Session, email: OutboxEmail, now: datetime | None = None) -> 
     """Make a failed (or waiting) mail due now with a fresh attempt budget; a sent mail is a Conflict."""
     now = now or utcnow()
     if email.status == OutboxStatus.sent:
-        raise Conflict(f"e-mail {email.id} was already sent at {email.sent_at.isoformat() if email.sent_at else '?'}"
-                       "; it is not sent again", field="id")
+        raise Conflict(
+            f"e-mail {email.id} was already sent at {email.sent_at.isoformat() if email.sent_at else '?'}"
+            "; it is not sent again",
+            field="id",
+        )
     if email.status == OutboxStatus.sending and email.claim_expires_at and email.claim_expires_at > now:
         raise Conflict(f"e-mail {email.id} is being sent right now; look again in a moment", field="id")
     email.status = OutboxStatus.pending

@@ -37,8 +37,16 @@ class NotifyService(LoopService):
     name = "notify"
     wake_subject = KICK_SUBJECT
 
-    def __init__(self, *, poll_interval: float = 2.0, retry_base: float = 5.0, retry_max: float = 600.0,
-                 max_attempts: int = 10, lease: float = 300.0, batch: int = 20) -> None:
+    def __init__(
+        self,
+        *,
+        poll_interval: float = 2.0,
+        retry_base: float = 5.0,
+        retry_max: float = 600.0,
+        max_attempts: int = 10,
+        lease: float = 300.0,
+        batch: int = 20,
+    ) -> None:
         if retry_base <= 0 or retry_max < retry_base:
             raise ValueError(f"NotifyService: need 0 < retry_base <= retry_max, got {retry_base}, {retry_max}")
         if max_attempts < 1:
@@ -77,13 +85,15 @@ class NotifyService(LoopService):
             return ServiceHealth(HealthState.stopped)
         extra = {"sent": self.sent, "failed": self.failed, "waiting": self.waiting}
         if self._config is None:
-            return ServiceHealth(HealthState.degraded,
-                                 f"smtp_host is not set: {self.waiting} e-mail(s) wait in the outbox", extra)
+            return ServiceHealth(
+                HealthState.degraded, f"smtp_host is not set: {self.waiting} e-mail(s) wait in the outbox", extra
+            )
         error = self._error or self._delivery_error
         if error:
             return ServiceHealth(HealthState.degraded, f"{error}; {self.waiting} e-mail(s) waiting", extra)
-        return ServiceHealth(HealthState.ok, f"{self.sent} sent, {self.waiting} waiting via {self._config.where}",
-                             extra)
+        return ServiceHealth(
+            HealthState.ok, f"{self.sent} sent, {self.waiting} waiting via {self._config.where}", extra
+        )
 
     # ----------------------------------------------------------------- work
 

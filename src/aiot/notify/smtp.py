@@ -37,8 +37,15 @@ class SmtpConfig:
         if not settings.smtp_host:
             return None
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-        return cls(host=settings.smtp_host, port=settings.smtp_port, user=settings.smtp_user, password=password,
-                   starttls=settings.smtp_starttls, ssl=settings.smtp_ssl, mail_from=settings.mail_from)
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            user=settings.smtp_user,
+            password=password,
+            starttls=settings.smtp_starttls,
+            ssl=settings.smtp_ssl,
+            mail_from=settings.mail_from,
+        )
 
     @property
     def where(self) -> str:

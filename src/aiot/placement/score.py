@@ -71,16 +71,18 @@ def score_node(node: NodeView, request: Request) -> tuple[float | None, str]:
     if missing:
         return None, f"labels do not match {missing}"
     if node.reserved_cpu + request.cpu > node.capacity_cpu + 1e-9:
-        return None, (f"not enough CPU: {node.reserved_cpu:g} of {node.capacity_cpu:g} reserved, "
-                      f"{request.cpu:g} asked")
+        return None, (f"not enough CPU: {node.reserved_cpu:g} of {node.capacity_cpu:g} reserved, {request.cpu:g} asked")
     if node.reserved_memory_mb + request.memory_mb > node.capacity_memory_mb:
-        return None, (f"not enough memory: {node.reserved_memory_mb} of {node.capacity_memory_mb} MiB reserved, "
-                      f"{request.memory_mb} asked")
+        return None, (
+            f"not enough memory: {node.reserved_memory_mb} of {node.capacity_memory_mb} MiB reserved, "
+            f"{request.memory_mb} asked"
+        )
     if node.workloads + 1 > node.max_workloads:
         return None, f"already runs {node.workloads} workloads (max {node.max_workloads})"
     cpu_frac = max(node.observed_cpu_percent / 100, (node.reserved_cpu + request.cpu) / node.capacity_cpu)
-    mem_frac = max(node.observed_memory_percent / 100,
-                   (node.reserved_memory_mb + request.memory_mb) / node.capacity_memory_mb)
+    mem_frac = max(
+        node.observed_memory_percent / 100, (node.reserved_memory_mb + request.memory_mb) / node.capacity_memory_mb
+    )
     count_frac = (node.workloads + 1) / node.max_workloads
     same = node.groups.get(request.group_id, 0)
     score = W_CPU * min(cpu_frac, 1) + W_MEM * min(mem_frac, 1) + W_COUNT * count_frac + W_SAME_GROUP * same
@@ -103,8 +105,12 @@ def _fast_score(node: NodeView, request: Request) -> float | None:
         return None
     cpu_frac = max(node.observed_cpu_percent / 100, cpu / node.capacity_cpu)
     mem_frac = max(node.observed_memory_percent / 100, memory / node.capacity_memory_mb)
-    score = (W_CPU * min(cpu_frac, 1) + W_MEM * min(mem_frac, 1) + W_COUNT * (node.workloads + 1) / node.max_workloads
-             + W_SAME_GROUP * node.groups.get(request.group_id, 0))
+    score = (
+        W_CPU * min(cpu_frac, 1)
+        + W_MEM * min(mem_frac, 1)
+        + W_COUNT * (node.workloads + 1) / node.max_workloads
+        + W_SAME_GROUP * node.groups.get(request.group_id, 0)
+    )
     return round(score, 6)
 
 
@@ -130,16 +136,27 @@ def choose(nodes: list[NodeView], request: Request) -> Decision:
             scores[node.name] = {"node_id": node.node_id, "score": None, "why": score_node(node, request)[1]}
     hidden = len(nodes) - len(scores)
     if hidden:
-        scores["(others)"] = {"node_id": None, "score": None, "why": f"{hidden} more nodes not listed: "
-                              f"{len(ranked) - len(shown)} eligible with higher scores, "
-                              f"{len(excluded) - sum(1 for s in scores.values() if s['score'] is None)} excluded"}
+        scores["(others)"] = {
+            "node_id": None,
+            "score": None,
+            "why": f"{hidden} more nodes not listed: "
+            f"{len(ranked) - len(shown)} eligible with higher scores, "
+            f"{len(excluded) - sum(1 for s in scores.values() if s['score'] is None)} excluded",
+        }
     if not ranked:
-        return Decision(None, "no node can take it: " + "; ".join(f"{n}: {s['why']}" for n, s in scores.items())
-                        if scores else "no ready node", None, scores)
+        return Decision(
+            None,
+            "no node can take it: " + "; ".join(f"{n}: {s['why']}" for n, s in scores.items())
+            if scores
+            else "no ready node",
+            None,
+            scores,
+        )
     best = ranked[0]
     node = best[3]
-    return Decision(node.node_id, f"least score {best[0]:.3f} on {node.name} ({scores[node.name]['why']})",
-                    best[0], scores)
+    return Decision(
+        node.node_id, f"least score {best[0]:.3f} on {node.name} ({scores[node.name]['why']})", best[0], scores
+    )
 
 
 class Placer:
@@ -186,14 +203,20 @@ class Placer:
             return choose(self.nodes, request)
         cpu = self.reserved_cpu + request.cpu
         mem = self.reserved_mem + request.memory_mb
-        eligible = (self._mask(request.selector) & (cpu <= self.capacity_cpu + 1e-9) & (mem <= self.capacity_mem)
-                    & (self.count + 1 <= self.max_workloads))
+        eligible = (
+            self._mask(request.selector)
+            & (cpu <= self.capacity_cpu + 1e-9)
+            & (mem <= self.capacity_mem)
+            & (self.count + 1 <= self.max_workloads)
+        )
         if not eligible.any():
             return choose(self.nodes, request)  # every node's reason, as the full scoring gives them
-        score = (W_CPU * np.minimum(np.maximum(self.observed_cpu, cpu / self.capacity_cpu), 1)
-                 + W_MEM * np.minimum(np.maximum(self.observed_mem, mem / self.capacity_mem), 1)
-                 + W_COUNT * (self.count + 1) / self.max_workloads
-                 + W_SAME_GROUP * self._same_group(request.group_id))
+        score = (
+            W_CPU * np.minimum(np.maximum(self.observed_cpu, cpu / self.capacity_cpu), 1)
+            + W_MEM * np.minimum(np.maximum(self.observed_mem, mem / self.capacity_mem), 1)
+            + W_COUNT * (self.count + 1) / self.max_workloads
+            + W_SAME_GROUP * self._same_group(request.group_id)
+        )
         score = np.round(score, 6)
         candidates = np.flatnonzero(eligible)
         if len(candidates) > DETAIL_NODES:  # the best DETAIL_NODES by score only, then ordered exactly
@@ -207,14 +230,18 @@ class Placer:
             value, why = score_node(node, request)
             scores[node.name] = {"node_id": node.node_id, "score": value, "why": why}
         eligible_count = int(eligible.sum())
-        scores["(others)"] = {"node_id": None, "score": None,
-                              "why": f"{len(self.nodes) - len(shown)} more nodes not listed: "
-                                     f"{eligible_count - len(shown)} eligible with higher scores, "
-                                     f"{len(self.nodes) - eligible_count} excluded"}
+        scores["(others)"] = {
+            "node_id": None,
+            "score": None,
+            "why": f"{len(self.nodes) - len(shown)} more nodes not listed: "
+            f"{eligible_count - len(shown)} eligible with higher scores, "
+            f"{len(self.nodes) - eligible_count} excluded",
+        }
         best = shown[0]
         value = scores[best.name]["score"]
-        return Decision(best.node_id, f"least score {value:.3f} on {best.name} ({scores[best.name]['why']})",
-                        value, scores)
+        return Decision(
+            best.node_id, f"least score {value:.3f} on {best.name} ({scores[best.name]['why']})", value, scores
+        )
 
     def reserve(self, node_id: str, request: Request) -> None:
         """A workload was placed on `node_id`: account for it here and in its node view."""

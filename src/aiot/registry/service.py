@@ -180,7 +180,7 @@ class RegistryService(PlatformService):
     # ------------------------------------------------------------------------------------------ handlers
 
     async def _on_announce(self, msg: Any) -> None:
-        model_id, _, publisher = msg.subject[len(ANNOUNCE) + 1:].partition(".")
+        model_id, _, publisher = msg.subject[len(ANNOUNCE) + 1 :].partition(".")
         try:
             doc = json.loads(msg.data)
             if not isinstance(doc, dict):
@@ -189,18 +189,13 @@ class RegistryService(PlatformService):
             url = doc.get("url")
             if doc.get("model_id") != model_id:
                 raise ValueError(f"model_id {doc.get('model_id')!r} differs from the subject's {model_id!r}")
-            if (
-                not isinstance(workload_id, str)
-                or not _TOKEN.match(workload_id)
-                or not _TOKEN.match(model_id)
-            ):
+            if not isinstance(workload_id, str) or not _TOKEN.match(workload_id) or not _TOKEN.match(model_id):
                 raise ValueError("model_id and workload_id must be [A-Za-z0-9_-]{1,128}")
             if workload_id != publisher:
-                raise ValueError(f"workload_id {workload_id!r} differs from the subject's {publisher!r} (the "
-                                 "publisher's own)")
-            if not doc.get("withdraw") and (
-                not isinstance(url, str) or not url.startswith(("http://", "https://"))
-            ):
+                raise ValueError(
+                    f"workload_id {workload_id!r} differs from the subject's {publisher!r} (the publisher's own)"
+                )
+            if not doc.get("withdraw") and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
                 raise ValueError(f"url {url!r} is not an http(s) URL")
         except ValueError as exc:
             self.rejected += 1

@@ -72,8 +72,12 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> int:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        stmt = (insert(Occurrence).values(rows).on_conflict_do_nothing(index_elements=["schedule_id", "start_at"])
-                .returning(Occurrence.id))  # count what RETURNING yields: rowcount is unreliable here (psycopg)
+        stmt = (
+            insert(Occurrence)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["schedule_id", "start_at"])
+            .returning(Occurrence.id)
+        )  # count what RETURNING yields: rowcount is unreliable here (psycopg)
         return len(session.execute(stmt).all())
     inserted = 0  # another backend: check, then insert each row in a savepoint
     for row in rows:
@@ -96,13 +100,25 @@ def materialise_schedule(session: Session, schedule: Schedule, now: datetime, ho
         for start, end in occurrences(spec, lower, upper):
             if end <= schedule.active_since:
                 continue  # it was over before the schedule existed (or was re-enabled)
-            rows.append({"id": new_id("occ"), "schedule_id": schedule.id, "app_instance_id": schedule.app_instance_id,
-                         "start_at": start, "end_at": end, "state": OccurrenceState.planned, "reason": ""})
+            rows.append(
+                {
+                    "id": new_id("occ"),
+                    "schedule_id": schedule.id,
+                    "app_instance_id": schedule.app_instance_id,
+                    "start_at": start,
+                    "end_at": end,
+                    "state": OccurrenceState.planned,
+                    "reason": "",
+                }
+            )
     inserted = _insert_ignoring_duplicates(session, rows)
-    session.execute(update(Schedule).where(Schedule.id == schedule.id, Schedule.enabled.is_(True))
-                    .where((Schedule.materialized_until.is_(None)) | (Schedule.materialized_until < upper))
-                    .values(materialized_until=upper)
-                    .execution_options(synchronize_session=False))  # the row is not read again in this session
+    session.execute(
+        update(Schedule)
+        .where(Schedule.id == schedule.id, Schedule.enabled.is_(True))
+        .where((Schedule.materialized_until.is_(None)) | (Schedule.materialized_until < upper))
+        .values(materialized_until=upper)
+        .execution_options(synchronize_session=False)
+    )  # the row is not read again in this session
     return inserted
 
 
@@ -119,8 +135,9 @@ def materialise_due(db: Database, now: datetime, horizon: timedelta, batch: int 
     return refill_due(db, now, horizon, batch).created
 
 
-def refill_due(db: Database, now: datetime, horizon: timedelta, batch: int = 50,
-               budget_s: float | None = None) -> Refill:
+def refill_due(
+    db: Database, now: datetime, horizon: timedelta, batch: int = 50, budget_s: float | None = None
+) -> Refill:
     """Extend every enabled schedule whose materialised window runs short. Schedules go in id order, `batch` per
     transaction, so concurrent replicas take row locks in the same order (they wait, never deadlock).
 
@@ -132,15 +149,20 @@ def refill_due(db: Database, now: datetime, horizon: timedelta, batch: int = 50,
     started = time.monotonic()
     refill = min(timedelta(hours=1), horizon / 4)
     with db.session() as session:
-        ids = list(session.scalars(
-            select(Schedule.id).where(Schedule.enabled.is_(True))
-            .where((Schedule.materialized_until.is_(None)) | (Schedule.materialized_until < now + horizon - refill))
-            .order_by(Schedule.id)))
+        ids = list(
+            session.scalars(
+                select(Schedule.id)
+                .where(Schedule.enabled.is_(True))
+                .where((Schedule.materialized_until.is_(None)) | (Schedule.materialized_until < now + horizon - refill))
+                .order_by(Schedule.id)
+            )
+        )
     done = Refill()
     for first in range(0, len(ids), batch):
         with db.session() as session:
-            rows = session.scalars(select(Schedule).where(Schedule.id.in_(ids[first:first + batch]))
-                                   .order_by(Schedule.id))
+            rows = session.scalars(
+                select(Schedule).where(Schedule.id.in_(ids[first : first + batch])).order_by(Schedule.id)
+            )
             for schedule in list(rows):
                 if schedule.enabled:
                     done.created += materialise_schedule(session, schedule, now, horizon)
@@ -155,19 +177,29 @@ def refill_due(db: Database, now: datetime, horizon: timedelta, batch: int = 50,
 
 def due_starts(db: Database, now: datetime, limit: int = 1000) -> list[str]:
     with db.session() as session:
-        return list(session.scalars(
-            select(Occurrence.id).where(Occurrence.state == OccurrenceState.planned, Occurrence.start_at <= now)
-            .order_by(Occurrence.start_at, Occurrence.id).limit(limit)))
+        return list(
+            session.scalars(
+                select(Occurrence.id)
+                .where(Occurrence.state == OccurrenceState.planned, Occurrence.start_at <= now)
+                .order_by(Occurrence.start_at, Occurrence.id)
+                .limit(limit)
+            )
+        )
 
 
 def _claim(session: Session, occurrence_id: str, frm: OccurrenceState, **values: object) -> bool:
-    result = session.execute(update(Occurrence).where(Occurrence.id == occurrence_id, Occurrence.state == frm)
-                             .values(**values).execution_options(synchronize_session=False))
+    result = session.execute(
+        update(Occurrence)
+        .where(Occurrence.id == occurrence_id, Occurrence.state == frm)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
-def _skip_reason(session: Session, occ: Occurrence, schedule: Schedule | None, instance: AppInstance | None,
-                 now: datetime) -> str:
+def _skip_reason(
+    session: Session, occ: Occurrence, schedule: Schedule | None, instance: AppInstance | None, now: datetime
+) -> str:
     if schedule is None or not schedule.enabled:
         return "the schedule is disabled"
     if instance is None or instance.state == InstanceState.retired:
@@ -177,8 +209,10 @@ def _skip_reason(session: Session, occ: Occurrence, schedule: Schedule | None, i
     late = now - occ.start_at
     deadline = timedelta(seconds=schedule.late_start_deadline_s)
     if late > max(deadline, ON_TIME_TOLERANCE):
-        return (f"missed by {late.total_seconds():.0f} s, more than the late-start deadline of "
-                f"{schedule.late_start_deadline_s} s (was the platform down?)")
+        return (
+            f"missed by {late.total_seconds():.0f} s, more than the late-start deadline of "
+            f"{schedule.late_start_deadline_s} s (was the platform down?)"
+        )
     return ""
 
 
@@ -189,29 +223,44 @@ def fire(db: Database, occurrence_id: str, now: datetime, replica: str) -> Start
         if occ is None or occ.state != OccurrenceState.planned:
             return None
         # Serialise decisions about this instance across replicas (overlap checks must see each other).
-        instance = session.scalar(select(AppInstance).where(AppInstance.id == occ.app_instance_id)
-                                  .with_for_update())
+        instance = session.scalar(select(AppInstance).where(AppInstance.id == occ.app_instance_id).with_for_update())
         schedule = session.get(Schedule, occ.schedule_id)
         reason = _skip_reason(session, occ, schedule, instance, now)
         running: list[Occurrence] = []
         if not reason:
-            running = list(session.scalars(
-                select(Occurrence).where(Occurrence.app_instance_id == occ.app_instance_id,
-                                         Occurrence.state.in_(ACTIVE), Occurrence.end_at > now,
-                                         Occurrence.id != occ.id).order_by(Occurrence.start_at)))
+            running = list(
+                session.scalars(
+                    select(Occurrence)
+                    .where(
+                        Occurrence.app_instance_id == occ.app_instance_id,
+                        Occurrence.state.in_(ACTIVE),
+                        Occurrence.end_at > now,
+                        Occurrence.id != occ.id,
+                    )
+                    .order_by(Occurrence.start_at)
+                )
+            )
             assert schedule is not None
             if running and schedule.overlap == OverlapPolicy.forbid:
                 other = running[0]
-                reason = (f"overlap forbidden: the instance still runs occurrence {other.id} until "
-                          f"{other.end_at.isoformat()}")
+                reason = (
+                    f"overlap forbidden: the instance still runs occurrence {other.id} until {other.end_at.isoformat()}"
+                )
         state = OccurrenceState.skipped if reason else OccurrenceState.starting
-        if not _claim(session, occ.id, OccurrenceState.planned, state=state, reason=reason, fired_by=replica,
-                      fired_at=now):
+        if not _claim(
+            session, occ.id, OccurrenceState.planned, state=state, reason=reason, fired_by=replica, fired_at=now
+        ):
             return None
         decision = StartDecision(occ.id, occ.app_instance_id, start=not reason, until=occ.end_at, reason=reason)
         for other in [] if reason else running:  # overlap == replace (forbid set a reason above)
-            if _claim(session, other.id, other.state, state=OccurrenceState.stopped,
-                      reason=f"replaced by occurrence {occ.id}", stopped_at=now):
+            if _claim(
+                session,
+                other.id,
+                other.state,
+                state=OccurrenceState.stopped,
+                reason=f"replaced by occurrence {occ.id}",
+                stopped_at=now,
+            ):
                 decision.stop_first.append(other.id)
         return decision
 
@@ -238,14 +287,19 @@ class StaleStart:
     ended: bool  # its end passed meanwhile: it was marked stopped; stop the instance (in case it did start)
 
 
-def claim_stale_starts(db: Database, now: datetime, replica: str, grace: timedelta = STALE_START,
-                       limit: int = 100) -> list[StaleStart]:
+def claim_stale_starts(
+    db: Database, now: datetime, replica: str, grace: timedelta = STALE_START, limit: int = 100
+) -> list[StaleStart]:
     """Take over `starting` occurrences older than `grace` (their replica died between claim and confirm)."""
     cutoff = now - grace
     with db.session() as session:
-        rows = list(session.execute(
-            select(Occurrence.id, Occurrence.app_instance_id, Occurrence.end_at)
-            .where(Occurrence.state == OccurrenceState.starting, Occurrence.fired_at < cutoff).limit(limit)))
+        rows = list(
+            session.execute(
+                select(Occurrence.id, Occurrence.app_instance_id, Occurrence.end_at)
+                .where(Occurrence.state == OccurrenceState.starting, Occurrence.fired_at < cutoff)
+                .limit(limit)
+            )
+        )
     taken = []
     for occurrence_id, instance_id, end_at in rows:
         ended = as_utc(end_at) <= now
@@ -254,9 +308,15 @@ def claim_stale_starts(db: Database, now: datetime, replica: str, grace: timedel
             values.update(state=OccurrenceState.stopped, reason=ENDED, stopped_at=now)
         with db.session() as session:
             result = session.execute(
-                update(Occurrence).where(Occurrence.id == occurrence_id, Occurrence.state == OccurrenceState.starting,
-                                         Occurrence.fired_at < cutoff)
-                .values(**values).execution_options(synchronize_session=False))
+                update(Occurrence)
+                .where(
+                    Occurrence.id == occurrence_id,
+                    Occurrence.state == OccurrenceState.starting,
+                    Occurrence.fired_at < cutoff,
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
             if result.rowcount == 1:
                 taken.append(StaleStart(occurrence_id, instance_id, as_utc(end_at), ended))
     return taken
@@ -266,8 +326,7 @@ def cancelled_meanwhile(db: Database, occurrence_id: str) -> bool:
     """After a start: was the occurrence deleted or replaced while the controller started it? (Its stop may then
     have reached the controller before the start did.) An occurrence that simply ended is not cancelled."""
     with db.session() as session:
-        row = session.execute(select(Occurrence.state, Occurrence.reason)
-                              .where(Occurrence.id == occurrence_id)).first()
+        row = session.execute(select(Occurrence.state, Occurrence.reason).where(Occurrence.id == occurrence_id)).first()
     if row is None:
         return True
     return row.state == OccurrenceState.stopped and row.reason != ENDED
@@ -279,15 +338,25 @@ def cancelled_meanwhile(db: Database, occurrence_id: str) -> bool:
 def claim_due_stops(db: Database, now: datetime, replica: str, limit: int = 1000) -> list[tuple[str, str]]:
     """Occurrences whose end time has come, claimed for stopping by this replica: [(instance, occurrence)]."""
     with db.session() as session:
-        due = list(session.execute(
-            select(Occurrence.id, Occurrence.app_instance_id)
-            .where(Occurrence.state == OccurrenceState.started, Occurrence.end_at <= now)
-            .order_by(Occurrence.end_at).limit(limit)))
+        due = list(
+            session.execute(
+                select(Occurrence.id, Occurrence.app_instance_id)
+                .where(Occurrence.state == OccurrenceState.started, Occurrence.end_at <= now)
+                .order_by(Occurrence.end_at)
+                .limit(limit)
+            )
+        )
     claimed = []
     for occurrence_id, instance_id in due:
         with db.session() as session:
-            if _claim(session, occurrence_id, OccurrenceState.started, state=OccurrenceState.stopped,
-                      reason=ENDED, stopped_at=now):
+            if _claim(
+                session,
+                occurrence_id,
+                OccurrenceState.started,
+                state=OccurrenceState.stopped,
+                reason=ENDED,
+                stopped_at=now,
+            ):
                 claimed.append((instance_id, occurrence_id))
     return claimed
 
@@ -295,25 +364,37 @@ def claim_due_stops(db: Database, now: datetime, replica: str, limit: int = 1000
 def stop_failed(db: Database, occurrence_id: str, reason: str) -> None:
     """Hand a stop that failed for a passing reason back to the loop (it retries next tick)."""
     with db.session() as session:
-        _claim(session, occurrence_id, OccurrenceState.stopped, state=OccurrenceState.started,
-               reason=f"stop failed, retrying: {reason}"[:300], stopped_at=None)
+        _claim(
+            session,
+            occurrence_id,
+            OccurrenceState.stopped,
+            state=OccurrenceState.started,
+            reason=f"stop failed, retrying: {reason}"[:300],
+            stopped_at=None,
+        )
 
 
 def claim_running_for_schedule(db: Database, schedule_id: str, now: datetime, reason: str) -> list[tuple[str, str]]:
     """Mark the schedule's running occurrences stopped (delete, disable); returns [(instance, occurrence)]."""
     with db.session() as session:
-        rows = list(session.execute(select(Occurrence.id, Occurrence.app_instance_id, Occurrence.state).where(
-            Occurrence.schedule_id == schedule_id, Occurrence.state.in_(ACTIVE))))
-        return [(instance_id, occurrence_id) for occurrence_id, instance_id, state in rows
-                if _claim(session, occurrence_id, state, state=OccurrenceState.stopped, reason=reason,
-                          stopped_at=now)]
+        rows = list(
+            session.execute(
+                select(Occurrence.id, Occurrence.app_instance_id, Occurrence.state).where(
+                    Occurrence.schedule_id == schedule_id, Occurrence.state.in_(ACTIVE)
+                )
+            )
+        )
+        return [
+            (instance_id, occurrence_id)
+            for occurrence_id, instance_id, state in rows
+            if _claim(session, occurrence_id, state, state=OccurrenceState.stopped, reason=reason, stopped_at=now)
+        ]
 
 
 def next_due(db: Database) -> datetime | None:
     """The earliest instant something is due (a planned start or a running occurrence's end)."""
     with db.session() as session:
-        start = session.scalar(select(func.min(Occurrence.start_at))
-                               .where(Occurrence.state == OccurrenceState.planned))
+        start = session.scalar(select(func.min(Occurrence.start_at)).where(Occurrence.state == OccurrenceState.planned))
         end = session.scalar(select(func.min(Occurrence.end_at)).where(Occurrence.state == OccurrenceState.started))
     found = [as_utc(v) for v in (start, end) if v is not None]
     return min(found) if found else None

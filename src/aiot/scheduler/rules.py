@@ -73,8 +73,10 @@ class EveryDay(BaseModel):
     @model_validator(mode="after")
     def _window(self) -> EveryDay:
         if parse_hhmm(self.end, "every_day.end") <= parse_hhmm(self.start, "every_day.start"):
-            raise SpecError("every_day.end", f"the window end {self.end} must be after its start {self.start} "
-                                             "(the window lies within one day)")
+            raise SpecError(
+                "every_day.end",
+                f"the window end {self.end} must be after its start {self.start} (the window lies within one day)",
+            )
         return self
 
     def local_times(self) -> list[time]:
@@ -161,8 +163,10 @@ class ScheduleSpec(BaseModel):
         if (self.times is None) == (self.every_day is None):
             raise SpecError("times", "give either times (a list of 'HH:MM') or every_day, not both or neither")
         if (self.duration_minutes is None) == (self.until is None):
-            raise SpecError("duration_minutes", "give either duration_minutes (run length) or until (daily end "
-                                                "time), not both or neither")
+            raise SpecError(
+                "duration_minutes",
+                "give either duration_minutes (run length) or until (daily end time), not both or neither",
+            )
         if self.until is not None:
             until = parse_hhmm(self.until, "until")
             if until in self.local_times():
@@ -236,8 +240,10 @@ def is_nonexistent(day: date, clock: time, zone: tzinfo) -> bool:
 
 def is_ambiguous(day: date, clock: time, zone: tzinfo) -> bool:
     naive = datetime.combine(day, clock)
-    return (not is_nonexistent(day, clock, zone)
-            and naive.replace(tzinfo=zone, fold=0).utcoffset() != naive.replace(tzinfo=zone, fold=1).utcoffset())
+    return (
+        not is_nonexistent(day, clock, zone)
+        and naive.replace(tzinfo=zone, fold=0).utcoffset() != naive.replace(tzinfo=zone, fold=1).utcoffset()
+    )
 
 
 def _run_end(spec: ScheduleSpec, day: date, clock: time, start: datetime) -> datetime:

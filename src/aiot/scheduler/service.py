@@ -76,8 +76,15 @@ class TickReport:
 class SchedulerService(LoopService):
     name = "scheduler"
 
-    def __init__(self, controller: InstanceController | None = None, *, clock: Clock = utcnow,
-                 interval: float = INTERVAL, horizon: timedelta = HORIZON, replica: str | None = None) -> None:
+    def __init__(
+        self,
+        controller: InstanceController | None = None,
+        *,
+        clock: Clock = utcnow,
+        interval: float = INTERVAL,
+        horizon: timedelta = HORIZON,
+        replica: str | None = None,
+    ) -> None:
         super().__init__()
         self.controller = controller
         self.clock = clock
@@ -140,14 +147,21 @@ class SchedulerService(LoopService):
         for instance_id, occurrence_id in await asyncio.to_thread(ledger.claim_due_stops, db, now, self.replica):
             await self._stop(db, controller, instance_id, occurrence_id, report)
         for stale in await asyncio.to_thread(ledger.claim_stale_starts, db, now, self.replica):
-            log.warning("occurrence %s of %s was left starting by a scheduler replica that stopped; %s",
-                        stale.occurrence_id, stale.instance_id, "stopping it (it has ended)" if stale.ended
-                        else "starting it again")
+            log.warning(
+                "occurrence %s of %s was left starting by a scheduler replica that stopped; %s",
+                stale.occurrence_id,
+                stale.instance_id,
+                "stopping it (it has ended)" if stale.ended else "starting it again",
+            )
             if stale.ended:
                 await self._stop(db, controller, stale.instance_id, stale.occurrence_id, report)
             else:
-                await self._act(db, controller, ledger.StartDecision(stale.occurrence_id, stale.instance_id,
-                                                                     start=True, until=stale.until), report)
+                await self._act(
+                    db,
+                    controller,
+                    ledger.StartDecision(stale.occurrence_id, stale.instance_id, start=True, until=stale.until),
+                    report,
+                )
         await self._fire_due(db, controller, now, report)
         refill = await asyncio.to_thread(ledger.refill_due, db, self.clock(), self.horizon, 50, REFILL_BUDGET_S)
         report.materialised = refill.created
@@ -159,16 +173,16 @@ class SchedulerService(LoopService):
             self.totals[key] += len(getattr(report, key))
         return report
 
-    async def _fire_due(self, db: Database, controller: InstanceController, now: datetime,
-                        report: TickReport) -> None:
+    async def _fire_due(self, db: Database, controller: InstanceController, now: datetime, report: TickReport) -> None:
         """Claim and start (or skip) every occurrence due at `now` that no other replica claimed first."""
         for occurrence_id in await asyncio.to_thread(ledger.due_starts, db, now):
             decision = await asyncio.to_thread(ledger.fire, db, occurrence_id, self.clock(), self.replica)
             if decision is not None:
                 await self._act(db, controller, decision, report)
 
-    async def _stop(self, db: Database, controller: InstanceController, instance_id: str, occurrence_id: str,
-                    report: TickReport) -> None:
+    async def _stop(
+        self, db: Database, controller: InstanceController, instance_id: str, occurrence_id: str, report: TickReport
+    ) -> None:
         try:
             await controller.stop(instance_id, occurrence_id)
             report.stopped.append(occurrence_id)
@@ -179,11 +193,11 @@ class SchedulerService(LoopService):
             log.warning("stopping %s for %s failed; will retry: %s", instance_id, occurrence_id, exc)
             await asyncio.to_thread(ledger.stop_failed, db, occurrence_id, f"{type(exc).__name__}: {exc}")
 
-    async def _act(self, db: Database, controller: InstanceController, decision: ledger.StartDecision,
-                   report: TickReport) -> None:
+    async def _act(
+        self, db: Database, controller: InstanceController, decision: ledger.StartDecision, report: TickReport
+    ) -> None:
         if not decision.start:
-            log.info("occurrence %s of %s skipped: %s", decision.occurrence_id, decision.instance_id,
-                     decision.reason)
+            log.info("occurrence %s of %s skipped: %s", decision.occurrence_id, decision.instance_id, decision.reason)
             report.skipped.append(decision.occurrence_id)
             return
         for old in decision.stop_first:

@@ -52,6 +52,7 @@ class LoopService(PlatformService):
         if not self.enabled(ctx):
             return
         if self.wake_subject and ctx.bus is not None:
+
             async def on_wake(_msg: object) -> None:
                 self._wake.set()
 

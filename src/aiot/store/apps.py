@@ -39,8 +39,9 @@ class AppInstance(Base):
     # upgrade changes them (aiot.apps.pinning.repin).
     models: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    state: Mapped[InstanceState] = mapped_column(Enum(InstanceState, native_enum=False, length=16),
-                                                 default=InstanceState.idle)
+    state: Mapped[InstanceState] = mapped_column(
+        Enum(InstanceState, native_enum=False, length=16), default=InstanceState.idle
+    )
     workload_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     current_occurrence_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     run_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -52,8 +52,7 @@ class PackageName(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pkn"))
     kind: Mapped[PackageKind] = mapped_column(Enum(PackageKind, native_enum=False, length=16))
     name: Mapped[str] = mapped_column(String(64))
-    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
-                                                 index=True)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -44,8 +44,9 @@ class Rollout(Base):
     # instances: the model pins before and after ({alias: mdl_…}); models: {"replicas": N}
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     manual_rollback: Mapped[bool] = mapped_column(Boolean, default=False)  # asked for by a user, not a failure
-    state: Mapped[RolloutState] = mapped_column(Enum(RolloutState, native_enum=False, length=16),
-                                                default=RolloutState.rolling)
+    state: Mapped[RolloutState] = mapped_column(
+        Enum(RolloutState, native_enum=False, length=16), default=RolloutState.rolling
+    )
     reason: Mapped[str] = mapped_column(String(500), default="")
     requested_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

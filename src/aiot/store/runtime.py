@@ -59,8 +59,7 @@ class Node(Base):
     capacity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"cpu": cores, "memory_mb": MiB}
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     nats_password_bcrypt: Mapped[str] = mapped_column(String(100))
-    status: Mapped[NodeStatus] = mapped_column(Enum(NodeStatus, native_enum=False, length=16),
-                                               default=NodeStatus.ready)
+    status: Mapped[NodeStatus] = mapped_column(Enum(NodeStatus, native_enum=False, length=16), default=NodeStatus.ready)
     load: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the last report's load section
     provider: Mapped[str] = mapped_column(String(40), default="manual")  # who started it (manual, local, ...)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -79,11 +78,11 @@ class Workload(Base):
     package_sha256: Mapped[str] = mapped_column(String(64))
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     group_id: Mapped[str] = mapped_column(String(32), index=True)  # model deployment or app instance it serves
-    desired: Mapped[DesiredState] = mapped_column(Enum(DesiredState, native_enum=False, length=16),
-                                                  default=DesiredState.running)
+    desired: Mapped[DesiredState] = mapped_column(
+        Enum(DesiredState, native_enum=False, length=16), default=DesiredState.running
+    )
     generation: Mapped[int] = mapped_column(Integer, default=1)
-    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True,
-                                                index=True)
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True, index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # config.json body minus secrets/paths
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"cpu", "memory_mb"}
     selector: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # node labels required

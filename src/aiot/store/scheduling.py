@@ -45,8 +45,9 @@ class Schedule(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     timezone: Mapped[str] = mapped_column(String(64))
     late_start_deadline_s: Mapped[int] = mapped_column(Integer, default=300)
-    overlap: Mapped[OverlapPolicy] = mapped_column(Enum(OverlapPolicy, native_enum=False, length=16),
-                                                   default=OverlapPolicy.forbid)
+    overlap: Mapped[OverlapPolicy] = mapped_column(
+        Enum(OverlapPolicy, native_enum=False, length=16), default=OverlapPolicy.forbid
+    )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # Runs ending before this instant are not materialised: set at creation and on each re-enable, so a
     # schedule never fires runs from before it existed (or while it was disabled).
@@ -70,8 +71,9 @@ class Occurrence(Base):
     app_instance_id: Mapped[str] = mapped_column(String(32), index=True)  # copied: overlap checks need no join
     start_at: Mapped[datetime] = mapped_column(UTCDateTime())
     end_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    state: Mapped[OccurrenceState] = mapped_column(Enum(OccurrenceState, native_enum=False, length=16),
-                                                  default=OccurrenceState.planned)
+    state: Mapped[OccurrenceState] = mapped_column(
+        Enum(OccurrenceState, native_enum=False, length=16), default=OccurrenceState.planned
+    )
     reason: Mapped[str] = mapped_column(String(300), default="")
     fired_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the scheduler replica
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

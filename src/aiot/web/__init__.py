@@ -44,12 +44,14 @@ def install(app: FastAPI) -> None:
         """A browser asking for a page that does not exist gets a page saying so (with the way home), not the
         API's JSON; programs (API paths, or no `text/html` in Accept) keep the JSON error."""
         assert isinstance(exc, StarletteHTTPException)
-        wants_page = "text/html" in request.headers.get("accept", "") and \
-            not request.url.path.startswith(API_PATHS)
+        wants_page = "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(API_PATHS)
         if wants_page and exc.status_code in (404, 405):
             title = "Page not found" if exc.status_code == 404 else "Not allowed here"
-            message = (f"There is no page at {request.url.path}." if exc.status_code == 404 else
-                       f"{request.method} is not possible on {request.url.path}.")
+            message = (
+                f"There is no page at {request.url.path}."
+                if exc.status_code == 404
+                else f"{request.method} is not possible on {request.url.path}."
+            )
             return error_page(request, exc.status_code, title, message)
         if json_error is None:
             raise exc

@@ -35,9 +35,12 @@ class ApiError(Exception):
     @property
     def missing_route(self) -> bool:
         """True when the route itself does not exist (a capability not installed), not a missing thing."""
-        return self.status in (404, 405) and self.code in ("not_found", "method_not_allowed") and \
-            not self.details and self.message in ("Not Found", "Method Not Allowed", "not found",
-                                                  "method not allowed")
+        return (
+            self.status in (404, 405)
+            and self.code in ("not_found", "method_not_allowed")
+            and not self.details
+            and self.message in ("Not Found", "Method Not Allowed", "not found", "method not allowed")
+        )
 
 
 def _client(app: FastAPI) -> httpx.AsyncClient:
@@ -53,8 +56,12 @@ def error_from(response: httpx.Response) -> ApiError:
     try:
         body = response.json()
         err = body.get("error") or {}
-        return ApiError(response.status_code, err.get("code", "error"), err.get("message", response.reason_phrase),
-                        err.get("details") or {})
+        return ApiError(
+            response.status_code,
+            err.get("code", "error"),
+            err.get("message", response.reason_phrase),
+            err.get("details") or {},
+        )
     except (ValueError, AttributeError):
         return ApiError(response.status_code, "error", response.text[:300] or response.reason_phrase)
 
@@ -75,27 +82,38 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                      content: bytes | AsyncIterable[bytes] | None = None,
-                      headers: dict[str, str] | None = None) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         params = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         if self.client is not None:
-            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False,
-                                            client=(self.client[0], self.client[1]))
+            transport = httpx.ASGITransport(
+                app=self.app, raise_app_exceptions=False, client=(self.client[0], self.client[1])
+            )
             async with httpx.AsyncClient(transport=transport, base_url="http://aiot.internal", timeout=60) as one:
-                response = await one.request(method, API_PREFIX + path, json=json, params=params, content=content,
-                                             headers=self._headers(headers))
+                response = await one.request(
+                    method, API_PREFIX + path, json=json, params=params, content=content, headers=self._headers(headers)
+                )
         else:
-            response = await _client(self.app).request(method, API_PREFIX + path, json=json, params=params,
-                                                       content=content, headers=self._headers(headers))
+            response = await _client(self.app).request(
+                method, API_PREFIX + path, json=json, params=params, content=content, headers=self._headers(headers)
+            )
         if response.status_code >= 400:
             raise error_from(response)
         return response
 
     async def send(self, method: str, path: str, *, content: bytes, headers: dict[str, str]) -> httpx.Response:
         """A request whose error answers the caller reads itself (e.g. a model's 422 naming the field)."""
-        return await _client(self.app).request(method, API_PREFIX + path, content=content,
-                                               headers=self._headers(headers))
+        return await _client(self.app).request(
+            method, API_PREFIX + path, content=content, headers=self._headers(headers)
+        )
 
     async def get(self, path: str, **params: Any) -> Any:
         return (await self.request("GET", path, params=params)).json()

@@ -14,20 +14,24 @@ LEFT = 38.0  # room for the axis labels
 def _points(values: Sequence[float], width: float, height: float, pad: float, top: float) -> list[tuple[float, float]]:
     n = len(values)
     step = (width - LEFT - pad) / max(n - 1, 1)
-    return [(LEFT + i * step, pad + (height - 2 * pad) * (1 - min(max(v, 0.0), top) / top))
-            for i, v in enumerate(values)]
+    return [
+        (LEFT + i * step, pad + (height - 2 * pad) * (1 - min(max(v, 0.0), top) / top)) for i, v in enumerate(values)
+    ]
 
 
 def _path(points: list[tuple[float, float]]) -> str:
     return " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points))
 
 
-def load_chart(cpu: Sequence[float], memory: Sequence[float], *, title: str, width: int = 360,
-               height: int = 120) -> Markup:
+def load_chart(
+    cpu: Sequence[float], memory: Sequence[float], *, title: str, width: int = 360, height: int = 120
+) -> Markup:
     """CPU and memory percentages over the last reports, 0-100 %, newest on the right."""
     pad = 18.0
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-             f"<title>{escape(title)}</title>"]
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
     for pct in (0, 50, 100):
         y = pad + (height - 2 * pad) * (1 - pct / 100)
         parts.append(f'<line class="grid-line" x1="{LEFT}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}"/>')
@@ -46,8 +50,16 @@ def load_chart(cpu: Sequence[float], memory: Sequence[float], *, title: str, wid
     return Markup("".join(parts))
 
 
-def series_chart(points: Sequence[tuple[datetime, float]], *, start: datetime, end: datetime, title: str,
-                 unit: str = "", width: int = 640, height: int = 180) -> Markup:
+def series_chart(
+    points: Sequence[tuple[datetime, float]],
+    *,
+    start: datetime,
+    end: datetime,
+    title: str,
+    unit: str = "",
+    width: int = 640,
+    height: int = 180,
+) -> Markup:
     """One numeric field of a device over [start, end]: a line with a time axis (local labels are the
     browser's job; these are UTC HH:MM, or dates for windows over two days) and the value range on the left.
     Every point is a circle with its time and value as a tooltip, so a reader can check a value exactly."""
@@ -63,8 +75,11 @@ def series_chart(points: Sequence[tuple[datetime, float]], *, start: datetime, e
         x = LEFT + plot_w * min(max((when - start).total_seconds() / span, 0.0), 1.0)
         return x, pad + plot_h * (1 - (value - low) / (high - low))
 
-    parts = [f'<svg class="chart series" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
-             f'data-points="{len(points)}">', f"<title>{escape(title)}</title>"]
+    parts = [
+        f'<svg class="chart series" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
+        f'data-points="{len(points)}">',
+        f"<title>{escape(title)}</title>",
+    ]
     for value in (low, (low + high) / 2, high):
         _, y = xy(start, value)
         parts.append(f'<line class="grid-line" x1="{LEFT}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}"/>')
@@ -74,14 +89,18 @@ def series_chart(points: Sequence[tuple[datetime, float]], *, start: datetime, e
         when = start + (end - start) * fraction
         x = LEFT + plot_w * fraction
         anchor = "start" if fraction == 0 else "end" if fraction == 1 else "middle"
-        parts.append(f'<text class="axis" x="{x:.1f}" y="{height - 6}" text-anchor="{anchor}">'
-                     f'{when.astimezone(UTC):{label}}</text>')
+        parts.append(
+            f'<text class="axis" x="{x:.1f}" y="{height - 6}" text-anchor="{anchor}">'
+            f"{when.astimezone(UTC):{label}}</text>"
+        )
     if points:
         xys = [xy(when, value) for when, value in points]
         parts.append(f'<path class="cpu" d="{_path(xys)}"/>')
         for (when, value), (x, y) in zip(points, xys, strict=True):
-            parts.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2"><title>'
-                         f'{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {value:g}{escape(unit)}</title></circle>')
+            parts.append(
+                f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2"><title>'
+                f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {value:g}{escape(unit)}</title></circle>"
+            )
     else:
         parts.append(f'<text class="axis" x="{width / 2 - 60}" y="{height / 2}">no readings in this window</text>')
     parts.append("</svg>")

@@ -28,10 +28,18 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 # (label, href) per role; the first entry is the role's home page.
 NAV: dict[Role, list[tuple[str, str]]] = {
-    Role.admin: [("Health", "/admin"), ("Users", "/admin/users"), ("Device types", "/admin/device-types"),
-                 ("Locations", "/admin/locations"), ("Nodes", "/admin/nodes"), ("Models", "/models"),
-                 ("Catalog", "/catalog"), ("Deployments", "/deployments"), ("Logs", "/logs"),
-                 ("Outbox", "/admin/outbox")],
+    Role.admin: [
+        ("Health", "/admin"),
+        ("Users", "/admin/users"),
+        ("Device types", "/admin/device-types"),
+        ("Locations", "/admin/locations"),
+        ("Nodes", "/admin/nodes"),
+        ("Models", "/models"),
+        ("Catalog", "/catalog"),
+        ("Deployments", "/deployments"),
+        ("Logs", "/logs"),
+        ("Outbox", "/admin/outbox"),
+    ],
     Role.ai_developer: [("Models", "/models"), ("Catalog", "/catalog"), ("Logs", "/logs")],
     Role.app_developer: [("My apps", "/dev/apps"), ("Catalog", "/catalog"), ("Logs", "/logs")],
     Role.end_user: [("App store", "/store"), ("My deployments", "/deployments")],
@@ -105,11 +113,25 @@ def render(request: Request, name: str, web: WebUser | None = None, status: int 
     flash = unquote(raw_flash) if raw_flash else None
     nav = NAV[web.role] if web else []
     path = request.url.path
-    active = max((href for _, href in nav if path == href or path.startswith(href.rstrip("/") + "/")),
-                 key=len, default="")
-    response = templates.TemplateResponse(request, name, {
-        "web": web, "user": web.user if web else None, "csrf": web.csrf if web else "", "nav": nav,
-        "active": active, "flash": flash, "errors": None, "values": {}, **context}, status_code=status)
+    active = max(
+        (href for _, href in nav if path == href or path.startswith(href.rstrip("/") + "/")), key=len, default=""
+    )
+    response = templates.TemplateResponse(
+        request,
+        name,
+        {
+            "web": web,
+            "user": web.user if web else None,
+            "csrf": web.csrf if web else "",
+            "nav": nav,
+            "active": active,
+            "flash": flash,
+            "errors": None,
+            "values": {},
+            **context,
+        },
+        status_code=status,
+    )
     if flash:
         response.delete_cookie(FLASH_COOKIE, path="/")
     return response
@@ -118,8 +140,12 @@ def render(request: Request, name: str, web: WebUser | None = None, status: int 
 def fragment(request: Request, name: str, status: int = 200, **context: Any) -> Response:
     """A partial for htmx swaps (no layout)."""
     web = getattr(request.state, "web_user", None)
-    return templates.TemplateResponse(request, name, {"web": web, "csrf": web.csrf if web else "",
-                                                      "errors": None, "values": {}, **context}, status_code=status)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"web": web, "csrf": web.csrf if web else "", "errors": None, "values": {}, **context},
+        status_code=status,
+    )
 
 
 def redirect(url: str, flash: str | None = None) -> Response:

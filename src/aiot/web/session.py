@@ -72,8 +72,9 @@ def check_csrf(request: Request, form: FormData | None) -> None:
     expected = csrf_token(request, session) if session else ""
     sent = request.headers.get(CSRF_HEADER) or (str(form.get(CSRF_FIELD, "")) if form is not None else "")
     if not tokens_match(sent, expected):
-        raise Forbidden("the form's security token is missing or stale; reload the page and try again",
-                        field=CSRF_FIELD)
+        raise Forbidden(
+            "the form's security token is missing or stale; reload the page and try again", field=CSRF_FIELD
+        )
 
 
 class Page:

@@ -51,13 +51,26 @@ def register(ctx: Ctx, body: RegisterIn, join_token_id: str = Depends(JoinAuth))
     """Join with a join token (each registration uses it up once); 409 when the name belongs to a node."""
     secret = platform_secret(ctx.settings)
     with ctx.db.session() as session:
-        node, token = node_rules.register_node(session, secret, name=body.name, address=body.address,
-                                               labels=body.labels, capacity=body.capacity, provider=body.provider,
-                                               join_token_id=join_token_id)
+        node, token = node_rules.register_node(
+            session,
+            secret,
+            name=body.name,
+            address=body.address,
+            labels=body.labels,
+            capacity=body.capacity,
+            provider=body.provider,
+            join_token_id=join_token_id,
+        )
         node_id = node.id
-    return {"node_id": node_id, "node_token": token,
-            "nats": {"servers": nats_servers(ctx), "user": node_id,
-                     "password": node_rules.node_nats_password(secret, node_id)}}
+    return {
+        "node_id": node_id,
+        "node_token": token,
+        "nats": {
+            "servers": nats_servers(ctx),
+            "user": node_id,
+            "password": node_rules.node_nats_password(secret, node_id),
+        },
+    }
 
 
 @router.get("/assignments")
@@ -65,29 +78,29 @@ def assignments(ctx: Ctx, node: Node = Depends(NodeAuth)) -> dict:
     secret = platform_secret(ctx.settings)
     servers = nats_servers(ctx)
     with ctx.db.session() as session:
-        rows = session.scalars(select(Workload).where(Workload.node_id == node.id,
-                                                      Workload.desired == DesiredState.running)
-                               .order_by(Workload.created_at))
+        rows = session.scalars(
+            select(Workload)
+            .where(Workload.node_id == node.id, Workload.desired == DesiredState.running)
+            .order_by(Workload.created_at)
+        )
         degraded_after = ctx.settings.degraded_after_failures
-        return {"node_id": node.id,
-                "assignments": [assignment(w, node, secret, servers, degraded_after) for w in rows]}
+        return {"node_id": node.id, "assignments": [assignment(w, node, secret, servers, degraded_after) for w in rows]}
 
 
 @router.get("/packages/{sha256}", response_class=FileResponse)
 async def package(ctx: Ctx, sha256: str, node: Node = Depends(NodeAuth)) -> FileResponse:
     """The archive of a package this node is assigned (by content hash)."""
     with ctx.db.session() as session:
-        assigned = session.scalar(select(Workload.id).where(Workload.node_id == node.id,
-                                                            Workload.package_sha256 == sha256).limit(1))
-        known = any(session.scalar(select(t.id).where(t.sha256 == sha256).limit(1)) for t in (ModelPackage,
-                                                                                               AppPackage))
+        assigned = session.scalar(
+            select(Workload.id).where(Workload.node_id == node.id, Workload.package_sha256 == sha256).limit(1)
+        )
+        known = any(session.scalar(select(t.id).where(t.sha256 == sha256).limit(1)) for t in (ModelPackage, AppPackage))
     if not assigned or not known:
         raise NotFound(f"no package {sha256[:12]}… assigned to this node", field="sha256")
     if ctx.bus is None:
         raise ServiceUnavailable("the message bus is not connected")
     path = await ArtifactRepository(ctx.db, ctx.bus).download(sha256)
-    return FileResponse(path, media_type="application/zip",
-                        background=BackgroundTask(path.unlink, missing_ok=True))
+    return FileResponse(path, media_type="application/zip", background=BackgroundTask(path.unlink, missing_ok=True))
 
 
 @router.post("/report")

@@ -46,8 +46,9 @@ def _login(request: Request, body: LoginRequest, kind: TokenKind) -> TokenOut:
     if wait > 0:
         throttle.refused(body.username, address, wait)
         seconds = math.ceil(wait)
-        raise TooManyRequests(f"too many failed logins; try again in {seconds} s", retry_after=seconds,
-                              field="password")
+        raise TooManyRequests(
+            f"too many failed logins; try again in {seconds} s", retry_after=seconds, field="password"
+        )
     with ctx.db.session() as session:
         try:
             user = accounts.authenticate(session, body.username, body.password)
@@ -55,8 +56,12 @@ def _login(request: Request, body: LoginRequest, kind: TokenKind) -> TokenOut:
             throttle.failed(body.username, address)
             raise
         issued = accounts.issue_token(session, user, ttl=_ttl(ctx, kind), kind=kind, name=body.token_name)
-        out = TokenOut(token=issued.token, token_id=issued.record.id, expires_at=issued.record.expires_at,
-                       user=UserOut.model_validate(user))
+        out = TokenOut(
+            token=issued.token,
+            token_id=issued.record.id,
+            expires_at=issued.record.expires_at,
+            user=UserOut.model_validate(user),
+        )
     throttle.succeeded(body.username, address)
     return out
 
@@ -73,8 +78,15 @@ def open_session(request: Request, ctx: Ctx, body: LoginRequest, response: Respo
     token (send it as X-CSRF-Token on unsafe requests; no cookie holds it). Throttled like /auth/login."""
     out = _login(request, body, TokenKind.session)
     settings = ctx.settings
-    response.set_cookie(SESSION_COOKIE, out.token, max_age=int(_ttl(ctx, TokenKind.session).total_seconds()),
-                        httponly=True, samesite="lax", secure=settings.secure_cookies, path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        out.token,
+        max_age=int(_ttl(ctx, TokenKind.session).total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        path="/",
+    )
     response.delete_cookie(LEGACY_CSRF_COOKIE, path="/")
     return SessionOut(**out.user.model_dump(), csrf_token=csrf_token(request, out.token))
 

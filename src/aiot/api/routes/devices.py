@@ -65,22 +65,42 @@ class CommandIn(BaseModel):
 
 
 def location_out(row: Location, device_count: int | None = None) -> dict[str, Any]:
-    out = {"id": row.id, "name": row.name, "kind": row.kind, "address": row.address, "timezone": row.timezone,
-           "parent_id": row.parent_id, "created_at": row.created_at.isoformat()}
+    out = {
+        "id": row.id,
+        "name": row.name,
+        "kind": row.kind,
+        "address": row.address,
+        "timezone": row.timezone,
+        "parent_id": row.parent_id,
+        "created_at": row.created_at.isoformat(),
+    }
     if device_count is not None:
         out["device_count"] = device_count
     return out
 
 
 def grant_out(row: LocationGrant, location: Location, username: str) -> dict[str, Any]:
-    return {"location_id": location.id, "location": location.name, "user_id": row.user_id, "user": username,
-            "granted_by": row.granted_by, "granted_at": row.granted_at.isoformat()}
+    return {
+        "location_id": location.id,
+        "location": location.name,
+        "user_id": row.user_id,
+        "user": username,
+        "granted_by": row.granted_by,
+        "granted_at": row.granted_at.isoformat(),
+    }
 
 
 def device_out(row: Device, credential: str | None = None) -> dict[str, Any]:
-    out = {"id": row.id, "name": row.name, "device_type": row.device_type.name, "kind": row.device_type.kind.value,
-           "location_id": row.location_id, "location": row.location.name, "state": row.state.value,
-           "created_at": row.created_at.isoformat()}
+    out = {
+        "id": row.id,
+        "name": row.name,
+        "device_type": row.device_type.name,
+        "kind": row.device_type.kind.value,
+        "location_id": row.location_id,
+        "location": row.location.name,
+        "state": row.state.value,
+        "created_at": row.created_at.isoformat(),
+    }
     if credential is not None:
         out["credential"] = credential
     return out
@@ -88,12 +108,14 @@ def device_out(row: Device, credential: str | None = None) -> dict[str, Any]:
 
 def _connect_info(ctx: ServiceContext, device_id: str, password: str) -> dict[str, Any]:
     ctx = ctx
-    info: dict[str, Any] = {"username": device_id, "password": password,
-                            "topics": {ch: subjects.mqtt_topic(device_id, ch) for ch in subjects.CHANNELS},
-                            "subjects": {ch: subjects.device_subject(device_id, ch) for ch in subjects.CHANNELS}}
+    info: dict[str, Any] = {
+        "username": device_id,
+        "password": password,
+        "topics": {ch: subjects.mqtt_topic(device_id, ch) for ch in subjects.CHANNELS},
+        "subjects": {ch: subjects.device_subject(device_id, ch) for ch in subjects.CHANNELS},
+    }
     if ctx.embedded is not None:
-        info.update(nats_url=ctx.embedded.url, mqtt_host=ctx.embedded._connect_host,
-                    mqtt_port=ctx.embedded.mqtt_port)
+        info.update(nats_url=ctx.embedded.url, mqtt_host=ctx.embedded._connect_host, mqtt_port=ctx.embedded.mqtt_port)
     elif ctx.settings.nats_url:
         info.update(nats_url=ctx.settings.nats_url.split(",")[0])
     return info
@@ -105,14 +127,14 @@ def _connect_info(ctx: ServiceContext, device_id: str, password: str) -> dict[st
 @router.post("/locations", status_code=status.HTTP_201_CREATED)
 def add_location(ctx: Ctx, body: LocationIn, _: Principal = Depends(ADMIN)) -> dict:
     with ctx.db.session() as session:
-        row = inventory.create_location(session, name=body.name, kind=body.kind, address=body.address,
-                                       timezone=body.timezone, parent=body.parent)
+        row = inventory.create_location(
+            session, name=body.name, kind=body.kind, address=body.address, timezone=body.timezone, parent=body.parent
+        )
         return location_out(row)
 
 
 @router.get("/locations")
-def list_locations(ctx: Ctx, device_type: str | None = None,
-                   principal: Principal = Depends(AnyUser)) -> list[dict]:
+def list_locations(ctx: Ctx, device_type: str | None = None, principal: Principal = Depends(AnyUser)) -> list[dict]:
     """The locations the caller may see with their device counts; `device_type` keeps only locations having
     that type."""
     with ctx.db.session() as session:
@@ -148,8 +170,9 @@ def delete_location(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> Respon
 
 
 @router.post("/locations/{ref}/grants", status_code=status.HTTP_201_CREATED)
-def grant_location(ctx: Ctx, ref: str, body: GrantIn, response: Response,
-                   principal: Principal = Depends(ADMIN)) -> dict:
+def grant_location(
+    ctx: Ctx, ref: str, body: GrantIn, response: Response, principal: Principal = Depends(ADMIN)
+) -> dict:
     """Give a user this location and every location below it (201 new, 200 when they already had it)."""
     with ctx.db.session() as session:
         loc = inventory.get_location(session, ref)
@@ -166,8 +189,10 @@ def grant_location(ctx: Ctx, ref: str, body: GrantIn, response: Response,
 def list_location_grants(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> list[dict]:
     with ctx.db.session() as session:
         loc = inventory.get_location(session, ref)
-        return [grant_out(g, loc, get_user(session, g.user_id).username)
-                for g in grants.list_grants(session, location_id=loc.id)]
+        return [
+            grant_out(g, loc, get_user(session, g.user_id).username)
+            for g in grants.list_grants(session, location_id=loc.id)
+        ]
 
 
 @router.delete("/locations/{ref}/grants/{user}", status_code=status.HTTP_204_NO_CONTENT)
@@ -189,8 +214,10 @@ def list_all_grants(ctx: Ctx, user: str | None = None, _: Principal = Depends(AD
     """Every grant, or one user's (`user`: id or username)."""
     with ctx.db.session() as session:
         user_id = get_user(session, user).id if user else None
-        return [grant_out(g, session.get(Location, g.location_id), get_user(session, g.user_id).username)
-                for g in grants.list_grants(session, user_id=user_id)]
+        return [
+            grant_out(g, session.get(Location, g.location_id), get_user(session, g.user_id).username)
+            for g in grants.list_grants(session, user_id=user_id)
+        ]
 
 
 # ---------------------------------------------------------------------- devices
@@ -200,24 +227,29 @@ def list_all_grants(ctx: Ctx, user: str | None = None, _: Principal = Depends(AD
 async def add_device(ctx: Ctx, body: DeviceIn, _: Principal = Depends(ADMIN)) -> dict:
     """Register a device; the answer holds its credential and where to connect. The password is shown once."""
     with ctx.db.session() as session:
-        device, issued = inventory.create_device(session, name=body.name, device_type=body.device_type,
-                                                location=body.location)
+        device, issued = inventory.create_device(
+            session, name=body.name, device_type=body.device_type, location=body.location
+        )
         out = device_out(device, "active")
     await announce_auth_change(ctx)
     return {**out, "connect": _connect_info(ctx, issued.username, issued.password)}
 
 
 @router.get("/devices")
-def list_devices(ctx: Ctx, location: str | None = None, device_type: str | None = None,
-                 principal: Principal = Depends(AnyUser)) -> list[dict]:
+def list_devices(
+    ctx: Ctx, location: str | None = None, device_type: str | None = None, principal: Principal = Depends(AnyUser)
+) -> list[dict]:
     """The devices the caller may see (admins: all), optionally of one location and/or device type."""
     with ctx.db.session() as session:
         scope = grants.scope_for(session, principal.user.id)
         query = select(Device).order_by(Device.location_id, Device.name)
         if location:
             query = query.where(Device.location_id == grants.visible_location(session, scope, location).id)
-        rows = [d for d in session.scalars(query)
-                if scope.allows(d.location_id) and (not device_type or d.device_type.name == device_type)]
+        rows = [
+            d
+            for d in session.scalars(query)
+            if scope.allows(d.location_id) and (not device_type or d.device_type.name == device_type)
+        ]
         credentials = inventory.credential_statuses(session, [d.id for d in rows])  # one query, not one per row
         return [device_out(d, credentials.get(d.id, "none")) for d in rows]
 
@@ -270,11 +302,21 @@ async def revoke_credential(ctx: Ctx, device_id: str, _: Principal = Depends(ADM
 
 
 def record_out(record: StoredRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"device_id": record.device_id, "channel": record.channel, "ts": record.ts.isoformat(),
-                           "values": record.values}
+    out: dict[str, Any] = {
+        "device_id": record.device_id,
+        "channel": record.channel,
+        "ts": record.ts.isoformat(),
+        "values": record.values,
+    }
     if record.frame is not None:
-        out.update(frame={"encoding": record.frame.encoding, "bytes": len(record.frame.data),
-                          "width": record.frame.width, "height": record.frame.height})
+        out.update(
+            frame={
+                "encoding": record.frame.encoding,
+                "bytes": len(record.frame.data),
+                "width": record.frame.width,
+                "height": record.frame.height,
+            }
+        )
     if record.cmd_id:
         out["cmd_id"] = record.cmd_id
     if record.seq is not None:
@@ -307,14 +349,18 @@ async def latest_reading(ctx: Ctx, device_id: str, principal: Principal = Depend
         except Exception:  # noqa: BLE001 - nats-py raises KeyNotFoundError when the device never reported
             continue
         if entry.value:
-            result[key] = (record_out(decode_record(entry.value, device_id, entry.revision)) if key == "latest"
-                           else json.loads(entry.value))
+            result[key] = (
+                record_out(decode_record(entry.value, device_id, entry.revision))
+                if key == "latest"
+                else json.loads(entry.value)
+            )
     return result
 
 
 @router.get("/devices/{device_id}/history")
-async def reading_history(ctx: Ctx, device_id: str, since: datetime | None = None, limit: int = 100,
-                          principal: Principal = Depends(AnyUser)) -> list[dict]:
+async def reading_history(
+    ctx: Ctx, device_id: str, since: datetime | None = None, limit: int = 100, principal: Principal = Depends(AnyUser)
+) -> list[dict]:
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")
     _visible_device(ctx, principal, device_id)
@@ -323,13 +369,15 @@ async def reading_history(ctx: Ctx, device_id: str, since: datetime | None = Non
 
 
 @router.post("/devices/{device_id}/commands")
-async def send_command(ctx: Ctx, device_id: str, body: CommandIn,
-                       principal: Principal = Depends(COMMAND_SENDERS)) -> dict:
+async def send_command(
+    ctx: Ctx, device_id: str, body: CommandIn, principal: Principal = Depends(COMMAND_SENDERS)
+) -> dict:
     """Send a command to a controller and wait for its acknowledged new state."""
     device = _visible_device(ctx, principal, device_id)
     if device.device_type.kind.value != "controller":
-        raise ValidationFailed(f"device {device_id} is a {device.device_type.kind.value}, not a controller",
-                               field="device_id")
+        raise ValidationFailed(
+            f"device {device_id} is a {device.device_type.kind.value}, not a controller", field="device_id"
+        )
     if device.state != DeviceState.enabled:
         raise Conflict(f"device {device_id} is disabled", field="device_id")
     type_def = DeviceTypeDefinition.model_validate(device.device_type.definition)
@@ -357,10 +405,16 @@ async def send_command(ctx: Ctx, device_id: str, body: CommandIn,
         except TimeoutError as exc:
             raise ServiceUnavailable(
                 f"controller {device_id} did not acknowledge {body.command!r} within {body.timeout:g} s "
-                "(is it online?)", field="device_id", details={"cmd_id": cmd_id}) from exc
+                "(is it online?)",
+                field="device_id",
+                details={"cmd_id": cmd_id},
+            ) from exc
     finally:
         await sub.unsubscribe()
     if report.error:
-        raise Conflict(f"controller {device_id} refused {body.command!r}: {report.error}", field="command",
-                       details={"cmd_id": cmd_id})
+        raise Conflict(
+            f"controller {device_id} refused {body.command!r}: {report.error}",
+            field="command",
+            details={"cmd_id": cmd_id},
+        )
     return {"cmd_id": cmd_id, "state": report.state, "ts": report.ts.isoformat()}

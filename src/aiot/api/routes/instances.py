@@ -56,18 +56,28 @@ def instance_out(session: Any, instance: AppInstance) -> dict[str, Any]:
     workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
     observed = session.get(WorkloadStatus, workload.id) if workload else None
     return {
-        "id": instance.id, "name": instance.name, "app_id": instance.app_id,
-        "app": f"{app.name}:{app.version}" if app else None, "kind": app.kind if app else None,
+        "id": instance.id,
+        "name": instance.name,
+        "app_id": instance.app_id,
+        "app": f"{app.name}:{app.version}" if app else None,
+        "kind": app.kind if app else None,
         "models": dict(instance.models or {}),
-        "location_id": instance.location_id, "owner_id": instance.owner_id, "bindings": instance.bindings,
-        "settings": instance.settings, "state": instance.state.value, "workload_id": instance.workload_id,
+        "location_id": instance.location_id,
+        "owner_id": instance.owner_id,
+        "bindings": instance.bindings,
+        "settings": instance.settings,
+        "state": instance.state.value,
+        "workload_id": instance.workload_id,
         "workload_state": observed.state if observed and instance.state == InstanceState.running else None,
         "workload_reason": observed.reason if observed and instance.state == InstanceState.running else None,
         "node_id": workload.node_id if workload and instance.state == InstanceState.running else None,
-        "address": instance.address, "run_until": instance.run_until.isoformat() if instance.run_until else None,
-        "current_occurrence_id": instance.current_occurrence_id, "created_at": instance.created_at.isoformat(),
-        "rollout": next((rollout_out(r) for r in history(session, instance.id)
-                         if r.state == RolloutState.rolling), None),
+        "address": instance.address,
+        "run_until": instance.run_until.isoformat() if instance.run_until else None,
+        "current_occurrence_id": instance.current_occurrence_id,
+        "created_at": instance.created_at.isoformat(),
+        "rollout": next(
+            (rollout_out(r) for r in history(session, instance.id) if r.state == RolloutState.rolling), None
+        ),
     }
 
 
@@ -91,9 +101,15 @@ def app_locations(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -
 @router.post("/instances", status_code=status.HTTP_201_CREATED)
 def add_instance(ctx: Ctx, body: InstanceIn, principal: Principal = Depends(USERS)) -> dict:
     with ctx.db.session() as session:
-        instance = create_instance(session, app_ref=body.app, location_ref=body.location,
-                                   owner_id=principal.user.id, bindings=body.bindings, settings=body.settings,
-                                   name=body.name)
+        instance = create_instance(
+            session,
+            app_ref=body.app,
+            location_ref=body.location,
+            owner_id=principal.user.id,
+            bindings=body.bindings,
+            settings=body.settings,
+            name=body.name,
+        )
         return instance_out(session, instance)
 
 
@@ -139,8 +155,9 @@ async def upgrade(ctx: Ctx, instance_id: str, body: UpgradeIn, principal: Princi
     the soak period, the platform rolls back by itself and mails the owner."""
     with ctx.db.session() as session:
         instance = _owned(session, principal, instance_id)
-        rollout = rollout_out(upgrade_instance(session, platform_secret(ctx.settings), instance, body.version,
-                                               by=principal.user.id))
+        rollout = rollout_out(
+            upgrade_instance(session, platform_secret(ctx.settings), instance, body.version, by=principal.user.id)
+        )
     await workloads_changed(ctx)
     return rollout
 
@@ -150,8 +167,7 @@ async def rollback(ctx: Ctx, instance_id: str, principal: Principal = Depends(US
     """Back to the version the latest upgrade replaced (an upgrade still in progress is undone at once)."""
     with ctx.db.session() as session:
         instance = _owned(session, principal, instance_id)
-        rollout = rollout_out(rollback_instance(session, platform_secret(ctx.settings), instance,
-                                                by=principal.user.id))
+        rollout = rollout_out(rollback_instance(session, platform_secret(ctx.settings), instance, by=principal.user.id))
     await workloads_changed(ctx)
     return rollout
 

@@ -61,8 +61,10 @@ async def _store(request: Request, principal: Principal, converted: Converted) -
     ctx = service_context(request)
     if converted.kind == "device-types":
         with ctx.db.session() as session:
-            return [device_type_out(ArtifactRepository.put_device_type(session, raw, name, principal.user.id).row)
-                    for name, raw in sorted(converted.files.items())]
+            return [
+                device_type_out(ArtifactRepository.put_device_type(session, raw, name, principal.user.id).row)
+                for name, raw in sorted(converted.files.items())
+            ]
     out: dict[str, Any] = {"locations": [], "devices": []}
     issued_all = []
     with ctx.db.session() as session:
@@ -73,8 +75,9 @@ async def _store(request: Request, principal: Principal, converted: Converted) -
                 row = inventory.create_location(session, name=loc["name"], kind=loc["kind"], address=loc["address"])
             out["locations"].append(location_out(row))
         for plan in converted.devices:
-            device, issued = inventory.create_device(session, name=plan["name"], device_type=plan["device_type"],
-                                                    location=plan["location"])
+            device, issued = inventory.create_device(
+                session, name=plan["name"], device_type=plan["device_type"], location=plan["location"]
+            )
             out["devices"].append(device_out(device, "active"))
             issued_all.append(issued)
     await announce_auth_change(ctx)
@@ -94,8 +97,7 @@ async def import_legacy(
 ) -> JSONResponse:
     """Convert a model, app, device type or device instance zip of the original platform and store it as the
     caller. The answer says what was converted (`converted.notes`: every choice made) and what was stored."""
-    options = {"version": version, "models": parse_model_map(model), "names": parse_names(names),
-               "location": location}
+    options = {"version": version, "models": parse_model_map(model), "names": parse_names(names), "location": location}
     async with received_upload(request) as (path, filename):
         try:
             converted = convert(read_zip(path), filename, **options)

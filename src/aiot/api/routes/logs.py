@@ -54,8 +54,10 @@ def parse_when(value: str | None, field: str, now: datetime | None = None) -> da
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationFailed(f"{field}={value!r}: expected an ISO time (2024-05-01T08:00:00Z) or a duration "
-                               "ago such as 15m, 2h, 7d", field=field) from None
+        raise ValidationFailed(
+            f"{field}={value!r}: expected an ISO time (2024-05-01T08:00:00Z) or a duration ago such as 15m, 2h, 7d",
+            field=field,
+        ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
@@ -66,31 +68,41 @@ def _bus(ctx: ServiceContext) -> Any:
     return bus
 
 
-def _scope(ctx: ServiceContext, principal: Principal, workload_id: str | None,
-           app_instance_id: str | None, service: str | None) -> tuple[str, ...] | None:
+def _scope(
+    ctx: ServiceContext, principal: Principal, workload_id: str | None, app_instance_id: str | None, service: str | None
+) -> tuple[str, ...] | None:
     """The workload ids the caller may read and asked for (None: no restriction, admins only)."""
     admin = principal.role == Role.admin
     if not admin and service and service != "workload":
-        raise Forbidden("platform service logs are for admins; filter by your workloads or app instances",
-                        field="service")
+        raise Forbidden(
+            "platform service logs are for admins; filter by your workloads or app instances", field="service"
+        )
     with ctx.db.session() as session:
         allowed: set[str] | None = None
         if not admin:
-            visible = or_(AppInstance.owner_id == principal.user.id,
-                          AppInstance.app_id.in_(app_ids_owned_by(principal.user.id)))
+            visible = or_(
+                AppInstance.owner_id == principal.user.id, AppInstance.app_id.in_(app_ids_owned_by(principal.user.id))
+            )
             mine = select(AppInstance.id).where(visible)
-            allowed = set(session.scalars(select(Workload.id).where(
-                or_(Workload.owner_id == principal.user.id, Workload.group_id.in_(mine)))))
+            allowed = set(
+                session.scalars(
+                    select(Workload.id).where(or_(Workload.owner_id == principal.user.id, Workload.group_id.in_(mine)))
+                )
+            )
             allowed |= {w for w in session.scalars(select(AppInstance.workload_id).where(visible)) if w}
         chosen: set[str] | None = allowed
         if app_instance_id:
             instance = session.get(AppInstance, app_instance_id)
             if instance is None:
                 raise NotFound(f"no app instance {app_instance_id}", field="app_instance_id")
-            if not admin and instance.owner_id != principal.user.id and not session.scalar(
-                    app_ids_owned_by(principal.user.id).where(AppPackage.id == instance.app_id)):
-                raise Forbidden(f"app instance {app_instance_id} is neither yours nor of an app you own",
-                                field="app_instance_id")
+            if (
+                not admin
+                and instance.owner_id != principal.user.id
+                and not session.scalar(app_ids_owned_by(principal.user.id).where(AppPackage.id == instance.app_id))
+            ):
+                raise Forbidden(
+                    f"app instance {app_instance_id} is neither yours nor of an app you own", field="app_instance_id"
+                )
             ids = set(session.scalars(select(Workload.id).where(Workload.group_id == app_instance_id)))
             ids |= {instance.workload_id} if instance.workload_id else set()
             chosen = ids if chosen is None else chosen & ids
@@ -101,9 +113,17 @@ def _scope(ctx: ServiceContext, principal: Principal, workload_id: str | None,
     return None if chosen is None else tuple(sorted(chosen))
 
 
-def _filter(ctx: ServiceContext, principal: Principal, service: str | None, workload_id: str | None,
-            app_instance_id: str | None, level: str | None, since: str | None, until: str | None,
-            text: str | None) -> LogFilter:
+def _filter(
+    ctx: ServiceContext,
+    principal: Principal,
+    service: str | None,
+    workload_id: str | None,
+    app_instance_id: str | None,
+    level: str | None,
+    since: str | None,
+    until: str | None,
+    text: str | None,
+) -> LogFilter:
     try:
         min_level = parse_level(level) if level else None
     except ValueError as exc:
@@ -112,8 +132,14 @@ def _filter(ctx: ServiceContext, principal: Principal, service: str | None, work
     if start and end and start > end:
         raise ValidationFailed("since is after until", field="since")
     workload_ids = _scope(ctx, principal, workload_id, app_instance_id, service)
-    return LogFilter(service=service or None, workload_ids=workload_ids, min_level=min_level, since=start,
-                     until=end, text=text or None)
+    return LogFilter(
+        service=service or None,
+        workload_ids=workload_ids,
+        min_level=min_level,
+        since=start,
+        until=end,
+        text=text or None,
+    )
 
 
 def _instances_of(ctx: ServiceContext, workload_ids: set[str]) -> dict[str, str]:
@@ -121,16 +147,27 @@ def _instances_of(ctx: ServiceContext, workload_ids: set[str]) -> dict[str, str]
     if not workload_ids:
         return {}
     with ctx.db.session() as session:
-        rows = session.execute(select(Workload.id, Workload.group_id).where(
-            Workload.id.in_(workload_ids), Workload.kind == WorkloadKind.app))
+        rows = session.execute(
+            select(Workload.id, Workload.group_id).where(
+                Workload.id.in_(workload_ids), Workload.kind == WorkloadKind.app
+            )
+        )
         return {wid: group for wid, group in rows}
 
 
 @router.get("/logs")
-async def search_logs(ctx: Ctx, service: str | None = None, workload_id: str | None = None,
-                      app_instance_id: str | None = None, level: str | None = None, since: str | None = None,
-                      until: str | None = None, text: str | None = None, limit: int = 200,
-                      principal: Principal = Depends(AnyUser)) -> dict:
+async def search_logs(
+    ctx: Ctx,
+    service: str | None = None,
+    workload_id: str | None = None,
+    app_instance_id: str | None = None,
+    level: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    text: str | None = None,
+    limit: int = 200,
+    principal: Principal = Depends(AnyUser),
+) -> dict:
     """Newest first. `level` is a minimum (WARNING shows ERROR too); `text` is a case-insensitive substring;
     `since`/`until` are ISO times or durations ago (15m, 2h, 7d)."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -140,8 +177,7 @@ async def search_logs(ctx: Ctx, service: str | None = None, workload_id: str | N
     await ensure_logs_stream(bus, ctx.settings)
     result = await query_logs(bus.js, flt, limit=limit)
     records = [found.to_json() for found in result.records]
-    labels = _instances_of(ctx, {r["workload_id"] for r in records
-                                     if r["workload_id"] and not r["app_instance_id"]})
+    labels = _instances_of(ctx, {r["workload_id"] for r in records if r["workload_id"] and not r["app_instance_id"]})
     for record in records:
         if not record["app_instance_id"] and record["workload_id"] in labels:
             record["app_instance_id"] = labels[record["workload_id"]]
@@ -149,9 +185,15 @@ async def search_logs(ctx: Ctx, service: str | None = None, workload_id: str | N
 
 
 @router.get("/logs/stream")
-async def tail_logs(ctx: Ctx, service: str | None = None, workload_id: str | None = None,
-                    app_instance_id: str | None = None, level: str | None = None, text: str | None = None,
-                    principal: Principal = Depends(AnyUser)) -> StreamingResponse:
+async def tail_logs(
+    ctx: Ctx,
+    service: str | None = None,
+    workload_id: str | None = None,
+    app_instance_id: str | None = None,
+    level: str | None = None,
+    text: str | None = None,
+    principal: Principal = Depends(AnyUser),
+) -> StreamingResponse:
     """Server-sent events: `event: log` with one JSON record per new matching line; a comment every 15 s."""
     flt = _filter(ctx, principal, service, workload_id, app_instance_id, level, None, None, text)
     bus = _bus(ctx)
@@ -171,8 +213,9 @@ async def tail_logs(ctx: Ctx, service: str | None = None, workload_id: str | Non
                 yield f"event: log\ndata: {json.dumps(body)}\n\n"
                 await asyncio.sleep(0)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 def _day(value: str) -> Any:
@@ -198,5 +241,6 @@ async def download_log_archive(ctx: Ctx, day: str, _: Principal = Depends(AdminO
     except NotFoundError:
         raise NotFound(f"no log archive for {when.isoformat()}", field="day") from None
     name = archive.archive_name(when)
-    return Response(content=data, media_type="application/gzip",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        content=data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )

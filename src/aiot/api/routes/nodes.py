@@ -27,8 +27,14 @@ ADMIN = Allow(Role.admin)
 
 def node_out(node: Node, workloads: list[Workload] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": node.id, "name": node.name, "address": node.address, "labels": node.labels,
-        "capacity": node.capacity, "status": node.status.value, "load": node.load, "provider": node.provider,
+        "id": node.id,
+        "name": node.name,
+        "address": node.address,
+        "labels": node.labels,
+        "capacity": node.capacity,
+        "status": node.status.value,
+        "load": node.load,
+        "provider": node.provider,
         "registered_at": node.registered_at.isoformat(),
         "revoked_at": node.revoked_at.isoformat() if node.revoked_at else None,
         "last_report_at": node.last_report_at.isoformat() if node.last_report_at else None,
@@ -41,13 +47,16 @@ def node_out(node: Node, workloads: list[Workload] | None = None) -> dict[str, A
 
 class JoinTokenIn(BaseModel):
     uses: int = Field(1, ge=1, le=node_rules.MAX_JOIN_USES, description="Registrations the token allows.")
-    ttl_minutes: float | None = Field(None, gt=0, le=node_rules.MAX_JOIN_TTL.total_seconds() / 60,
-                                      description="Lifetime; default the join_token_ttl_minutes setting.")
+    ttl_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=node_rules.MAX_JOIN_TTL.total_seconds() / 60,
+        description="Lifetime; default the join_token_ttl_minutes setting.",
+    )
 
 
 @router.post("/join-tokens", status_code=status.HTTP_201_CREATED)
-def create_join_token(ctx: Ctx, body: JoinTokenIn | None = Body(None),
-                      principal: Principal = Depends(ADMIN)) -> dict:
+def create_join_token(ctx: Ctx, body: JoinTokenIn | None = Body(None), principal: Principal = Depends(ADMIN)) -> dict:
     """A join token for `aiot node join --token-file FILE` (or AIOT_JOIN_TOKEN), shown once: single-use and valid
     for `join_token_ttl_minutes` (1 h) unless `uses`/`ttl_minutes` ask otherwise."""
     body = body or JoinTokenIn()
@@ -63,8 +72,11 @@ def list_nodes(ctx: Ctx, _: Principal = Depends(ADMIN)) -> list[dict]:
     with ctx.db.session() as session:
         out = []
         for node in session.scalars(select(Node).where(Node.status != NodeStatus.removed).order_by(Node.name)):
-            workloads = list(session.scalars(select(Workload).where(Workload.node_id == node.id,
-                                                                    Workload.desired == DesiredState.running)))
+            workloads = list(
+                session.scalars(
+                    select(Workload).where(Workload.node_id == node.id, Workload.desired == DesiredState.running)
+                )
+            )
             out.append(node_out(node, workloads))
         return out
 
@@ -82,8 +94,9 @@ def show_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
         node = _node(session, ref)
         workloads = list(session.scalars(select(Workload).where(Workload.node_id == node.id)))
         out = node_out(node, workloads)
-        out["workload_states"] = {w.id: (s.state if (s := session.get(WorkloadStatus, w.id)) else "pending")
-                                  for w in workloads}
+        out["workload_states"] = {
+            w.id: (s.state if (s := session.get(WorkloadStatus, w.id)) else "pending") for w in workloads
+        }
         return out
 
 
@@ -93,8 +106,9 @@ async def drain_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     with ctx.db.session() as session:
         node = _node(session, ref)
         if node.revoked_at is not None or node.status == NodeStatus.removed:
-            raise Conflict(f"node {node.name} is {'revoked' if node.revoked_at else 'removed'}; nothing to drain",
-                           field="node")
+            raise Conflict(
+                f"node {node.name} is {'revoked' if node.revoked_at else 'removed'}; nothing to drain", field="node"
+            )
         node.status, node.status_changed_at = NodeStatus.draining, utcnow()
         out = node_out(node)
     await wake_deployer(ctx)

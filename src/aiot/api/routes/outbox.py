@@ -23,10 +23,22 @@ def email_out(row: OutboxEmail) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 
-    return {"id": row.id, "to": row.to_address, "user_id": row.user_id, "subject": row.subject, "body": row.body,
-            "html": row.html, "kind": row.kind, "status": row.status.value, "dedupe_key": row.dedupe_key,
-            "created_at": iso(row.created_at), "sent_at": iso(row.sent_at), "attempts": row.attempts,
-            "last_error": row.last_error, "next_attempt_at": iso(row.next_attempt_at)}
+    return {
+        "id": row.id,
+        "to": row.to_address,
+        "user_id": row.user_id,
+        "subject": row.subject,
+        "body": row.body,
+        "html": row.html,
+        "kind": row.kind,
+        "status": row.status.value,
+        "dedupe_key": row.dedupe_key,
+        "created_at": iso(row.created_at),
+        "sent_at": iso(row.sent_at),
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "next_attempt_at": iso(row.next_attempt_at),
+    }
 
 
 def _visible(row: OutboxEmail | None, principal: Principal, email_id: str) -> OutboxEmail:
@@ -37,8 +49,13 @@ def _visible(row: OutboxEmail | None, principal: Principal, email_id: str) -> Ou
 
 
 @router.get("/outbox")
-def list_outbox(ctx: Ctx, status: OutboxStatus | None = None, kind: str | None = None, limit: int = 100,
-                principal: Principal = Depends(AnyUser)) -> list[dict]:
+def list_outbox(
+    ctx: Ctx,
+    status: OutboxStatus | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+    principal: Principal = Depends(AnyUser),
+) -> list[dict]:
     """Newest first. Admins see every mail; others the mails sent to them."""
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")

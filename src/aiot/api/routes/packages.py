@@ -50,17 +50,31 @@ def _repo(ctx: ServiceContext) -> ArtifactRepository:
 def package_out(session: Any, row: PackageRow) -> dict[str, Any]:
     """`owner` is the username owning the name (what `owner/name` references use)."""
     owner = names.owner_username(session, names.name_row(session, names.kind_of(type(row)), row.name))
-    out = {"id": row.id, "name": row.name, "version": row.version, "sha256": row.sha256, "size": row.size,
-           "status": row.status.value, "owner_id": row.owner_id, "owner": owner,
-           "created_at": row.created_at.isoformat(), "manifest": row.manifest}
+    out = {
+        "id": row.id,
+        "name": row.name,
+        "version": row.version,
+        "sha256": row.sha256,
+        "size": row.size,
+        "status": row.status.value,
+        "owner_id": row.owner_id,
+        "owner": owner,
+        "created_at": row.created_at.isoformat(),
+        "manifest": row.manifest,
+    }
     if isinstance(row, AppPackage):
         out["kind"] = row.kind
     return out
 
 
 def device_type_out(row: DeviceType) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "kind": row.kind.value, "definition": row.definition,
-            "created_at": row.created_at.isoformat()}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "kind": row.kind.value,
+        "definition": row.definition,
+        "created_at": row.created_at.isoformat(),
+    }
 
 
 def _check_owner(session: Any, principal: Principal, row: PackageRow, action: str) -> None:
@@ -102,12 +116,14 @@ async def _download(request: Request, principal: Principal, table: type[PackageR
         _check_owner(session, principal, row, "download it")
         filename, sha = f"{row.name}-{row.version}.zip", row.sha256
     path = await _repo(ctx).download(sha)
-    return FileResponse(path, media_type="application/zip", filename=filename,
-                        background=BackgroundTask(path.unlink, missing_ok=True))
+    return FileResponse(
+        path, media_type="application/zip", filename=filename, background=BackgroundTask(path.unlink, missing_ok=True)
+    )
 
 
-def _set_status(ctx: ServiceContext, principal: Principal, table: type[PackageRow], ref: str,
-                new: PackageStatus) -> dict:
+def _set_status(
+    ctx: ServiceContext, principal: Principal, table: type[PackageRow], ref: str, new: PackageStatus
+) -> dict:
     with ctx.db.session() as session:
         row = ArtifactRepository.resolve(session, table, ref)
         _check_owner(session, principal, row, "deprecate it")
@@ -127,9 +143,14 @@ async def _delete(request: Request, principal: Principal, table: type[PackageRow
 
 # ---------------------------------------------------------------------- models
 
-UPLOAD_BODY = {"requestBody": {"required": True, "description": "The package, a zip archive, as the body (a browser "
-                               "form may send it as the multipart field `file` instead).", "content": {
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The package, a zip archive, as the body (a browser "
+        "form may send it as the multipart field `file` instead).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 """Declared by hand: the routes stream the body themselves (no size limit in memory), so FastAPI cannot see it, and
 without it a client generated from /openapi.json could not upload a package."""
 
@@ -141,8 +162,9 @@ async def upload_model(request: Request, principal: Principal = Depends(MODEL_WR
 
 
 @router.get("/models")
-def list_models(ctx: Ctx, name: str | None = None, include_deprecated: bool = False,
-                _: Principal = Depends(AnyUser)) -> list[dict]:
+def list_models(
+    ctx: Ctx, name: str | None = None, include_deprecated: bool = False, _: Principal = Depends(AnyUser)
+) -> list[dict]:
     return _list(ctx, ModelPackage, name, include_deprecated)
 
 
@@ -179,8 +201,9 @@ async def upload_app(request: Request, principal: Principal = Depends(APP_WRITER
 
 
 @router.get("/apps")
-def list_apps(ctx: Ctx, name: str | None = None, include_deprecated: bool = False,
-              _: Principal = Depends(AnyUser)) -> list[dict]:
+def list_apps(
+    ctx: Ctx, name: str | None = None, include_deprecated: bool = False, _: Principal = Depends(AnyUser)
+) -> list[dict]:
     return _list(ctx, AppPackage, name, include_deprecated)
 
 
@@ -197,12 +220,17 @@ def app_instance_state(session: Any, instance: AppInstance) -> dict[str, Any]:
     running = instance.state == InstanceState.running
     workload = session.get(Workload, instance.workload_id) if instance.workload_id else None
     observed = session.get(WorkloadStatus, workload.id) if workload is not None else None
-    return {"id": instance.id, "app_id": instance.app_id, "app": f"{app.name}:{app.version}" if app else None,
-            "models": dict(instance.models or {}), "state": instance.state.value,
-            "workload_id": instance.workload_id,
-            "workload_state": observed.state if observed is not None and running else None,
-            "node_id": workload.node_id if workload is not None and running else None,
-            "created_at": instance.created_at.isoformat()}
+    return {
+        "id": instance.id,
+        "app_id": instance.app_id,
+        "app": f"{app.name}:{app.version}" if app else None,
+        "models": dict(instance.models or {}),
+        "state": instance.state.value,
+        "workload_id": instance.workload_id,
+        "workload_state": observed.state if observed is not None and running else None,
+        "node_id": workload.node_id if workload is not None and running else None,
+        "created_at": instance.created_at.isoformat(),
+    }
 
 
 @router.get("/apps/{ref}/instances")
@@ -212,9 +240,12 @@ def list_app_instances(ctx: Ctx, ref: str, principal: Principal = Depends(APP_WR
     with ctx.db.session() as session:
         app = ArtifactRepository.resolve(session, AppPackage, ref)
         _check_owner(session, principal, app, "see its instances")
-        query = (select(AppInstance).join(AppPackage, AppPackage.id == AppInstance.app_id)
-                 .where(AppPackage.name == app.name, AppInstance.state != InstanceState.retired)
-                 .order_by(AppInstance.created_at))
+        query = (
+            select(AppInstance)
+            .join(AppPackage, AppPackage.id == AppInstance.app_id)
+            .where(AppPackage.name == app.name, AppInstance.state != InstanceState.retired)
+            .order_by(AppInstance.created_at)
+        )
         return [app_instance_state(session, i) for i in session.scalars(query)]
 
 

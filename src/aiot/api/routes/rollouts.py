@@ -37,8 +37,7 @@ def _name(ctx: ServiceContext, name: str) -> str:
 
 
 @router.post("/models/{name}/rollout")
-async def rollout(ctx: Ctx, name: str, body: RolloutIn,
-                  principal: Principal = Depends(MODEL_WRITERS)) -> dict:
+async def rollout(ctx: Ctx, name: str, body: RolloutIn, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
     """Start `version` beside the version serving now and replace its replicas one by one (capacity kept);
     rolled back by itself if a new replica crash-loops, fails, or is not ready in time."""
     with ctx.db.session() as session:
@@ -47,8 +46,7 @@ async def rollout(ctx: Ctx, name: str, body: RolloutIn,
             model = ArtifactRepository.resolve(session, ModelPackage, f"{name}:{body.version}")
         except NotFound:
             raise NotFound(f"model {name} has no version {body.version!r}", field="version") from None
-        out = rollout_out(start_model_rollout(session, platform_secret(ctx.settings), model,
-                                              by=principal.user.id))
+        out = rollout_out(start_model_rollout(session, platform_secret(ctx.settings), model, by=principal.user.id))
     await workloads_changed(ctx)
     return out
 
@@ -67,6 +65,5 @@ async def rollback(ctx: Ctx, name: str, principal: Principal = Depends(MODEL_WRI
 def rollouts(ctx: Ctx, name: str, principal: Principal = Depends(MODEL_WRITERS)) -> list[dict]:
     """Every rollout of the name, oldest first, with its outcome."""
     with ctx.db.session() as session:
-        names.check_may_change(session, PackageKind.model, _name(ctx, name), principal.user,
-                               "see its rollouts")
+        names.check_may_change(session, PackageKind.model, _name(ctx, name), principal.user, "see its rollouts")
         return [rollout_out(r) for r in history(session, name)]

@@ -32,7 +32,6 @@ USERS = Allow(Role.end_user, Role.admin)
 MAX_DEADLINE_S = 7 * 24 * 3600
 
 
-
 def _inline_schema() -> dict[str, Any]:
     """ScheduleSpec's JSON Schema with its `$defs` inlined (a `#/$defs/...` ref would dangle inside OpenAPI)."""
     schema = ScheduleSpec.model_json_schema()
@@ -54,11 +53,17 @@ SpecBody = Annotated[dict[str, Any], WithJsonSchema(_inline_schema())]
 
 
 class PolicyIn(BaseModel):
-    late_start_deadline_s: int = Field(300, ge=0, le=MAX_DEADLINE_S,
-                                       description="a run missed while the platform was down starts late only "
-                                                   "within this many seconds, else it is skipped")
-    overlap: OverlapPolicy = Field(OverlapPolicy.forbid, description="forbid: skip a start while the instance "
-                                                                     "still runs; replace: stop the old run")
+    late_start_deadline_s: int = Field(
+        300,
+        ge=0,
+        le=MAX_DEADLINE_S,
+        description="a run missed while the platform was down starts late only "
+        "within this many seconds, else it is skipped",
+    )
+    overlap: OverlapPolicy = Field(
+        OverlapPolicy.forbid,
+        description="forbid: skip a start while the instance still runs; replace: stop the old run",
+    )
 
 
 class ScheduleIn(BaseModel):
@@ -94,22 +99,40 @@ def _spec(data: dict[str, Any], now: datetime) -> ScheduleSpec:
 def run_out(start: datetime, end: datetime, zone: str) -> dict[str, Any]:
     """One run in UTC and in the schedule's local time (with its offset, so DST is visible)."""
     tz = ZoneInfo(zone)
-    return {"start_utc": start.isoformat(), "end_utc": end.isoformat(),
-            "start_local": start.astimezone(tz).isoformat(), "end_local": end.astimezone(tz).isoformat()}
+    return {
+        "start_utc": start.isoformat(),
+        "end_utc": end.isoformat(),
+        "start_local": start.astimezone(tz).isoformat(),
+        "end_local": end.astimezone(tz).isoformat(),
+    }
 
 
 def occurrence_out(row: Occurrence, zone: str) -> dict[str, Any]:
-    return {"id": row.id, "schedule_id": row.schedule_id, "app_instance_id": row.app_instance_id,
-            **run_out(row.start_at, row.end_at, zone), "state": row.state.value, "reason": row.reason,
-            "fired_by": row.fired_by, "fired_at": row.fired_at.isoformat() if row.fired_at else None,
-            "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None}
+    return {
+        "id": row.id,
+        "schedule_id": row.schedule_id,
+        "app_instance_id": row.app_instance_id,
+        **run_out(row.start_at, row.end_at, zone),
+        "state": row.state.value,
+        "reason": row.reason,
+        "fired_by": row.fired_by,
+        "fired_at": row.fired_at.isoformat() if row.fired_at else None,
+        "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,
+    }
 
 
 def schedule_out(row: Schedule) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "app_instance_id": row.app_instance_id, "owner_id": row.owner_id,
-            "spec": row.spec, "timezone": row.timezone, "enabled": row.enabled,
-            "policy": {"late_start_deadline_s": row.late_start_deadline_s, "overlap": row.overlap.value},
-            "created_at": row.created_at.isoformat()}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "app_instance_id": row.app_instance_id,
+        "owner_id": row.owner_id,
+        "spec": row.spec,
+        "timezone": row.timezone,
+        "enabled": row.enabled,
+        "policy": {"late_start_deadline_s": row.late_start_deadline_s, "overlap": row.overlap.value},
+        "created_at": row.created_at.isoformat(),
+    }
 
 
 def _upcoming(row: Schedule, now: datetime, count: int) -> list[dict[str, Any]]:
@@ -152,8 +175,10 @@ def preview(body: PreviewIn, _: Principal = Depends(AnyUser)) -> dict:
     after = body.after or now
     if after.tzinfo is None:
         raise ValidationFailed("after must carry a time zone offset (e.g. 2026-03-08T00:00:00Z)", field="after")
-    return {"timezone": spec.timezone,
-            "occurrences": [run_out(s, e, spec.timezone) for s, e in next_occurrences(spec, after, body.count)]}
+    return {
+        "timezone": spec.timezone,
+        "occurrences": [run_out(s, e, spec.timezone) for s, e in next_occurrences(spec, after, body.count)],
+    }
 
 
 @router.post("/schedules", status_code=status.HTTP_201_CREATED)
@@ -162,16 +187,30 @@ def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USER
     spec = _spec(body.spec, now)
     with ctx.db.session() as session:
         instance = session.get(AppInstance, body.app_instance_id)
-        if instance is None or instance.state == InstanceState.retired or \
-                (principal.role != Role.admin and instance.owner_id != principal.user.id):
+        if (
+            instance is None
+            or instance.state == InstanceState.retired
+            or (principal.role != Role.admin and instance.owner_id != principal.user.id)
+        ):
             raise NotFound(f"no app instance {body.app_instance_id!r}", field="app_instance_id")
         if not scope_for(session, instance.owner_id).allows(instance.location_id):
-            raise Forbidden(f"the instance's owner no longer has access to its location {instance.location_id} "
-                            "(an admin must grant it again)", field="location")
-        row = Schedule(app_instance_id=instance.id, owner_id=instance.owner_id, name=body.name,
-                       spec=spec.model_dump(mode="json"), timezone=spec.timezone,
-                       late_start_deadline_s=body.policy.late_start_deadline_s, overlap=body.policy.overlap,
-                       enabled=body.enabled, active_since=now, created_at=now)
+            raise Forbidden(
+                f"the instance's owner no longer has access to its location {instance.location_id} "
+                "(an admin must grant it again)",
+                field="location",
+            )
+        row = Schedule(
+            app_instance_id=instance.id,
+            owner_id=instance.owner_id,
+            name=body.name,
+            spec=spec.model_dump(mode="json"),
+            timezone=spec.timezone,
+            late_start_deadline_s=body.policy.late_start_deadline_s,
+            overlap=body.policy.overlap,
+            enabled=body.enabled,
+            active_since=now,
+            created_at=now,
+        )
         session.add(row)
         session.flush()
         out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
@@ -180,8 +219,7 @@ def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USER
 
 
 @router.get("/schedules")
-def list_schedules(ctx: Ctx, app_instance_id: str | None = None,
-                   principal: Principal = Depends(USERS)) -> list[dict]:
+def list_schedules(ctx: Ctx, app_instance_id: str | None = None, principal: Principal = Depends(USERS)) -> list[dict]:
     with ctx.db.session() as session:
         query = select(Schedule).order_by(Schedule.created_at, Schedule.id)
         if principal.role != Role.admin:
@@ -199,15 +237,18 @@ def show_schedule(ctx: Ctx, schedule_id: str, count: int = 5, principal: Princip
         raise ValidationFailed("count must be between 1 and 100", field="count")
     with ctx.db.session() as session:
         row = _owned(session, principal, schedule_id)
-        running = session.scalar(select(Occurrence).where(Occurrence.schedule_id == row.id,
-                                                          Occurrence.state.in_(ACTIVE)).limit(1))
-        return {**schedule_out(row), "next": _upcoming(row, utcnow(), count),
-                "running": occurrence_out(running, row.timezone) if running else None}
+        running = session.scalar(
+            select(Occurrence).where(Occurrence.schedule_id == row.id, Occurrence.state.in_(ACTIVE)).limit(1)
+        )
+        return {
+            **schedule_out(row),
+            "next": _upcoming(row, utcnow(), count),
+            "running": occurrence_out(running, row.timezone) if running else None,
+        }
 
 
 @router.patch("/schedules/{schedule_id}")
-def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch,
-                    principal: Principal = Depends(USERS)) -> dict:
+def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch, principal: Principal = Depends(USERS)) -> dict:
     """Enable or disable (a disabled schedule starts nothing new; a run in progress still ends at its time),
     rename, or change its policy."""
     now = utcnow()
@@ -223,21 +264,24 @@ def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch,
             if body.enabled:
                 row.active_since = now  # runs from before re-enabling are not fired late
             else:
-                session.execute(delete(Occurrence).where(Occurrence.schedule_id == row.id,
-                                                         Occurrence.state == OccurrenceState.planned))
+                session.execute(
+                    delete(Occurrence).where(
+                        Occurrence.schedule_id == row.id, Occurrence.state == OccurrenceState.planned
+                    )
+                )
         out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
     _wake(ctx)
     return out
 
 
 @router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_schedule(ctx: Ctx, schedule_id: str,
-                          principal: Principal = Depends(USERS)) -> Response:
+async def delete_schedule(ctx: Ctx, schedule_id: str, principal: Principal = Depends(USERS)) -> Response:
     """Delete the schedule and its history; a run in progress is stopped first."""
     with ctx.db.session() as session:
         _owned(session, principal, schedule_id)
-        session.execute(delete(Occurrence).where(Occurrence.schedule_id == schedule_id,
-                                                 Occurrence.state == OccurrenceState.planned))
+        session.execute(
+            delete(Occurrence).where(Occurrence.schedule_id == schedule_id, Occurrence.state == OccurrenceState.planned)
+        )
         session.get(Schedule, schedule_id).enabled = False  # no replica fires anything of it from here on
     await _stop_running(ctx, schedule_id, "the schedule was deleted")
     with ctx.db.session() as session:
@@ -247,8 +291,13 @@ async def delete_schedule(ctx: Ctx, schedule_id: str,
 
 
 @router.get("/schedules/{schedule_id}/occurrences")
-def list_occurrences(ctx: Ctx, schedule_id: str, state: OccurrenceState | None = None, limit: int = 100,
-                     principal: Principal = Depends(USERS)) -> list[dict]:
+def list_occurrences(
+    ctx: Ctx,
+    schedule_id: str,
+    state: OccurrenceState | None = None,
+    limit: int = 100,
+    principal: Principal = Depends(USERS),
+) -> list[dict]:
     """Materialised runs (the next ~48 h and the history), newest first; `state` filters."""
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")

@@ -49,5 +49,4 @@ def healthz(ctx: Ctx) -> JSONResponse:
 @router.get("/status", response_model=StatusOut)
 def status(ctx: Ctx, _: Principal = Depends(AnyUser)) -> StatusOut:
     services = {name: svc.health().to_dict() for name, svc in ctx.services.items()}
-    return StatusOut(version=__version__, database=_database_status(ctx), nats=_nats_status(ctx),
-                     services=services)
+    return StatusOut(version=__version__, database=_database_status(ctx), nats=_nats_status(ctx), services=services)

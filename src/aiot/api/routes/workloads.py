@@ -49,22 +49,35 @@ class DeployIn(BaseModel):
 def workload_out(session: Any, workload: Workload, detail: bool = False) -> dict[str, Any]:
     observed = session.get(WorkloadStatus, workload.id)
     out: dict[str, Any] = {
-        "id": workload.id, "kind": workload.kind.value, "package_id": workload.package_id,
-        "group_id": workload.group_id, "desired": workload.desired.value, "generation": workload.generation,
-        "node_id": workload.node_id, "resources": workload.resources,
-        "state": observed.state if observed else "pending", "reason": observed.reason if observed else "",
+        "id": workload.id,
+        "kind": workload.kind.value,
+        "package_id": workload.package_id,
+        "group_id": workload.group_id,
+        "desired": workload.desired.value,
+        "generation": workload.generation,
+        "node_id": workload.node_id,
+        "resources": workload.resources,
+        "state": observed.state if observed else "pending",
+        "reason": observed.reason if observed else "",
         "restarts": observed.restarts if observed else 0,
         "endpoint": observed.endpoint if observed and observed.generation == workload.generation else None,
         "last_heartbeat": observed.last_heartbeat.isoformat() if observed and observed.last_heartbeat else None,
     }
     if detail:
-        out["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "node_id": e.node_id, **e.detail}
-                         for e in session.scalars(select(WorkloadEvent).where(WorkloadEvent.workload_id ==
-                                                                              workload.id).order_by(WorkloadEvent.id))]
-        out["placements"] = [{"at": d.at.isoformat(), "node_id": d.node_id, "reason": d.reason, "score": d.score,
-                              "scores": d.scores}
-                             for d in session.scalars(select(PlacementDecision).where(
-                                 PlacementDecision.workload_id == workload.id).order_by(PlacementDecision.id))]
+        out["events"] = [
+            {"at": e.at.isoformat(), "kind": e.kind, "node_id": e.node_id, **e.detail}
+            for e in session.scalars(
+                select(WorkloadEvent).where(WorkloadEvent.workload_id == workload.id).order_by(WorkloadEvent.id)
+            )
+        ]
+        out["placements"] = [
+            {"at": d.at.isoformat(), "node_id": d.node_id, "reason": d.reason, "score": d.score, "scores": d.scores}
+            for d in session.scalars(
+                select(PlacementDecision)
+                .where(PlacementDecision.workload_id == workload.id)
+                .order_by(PlacementDecision.id)
+            )
+        ]
     return out
 
 
@@ -75,17 +88,27 @@ def may_see_endpoints(principal: Principal, model: ModelPackage, deployment: Mod
 
 def deployment_out(session: Any, deployment: ModelDeployment, principal: Principal) -> dict[str, Any]:
     model = session.get(ModelPackage, deployment.model_id)
-    workloads = list(session.scalars(select(Workload).where(Workload.group_id == deployment.id,
-                                                            Workload.desired == DesiredState.running)))
+    workloads = list(
+        session.scalars(
+            select(Workload).where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
+        )
+    )
     replicas = [workload_out(session, w) for w in workloads]
     endpoints = [r["endpoint"] for r in replicas if r["endpoint"] and r["state"] == "running"]
     running = sum(1 for r in replicas if r["state"] == "running")
     if not may_see_endpoints(principal, model, deployment):
         replicas = [{**r, "endpoint": None} for r in replicas]
         endpoints = []
-    return {"id": deployment.id, "model_id": deployment.model_id, "model": f"{model.name}:{model.version}",
-            "replicas": deployment.replicas, "running": running, "workloads": replicas, "endpoints": endpoints,
-            "created_at": deployment.created_at.isoformat()}
+    return {
+        "id": deployment.id,
+        "model_id": deployment.model_id,
+        "model": f"{model.name}:{model.version}",
+        "replicas": deployment.replicas,
+        "running": running,
+        "workloads": replicas,
+        "endpoints": endpoints,
+        "created_at": deployment.created_at.isoformat(),
+    }
 
 
 @router.post("/models/{ref}/deploy", status_code=status.HTTP_201_CREATED)
@@ -104,8 +127,10 @@ async def deploy(ctx: Ctx, ref: str, body: DeployIn, principal: Principal = Depe
 @router.get("/deployments")
 def list_deployments(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[dict]:
     with ctx.db.session() as session:
-        return [deployment_out(session, d, principal) for d in session.scalars(select(ModelDeployment)
-                                                                      .order_by(ModelDeployment.created_at))]
+        return [
+            deployment_out(session, d, principal)
+            for d in session.scalars(select(ModelDeployment).order_by(ModelDeployment.created_at))
+        ]
 
 
 def _deployment(session: Any, ref: str) -> ModelDeployment:
@@ -131,8 +156,9 @@ async def undeploy(ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRIT
         deployment = _deployment(session, ref)
         if principal.role != Role.admin and deployment.owner_id != principal.user.id:
             raise Forbidden("this deployment belongs to another user")
-        for workload in session.scalars(select(Workload).where(Workload.group_id == deployment.id,
-                                                               Workload.desired == DesiredState.running)):
+        for workload in session.scalars(
+            select(Workload).where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
+        ):
             stop_workload(session, workload, reason="undeployed")
         session.delete(deployment)
     await workloads_changed(ctx)
@@ -145,13 +171,14 @@ def visible_to(principal: Principal) -> ColumnElement[bool] | None:
     if principal.role == Role.admin:
         return None
     of_my_apps = select(AppInstance.id).where(AppInstance.app_id.in_(names.app_ids_owned_by(principal.user.id)))
-    return or_(Workload.owner_id == principal.user.id,
-               and_(Workload.kind == WorkloadKind.app, Workload.group_id.in_(of_my_apps)))
+    return or_(
+        Workload.owner_id == principal.user.id,
+        and_(Workload.kind == WorkloadKind.app, Workload.group_id.in_(of_my_apps)),
+    )
 
 
 @router.get("/workloads")
-def list_workloads(ctx: Ctx, include_stopped: bool = False,
-                   principal: Principal = Depends(OPERATORS)) -> list[dict]:
+def list_workloads(ctx: Ctx, include_stopped: bool = False, principal: Principal = Depends(OPERATORS)) -> list[dict]:
     """Admins see every workload; developers see their own and those of their apps' instances."""
     with ctx.db.session() as session:
         query = select(Workload).order_by(Workload.created_at)
@@ -193,5 +220,6 @@ async def predict(request: Request, ctx: Ctx, ref: str, principal: Principal = D
             raise Forbidden(f"model {model.name} belongs to another user")
         name, version = model.name, model.version
     target = model_gateway.resolve(request, None, name, version)
-    return await model_gateway.forward(request, target, "/v1/predict", await request.body(),
-                                       request.headers.get("content-type", "application/json"))
+    return await model_gateway.forward(
+        request, target, "/v1/predict", await request.body(), request.headers.get("content-type", "application/json")
+    )

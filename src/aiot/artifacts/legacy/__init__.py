@@ -38,9 +38,15 @@ def detect(files: dict[str, bytes]) -> str | None:
     return None
 
 
-def convert(files: dict[str, bytes], source: str, *, version: str = "1.0.0",
-            models: dict[str, str] | None = None, names: dict[str, list[str]] | None = None,
-            location: str | None = None) -> Converted:
+def convert(
+    files: dict[str, bytes],
+    source: str,
+    *,
+    version: str = "1.0.0",
+    models: dict[str, str] | None = None,
+    names: dict[str, list[str]] | None = None,
+    location: str | None = None,
+) -> Converted:
     """Detect and convert; LegacyFormatError when the files are none of the original formats."""
     kind = detect(files)
     if kind == "model":
@@ -52,20 +58,35 @@ def convert(files: dict[str, bytes], source: str, *, version: str = "1.0.0",
     if kind == "devices":
         return convert_device_instances(files, source, location)
     raise LegacyFormatError(
-        source, None, "not a package of the original platform: expected config.json (model), app.json + "
+        source,
+        None,
+        "not a package of the original platform: expected config.json (model), app.json + "
         "config/control.json (app), sensor/ + controller/ (device types) or sensors/ + controllers/ (devices)",
-        code="unknown_format")
+        code="unknown_format",
+    )
 
 
 def convert_path(path: Path, **options: object) -> Converted:
     """Convert a zip file or a folder holding an original package."""
     if path.is_dir():
-        files = {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*"))
-                 if p.is_file() and "__pycache__" not in p.parts}
+        files = {
+            p.relative_to(path).as_posix(): p.read_bytes()
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts
+        }
     else:
         files = read_zip(path)
     return convert(files, path.name, **options)  # type: ignore[arg-type]
 
 
-__all__ = ["ALIAS_FORMAT", "KINDS", "Converted", "LegacyFormatError", "convert", "convert_path", "detect",
-           "read_zip", "read_zip_bytes"]
+__all__ = [
+    "ALIAS_FORMAT",
+    "KINDS",
+    "Converted",
+    "LegacyFormatError",
+    "convert",
+    "convert_path",
+    "detect",
+    "read_zip",
+    "read_zip_bytes",
+]

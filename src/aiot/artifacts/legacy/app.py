@@ -41,16 +41,17 @@ def _instances(files: dict[str, bytes], name: str, key: str, notes: list[str]) -
     items = require(doc, name, "instances", list)
     count = doc.get("count")
     if count is not None and (not isinstance(count, int) or count != len(items)):
-        raise LegacyFormatError(name, "count", f"is {count!r} but 'instances' lists {len(items)}",
-                                code="invalid_value")
+        raise LegacyFormatError(name, "count", f"is {count!r} but 'instances' lists {len(items)}", code="invalid_value")
     for i, item in enumerate(items):
         require(item, name, key, str, f"instances[{i}]")
     indexes = [item.get("index") for item in items]
     if items and all(isinstance(i, int) and not isinstance(i, bool) for i in indexes):
         if sorted(indexes) == list(range(len(items))):
             return sorted(items, key=lambda item: item["index"])
-        notes.append(f"{name}: indexes {indexes} are not 0..{len(items) - 1}; the order of the file is used "
-                     f"(index i of the app's code is the i-th entry)")
+        notes.append(
+            f"{name}: indexes {indexes} are not 0..{len(items) - 1}; the order of the file is used "
+            f"(index i of the app's code is the i-th entry)"
+        )
     return items
 
 
@@ -79,8 +80,14 @@ finally:
 '''.encode()
 
 
-def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: str = "1.0.0",
-                models: dict[str, str] | None = None, name: str | None = None) -> Converted:
+def convert_app(
+    files: dict[str, bytes],
+    source: str = "app.zip",
+    *,
+    version: str = "1.0.0",
+    models: dict[str, str] | None = None,
+    name: str | None = None,
+) -> Converted:
     """Convert an original app zip's files; LegacyFormatError names the file and key of the first problem."""
     meta = load_json(files, APP_JSON)
     notes: list[str] = []
@@ -91,8 +98,9 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
     control = load_json(files, CONTROL)
     main = require(control, CONTROL, "main", str)
     if main not in files:
-        raise LegacyFormatError(main, f"{CONTROL} main", "main script named in control.json is not in the zip",
-                                code="missing_file")
+        raise LegacyFormatError(
+            main, f"{CONTROL} main", "main script named in control.json is not in the zip", code="missing_file"
+        )
     if not re.match(SCRIPT_PATTERN, main):
         raise LegacyFormatError(CONTROL, "main", f"'{main}' must be a .py script path", code="invalid_value")
     scripts: list[tuple[str, list[str]]] = []
@@ -101,8 +109,9 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
         if filename not in files and f"scripts/{filename}" in files:
             filename = f"scripts/{filename}"
         if filename not in files:
-            raise LegacyFormatError(filename, f"{CONTROL} scripts[{i}].filename", "script is not in the zip",
-                                    code="missing_file")
+            raise LegacyFormatError(
+                filename, f"{CONTROL} scripts[{i}].filename", "script is not in the zip", code="missing_file"
+            )
         args = item.get("args") or []
         args = args.split() if isinstance(args, str) else [str(a) for a in args]
         scripts.append((filename, args))
@@ -111,28 +120,38 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
     for kind, file in (("sensor", "config/sensors.json"), ("controller", "config/controllers.json")):
         items = _instances(files, file, "type", notes)
         if flags[kind] and not items:
-            raise LegacyFormatError(file, None, f"app.json says '{kind}': true but no {kind}s are listed",
-                                    code="missing_file")
+            raise LegacyFormatError(
+                file, None, f"app.json says '{kind}': true but no {kind}s are listed", code="missing_file"
+            )
         for i, item in enumerate(items):
             context[f"{kind}s"][ALIAS_FORMAT[kind].format(i)] = {
-                "device_type": type_name(item["type"]), "description": f"original {kind} index {i} ({item['type']})"}
+                "device_type": type_name(item["type"]),
+                "description": f"original {kind} index {i} ({item['type']})",
+            }
     for i, item in enumerate(_instances(files, "config/models.json", "model_id", notes)):
         old = item["model_id"]
         mapped = (models or {}).get(old)
         if mapped is None:
             mapped = slugify(old, "model")
-            notes.append(f"model index {i}: original id '{old}' taken as the model name '{mapped}' "
-                         f"(map it with --model {old}=NAME)")
+            notes.append(
+                f"model index {i}: original id '{old}' taken as the model name '{mapped}' "
+                f"(map it with --model {old}=NAME)"
+            )
         context["models"][ALIAS_FORMAT["model"].format(i)] = {"name": mapped, "version": ""}
     if flags["model"] and not context["models"]:
-        raise LegacyFormatError("config/models.json", None, "app.json says 'model': true but no models are listed",
-                                code="missing_file")
+        raise LegacyFormatError(
+            "config/models.json", None, "app.json says 'model': true but no models are listed", code="missing_file"
+        )
     if meta.get("database"):
-        notes.append("app.json says 'database': true: this platform provides no MongoDB; get_mongo_db_uri() and "
-                     "get_mongo_db_database() raise NotProvided")
+        notes.append(
+            "app.json says 'database': true: this platform provides no MongoDB; get_mongo_db_uri() and "
+            "get_mongo_db_database() raise NotProvided"
+        )
     web = any(n.startswith("templates/") for n in files)
     manifest: dict[str, Any] = {
-        "format": 1, "name": pkg_name, "version": version,
+        "format": 1,
+        "name": pkg_name,
+        "version": version,
         "description": (meta.get("description") if isinstance(meta.get("description"), str) else "")
         or f"Imported from the original platform's app '{original_name}'.",
         "kind": "web" if web else "backend",
@@ -146,8 +165,9 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
     check_converted(AppManifest, manifest, APP_JSON)
     out = {k: v for k, v in files.items() if k != APP_JSON}
     if LAUNCHER in files:
-        raise LegacyFormatError(LAUNCHER, None, "this file name is reserved for the converted package",
-                                code="reserved_name")
+        raise LegacyFormatError(
+            LAUNCHER, None, "this file name is reserved for the converted package", code="reserved_name"
+        )
     out["config/legacy_app.json"] = files[APP_JSON]
     if scripts:
         out[LAUNCHER] = _launcher(main, scripts)
@@ -155,7 +175,10 @@ def convert_app(files: dict[str, bytes], source: str = "app.zip", *, version: st
     raw = files.get("requirements.txt", b"").decode("utf-8-sig", errors="replace")
     out["requirements.txt"] = ("\n".join(x for x in clean_requirements(raw, notes) if x.strip()) + "\n").encode()
     out[APP_JSON] = dumps(manifest)
-    shown = [f"{a} ({spec.get('device_type') or spec.get('name')})" for k in ("sensors", "controllers", "models")
-             for a, spec in context[k].items()]
+    shown = [
+        f"{a} ({spec.get('device_type') or spec.get('name')})"
+        for k in ("sensors", "controllers", "models")
+        for a, spec in context[k].items()
+    ]
     notes.append("aliases (old index i -> kind_i): " + (", ".join(shown) or "none"))
     return Converted(kind="app", name=pkg_name, source=source, files=out, notes=notes)

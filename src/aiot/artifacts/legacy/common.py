@@ -110,7 +110,7 @@ def strip_common_folder(files: dict[str, bytes]) -> dict[str, bytes]:
     tops = {name.split("/", 1)[0] for name in files}
     if len(tops) == 1 and all("/" in name for name in files):
         top = tops.pop() + "/"
-        return {name[len(top):]: data for name, data in files.items()}
+        return {name[len(top) :]: data for name, data in files.items()}
     return files
 
 
@@ -126,8 +126,9 @@ def load_json(files: dict[str, bytes], name: str) -> Any:
     except UnicodeDecodeError:
         raise LegacyFormatError(name, None, "not UTF-8 text", code="invalid_json") from None
     except json.JSONDecodeError as exc:
-        raise LegacyFormatError(name, f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})",
-                                code="invalid_json") from None
+        raise LegacyFormatError(
+            name, f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})", code="invalid_json"
+        ) from None
 
 
 def require(doc: Any, file: str, key: str, kind: type | tuple[type, ...], path: str | None = None) -> Any:
@@ -189,8 +190,9 @@ def clean_requirements(raw: str, notes: list[str]) -> list[str]:
             continue
         kept.append(line)
     if dropped:
-        notes.append("dropped from requirements (standard library or the platform SDK, provided here): "
-                     + ", ".join(dropped))
+        notes.append(
+            "dropped from requirements (standard library or the platform SDK, provided here): " + ", ".join(dropped)
+        )
     return kept
 
 

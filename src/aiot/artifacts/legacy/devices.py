@@ -29,8 +29,17 @@ from aiot.artifacts.legacy.common import (
 )
 from aiot.artifacts.manifests import DeviceTypeDefinition
 
-PARAM_TYPES = {"int": "integer", "integer": "integer", "float": "number", "double": "number", "number": "number",
-               "string": "string", "str": "string", "boolean": "boolean", "bool": "boolean"}
+PARAM_TYPES = {
+    "int": "integer",
+    "integer": "integer",
+    "float": "number",
+    "double": "number",
+    "number": "number",
+    "string": "string",
+    "str": "string",
+    "boolean": "boolean",
+    "bool": "boolean",
+}
 TYPE_DIRS = {"sensor": "sensor", "controller": "controller"}
 INSTANCE_DIRS = {"sensors": "sensor", "controllers": "controller"}
 
@@ -55,36 +64,55 @@ def _value_names(type_key: str, count: int, names: dict[str, list[str]] | None, 
     given = (names or {}).get(type_key) or (names or {}).get(type_name(type_key))
     if given:
         if len(given) != count:
-            raise LegacyFormatError(file, "parameters", f"the name mapping for {type_key} gives {len(given)} "
-                                    f"names but the type has {count} parameters", code="mapping_mismatch")
+            raise LegacyFormatError(
+                file,
+                "parameters",
+                f"the name mapping for {type_key} gives {len(given)} names but the type has {count} parameters",
+                code="mapping_mismatch",
+            )
         return [identifier(n) for n in given]
     return ["value"] if count == 1 else [f"value_{i}" for i in range(count)]
 
 
-def convert_type(doc: Any, kind: str, original: str, file: str,
-                 names: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], list[str]]:
+def convert_type(
+    doc: Any, kind: str, original: str, file: str, names: dict[str, list[str]] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """One original type file -> (our definition, notes)."""
     notes: list[str] = []
     params = require(doc, file, "parameters", list)
     count = doc.get("parameter_count")
     if count is not None and (not isinstance(count, int) or count != len(params)):
-        raise LegacyFormatError(file, "parameter_count", f"is {count!r} but 'parameters' lists {len(params)}",
-                                code="invalid_value")
+        raise LegacyFormatError(
+            file, "parameter_count", f"is {count!r} but 'parameters' lists {len(params)}", code="invalid_value"
+        )
     if not params:
         raise LegacyFormatError(file, "parameters", "at least one parameter is needed", code="invalid_value")
     for i, p in enumerate(params):
         if not isinstance(p, str) or (p.lower() not in PARAM_TYPES and p.lower() != "image"):
-            raise LegacyFormatError(file, f"parameters[{i}]", f"{p!r} is not one of int, float, string, image, "
-                                    "boolean", code="invalid_value")
+            raise LegacyFormatError(
+                file,
+                f"parameters[{i}]",
+                f"{p!r} is not one of int, float, string, image, boolean",
+                code="invalid_value",
+            )
     kinds = [p.lower() for p in params]
     desc_parts = [str(doc[k]) for k in ("company", "model") if isinstance(doc.get(k), str) and doc.get(k)]
-    definition: dict[str, Any] = {"format": 1, "name": type_name(original), "kind": kind,
-                                  "description": f"Imported from the original platform's {kind} type {original}"
-                                  + (f" ({' '.join(desc_parts)})" if desc_parts else "") + "."}
+    definition: dict[str, Any] = {
+        "format": 1,
+        "name": type_name(original),
+        "kind": kind,
+        "description": f"Imported from the original platform's {kind} type {original}"
+        + (f" ({' '.join(desc_parts)})" if desc_parts else "")
+        + ".",
+    }
     if "image" in kinds:
         if kind != "sensor" or len(kinds) != 1:
-            raise LegacyFormatError(file, "parameters", "an 'image' parameter is supported only as the single "
-                                    "parameter of a sensor (a camera)", code="unsupported")
+            raise LegacyFormatError(
+                file,
+                "parameters",
+                "an 'image' parameter is supported only as the single parameter of a sensor (a camera)",
+                code="unsupported",
+            )
         definition["frame"] = {"encoding": "jpeg"}
         notes.append(f"{original}: image sensor -> JPEG frames (get_sensor_image returns the encoded bytes)")
     else:
@@ -93,8 +121,9 @@ def convert_type(doc: Any, kind: str, original: str, file: str,
         if kind == "sensor":
             definition["fields"] = values
         else:
-            definition["commands"] = {"set": {"description": "send_controller_data(i, *args): the args in order",
-                                              "args": values}}
+            definition["commands"] = {
+                "set": {"description": "send_controller_data(i, *args): the args in order", "args": values}
+            }
             definition["state"] = {n: dict(v, required=False) for n, v in values.items()}
         if not (names and (original in names or type_name(original) in names)):
             notes.append(f"{original}: values named {', '.join(value_names)} (give names with a mapping)")
@@ -103,17 +132,20 @@ def convert_type(doc: Any, kind: str, original: str, file: str,
 
 
 def is_device_type_zip(files: dict[str, bytes]) -> bool:
-    return bool(files) and all(n.split("/", 1)[0] in TYPE_DIRS and n.endswith(".json") and n.count("/") == 1
-                               for n in files)
+    return bool(files) and all(
+        n.split("/", 1)[0] in TYPE_DIRS and n.endswith(".json") and n.count("/") == 1 for n in files
+    )
 
 
 def is_device_instance_zip(files: dict[str, bytes]) -> bool:
-    return bool(files) and all(n.split("/", 1)[0] in INSTANCE_DIRS and n.endswith(".json") and n.count("/") == 1
-                               for n in files)
+    return bool(files) and all(
+        n.split("/", 1)[0] in INSTANCE_DIRS and n.endswith(".json") and n.count("/") == 1 for n in files
+    )
 
 
-def convert_device_types(files: dict[str, bytes], source: str = "device-types.zip",
-                         names: dict[str, list[str]] | None = None) -> Converted:
+def convert_device_types(
+    files: dict[str, bytes], source: str = "device-types.zip", names: dict[str, list[str]] | None = None
+) -> Converted:
     """All types of an original device type zip -> `Converted(kind="device-types")`, one file per type."""
     out: dict[str, bytes] = {}
     notes: list[str] = []
@@ -127,12 +159,14 @@ def convert_device_types(files: dict[str, bytes], source: str = "device-types.zi
             notes.append(f"{folder} type {original} is named '{definition['name']}' here")
         notes.extend(type_notes)
         out[f"{definition['name']}.json"] = dumps(definition)
-    return Converted(kind="device-types", name=", ".join(n[:-5] for n in sorted(out)), source=source,
-                     files=out, notes=notes)
+    return Converted(
+        kind="device-types", name=", ".join(n[:-5] for n in sorted(out)), source=source, files=out, notes=notes
+    )
 
 
-def convert_device_instances(files: dict[str, bytes], source: str = "devices.zip",
-                             location: str | None = None) -> Converted:
+def convert_device_instances(
+    files: dict[str, bytes], source: str = "devices.zip", location: str | None = None
+) -> Converted:
     """An original device instance zip -> the locations and devices to register (nothing registered here).
 
     `location` (a location name) overrides street+city for every device."""
@@ -150,24 +184,37 @@ def convert_device_instances(files: dict[str, bytes], source: str = "devices.zip
             street = require(geo, path, "street", str, "geo_location").strip()
             city = require(geo, path, "city", str, "geo_location").strip()
             if not street or not city:
-                raise LegacyFormatError(path, "geo_location", "street and city must not be empty",
-                                        code="invalid_value")
+                raise LegacyFormatError(path, "geo_location", "street and city must not be empty", code="invalid_value")
             loc = location_name(street, city)
             locations.setdefault(loc, {"name": loc, "kind": "site", "address": f"{street}, {city}"})
         ip = doc.get("ip_loc") if isinstance(doc.get("ip_loc"), dict) else {}
         name = slugify(f"{original_type}-{filename[:-5]}", "device")
-        devices.append({"name": name, "device_type": type_name(original_type), "kind": INSTANCE_DIRS[folder],
-                        "location": loc, "source_file": path,
-                        "original_address": f"{ip.get('ip', '')}:{ip.get('port', '')}" if ip else ""})
+        devices.append(
+            {
+                "name": name,
+                "device_type": type_name(original_type),
+                "kind": INSTANCE_DIRS[folder],
+                "location": loc,
+                "source_file": path,
+                "original_address": f"{ip.get('ip', '')}:{ip.get('port', '')}" if ip else "",
+            }
+        )
     if location:
         notes.append(f"every device is registered at location '{location}' (given), not at its street+city")
     else:
         notes.append("locations named <street>-<city>: " + ", ".join(sorted(locations)))
     if any(d["original_address"] for d in devices):
-        notes.append("ip_loc is not used: each device connects to this platform with the credential printed "
-                     "at registration")
+        notes.append(
+            "ip_loc is not used: each device connects to this platform with the credential printed at registration"
+        )
     names = [d["name"] for d in devices]
     if len(set(names)) != len(names):
         raise LegacyFormatError(source, None, "two instance files give the same device name", code="duplicate")
-    return Converted(kind="devices", name=f"{len(devices)} devices", source=source,
-                     locations=list(locations.values()), devices=devices, notes=notes)
+    return Converted(
+        kind="devices",
+        name=f"{len(devices)} devices",
+        source=source,
+        locations=list(locations.values()),
+        devices=devices,
+        notes=notes,
+    )

@@ -64,16 +64,19 @@ feature vector); an app sending other items gets a 422 naming the field, and the
 def parse_params(params: Any, key: str) -> list[tuple[str, str]]:
     """`[{"temp": "float"}, {"hum": "float"}]` (or one object with several keys) -> [(name, type), ...]."""
     if not isinstance(params, list):
-        raise LegacyFormatError(CONFIG, key, "expected a list of {\"param\": \"type\"} objects", code="wrong_type")
+        raise LegacyFormatError(CONFIG, key, 'expected a list of {"param": "type"} objects', code="wrong_type")
     out: list[tuple[str, str]] = []
     for i, item in enumerate(params):
         if not isinstance(item, dict) or not item:
-            raise LegacyFormatError(CONFIG, f"{key}[{i}]", "expected an object {\"param\": \"type\"}",
-                                    code="wrong_type")
+            raise LegacyFormatError(CONFIG, f"{key}[{i}]", 'expected an object {"param": "type"}', code="wrong_type")
         for name, kind in item.items():
             if not isinstance(kind, str):
-                raise LegacyFormatError(CONFIG, f"{key}[{i}].{name}", "the type must be a string such as "
-                                        "\"float\" or \"jpg\"", code="wrong_type")
+                raise LegacyFormatError(
+                    CONFIG,
+                    f"{key}[{i}].{name}",
+                    'the type must be a string such as "float" or "jpg"',
+                    code="wrong_type",
+                )
             if name in dict(out):
                 raise LegacyFormatError(CONFIG, f"{key}[{i}].{name}", "parameter named twice", code="duplicate")
             out.append((name, kind.strip().lower()))
@@ -86,24 +89,35 @@ def _hook(files: dict[str, bytes], config: dict[str, Any], section: str) -> tupl
     filename = require(spec, CONFIG, "name", str, section)
     method = require(spec, CONFIG, "method_name", str, section)
     if not filename.endswith(".py") or "/" in filename or not filename[:-3].isidentifier():
-        raise LegacyFormatError(CONFIG, f"{section}.name",
-                                f"'{filename}' must name a Python file at the package root, e.g. preprocess.py",
-                                code="invalid_value")
+        raise LegacyFormatError(
+            CONFIG,
+            f"{section}.name",
+            f"'{filename}' must name a Python file at the package root, e.g. preprocess.py",
+            code="invalid_value",
+        )
     if filename not in files:
-        raise LegacyFormatError(filename, f"{CONFIG} {section}.name",
-                                "hook module named in config.json is not in the zip", code="missing_file")
+        raise LegacyFormatError(
+            filename,
+            f"{CONFIG} {section}.name",
+            "hook module named in config.json is not in the zip",
+            code="missing_file",
+        )
     try:
         tree = ast.parse(files[filename].decode("utf-8-sig"), filename=filename)
     except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
         line = getattr(exc, "lineno", None)
-        raise LegacyFormatError(filename, f"line {line}" if line else None, f"does not compile: {exc}",
-                                code="syntax_error") from None
+        raise LegacyFormatError(
+            filename, f"line {line}" if line else None, f"does not compile: {exc}", code="syntax_error"
+        ) from None
     defs = _top_level_defs(tree)
     if method not in defs:
         known = sorted(n for n, node in defs.items() if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef))
-        raise LegacyFormatError(filename, f"{CONFIG} {section}.method_name",
-                                f"'{method}' is not defined in {filename} (functions there: "
-                                f"{', '.join(known) or 'none'})", code="hook_missing")
+        raise LegacyFormatError(
+            filename,
+            f"{CONFIG} {section}.method_name",
+            f"'{method}' is not defined in {filename} (functions there: {', '.join(known) or 'none'})",
+            code="hook_missing",
+        )
     return filename[:-3], method
 
 
@@ -113,18 +127,25 @@ def pickle_globals(data: bytes, filename: str) -> list[str]:
     try:
         ops = [(op, arg) for op, arg, _pos in pickletools.genops(io.BytesIO(data))]
     except Exception as exc:  # noqa: BLE001 - pickletools raises ValueError and others on garbage
-        raise LegacyFormatError(filename, f"{CONFIG} prediction.name",
-                                f"is not a valid pickle ({exc}); it could not be unpickled",
-                                code="bad_pickle") from None
+        raise LegacyFormatError(
+            filename,
+            f"{CONFIG} prediction.name",
+            f"is not a valid pickle ({exc}); it could not be unpickled",
+            code="bad_pickle",
+        ) from None
     if not ops or ops[-1][0].name != "STOP":
-        raise LegacyFormatError(filename, f"{CONFIG} prediction.name", "is a truncated pickle (no STOP opcode)",
-                                code="bad_pickle")
+        raise LegacyFormatError(
+            filename, f"{CONFIG} prediction.name", "is a truncated pickle (no STOP opcode)", code="bad_pickle"
+        )
     recent: list[tuple[Any, Any]] = []
     for op, arg in ops:
         if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
             found.append(arg.split(" ", 1)[0])
-        elif op.name == "STACK_GLOBAL" and len(recent) >= 2 and all(
-                o.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") for o, _ in recent[-2:]):
+        elif (
+            op.name == "STACK_GLOBAL"
+            and len(recent) >= 2
+            and all(o.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") for o, _ in recent[-2:])
+        ):
             found.append(recent[-2][1])
         if op.name != "MEMOIZE":
             recent = [*recent[-1:], (op, arg)]
@@ -136,23 +157,37 @@ def _input_fields(params: list[tuple[str, str]], notes: list[str]) -> tuple[dict
     """Our `inputs` from the original params; (fields, is_image)."""
     if params and params[0][1] in IMAGE_TYPES:
         if len(params) > 1:
-            notes.append(f"the first input is an image, so the other input params "
-                         f"({', '.join(n for n, _ in params[1:])}) are ignored, as on the original platform")
+            notes.append(
+                f"the first input is an image, so the other input params "
+                f"({', '.join(n for n, _ in params[1:])}) are ignored, as on the original platform"
+            )
         if params[0][1] == "bmp":
             notes.append("BMP images are not accepted by this platform's model server: send JPEG or PNG")
-        return {"image": {"type": "image", "encodings": ["jpeg", "png"],
-                          "description": f"the image (original param '{params[0][0]}'); the preprocessing "
-                          "hook receives the path of a file holding it"}}, True
+        return {
+            "image": {
+                "type": "image",
+                "encodings": ["jpeg", "png"],
+                "description": f"the image (original param '{params[0][0]}'); the preprocessing "
+                "hook receives the path of a file holding it",
+            }
+        }, True
     fields: dict[str, Any] = {}
     for i, (name, kind) in enumerate(params):
         spec = SCALAR_TYPES.get(kind)
         if spec is None:
             if kind in IMAGE_TYPES:
-                raise LegacyFormatError(CONFIG, f"preprocessing.input_params[{i}].{name}",
-                                        "an image may only be the first input param", code="invalid_value")
-            raise LegacyFormatError(CONFIG, f"preprocessing.input_params[{i}].{name}",
-                                    f"unknown type '{kind}'; expected one of "
-                                    f"{', '.join(sorted(set(SCALAR_TYPES) | IMAGE_TYPES))}", code="invalid_value")
+                raise LegacyFormatError(
+                    CONFIG,
+                    f"preprocessing.input_params[{i}].{name}",
+                    "an image may only be the first input param",
+                    code="invalid_value",
+                )
+            raise LegacyFormatError(
+                CONFIG,
+                f"preprocessing.input_params[{i}].{name}",
+                f"unknown type '{kind}'; expected one of {', '.join(sorted(set(SCALAR_TYPES) | IMAGE_TYPES))}",
+                code="invalid_value",
+            )
         field_name = identifier(name, "param")
         if field_name != name:
             notes.append(f"input param '{name}' is named '{field_name}' here (field names are identifiers)")
@@ -174,33 +209,52 @@ def _output_field(config: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "description": desc + "; any JSON value"}
 
 
-def _requirements(files: dict[str, bytes], config: dict[str, Any], model_type: str, modules: list[str],
-                  notes: list[str]) -> bytes:
+def _requirements(
+    files: dict[str, bytes], config: dict[str, Any], model_type: str, modules: list[str], notes: list[str]
+) -> bytes:
     dep = config.get("dependency") or "requirements.txt"
     if not isinstance(dep, str):
         raise LegacyFormatError(CONFIG, "dependency", "expected the requirements file name", code="wrong_type")
     if dep not in files:
         if "dependency" in config:
-            raise LegacyFormatError(dep, f"{CONFIG} dependency", "requirements file named in config.json is "
-                                    "not in the zip", code="missing_file")
+            raise LegacyFormatError(
+                dep,
+                f"{CONFIG} dependency",
+                "requirements file named in config.json is not in the zip",
+                code="missing_file",
+            )
         notes.append("no requirements.txt: nothing is installed besides the platform SDK")
         raw = ""
     else:
         raw = files[dep].decode("utf-8-sig", errors="replace")
     kept = clean_requirements(raw, notes)
     text = "\n".join(kept).lower()
-    wanted = {"sklearn": "scikit-learn", "numpy": "numpy", "pandas": "pandas", "xgboost": "xgboost",
-              "lightgbm": "lightgbm", "scipy": "scipy", "joblib": "joblib"}
+    wanted = {
+        "sklearn": "scikit-learn",
+        "numpy": "numpy",
+        "pandas": "pandas",
+        "xgboost": "xgboost",
+        "lightgbm": "lightgbm",
+        "scipy": "scipy",
+        "joblib": "joblib",
+    }
     local = {name.split("/", 1)[0].removesuffix(".py") for name in files}
     for module in modules:
         dist = wanted.get(module)
         if dist and dist not in text and module not in text:
             kept.append(dist)
             notes.append(f"the pickle imports '{module}', so '{dist}' was added to requirements.txt")
-        elif not dist and module not in text and module not in local and module not in sys.stdlib_module_names \
-                and module not in ("__builtin__", "copy_reg"):
-            notes.append(f"WARNING: the pickle imports '{module}', which neither requirements.txt nor the package "
-                         "provides: loading the model will fail unless a requirement installs it")
+        elif (
+            not dist
+            and module not in text
+            and module not in local
+            and module not in sys.stdlib_module_names
+            and module not in ("__builtin__", "copy_reg")
+        ):
+            notes.append(
+                f"WARNING: the pickle imports '{module}', which neither requirements.txt nor the package "
+                "provides: loading the model will fail unless a requirement installs it"
+            )
     if model_type == "h5" and "tensorflow" not in text and "keras" not in text:
         kept.append("tensorflow-cpu")
         notes.append("model.h5 needs Keras: 'tensorflow-cpu' was added to requirements.txt")
@@ -315,8 +369,9 @@ class LegacyModel:
 '''
 
 
-def convert_model(files: dict[str, bytes], source: str = "model.zip", *, version: str = "1.0.0",
-                  name: str | None = None) -> Converted:
+def convert_model(
+    files: dict[str, bytes], source: str = "model.zip", *, version: str = "1.0.0", name: str | None = None
+) -> Converted:
     """Convert an original model zip's files; LegacyFormatError names the file and key of the first problem."""
     config = load_json(files, CONFIG)
     if not isinstance(config, dict):
@@ -331,30 +386,45 @@ def convert_model(files: dict[str, bytes], source: str = "model.zip", *, version
     prediction = require(config, CONFIG, "prediction", dict)
     model_type = require(prediction, CONFIG, "model_type", str, "prediction")
     if model_type not in ("pkl", "h5"):
-        raise LegacyFormatError(CONFIG, "prediction.model_type",
-                                f"'{model_type}' is not supported; expected 'pkl' (pickle) or 'h5' (Keras)",
-                                code="invalid_value")
+        raise LegacyFormatError(
+            CONFIG,
+            "prediction.model_type",
+            f"'{model_type}' is not supported; expected 'pkl' (pickle) or 'h5' (Keras)",
+            code="invalid_value",
+        )
     model_file = prediction.get("name") or f"model.{model_type}"
     if not isinstance(model_file, str):
         raise LegacyFormatError(CONFIG, "prediction.name", "expected the model file name", code="wrong_type")
     if model_file not in files:
-        raise LegacyFormatError(model_file, f"{CONFIG} prediction.name", "model file is not in the zip",
-                                code="missing_file")
+        raise LegacyFormatError(
+            model_file, f"{CONFIG} prediction.name", "model file is not in the zip", code="missing_file"
+        )
     modules: list[str] = []
     if model_type == "pkl":
         modules = pickle_globals(files[model_file], model_file)
     elif not files[model_file].startswith(H5_MAGIC):
-        raise LegacyFormatError(model_file, f"{CONFIG} prediction.model_type",
-                                "model_type is 'h5' but the file is not an HDF5 (Keras) file", code="bad_model_file")
-    params = parse_params(require(require(config, CONFIG, "preprocessing", dict), CONFIG, "input_params", list,
-                                  "preprocessing"), "preprocessing.input_params")
+        raise LegacyFormatError(
+            model_file,
+            f"{CONFIG} prediction.model_type",
+            "model_type is 'h5' but the file is not an HDF5 (Keras) file",
+            code="bad_model_file",
+        )
+    params = parse_params(
+        require(require(config, CONFIG, "preprocessing", dict), CONFIG, "input_params", list, "preprocessing"),
+        "preprocessing.input_params",
+    )
     if not params:
-        raise LegacyFormatError(CONFIG, "preprocessing.input_params", "at least one input param is needed",
-                                code="invalid_value")
+        raise LegacyFormatError(
+            CONFIG, "preprocessing.input_params", "at least one input param is needed", code="invalid_value"
+        )
     inputs, image = _input_fields(params, notes)
     if ENTRY_MODULE + ".py" in files or "model.json" in files:
-        raise LegacyFormatError(ENTRY_MODULE + ".py" if ENTRY_MODULE + ".py" in files else "model.json", None,
-                                "this file name is reserved for the converted package", code="reserved_name")
+        raise LegacyFormatError(
+            ENTRY_MODULE + ".py" if ENTRY_MODULE + ".py" in files else "model.json",
+            None,
+            "this file name is reserved for the converted package",
+            code="reserved_name",
+        )
     description = config.get("description") if isinstance(config.get("description"), str) else ""
     manifest = {
         "format": 1,
@@ -372,8 +442,15 @@ def convert_model(files: dict[str, bytes], source: str = "model.zip", *, version
     out["requirements.txt"] = _requirements(files, config, model_type, modules, notes)
     entry_params = [(f, orig) for f, (orig, _) in zip(inputs, params, strict=False)] if not image else []
     out[ENTRY_MODULE + ".py"] = ENTRY_TEMPLATE.format(
-        pre_module=pre_module, pre_method=pre_method, post_module=post_module, post_method=post_method,
-        model_file=model_file, model_type=model_type, params=entry_params, image=image).encode()
+        pre_module=pre_module,
+        pre_method=pre_method,
+        post_module=post_module,
+        post_method=post_method,
+        model_file=model_file,
+        model_type=model_type,
+        params=entry_params,
+        image=image,
+    ).encode()
     out["model.json"] = dumps(manifest)
     if modules:
         notes.append(f"the pickle imports: {', '.join(modules)} (it is unpickled only inside the model's sandbox)")

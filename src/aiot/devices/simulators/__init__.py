@@ -7,7 +7,23 @@ from .sensors import SENSOR_SIMS, CameraSim, LightSim, SensorSim, TemperatureSim
 from .types import SIM_TYPES, sim_type_json
 
 __all__ = [
-    "CONTROLLER_SIMS", "SENSOR_SIMS", "SIM_MODELS", "SIM_TYPES", "AcSim", "AlarmSim", "CameraSim", "Connection",
-    "ControllerSim", "DisplaySim", "FanSim", "LampSim", "LightSim", "SensorSim", "SimDevice", "SimulatorRunner",
-    "TemperatureSim", "run_simulators", "sim_type_json",
+    "CONTROLLER_SIMS",
+    "SENSOR_SIMS",
+    "SIM_MODELS",
+    "SIM_TYPES",
+    "AcSim",
+    "AlarmSim",
+    "CameraSim",
+    "Connection",
+    "ControllerSim",
+    "DisplaySim",
+    "FanSim",
+    "LampSim",
+    "LightSim",
+    "SensorSim",
+    "SimDevice",
+    "SimulatorRunner",
+    "TemperatureSim",
+    "run_simulators",
+    "sim_type_json",
 ]

@@ -117,5 +117,9 @@ class AlarmSim(ControllerSim):
 
 
 CONTROLLER_SIMS: dict[str, type[ControllerSim]] = {
-    "fan": FanSim, "display": DisplaySim, "ac": AcSim, "lamp": LampSim, "alarm": AlarmSim,
+    "fan": FanSim,
+    "display": DisplaySim,
+    "ac": AcSim,
+    "lamp": LampSim,
+    "alarm": AlarmSim,
 }

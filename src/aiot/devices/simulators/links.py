@@ -65,8 +65,12 @@ class NatsLink(Link):
     async def open(cls, conn: Connection) -> NatsLink:
         while True:
             nc = await nats.connect(
-                conn.nats_url, user=conn.username, password=conn.password, max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5, name="aiot-sim",
+                conn.nats_url,
+                user=conn.username,
+                password=conn.password,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                name="aiot-sim",
             )
             if nc.is_connected:
                 return cls(nc)

@@ -43,11 +43,25 @@ class LightSim(SensorSim):
 
     type_name = "light"
 
-    def __init__(self, device_id: str, *, peak_lux: float = 20_000.0, indoor: float = 0.05,
-                 sunrise: float = 6.0, sunset: float = 18.5, night_lux: float = 2.0, **kw: object) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        peak_lux: float = 20_000.0,
+        indoor: float = 0.05,
+        sunrise: float = 6.0,
+        sunset: float = 18.5,
+        night_lux: float = 2.0,
+        **kw: object,
+    ) -> None:
         super().__init__(device_id, **kw)  # type: ignore[arg-type]
         self.peak_lux, self.indoor, self.sunrise, self.sunset, self.night_lux = (
-            peak_lux, indoor, sunrise, sunset, night_lux)
+            peak_lux,
+            indoor,
+            sunrise,
+            sunset,
+            night_lux,
+        )
 
     def value(self, now: datetime) -> float:
         h = _local_hour(now, self.tz)
@@ -68,8 +82,17 @@ class TemperatureSim(SensorSim):
 
     type_name = "temperature"
 
-    def __init__(self, device_id: str, *, mean: float = 24.0, amplitude: float = 4.0, noise: float = 0.15,
-                 drift_step: float = 0.01, drift_limit: float = 1.5, **kw: object) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        mean: float = 24.0,
+        amplitude: float = 4.0,
+        noise: float = 0.15,
+        drift_step: float = 0.01,
+        drift_limit: float = 1.5,
+        **kw: object,
+    ) -> None:
         super().__init__(device_id, **kw)  # type: ignore[arg-type]
         self.mean, self.amplitude, self.noise = mean, amplitude, noise
         self.drift_step, self.drift_limit = drift_step, drift_limit
@@ -122,8 +145,9 @@ class CameraSim(SensorSim):
 
     type_name = "camera"
 
-    def __init__(self, device_id: str, *, scene: str = "mixed", face_ratio: float = 0.3, width: int = 640,
-                 **kw: object) -> None:
+    def __init__(
+        self, device_id: str, *, scene: str = "mixed", face_ratio: float = 0.3, width: int = 640, **kw: object
+    ) -> None:
         kw.setdefault("rate", 1.0)
         super().__init__(device_id, **kw)  # type: ignore[arg-type]
         self.scene, self.face_ratio, self.width = scene, face_ratio, width

@@ -52,17 +52,27 @@ async def update_user(request: Request, user_id: str, web: WebUser = Depends(ADM
     """One form per row: `action` is role (with `role`), disable, enable or password (with `password`)."""
     form = await read_form(request)
     action = str(form.get("action", ""))
-    body: dict[str, Any] = {"role": form.get("role")} if action == "role" else \
-        {"disabled": action == "disable"} if action in ("disable", "enable") else \
-        {"password": str(form.get("password", ""))} if action == "password" else {}
+    body: dict[str, Any] = (
+        {"role": form.get("role")}
+        if action == "role"
+        else {"disabled": action == "disable"}
+        if action in ("disable", "enable")
+        else {"password": str(form.get("password", ""))}
+        if action == "password"
+        else {}
+    )
     if not body:
         return redirect("/admin/users", flash="Nothing to change.")
     try:
         user = await web.api.patch(f"/users/{user_id}", body)
     except ApiError as exc:
         return await _users_page(request, web, row_errors={user_id: exc.message})
-    what = {"role": f"is now {user['role'].replace('_', ' ')}", "disable": "is disabled (logged out everywhere)",
-            "enable": "is enabled", "password": "has a new password"}[action]
+    what = {
+        "role": f"is now {user['role'].replace('_', ' ')}",
+        "disable": "is disabled (logged out everywhere)",
+        "enable": "is enabled",
+        "password": "has a new password",
+    }[action]
     return redirect("/admin/users", flash=f"{user['username']} {what}.")
 
 
@@ -92,12 +102,16 @@ async def add_device_type(request: Request, web: WebUser = Depends(ADMIN)) -> Re
     else:
         data = text.encode()
     if not data.strip():
-        return await _types_page(request, web, values={"definition": text},
-                                 errors=one_error("definition", "paste a device type definition (JSON) or choose "
-                                                                "a .json file"))
+        return await _types_page(
+            request,
+            web,
+            values={"definition": text},
+            errors=one_error("definition", "paste a device type definition (JSON) or choose a .json file"),
+        )
     try:
-        row = await web.api.post("/device-types", content=data, headers={"x-filename": filename,
-                                                                          "content-type": "application/json"})
+        row = await web.api.post(
+            "/device-types", content=data, headers={"x-filename": filename, "content-type": "application/json"}
+        )
     except ApiError as exc:
         errors = form_errors(exc, {"body": "definition"}, files=True)
         return await _types_page(request, web, errors=errors, values={"definition": text})
@@ -136,8 +150,12 @@ async def locations(request: Request, web: WebUser = Depends(ADMIN)) -> Response
 async def add_location(request: Request, web: WebUser = Depends(ADMIN)) -> Response:
     form = await read_form(request)
     values = clean(form, LOCATION_FIELDS)
-    body = {**values, "parent": values["parent"] or None, "timezone": values["timezone"] or "UTC",
-            "kind": values["kind"] or "site"}
+    body = {
+        **values,
+        "parent": values["parent"] or None,
+        "timezone": values["timezone"] or "UTC",
+        "kind": values["kind"] or "site",
+    }
     try:
         row = await web.api.post("/locations", body)
     except ApiError as exc:
@@ -146,17 +164,32 @@ async def add_location(request: Request, web: WebUser = Depends(ADMIN)) -> Respo
 
 
 async def _location_page(request: Request, web: WebUser, ref: str, **extra: Any) -> Response:
-    location, types, people = await asyncio.gather(web.api.get(f"/locations/{ref}"), web.api.get("/device-types"),
-                                                   web.api.get("/users"))
-    devices, grants = await asyncio.gather(_devices_live(web, location["id"]),
-                                           web.api.get(f"/locations/{location['id']}/grants"))
+    location, types, people = await asyncio.gather(
+        web.api.get(f"/locations/{ref}"), web.api.get("/device-types"), web.api.get("/users")
+    )
+    devices, grants = await asyncio.gather(
+        _devices_live(web, location["id"]), web.api.get(f"/locations/{location['id']}/grants")
+    )
     options = [("", "— choose —")] + [(t["name"], f"{t['name']} ({t['kind']})") for t in types]
     granted = {g["user_id"] for g in grants}
     user_options = [("", "— choose a person —")] + [
-        (u["username"], f"{u['username']} ({u['role'].replace('_', ' ')})") for u in people
-        if u["role"] != "admin" and not u["disabled"] and u["id"] not in granted]
-    return render(request, "admin/location.html", web, title=location["name"], location=location, devices=devices,
-                  types=types, type_options=options, grants=grants, user_options=user_options, **extra)
+        (u["username"], f"{u['username']} ({u['role'].replace('_', ' ')})")
+        for u in people
+        if u["role"] != "admin" and not u["disabled"] and u["id"] not in granted
+    ]
+    return render(
+        request,
+        "admin/location.html",
+        web,
+        title=location["name"],
+        location=location,
+        devices=devices,
+        types=types,
+        type_options=options,
+        grants=grants,
+        user_options=user_options,
+        **extra,
+    )
 
 
 async def _devices_live(web: WebUser, location_id: str) -> list[dict[str, Any]]:
@@ -181,8 +214,7 @@ async def location(request: Request, ref: str, web: WebUser = Depends(ADMIN)) ->
 async def location_devices(request: Request, ref: str, web: WebUser = Depends(ADMIN)) -> Response:
     """The live part of a location page (htmx polls it every 2 s)."""
     location = await web.api.get(f"/locations/{ref}")
-    return fragment(request, "admin/_devices.html", location=location,
-                    devices=await _devices_live(web, location["id"]))
+    return fragment(request, "admin/_devices.html", location=location, devices=await _devices_live(web, location["id"]))
 
 
 @router.post("/locations/{ref}/devices")
@@ -193,8 +225,9 @@ async def add_device(request: Request, ref: str, web: WebUser = Depends(ADMIN)) 
         device = await web.api.post("/devices", {**values, "location": ref})
     except ApiError as exc:
         return await _location_page(request, web, ref, errors=form_errors(exc, DEVICE_FIELDS), values=values)
-    return await _location_page(request, web, ref, issued={"device": device, "connect": device["connect"],
-                                                            "what": "registered"})
+    return await _location_page(
+        request, web, ref, issued={"device": device, "connect": device["connect"], "what": "registered"}
+    )
 
 
 @router.post("/locations/{ref}/grants")
@@ -206,8 +239,10 @@ async def grant_location(request: Request, ref: str, web: WebUser = Depends(ADMI
         row = await web.api.post(f"/locations/{ref}/grants", {"user": values["user"]})
     except ApiError as exc:
         return await _location_page(request, web, ref, errors=form_errors(exc, GRANT_FIELDS), grant_values=values)
-    return redirect(f"/admin/locations/{row['location_id']}",
-                    flash=f"{row['user']} may now use {row['location']} and the locations below it.")
+    return redirect(
+        f"/admin/locations/{row['location_id']}",
+        flash=f"{row['user']} may now use {row['location']} and the locations below it.",
+    )
 
 
 @router.post("/locations/{ref}/grants/{user}/revoke")
@@ -230,8 +265,9 @@ async def device_action(request: Request, device_id: str, action: str, web: WebU
         if action == "rotate":
             connect = await web.api.post(f"/devices/{device_id}/credentials/rotate")
             device = await web.api.get(f"/devices/{device_id}")
-            return await _location_page(request, web, location_id,
-                                        issued={"device": device, "connect": connect, "what": "rotated"})
+            return await _location_page(
+                request, web, location_id, issued={"device": device, "connect": connect, "what": "rotated"}
+            )
         if action == "revoke":
             await web.api.post(f"/devices/{device_id}/credentials/revoke")
             return redirect(back, flash=f"Credential of {device_id} revoked: it is disconnected.")
@@ -278,8 +314,15 @@ async def nodes_live(request: Request, web: WebUser = Depends(ADMIN)) -> Respons
 async def join_token(request: Request, web: WebUser = Depends(ADMIN)) -> Response:
     await read_form(request)
     token = (await web.api.post("/nodes/join-tokens"))["token"]
-    return render(request, "admin/nodes.html", web, title="Nodes", nodes=await _nodes(web), join_token=token,
-                  server=str(request.base_url).rstrip("/"))
+    return render(
+        request,
+        "admin/nodes.html",
+        web,
+        title="Nodes",
+        nodes=await _nodes(web),
+        join_token=token,
+        server=str(request.base_url).rstrip("/"),
+    )
 
 
 @router.post("/nodes/{ref}/drain")

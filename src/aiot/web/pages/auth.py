@@ -46,8 +46,11 @@ async def home(request: Request) -> Response:
 @router.get("/favicon.ico")
 async def favicon() -> Response:
     """Browsers ask for /favicon.ico on every page without an icon link (the app gateway's pages, /docs)."""
-    return FileResponse(Path(__file__).parents[1] / "static" / "favicon.svg", media_type="image/svg+xml",
-                        headers={"cache-control": "max-age=86400"})
+    return FileResponse(
+        Path(__file__).parents[1] / "static" / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"cache-control": "max-age=86400"},
+    )
 
 
 def _login_page(request: Request, status: int = 200, **context: object) -> Response:
@@ -55,10 +58,18 @@ def _login_page(request: Request, status: int = 200, **context: object) -> Respo
     tabs both work)."""
     current = request.cookies.get(LOGIN_COOKIE, "")
     nonce = current if 20 <= len(current) <= 64 else secrets.token_urlsafe(24)
-    out = render(request, "login.html", status=status, csrf=derived_token(app_secret(request.app), "login", nonce),
-                 **context)
-    out.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="lax",
-                   secure=service_context(request).settings.secure_cookies, path="/login")
+    out = render(
+        request, "login.html", status=status, csrf=derived_token(app_secret(request.app), "login", nonce), **context
+    )
+    out.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        httponly=True,
+        samesite="lax",
+        secure=service_context(request).settings.secure_cookies,
+        path="/login",
+    )
     return out
 
 
@@ -91,7 +102,8 @@ async def login(request: Request) -> Response:
     if not errors:
         try:
             response = await Api(request.app, None, client=request.client).request(
-                "POST", "/auth/session", json={"username": username, "password": password, "token_name": "web"})
+                "POST", "/auth/session", json={"username": username, "password": password, "token_name": "web"}
+            )
         except ApiError as exc:
             errors = form_errors(exc, ["username", "password"])
             if exc.status in (401, 429):

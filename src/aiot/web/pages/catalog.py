@@ -25,9 +25,15 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 @router.get("/catalog")
 async def catalog(request: Request, web: WebUser = Depends(ANY)) -> Response:
     models, types = await asyncio.gather(web.api.get("/models"), web.api.get("/device-types"))
-    return render(request, "dev/catalog.html", web, title="Catalog", models=models,
-                  sensors=[t for t in types if t["kind"] == "sensor"],
-                  controllers=[t for t in types if t["kind"] == "controller"])
+    return render(
+        request,
+        "dev/catalog.html",
+        web,
+        title="Catalog",
+        models=models,
+        sensors=[t for t in types if t["kind"] == "sensor"],
+        controllers=[t for t in types if t["kind"] == "controller"],
+    )
 
 
 async def _apps_page(request: Request, web: WebUser, **extra: Any) -> Response:
@@ -54,18 +60,26 @@ def _instances_of(request: Request, app_id: str) -> list[dict[str, Any]]:
     """Instances of one app, read from the database: the instances API is for their end users, while the app's
     developer may see that (and where) the app runs, not change it."""
     with service_context(request).db.session() as session:
-        rows = session.scalars(select(AppInstance).where(AppInstance.app_id == app_id,
-                                                         AppInstance.state != InstanceState.retired)
-                               .order_by(AppInstance.created_at))
+        rows = session.scalars(
+            select(AppInstance)
+            .where(AppInstance.app_id == app_id, AppInstance.state != InstanceState.retired)
+            .order_by(AppInstance.created_at)
+        )
         out = []
         for row in rows:
             location = session.get(Location, row.location_id)
             observed = session.get(WorkloadStatus, row.workload_id) if row.workload_id else None
-            out.append({"id": row.id, "name": row.name, "state": row.state.value,
-                        "location": location.name if location else row.location_id,
-                        "workload_state": observed.state if observed and row.state == InstanceState.running
-                        else None, "restarts": observed.restarts if observed else 0,
-                        "created_at": row.created_at.isoformat()})
+            out.append(
+                {
+                    "id": row.id,
+                    "name": row.name,
+                    "state": row.state.value,
+                    "location": location.name if location else row.location_id,
+                    "workload_state": observed.state if observed and row.state == InstanceState.running else None,
+                    "restarts": observed.restarts if observed else 0,
+                    "created_at": row.created_at.isoformat(),
+                }
+            )
         return out
 
 
@@ -75,5 +89,13 @@ async def app_detail(request: Request, ref: str, web: WebUser = Depends(APP_DEV)
     mine = web.is_admin or app["owner_id"] == web.user.id
     instances = _instances_of(request, app["id"]) if mine else []
     locations = await web.api.get_or([], f"/apps/{app['id']}/locations")
-    return render(request, "dev/app.html", web, title=f"{app['name']} {app['version']}", app=app, mine=mine,
-                  instances=instances, locations=locations)
+    return render(
+        request,
+        "dev/app.html",
+        web,
+        title=f"{app['name']} {app['version']}",
+        app=app,
+        mine=mine,
+        instances=instances,
+        locations=locations,
+    )

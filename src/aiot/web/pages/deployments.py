@@ -79,8 +79,9 @@ async def _logs(web: WebUser, instance: dict[str, Any]) -> dict[str, Any]:
 async def _versions(web: WebUser, instance: dict[str, Any]) -> dict[str, Any]:
     """The app's other active versions (what an upgrade may choose) and the instance's version history."""
     name, _, current = str(instance.get("app") or "").partition(":")
-    releases, history = await asyncio.gather(web.api.get_or([], "/apps", name=name),
-                                             web.api.get_or([], f"/instances/{instance['id']}/history"))
+    releases, history = await asyncio.gather(
+        web.api.get_or([], "/apps", name=name), web.api.get_or([], f"/instances/{instance['id']}/history")
+    )
     others = [r["version"] for r in releases if r.get("name") == name and r.get("version") != current]
     return {"current": current, "others": others, "history": list(reversed(history))}
 
@@ -88,8 +89,15 @@ async def _versions(web: WebUser, instance: dict[str, Any]) -> dict[str, Any]:
 @router.get("/{instance_id}")
 async def deployment(request: Request, instance_id: str, web: WebUser = Depends(END_USER)) -> Response:
     instance = await _instance(web, instance_id)
-    return render(request, "store/deployment.html", web, title=instance["name"], i=instance,
-                  logs=await _logs(web, instance), versions=await _versions(web, instance))
+    return render(
+        request,
+        "store/deployment.html",
+        web,
+        title=instance["name"],
+        i=instance,
+        logs=await _logs(web, instance),
+        versions=await _versions(web, instance),
+    )
 
 
 @router.get("/{instance_id}/live")
@@ -114,8 +122,9 @@ async def act(request: Request, instance_id: str, action: str, web: WebUser = De
     if action in ("upgrade", "rollback"):
         try:
             if action == "upgrade":
-                change = await web.api.post(f"/instances/{instance_id}/upgrade",
-                                            {"version": str(form.get("version", ""))})
+                change = await web.api.post(
+                    f"/instances/{instance_id}/upgrade", {"version": str(form.get("version", ""))}
+                )
             else:
                 change = await web.api.post(f"/instances/{instance_id}/rollback")
         except ApiError as exc:

@@ -21,8 +21,7 @@ from aiot.web.routing import WebRoute
 from aiot.web.session import ANY, WebUser, read_form
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False, prefix="/devices")
-WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6),
-           "24h": timedelta(hours=24)}
+WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
 HISTORY_LIMIT = 1000
 
 
@@ -62,17 +61,39 @@ async def device_page(request: Request, device_id: str, window: str = "1h", web:
     if window not in WINDOWS:
         window = "1h"
     (device, definition), live, records = await asyncio.gather(
-        _device(web, device_id), _live(web, device_id),
-        web.api.get_or([], f"/devices/{device_id}/history", limit=HISTORY_LIMIT))
+        _device(web, device_id),
+        _live(web, device_id),
+        web.api.get_or([], f"/devices/{device_id}/history", limit=HISTORY_LIMIT),
+    )
     end = datetime.now(UTC)
     start = end - WINDOWS[window]
     units = _units(definition)
-    charts = [{"field": name, "svg": series_chart(points, start=start, end=end, unit=units.get(name, ""),
-                                                  title=f"{device['name']} {name} over the last {window}")}
-              for name, points in sorted(numeric_series(records, start).items())]
-    return render(request, "devices/device.html", web, title=device["name"], device=device, live=live,
-                  definition=definition, charts=charts, window=window, windows=list(WINDOWS),
-                  capped=len(records) >= HISTORY_LIMIT)
+    charts = [
+        {
+            "field": name,
+            "svg": series_chart(
+                points,
+                start=start,
+                end=end,
+                unit=units.get(name, ""),
+                title=f"{device['name']} {name} over the last {window}",
+            ),
+        }
+        for name, points in sorted(numeric_series(records, start).items())
+    ]
+    return render(
+        request,
+        "devices/device.html",
+        web,
+        title=device["name"],
+        device=device,
+        live=live,
+        definition=definition,
+        charts=charts,
+        window=window,
+        windows=list(WINDOWS),
+        capped=len(records) >= HISTORY_LIMIT,
+    )
 
 
 @router.get("/{device_id}/live")
@@ -112,8 +133,9 @@ async def send_command(request: Request, device_id: str, command: str, web: WebU
     if spec is None:
         return redirect(back, flash=f"This device has no command {command!r}.")
     try:
-        out = await web.api.post(f"/devices/{device_id}/commands",
-                                 {"command": command, "args": command_args(spec, form)})
+        out = await web.api.post(
+            f"/devices/{device_id}/commands", {"command": command, "args": command_args(spec, form)}
+        )
     except ApiError as exc:
         return redirect(back, flash=f"{command}: {exc.message}")
     state = ", ".join(f"{k}={v}" for k, v in (out.get("state") or {}).items())

@@ -18,7 +18,8 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 async def _health(request: Request, web: WebUser) -> dict[str, Any]:
     status, nodes, workloads = await asyncio.gather(
-        web.api.get("/status"), web.api.get_or([], "/nodes"), web.api.get_or([], "/workloads"))
+        web.api.get("/status"), web.api.get_or([], "/nodes"), web.api.get_or([], "/workloads")
+    )
     # Services of this process come from its context too: `aiot service run` processes elsewhere report
     # through /status of their own API; here we show what this control plane runs.
     services = dict(status.get("services") or {})

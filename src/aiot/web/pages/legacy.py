@@ -37,15 +37,27 @@ async def import_upload(request: Request, web: WebUser = Depends(DEVELOPERS)) ->
     values = {k: str(form.get(k) or "").strip() for k in ("model", "names", "location", "version")}
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
-        return _page(request, web, errors=one_error("file", "choose the original package (.zip) to import"),
-                     values=values)
-    params: dict[str, Any] = {"names": values["names"], "location": values["location"],
-                              "version": values["version"] or "1.0.0",
-                              "model": [p.strip() for p in values["model"].split(",") if p.strip()]}
+        return _page(
+            request, web, errors=one_error("file", "choose the original package (.zip) to import"), values=values
+        )
+    params: dict[str, Any] = {
+        "names": values["names"],
+        "location": values["location"],
+        "version": values["version"] or "1.0.0",
+        "model": [p.strip() for p in values["model"].split(",") if p.strip()],
+    }
     try:
-        result = await web.api.post("/import", content=stream_upload(upload), params=params,
-                                    headers={"content-type": "application/zip", "x-filename": upload.filename})
+        result = await web.api.post(
+            "/import",
+            content=stream_upload(upload),
+            params=params,
+            headers={"content-type": "application/zip", "x-filename": upload.filename},
+        )
     except ApiError as exc:
-        return _page(request, web, errors=form_errors(exc, {"file": "file", "body": "file", "model": "model",
-                                                              "names": "names"}, files=True), values=values)
+        return _page(
+            request,
+            web,
+            errors=form_errors(exc, {"file": "file", "body": "file", "model": "model", "names": "names"}, files=True),
+            values=values,
+        )
     return _page(request, web, result=result, values={}, errors=FormErrors())

@@ -39,8 +39,12 @@ async def _search(web: WebUser, values: dict[str, str]) -> dict[str, Any]:
     stream = {k: v for k, v in params.items() if k not in ("since", "until", "limit", "q")}
     if "q" in params:  # the search's free text is the tail's `text` filter
         stream["text"] = params["q"]
-    return {"available": True, "records": records, "truncated": truncated,
-            "stream_url": "/api/v1/logs/stream" + (f"?{urlencode(stream)}" if stream else "")}
+    return {
+        "available": True,
+        "records": records,
+        "truncated": truncated,
+        "stream_url": "/api/v1/logs/stream" + (f"?{urlencode(stream)}" if stream else ""),
+    }
 
 
 @router.get("/logs")

@@ -32,8 +32,11 @@ async def upload_package(web: WebUser, collection: str, form: Any) -> tuple[dict
     if not isinstance(upload, UploadFile) or not upload.filename:
         return None, one_error("file", "choose a .zip package to upload")
     try:
-        row = await web.api.post(f"/{collection}", content=stream_upload(upload),
-                                 headers={"content-type": "application/zip", "x-filename": upload.filename})
+        row = await web.api.post(
+            f"/{collection}",
+            content=stream_upload(upload),
+            headers={"content-type": "application/zip", "x-filename": upload.filename},
+        )
     except ApiError as exc:
         return None, form_errors(exc, {"file": "file", "body": "file"}, files=True)
     return row, FormErrors()
@@ -86,12 +89,27 @@ async def _model_page(request: Request, web: WebUser, ref: str, **extra: Any) ->
     deployment = await web.api.get_or(None, f"/deployments/{model['id']}")
     versions = await web.api.get("/models", name=model["name"], include_deprecated=True)
     mine = web.is_admin or model["owner_id"] == web.user.id
-    extra.setdefault("values", {"inputs": _example_json(model["manifest"]),
-                                "replicas": str(deployment["replicas"] if deployment else
-                                                (model["manifest"].get("resources") or {}).get("replicas", 1))})
-    return render(request, "models/detail.html", web, title=f"{model['name']} {model['version']}", model=model,
-                  deployment=deployment, versions=versions, mine=mine, images=image_inputs(model["manifest"]),
-                  **extra)
+    extra.setdefault(
+        "values",
+        {
+            "inputs": _example_json(model["manifest"]),
+            "replicas": str(
+                deployment["replicas"] if deployment else (model["manifest"].get("resources") or {}).get("replicas", 1)
+            ),
+        },
+    )
+    return render(
+        request,
+        "models/detail.html",
+        web,
+        title=f"{model['name']} {model['version']}",
+        model=model,
+        deployment=deployment,
+        versions=versions,
+        mine=mine,
+        images=image_inputs(model["manifest"]),
+        **extra,
+    )
 
 
 @router.get("/{ref}")
@@ -114,8 +132,9 @@ async def deploy(request: Request, ref: str, web: WebUser = Depends(AI_DEV)) -> 
     try:
         replicas = int(raw)
     except ValueError:
-        return await _model_page(request, web, ref, errors=one_error("replicas", f"{raw!r} is not a whole number"),
-                                 values={"replicas": raw})
+        return await _model_page(
+            request, web, ref, errors=one_error("replicas", f"{raw!r} is not a whole number"), values={"replicas": raw}
+        )
     try:
         out = await web.api.post(f"/models/{ref}/deploy", {"replicas": replicas})
     except ApiError as exc:
@@ -147,8 +166,7 @@ async def predict(request: Request, ref: str, web: WebUser = Depends(AI_DEV)) ->
     images = image_inputs(model["manifest"])
 
     def panel(**extra: Any) -> Response:
-        return fragment(request, "models/_predict.html", model=model, images=images, values={"inputs": text},
-                        **extra)
+        return fragment(request, "models/_predict.html", model=model, images=images, values={"inputs": text}, **extra)
 
     try:
         inputs = json.loads(text)
@@ -182,5 +200,9 @@ async def _call_model(web: WebUser, model_id: str, inputs: dict[str, Any], files
         request = httpx.Request("POST", "http://x", data={"inputs": json.dumps(inputs)}, files=files)
     else:
         request = httpx.Request("POST", "http://x", json={"inputs": inputs})
-    return await web.api.send("POST", f"/models/{model_id}/predict", content=request.read(),
-                              headers={"content-type": request.headers["content-type"]})
+    return await web.api.send(
+        "POST",
+        f"/models/{model_id}/predict",
+        content=request.read(),
+        headers={"content-type": request.headers["content-type"]},
+    )

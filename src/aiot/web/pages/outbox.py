@@ -22,8 +22,15 @@ STATUSES = ("pending", "sending", "sent", "failed")
 async def outbox(request: Request, status: str = "", web: WebUser = Depends(ADMIN)) -> Response:
     params = {"limit": 200, **({"status": status} if status in STATUSES else {})}
     mails = await web.api.get("/outbox", **params)
-    return render(request, "admin/outbox.html", web, title="Outbox", mails=mails,
-                  shown=status if status in STATUSES else "", statuses=STATUSES)
+    return render(
+        request,
+        "admin/outbox.html",
+        web,
+        title="Outbox",
+        mails=mails,
+        shown=status if status in STATUSES else "",
+        statuses=STATUSES,
+    )
 
 
 @router.get("/{email_id}")

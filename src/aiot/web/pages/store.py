@@ -22,25 +22,62 @@ from aiot.web.session import END_USER, WebUser, read_form
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False, prefix="/store")
 
-WEEKDAYS = [("mon", "Mon"), ("tue", "Tue"), ("wed", "Wed"), ("thu", "Thu"), ("fri", "Fri"), ("sat", "Sat"),
-            ("sun", "Sun")]
-FORM_FIELDS = ["name", "location", "timezone", "start_date", "end_date", "times", "duration_minutes", "until",
-               "repeat", "policy", "run_minutes"]
+WEEKDAYS = [
+    ("mon", "Mon"),
+    ("tue", "Tue"),
+    ("wed", "Wed"),
+    ("thu", "Thu"),
+    ("fri", "Fri"),
+    ("sat", "Sat"),
+    ("sun", "Sun"),
+]
+FORM_FIELDS = [
+    "name",
+    "location",
+    "timezone",
+    "start_date",
+    "end_date",
+    "times",
+    "duration_minutes",
+    "until",
+    "repeat",
+    "policy",
+    "run_minutes",
+]
 # API field (instances and schedules routes) -> the form input that shows its message.
-ALIASES = {"name": "name", "location": "location", "bindings": "location", "app": "location",
-           "spec.timezone": "timezone", "spec.start_date": "start_date", "spec.end_date": "end_date",
-           "spec.times": "times", "spec.every_day": "times", "spec.duration_minutes": "duration_minutes",
-           "spec.until": "until", "spec.weekdays": "weekdays", "spec": "times", "policy": "policy",
-           "timezone": "timezone", "start_date": "start_date", "end_date": "end_date", "times": "times",
-           "duration_minutes": "duration_minutes", "until": "until", "weekdays": "weekdays",
-           "minutes": "run_minutes", "settings": "settings"}
+ALIASES = {
+    "name": "name",
+    "location": "location",
+    "bindings": "location",
+    "app": "location",
+    "spec.timezone": "timezone",
+    "spec.start_date": "start_date",
+    "spec.end_date": "end_date",
+    "spec.times": "times",
+    "spec.every_day": "times",
+    "spec.duration_minutes": "duration_minutes",
+    "spec.until": "until",
+    "spec.weekdays": "weekdays",
+    "spec": "times",
+    "policy": "policy",
+    "timezone": "timezone",
+    "start_date": "start_date",
+    "end_date": "end_date",
+    "times": "times",
+    "duration_minutes": "duration_minutes",
+    "until": "until",
+    "weekdays": "weekdays",
+    "minutes": "run_minutes",
+    "settings": "settings",
+}
 
 
 def _needs(app: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     context = app["manifest"].get("context") or {}
-    return {section: [(alias, ref["device_type"]) for alias, ref in (context.get(section) or {}).items()]
-            for section in ("sensors", "controllers")}
-
+    return {
+        section: [(alias, ref["device_type"]) for alias, ref in (context.get(section) or {}).items()]
+        for section in ("sensors", "controllers")
+    }
 
 
 def _zones_attr(locations: list[dict[str, Any]]) -> str:
@@ -49,6 +86,7 @@ def _zones_attr(locations: list[dict[str, Any]]) -> str:
     in the template as markup, Jinja would escape their quotes."""
     zones = {loc["id"]: loc.get("timezone") or "UTC" for loc in locations}
     return f'data-location-zones="{html.escape(json.dumps(zones), quote=True)}"'
+
 
 @router.get("")
 async def store(request: Request, web: WebUser = Depends(END_USER)) -> Response:
@@ -120,27 +158,43 @@ def _settings(app: dict[str, Any], form: Any) -> tuple[dict[str, Any], FormError
             continue
         kind = spec.get("type")
         try:
-            out[name] = float(raw) if kind == "number" else int(raw) if kind == "integer" else \
-                raw.lower() in ("1", "true", "yes", "on") if kind == "boolean" else raw
+            out[name] = (
+                float(raw)
+                if kind == "number"
+                else int(raw)
+                if kind == "integer"
+                else raw.lower() in ("1", "true", "yes", "on")
+                if kind == "boolean"
+                else raw
+            )
         except ValueError:
             errors.add(f"setting_{name}", f"{raw!r} is not a valid {kind}")
     return out, errors
 
 
 def _bindings(form: Any) -> dict[str, list[str]]:
-    return {key[len("bind_"):]: [str(v)] for key, v in form.items() if key.startswith("bind_") and v}
+    return {key[len("bind_") :]: [str(v)] for key, v in form.items() if key.startswith("bind_") and v}
 
 
 async def _app_page(request: Request, web: WebUser, ref: str, **extra: Any) -> Response:
     app = await web.api.get(f"/apps/{ref}")
     locations = await web.api.get(f"/apps/{app['id']}/locations")
-    extra.setdefault("values", {"repeat": "times", "times": "08:00", "duration_minutes": "60", "policy": "",
-                                "name": ""})
-    return render(request, "store/app.html", web, title=app["name"], app=app, needs=_needs(app),
-                  locations=locations, weekdays=WEEKDAYS,
-                  location_options=[("", "— choose a location —")] + [(loc["id"], loc["name"]) for loc in locations],
-                  zones_attr=_zones_attr(locations),
-                  **extra)
+    extra.setdefault(
+        "values", {"repeat": "times", "times": "08:00", "duration_minutes": "60", "policy": "", "name": ""}
+    )
+    return render(
+        request,
+        "store/app.html",
+        web,
+        title=app["name"],
+        app=app,
+        needs=_needs(app),
+        locations=locations,
+        weekdays=WEEKDAYS,
+        location_options=[("", "— choose a location —")] + [(loc["id"], loc["name"]) for loc in locations],
+        zones_attr=_zones_attr(locations),
+        **extra,
+    )
 
 
 @router.get("/{ref}")
@@ -182,16 +236,19 @@ def runs_of(out: Any) -> list[dict[str, Any]]:
     """Occurrences from a preview or schedule answer, whichever shape: a list, or under runs/occurrences."""
     items = out
     if isinstance(out, dict):
-        items = next((out[k] for k in ("runs", "occurrences", "next_runs", "next") if isinstance(out.get(k), list)),
-                     [])
+        items = next((out[k] for k in ("runs", "occurrences", "next_runs", "next") if isinstance(out.get(k), list)), [])
     runs = []
     for item in items or []:
         if isinstance(item, str):
             runs.append({"start": item, "end": None})
         elif isinstance(item, dict):
-            runs.append({"start": item.get("start") or item.get("starts_at") or item.get("start_at"),
-                         "end": item.get("end") or item.get("ends_at") or item.get("end_at"),
-                         "local": item.get("local_start") or item.get("start_local")})
+            runs.append(
+                {
+                    "start": item.get("start") or item.get("starts_at") or item.get("start_at"),
+                    "end": item.get("end") or item.get("ends_at") or item.get("end_at"),
+                    "local": item.get("local_start") or item.get("start_local"),
+                }
+            )
     return runs
 
 
@@ -206,8 +263,13 @@ async def submit(request: Request, ref: str, web: WebUser = Depends(END_USER)) -
     action = str(form.get("action", "schedule"))
 
     async def again(errors: FormErrors) -> Response:
-        return await _app_page(request, web, ref, errors=errors, values={**values, "weekdays": weekdays,
-                                                                        **{k: str(v) for k, v in form.items()}})
+        return await _app_page(
+            request,
+            web,
+            ref,
+            errors=errors,
+            values={**values, "weekdays": weekdays, **{k: str(v) for k, v in form.items()}},
+        )
 
     if not values["location"]:
         return await again(one_error("location", "choose where the app runs"))
@@ -224,9 +286,16 @@ async def submit(request: Request, ref: str, web: WebUser = Depends(END_USER)) -
                 return await again(form_errors(exc, ALIASES))
             schedules_available = False
     try:
-        instance = await web.api.post("/instances", {"app": app["id"], "location": values["location"],
-                                                     "name": values["name"], "settings": settings,
-                                                     "bindings": _bindings(form)})
+        instance = await web.api.post(
+            "/instances",
+            {
+                "app": app["id"],
+                "location": values["location"],
+                "name": values["name"],
+                "settings": settings,
+                "bindings": _bindings(form),
+            },
+        )
     except ApiError as exc:
         return await again(form_errors(exc, ALIASES))
     if action == "now" or not schedules_available:
