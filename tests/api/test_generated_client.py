@@ -37,6 +37,19 @@ def _generate(spec: dict, where: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     spec_file = where / "openapi.json"
     spec_file.write_text(json.dumps(spec))
+    # The generator reads binary answers only as application/octet-stream; the API truthfully says application/zip
+    # (and gzip for log archives), so map them as an integrator would, in the generator's own config.
+    config = where / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "content_type_overrides": {
+                    "application/zip": "application/octet-stream",
+                    "application/gzip": "application/octet-stream",
+                }
+            }
+        )
+    )
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     done = subprocess.run(
         [
@@ -46,6 +59,8 @@ def _generate(spec: dict, where: Path) -> Path:
             str(spec_file),
             "--meta",
             "none",
+            "--config",
+            str(config),
             "--output-path",
             str(where / "aiot_generated"),
         ],

@@ -44,7 +44,19 @@ def test_no_workload_restarts_and_no_model_unavailable_in_the_first_five_minutes
     assert demo.plane.proc.poll() is None, demo.plane.log()[-3000:]
     workloads = demo.call("GET", "/workloads", params={"include_stopped": "true"})
     assert len(workloads) >= 4, workloads  # the demo's models and apps
-    restarted = {w["id"]: (w["package_id"], w["restarts"], w["reason"]) for w in workloads if w["restarts"]}
+    restarted = {
+        w["id"]: (
+            w["package_id"],
+            w["restarts"],
+            [
+                e
+                for e in demo.call("GET", f"/workloads/{w['id']}")["events"]
+                if e["kind"] != "state" or e.get("state") != "running"
+            ][-6:],
+        )
+        for w in workloads
+        if w["restarts"]
+    }
     assert not restarted, f"workloads restarted in the demo's first {DEMO_MINUTES} minutes: {restarted}"
     failures = demo.call("GET", "/logs", params={"text": "ModelUnavailable", "since": "15m", "limit": 50})
     assert failures["count"] == 0, [r["message"][:300] for r in failures["records"]]

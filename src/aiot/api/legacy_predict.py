@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
@@ -82,7 +83,13 @@ async def _inputs(request: Request) -> dict[str, Any]:
     return doc
 
 
-@router.post("/predict/{ref}")
+class LegacyPredictOut(BaseModel):
+    """The original platform's answer: the model's `output` (or all its outputs)."""
+
+    output: Any
+
+
+@router.post("/predict/{ref}", response_model=LegacyPredictOut)
 async def predict(request: Request, ctx: Ctx, ref: str) -> JSONResponse:
     principal = authenticate_request(request)
     with ctx.db.session() as session:

@@ -216,25 +216,25 @@ async def _predict(request: Request, owner: str, name: str, path: str) -> Respon
     )
 
 
-@router.post("/models/{owner}/{name}/v1/predict")
+@router.post("/models/{owner}/{name}/v1/predict", response_model=oip.PredictOut)
 async def predict(request: Request, owner: str, name: str) -> Response:
     """Our predict format at a stable address: `{"inputs": {...}}` (or multipart with image files)."""
     return await _predict(request, owner, name, "/v1/predict")
 
 
-@router.post("/models/{owner}/{name}/v1/predict/batch")
+@router.post("/models/{owner}/{name}/v1/predict/batch", response_model=oip.PredictOut)
 async def predict_batch(request: Request, owner: str, name: str) -> Response:
     """Several predictions in one request: `{"instances": [{...}, ...]}`."""
     return await _predict(request, owner, name, "/v1/predict/batch")
 
 
-@router.get("/v2/health/live")
+@router.get("/v2/health/live", response_model=oip.ServerLiveOut)
 async def oip_live() -> dict[str, bool]:
     """OIP server liveness: this process answers."""
     return {"live": True}
 
 
-@router.get("/v2/health/ready")
+@router.get("/v2/health/ready", response_model=oip.ServerReadyOut)
 async def oip_ready() -> dict[str, bool]:
     """OIP server readiness: the gateway takes requests (each model says its own readiness)."""
     return {"ready": True}
@@ -246,27 +246,27 @@ def _oip_target(request: Request, name: str, version: str | None) -> Target:
     return target
 
 
-@router.get("/v2/models/{name}")
+@router.get("/v2/models/{name}", response_model=oip.ModelMetadataOut)
 async def oip_metadata(request: Request, name: str) -> dict[str, Any]:
     """OIP model metadata: inputs and outputs with their datatypes, from the manifest."""
     target = _oip_target(request, name, None)
     return oip.model_metadata(target.manifest, list(target.versions))
 
 
-@router.get("/v2/models/{name}/versions/{version}")
+@router.get("/v2/models/{name}/versions/{version}", response_model=oip.ModelMetadataOut)
 async def oip_version_metadata(request: Request, name: str, version: str) -> dict[str, Any]:
     """OIP model metadata of one version."""
     target = _oip_target(request, name, version)
     return oip.model_metadata(target.manifest, list(target.versions))
 
 
-@router.get("/v2/models/{name}/ready")
+@router.get("/v2/models/{name}/ready", response_model=oip.ModelReadyOut)
 async def oip_model_ready(request: Request, name: str) -> dict[str, Any]:
     """200 when a replica is ready; 503 with Retry-After while none is."""
     return await _ready(request, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready")
+@router.get("/v2/models/{name}/versions/{version}/ready", response_model=oip.ModelReadyOut)
 async def oip_version_ready(request: Request, name: str, version: str) -> dict[str, Any]:
     """200 when a replica of this version is ready; 503 with Retry-After while none is."""
     return await _ready(request, name, version)
@@ -279,13 +279,13 @@ async def _ready(request: Request, name: str, version: str | None) -> dict[str, 
     return {"name": target.name, "version": target.version, "ready": True}
 
 
-@router.post("/v2/models/{name}/infer")
+@router.post("/v2/models/{name}/infer", response_model=oip.InferResponseOut)
 async def oip_infer(request: Request, name: str) -> Response:
     """OIP inference: tensors are mapped to the model's named inputs and its outputs back to tensors."""
     return await _infer(request, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer")
+@router.post("/v2/models/{name}/versions/{version}/infer", response_model=oip.InferResponseOut)
 async def oip_version_infer(request: Request, name: str, version: str) -> Response:
     """OIP inference on one version."""
     return await _infer(request, name, version)

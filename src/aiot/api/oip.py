@@ -18,6 +18,8 @@ import json
 import math
 from typing import Any
 
+from pydantic import BaseModel
+
 from aiot.errors import ValidationFailed
 
 DATATYPES = {
@@ -143,3 +145,58 @@ def model_metadata(manifest: dict[str, Any], versions: list[str]) -> dict[str, A
         "inputs": [_tensor_meta(n, s) for n, s in (manifest.get("inputs") or {}).items()],
         "outputs": [_tensor_meta(n, s) for n, s in (manifest.get("outputs") or {}).items()],
     }
+
+
+class TensorMetaOut(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataOut(BaseModel):
+    """`GET /v2/models/<name>` (Open Inference Protocol, REST)."""
+
+    name: str | None
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetaOut]
+    outputs: list[TensorMetaOut]
+
+
+class ModelReadyOut(BaseModel):
+    name: str
+    version: str | None
+    ready: bool
+
+
+class TensorOut(TensorMetaOut):
+    data: list[Any]
+
+
+class InferResponseOut(BaseModel):
+    """`POST /v2/models/<name>/infer` (Open Inference Protocol, REST)."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[TensorOut]
+
+
+class ServerLiveOut(BaseModel):
+    live: bool
+
+
+class ServerReadyOut(BaseModel):
+    ready: bool
+
+
+class ModelInfoOut(BaseModel):
+    name: str
+    version: str
+
+
+class PredictOut(BaseModel):
+    """Our predict format: the model's named outputs (a list of them for `/v1/predict/batch`)."""
+
+    model: ModelInfoOut
+    outputs: dict[str, Any] | list[dict[str, Any]]

@@ -1,4 +1,5 @@
-"""Request and response bodies of the core API (users, auth, status)."""
+"""Request and response bodies of the core API (users, auth, status), and `OutModel`, the base of every
+response model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiot.accounts.emails import check_email
 from aiot.store.models import Role
+
+
+class OutModel(BaseModel):
+    """Base of the response models of routes whose answers are built as dicts (`*_out` builders): a key the
+    builder adds but the model does not declare is an error (500 in tests), never silently dropped, so the
+    OpenAPI document and the answers cannot drift apart unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Timestamp = str
+"""An ISO 8601 date-time with its offset, as the builders write it (`datetime.isoformat()`)."""
+
+
+ZIP_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the package archive (zip)",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+"""`responses=` of the routes that answer with a package archive."""
 
 
 class LoginRequest(BaseModel):
@@ -86,6 +108,24 @@ class StatusOut(BaseModel):
     database: dict[str, Any]
     nats: dict[str, Any]
     services: dict[str, Any]
+
+
+class RolloutOut(OutModel):
+    """One version change of an app instance or a model (`aiot.deployer.rollouts.rollout_out`)."""
+
+    id: str
+    target: str = Field(description="instance or model")
+    target_id: str
+    from_version: str | None
+    to_version: str
+    from_package_id: str | None
+    to_package_id: str
+    state: str = Field(description="rolling, succeeded, rolled_back or failed")
+    reason: str
+    manual_rollback: bool
+    detail: dict[str, Any]
+    started_at: Timestamp
+    finished_at: Timestamp | None
 
 
 TokenOut.model_rebuild()

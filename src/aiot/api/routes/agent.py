@@ -11,6 +11,7 @@ from sqlalchemy import select
 from starlette.background import BackgroundTask
 
 from aiot.api.deps import Ctx
+from aiot.api.schemas import ZIP_ANSWER, OutModel
 from aiot.api.security import JoinAuth, NodeAuth
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer import nodes as node_rules
@@ -38,7 +39,6 @@ class ReportIn(BaseModel):
 
 
 def nats_servers(ctx: ServiceContext) -> list[str]:
-    ctx = ctx
     if ctx.embedded is not None:
         return [ctx.embedded.url]
     if ctx.settings.nats_url:
@@ -46,7 +46,28 @@ def nats_servers(ctx: ServiceContext) -> list[str]:
     raise ServiceUnavailable("this control plane does not know the NATS address to give agents")
 
 
-@router.post("/register")
+class NatsCredentials(OutModel):
+    servers: list[str]
+    user: str
+    password: str
+
+
+class RegisteredOut(OutModel):
+    node_id: str
+    node_token: str = Field(description="shown once; the agent keeps it in its identity file")
+    nats: NatsCredentials
+
+
+class AssignmentsOut(OutModel):
+    node_id: str
+    assignments: list[dict[str, Any]] = Field(description="what this node must run (`aiot.deployer.assignment`)")
+
+
+class ReportAck(OutModel):
+    status: str = Field(description="the node's status as the control plane sees it")
+
+
+@router.post("/register", response_model=RegisteredOut)
 def register(ctx: Ctx, body: RegisterIn, join_token_id: str = Depends(JoinAuth)) -> dict:
     """Join with a join token (each registration uses it up once); 409 when the name belongs to a node."""
     secret = platform_secret(ctx.settings)
@@ -73,7 +94,7 @@ def register(ctx: Ctx, body: RegisterIn, join_token_id: str = Depends(JoinAuth))
     }
 
 
-@router.get("/assignments")
+@router.get("/assignments", response_model=AssignmentsOut)
 def assignments(ctx: Ctx, node: Node = Depends(NodeAuth)) -> dict:
     secret = platform_secret(ctx.settings)
     servers = nats_servers(ctx)
@@ -87,7 +108,7 @@ def assignments(ctx: Ctx, node: Node = Depends(NodeAuth)) -> dict:
         return {"node_id": node.id, "assignments": [assignment(w, node, secret, servers, degraded_after) for w in rows]}
 
 
-@router.get("/packages/{sha256}", response_class=FileResponse)
+@router.get("/packages/{sha256}", response_class=FileResponse, responses=ZIP_ANSWER)
 async def package(ctx: Ctx, sha256: str, node: Node = Depends(NodeAuth)) -> FileResponse:
     """The archive of a package this node is assigned (by content hash)."""
     with ctx.db.session() as session:
@@ -103,7 +124,7 @@ async def package(ctx: Ctx, sha256: str, node: Node = Depends(NodeAuth)) -> File
     return FileResponse(path, media_type="application/zip", background=BackgroundTask(path.unlink, missing_ok=True))
 
 
-@router.post("/report")
+@router.post("/report", response_model=ReportAck)
 def report(ctx: Ctx, body: ReportIn, node: Node = Depends(NodeAuth)) -> dict:
     with ctx.db.session() as session:
         row = session.get(Node, node.id)

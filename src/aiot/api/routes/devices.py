@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from aiot.accounts.users import get_user
 from aiot.api.deps import Ctx
+from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.service import DeployerInstanceController
 from aiot.artifacts.manifests import DeviceTypeDefinition
@@ -64,6 +65,91 @@ class CommandIn(BaseModel):
     timeout: float = Field(5.0, gt=0, le=60, description="seconds to wait for the controller's acknowledgement")
 
 
+class LocationOut(OutModel):
+    id: str
+    name: str
+    kind: str
+    address: str
+    timezone: str = Field(description="IANA time zone")
+    parent_id: str | None
+    created_at: Timestamp
+    device_count: int | None = Field(None, description="enabled devices here (lists and details only)")
+
+
+class GrantOut(OutModel):
+    location_id: str
+    location: str
+    user_id: str
+    user: str
+    granted_by: str | None
+    granted_at: Timestamp
+
+
+class DeviceOut(OutModel):
+    id: str
+    name: str
+    device_type: str
+    kind: str = Field(description="sensor or controller")
+    location_id: str
+    location: str
+    state: DeviceState
+    created_at: Timestamp
+    credential: str | None = Field(None, description="active, revoked or none")
+
+
+class ConnectInfo(OutModel):
+    """Where and as whom the device connects; the password is shown once."""
+
+    username: str
+    password: str
+    topics: dict[str, str] = Field(description="MQTT topic per channel")
+    subjects: dict[str, str] = Field(description="NATS subject per channel")
+    nats_url: str | None = None
+    mqtt_host: str | None = None
+    mqtt_port: int | None = None
+
+
+class RegisteredDeviceOut(DeviceOut):
+    connect: ConnectInfo
+
+
+class DeviceDetailOut(DeviceOut):
+    definition: dict[str, Any] = Field(description="the device type's definition (channels, commands)")
+
+
+class LocationDetailOut(LocationOut):
+    devices: list[DeviceOut]
+
+
+class FrameOut(OutModel):
+    encoding: str
+    bytes: int
+    width: int | None
+    height: int | None
+
+
+class RecordOut(OutModel):
+    device_id: str
+    channel: str
+    ts: Timestamp
+    values: dict[str, Any]
+    frame: FrameOut | None = None
+    cmd_id: str | None = None
+    seq: int | None = None
+
+
+class LatestOut(OutModel):
+    device_id: str
+    latest: RecordOut | None
+    presence: dict[str, Any] | None
+
+
+class CommandOut(OutModel):
+    cmd_id: str
+    state: dict[str, Any] = Field(description="the controller's acknowledged new state")
+    ts: Timestamp
+
+
 def location_out(row: Location, device_count: int | None = None) -> dict[str, Any]:
     out = {
         "id": row.id,
@@ -107,7 +193,6 @@ def device_out(row: Device, credential: str | None = None) -> dict[str, Any]:
 
 
 def _connect_info(ctx: ServiceContext, device_id: str, password: str) -> dict[str, Any]:
-    ctx = ctx
     info: dict[str, Any] = {
         "username": device_id,
         "password": password,
@@ -124,7 +209,7 @@ def _connect_info(ctx: ServiceContext, device_id: str, password: str) -> dict[st
 # ---------------------------------------------------------------------- locations
 
 
-@router.post("/locations", status_code=status.HTTP_201_CREATED)
+@router.post("/locations", status_code=status.HTTP_201_CREATED, response_model=LocationOut)
 def add_location(ctx: Ctx, body: LocationIn, _: Principal = Depends(ADMIN)) -> dict:
     with ctx.db.session() as session:
         row = inventory.create_location(
@@ -133,7 +218,7 @@ def add_location(ctx: Ctx, body: LocationIn, _: Principal = Depends(ADMIN)) -> d
         return location_out(row)
 
 
-@router.get("/locations")
+@router.get("/locations", response_model=list[LocationOut])
 def list_locations(ctx: Ctx, device_type: str | None = None, principal: Principal = Depends(AnyUser)) -> list[dict]:
     """The locations the caller may see with their device counts; `device_type` keeps only locations having
     that type."""
@@ -151,7 +236,7 @@ def list_locations(ctx: Ctx, device_type: str | None = None, principal: Principa
         return out
 
 
-@router.get("/locations/{ref}")
+@router.get("/locations/{ref}", response_model=LocationDetailOut)
 def show_location(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
         loc = grants.visible_location(session, grants.scope_for(session, principal.user.id), ref)
@@ -169,7 +254,7 @@ def delete_location(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> Respon
 # ---------------------------------------------------------------------- grants
 
 
-@router.post("/locations/{ref}/grants", status_code=status.HTTP_201_CREATED)
+@router.post("/locations/{ref}/grants", status_code=status.HTTP_201_CREATED, response_model=GrantOut)
 def grant_location(
     ctx: Ctx, ref: str, body: GrantIn, response: Response, principal: Principal = Depends(ADMIN)
 ) -> dict:
@@ -185,7 +270,7 @@ def grant_location(
         return grant_out(row, loc, user.username)
 
 
-@router.get("/locations/{ref}/grants")
+@router.get("/locations/{ref}/grants", response_model=list[GrantOut])
 def list_location_grants(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> list[dict]:
     with ctx.db.session() as session:
         loc = inventory.get_location(session, ref)
@@ -209,7 +294,7 @@ async def revoke_location(ctx: Ctx, ref: str, user: str, _: Principal = Depends(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/location-grants")
+@router.get("/location-grants", response_model=list[GrantOut])
 def list_all_grants(ctx: Ctx, user: str | None = None, _: Principal = Depends(ADMIN)) -> list[dict]:
     """Every grant, or one user's (`user`: id or username)."""
     with ctx.db.session() as session:
@@ -223,7 +308,7 @@ def list_all_grants(ctx: Ctx, user: str | None = None, _: Principal = Depends(AD
 # ---------------------------------------------------------------------- devices
 
 
-@router.post("/devices", status_code=status.HTTP_201_CREATED)
+@router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=RegisteredDeviceOut)
 async def add_device(ctx: Ctx, body: DeviceIn, _: Principal = Depends(ADMIN)) -> dict:
     """Register a device; the answer holds its credential and where to connect. The password is shown once."""
     with ctx.db.session() as session:
@@ -235,7 +320,7 @@ async def add_device(ctx: Ctx, body: DeviceIn, _: Principal = Depends(ADMIN)) ->
     return {**out, "connect": _connect_info(ctx, issued.username, issued.password)}
 
 
-@router.get("/devices")
+@router.get("/devices", response_model=list[DeviceOut])
 def list_devices(
     ctx: Ctx, location: str | None = None, device_type: str | None = None, principal: Principal = Depends(AnyUser)
 ) -> list[dict]:
@@ -254,14 +339,14 @@ def list_devices(
         return [device_out(d, credentials.get(d.id, "none")) for d in rows]
 
 
-@router.get("/devices/{device_id}")
+@router.get("/devices/{device_id}", response_model=DeviceDetailOut)
 def show_device(ctx: Ctx, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
         row = grants.visible_device(session, grants.scope_for(session, principal.user.id), device_id)
         return {**device_out(row, inventory.credential_status(session, row)), "definition": row.device_type.definition}
 
 
-@router.patch("/devices/{device_id}")
+@router.patch("/devices/{device_id}", response_model=DeviceOut)
 async def update_device(ctx: Ctx, device_id: str, body: DevicePatch, _: Principal = Depends(ADMIN)) -> dict:
     """Enable or disable a device; a disabled device is disconnected and its messages are dropped."""
     with ctx.db.session() as session:
@@ -280,7 +365,7 @@ async def delete_device(ctx: Ctx, device_id: str, _: Principal = Depends(ADMIN))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/devices/{device_id}/credentials/rotate")
+@router.post("/devices/{device_id}/credentials/rotate", response_model=ConnectInfo)
 async def rotate_credential(ctx: Ctx, device_id: str, _: Principal = Depends(ADMIN)) -> dict:
     """Issue a new password (shown once); the old one stops working within seconds."""
     with ctx.db.session() as session:
@@ -337,7 +422,7 @@ def _visible_device(ctx: ServiceContext, principal: Principal, device_id: str) -
         return grants.visible_device(session, grants.scope_for(session, principal.user.id), device_id)
 
 
-@router.get("/devices/{device_id}/latest")
+@router.get("/devices/{device_id}/latest", response_model=LatestOut)
 async def latest_reading(ctx: Ctx, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
     """The latest validated reading (or controller state) and the device's presence."""
     _visible_device(ctx, principal, device_id)
@@ -357,7 +442,7 @@ async def latest_reading(ctx: Ctx, device_id: str, principal: Principal = Depend
     return result
 
 
-@router.get("/devices/{device_id}/history")
+@router.get("/devices/{device_id}/history", response_model=list[RecordOut])
 async def reading_history(
     ctx: Ctx, device_id: str, since: datetime | None = None, limit: int = 100, principal: Principal = Depends(AnyUser)
 ) -> list[dict]:
@@ -368,7 +453,7 @@ async def reading_history(
     return [record_out(r) for r in records]
 
 
-@router.post("/devices/{device_id}/commands")
+@router.post("/devices/{device_id}/commands", response_model=CommandOut)
 async def send_command(
     ctx: Ctx, device_id: str, body: CommandIn, principal: Principal = Depends(COMMAND_SENDERS)
 ) -> dict:

@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from aiot.api.deps import Ctx
-from aiot.api.routes.devices import location_out
+from aiot.api.routes.devices import LocationOut, location_out
+from aiot.api.schemas import OutModel, RolloutOut, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.bindings import locations_for_app
 from aiot.apps.instances import create_instance, get_instance
@@ -49,6 +50,29 @@ class UpgradeIn(BaseModel):
 
 class RunIn(BaseModel):
     minutes: float | None = Field(None, gt=0, le=7 * 24 * 60, description="run length; none: until stopped")
+
+
+class InstanceOut(OutModel):
+    id: str
+    name: str
+    app_id: str
+    app: str | None = Field(description="name:version of the app")
+    kind: str | None = Field(description="the app's kind (web, background, ...)")
+    models: dict[str, str] = Field(description="model alias -> pinned model package id")
+    location_id: str
+    owner_id: str
+    bindings: dict[str, Any]
+    settings: dict[str, Any]
+    state: str
+    workload_id: str | None
+    workload_state: str | None
+    workload_reason: str | None
+    node_id: str | None
+    address: str | None
+    run_until: Timestamp | None
+    current_occurrence_id: str | None
+    created_at: Timestamp
+    rollout: RolloutOut | None = Field(description="the version change in progress, if any")
 
 
 def instance_out(session: Any, instance: AppInstance) -> dict[str, Any]:
@@ -88,7 +112,7 @@ def _owned(session: Any, principal: Principal, instance_id: str) -> AppInstance:
     return instance
 
 
-@router.get("/apps/{ref}/locations")
+@router.get("/apps/{ref}/locations", response_model=list[LocationOut])
 def app_locations(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> list[dict]:
     """Locations the caller may see that have every device type the app needs (what a schedule form should
     offer)."""
@@ -98,7 +122,7 @@ def app_locations(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -
         return [location_out(loc) for loc in locations_for_app(session, app) if scope.allows(loc.id)]
 
 
-@router.post("/instances", status_code=status.HTTP_201_CREATED)
+@router.post("/instances", status_code=status.HTTP_201_CREATED, response_model=InstanceOut)
 def add_instance(ctx: Ctx, body: InstanceIn, principal: Principal = Depends(USERS)) -> dict:
     with ctx.db.session() as session:
         instance = create_instance(
@@ -113,7 +137,7 @@ def add_instance(ctx: Ctx, body: InstanceIn, principal: Principal = Depends(USER
         return instance_out(session, instance)
 
 
-@router.get("/instances")
+@router.get("/instances", response_model=list[InstanceOut])
 def list_instances(ctx: Ctx, principal: Principal = Depends(USERS)) -> list[dict]:
     with ctx.db.session() as session:
         query = select(AppInstance).where(AppInstance.state != InstanceState.retired).order_by(AppInstance.created_at)
@@ -122,13 +146,13 @@ def list_instances(ctx: Ctx, principal: Principal = Depends(USERS)) -> list[dict
         return [instance_out(session, i) for i in session.scalars(query)]
 
 
-@router.get("/instances/{instance_id}")
+@router.get("/instances/{instance_id}", response_model=InstanceOut)
 def show_instance(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
     with ctx.db.session() as session:
         return instance_out(session, _owned(session, principal, instance_id))
 
 
-@router.post("/instances/{instance_id}/run")
+@router.post("/instances/{instance_id}/run", response_model=InstanceOut)
 async def run_now(ctx: Ctx, instance_id: str, body: RunIn, principal: Principal = Depends(USERS)) -> dict:
     """Start the instance now (for `minutes`, or until stopped), outside any schedule."""
     with ctx.db.session() as session:
@@ -139,7 +163,7 @@ async def run_now(ctx: Ctx, instance_id: str, body: RunIn, principal: Principal 
         return instance_out(session, get_instance(session, instance_id))
 
 
-@router.post("/instances/{instance_id}/stop")
+@router.post("/instances/{instance_id}/stop", response_model=InstanceOut)
 async def stop_now(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
     with ctx.db.session() as session:
         _owned(session, principal, instance_id)
@@ -148,7 +172,7 @@ async def stop_now(ctx: Ctx, instance_id: str, principal: Principal = Depends(US
         return instance_out(session, get_instance(session, instance_id))
 
 
-@router.post("/instances/{instance_id}/upgrade")
+@router.post("/instances/{instance_id}/upgrade", response_model=RolloutOut)
 async def upgrade(ctx: Ctx, instance_id: str, body: UpgradeIn, principal: Principal = Depends(USERS)) -> dict:
     """Move the instance to another version of its app (and the newest models that version accepts). A running
     instance restarts on it at once; if the new version crash-loops, is not running in time or degrades during
@@ -162,7 +186,7 @@ async def upgrade(ctx: Ctx, instance_id: str, body: UpgradeIn, principal: Princi
     return rollout
 
 
-@router.post("/instances/{instance_id}/rollback")
+@router.post("/instances/{instance_id}/rollback", response_model=RolloutOut)
 async def rollback(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> dict:
     """Back to the version the latest upgrade replaced (an upgrade still in progress is undone at once)."""
     with ctx.db.session() as session:
@@ -172,7 +196,7 @@ async def rollback(ctx: Ctx, instance_id: str, principal: Principal = Depends(US
     return rollout
 
 
-@router.get("/instances/{instance_id}/history")
+@router.get("/instances/{instance_id}/history", response_model=list[RolloutOut])
 def version_history(ctx: Ctx, instance_id: str, principal: Principal = Depends(USERS)) -> list[dict]:
     """Every version change of the instance, oldest first, with its outcome."""
     with ctx.db.session() as session:

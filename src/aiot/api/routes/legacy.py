@@ -16,10 +16,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import JSONResponse
+from pydantic import ConfigDict, Field
 
 from aiot.api.legacy_args import parse_model_map, parse_names
 from aiot.api.routes.devices import _connect_info, device_out, location_out
 from aiot.api.routes.packages import device_type_out, store_package
+from aiot.api.schemas import OutModel
 from aiot.api.security import Allow, Principal
 from aiot.api.state import service_context
 from aiot.api.uploads import received_upload
@@ -86,7 +88,25 @@ async def _store(request: Request, principal: Principal, converted: Converted) -
     return out
 
 
-@router.post("/import", status_code=status.HTTP_201_CREATED)
+class ConvertedOut(OutModel):
+    """What was converted (no file contents); kind-specific keys ride along."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(description="model, app, device-types or devices")
+    name: str
+    source: str
+    notes: list[str] = Field(description="every choice the conversion made")
+
+
+class ImportOut(OutModel):
+    converted: ConvertedOut
+    stored: dict[str, Any] | list[dict[str, Any]] = Field(
+        description="the stored package, the device types, or the locations and devices with their credentials"
+    )
+
+
+@router.post("/import", status_code=status.HTTP_201_CREATED, response_model=ImportOut)
 async def import_legacy(
     request: Request,
     version: str = Query("1.0.0", description="version given to a converted model or app"),

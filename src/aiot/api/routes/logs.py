@@ -19,15 +19,17 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
 from nats.js.errors import NotFoundError
+from pydantic import Field
 from sqlalchemy import or_, select
 
 from aiot.api.deps import Ctx
+from aiot.api.schemas import OutModel
 from aiot.api.security import AdminOnly, AnyUser, Principal
 from aiot.artifacts.names import app_ids_owned_by
 from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
 from aiot.logs import archive
 from aiot.logs.query import LogFilter, LogTail, query_logs
-from aiot.logs.records import parse_level
+from aiot.logs.records import LogRecord, parse_level
 from aiot.logs.stream import ensure_logs_stream
 from aiot.services.contract import ServiceContext
 from aiot.store.apps import AppInstance
@@ -155,7 +157,25 @@ def _instances_of(ctx: ServiceContext, workload_ids: set[str]) -> dict[str, str]
         return {wid: group for wid, group in rows}
 
 
-@router.get("/logs")
+class LogPage(OutModel):
+    records: list[LogRecord]
+    count: int
+    scanned: int = Field(description="stored records read to answer")
+    truncated: bool = Field(description="more matched than `limit`, or the scan stopped early")
+
+
+class ArchiveOut(OutModel):
+    day: str
+    name: str
+    size: int
+    records: int
+    skipped: int = Field(description="messages of the day that were not log records")
+    complete: bool
+    archived_at: str
+    sha256: str
+
+
+@router.get("/logs", response_model=LogPage)
 async def search_logs(
     ctx: Ctx,
     service: str | None = None,
@@ -184,7 +204,13 @@ async def search_logs(
     return {"records": records, "count": len(records), "scanned": result.scanned, "truncated": result.truncated}
 
 
-@router.get("/logs/stream")
+@router.get(
+    "/logs/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "server-sent events: `event: log`, data one record", "content": {"text/event-stream": {}}}
+    },
+)
 async def tail_logs(
     ctx: Ctx,
     service: str | None = None,
@@ -225,13 +251,17 @@ def _day(value: str) -> Any:
         raise ValidationFailed(str(exc), field="day") from None
 
 
-@router.get("/logs/archives")
+@router.get("/logs/archives", response_model=list[ArchiveOut])
 async def list_log_archives(ctx: Ctx, _: Principal = Depends(AdminOnly)) -> list[dict]:
     store = await _bus(ctx).object_store(archive.BUCKET)
     return [info.to_json() for info in await archive.list_archives(store)]
 
 
-@router.get("/logs/archives/{day}")
+@router.get(
+    "/logs/archives/{day}",
+    response_class=Response,
+    responses={200: {"description": "the day's records, gzipped JSON lines", "content": {"application/gzip": {}}}},
+)
 async def download_log_archive(ctx: Ctx, day: str, _: Principal = Depends(AdminOnly)) -> Response:
     """The day's gzipped JSON-lines archive (one record per line, stream order)."""
     when = _day(day)

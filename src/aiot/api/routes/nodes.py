@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from aiot.api.deps import Ctx
+from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, Principal
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.service import wake_deployer
@@ -23,6 +24,30 @@ from aiot.timeutil import utcnow
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 ADMIN = Allow(Role.admin)
+
+
+class NodeOut(OutModel):
+    id: str
+    name: str
+    address: str
+    labels: dict[str, Any]
+    capacity: dict[str, Any]
+    status: str = Field(description="ready, draining, down, revoked or removed")
+    load: dict[str, Any]
+    provider: str | None
+    registered_at: Timestamp
+    revoked_at: Timestamp | None
+    last_report_at: Timestamp | None
+    report_age_s: float | None
+    workloads: list[str] | None = Field(None, description="details only: ids of its workloads")
+    workload_states: dict[str, str] | None = Field(None, description="details only: workload id -> state")
+    moved_workloads: list[str] | None = Field(None, description="revoke/delete: workloads moved off it")
+
+
+class JoinTokenOut(OutModel):
+    token: str = Field(description="shown once; give it to `aiot node join --token-file`")
+    uses: int
+    expires_in_s: int
 
 
 def node_out(node: Node, workloads: list[Workload] | None = None) -> dict[str, Any]:
@@ -55,7 +80,7 @@ class JoinTokenIn(BaseModel):
     )
 
 
-@router.post("/join-tokens", status_code=status.HTTP_201_CREATED)
+@router.post("/join-tokens", status_code=status.HTTP_201_CREATED, response_model=JoinTokenOut)
 def create_join_token(ctx: Ctx, body: JoinTokenIn | None = Body(None), principal: Principal = Depends(ADMIN)) -> dict:
     """A join token for `aiot node join --token-file FILE` (or AIOT_JOIN_TOKEN), shown once: single-use and valid
     for `join_token_ttl_minutes` (1 h) unless `uses`/`ttl_minutes` ask otherwise."""
@@ -67,7 +92,7 @@ def create_join_token(ctx: Ctx, body: JoinTokenIn | None = Body(None), principal
     return {"token": token, "uses": body.uses, "expires_in_s": round(ttl.total_seconds())}
 
 
-@router.get("")
+@router.get("", response_model=list[NodeOut])
 def list_nodes(ctx: Ctx, _: Principal = Depends(ADMIN)) -> list[dict]:
     with ctx.db.session() as session:
         out = []
@@ -88,7 +113,7 @@ def _node(session: Any, ref: str) -> Node:
     return node
 
 
-@router.get("/{ref}")
+@router.get("/{ref}", response_model=NodeOut)
 def show_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     with ctx.db.session() as session:
         node = _node(session, ref)
@@ -100,7 +125,7 @@ def show_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
         return out
 
 
-@router.post("/{ref}/drain")
+@router.post("/{ref}/drain", response_model=NodeOut)
 async def drain_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     """Take no new work and move this node's workloads elsewhere."""
     with ctx.db.session() as session:
@@ -116,7 +141,6 @@ async def drain_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
 
 
 async def _revoke(ctx: ServiceContext, ref: str) -> dict:
-    ctx = ctx
     with ctx.db.session() as session:
         node = _node(session, ref)
         secret = platform_secret(ctx.settings)
@@ -127,14 +151,14 @@ async def _revoke(ctx: ServiceContext, ref: str) -> dict:
     return out
 
 
-@router.post("/{ref}/revoke")
+@router.post("/{ref}/revoke", response_model=NodeOut)
 async def revoke_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     """Cut a node off for good: its token gets 401, its NATS user is removed (connections closed), it is
     assigned nothing, its workloads move to other nodes with new credentials, and its join token is revoked."""
     return await _revoke(ctx, ref)
 
 
-@router.delete("/{ref}")
+@router.delete("/{ref}", response_model=NodeOut)
 async def delete_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     """The same as POST /nodes/{ref}/revoke."""
     return await _revoke(ctx, ref)

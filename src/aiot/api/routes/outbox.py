@@ -6,9 +6,11 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from pydantic import Field
 from sqlalchemy import select
 
 from aiot.api.deps import Ctx
+from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import AdminOnly, AnyUser, Principal
 from aiot.errors import NotFound, ValidationFailed
 from aiot.notify import outbox
@@ -17,6 +19,23 @@ from aiot.store.models import Role
 from aiot.store.notify import OutboxEmail, OutboxStatus
 
 router = APIRouter(tags=["outbox"])
+
+
+class EmailOut(OutModel):
+    id: str
+    to: str
+    user_id: str | None
+    subject: str
+    body: str
+    html: str | None
+    kind: str
+    status: str = Field(description="pending, sent or failed")
+    dedupe_key: str | None
+    created_at: Timestamp | None
+    sent_at: Timestamp | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: Timestamp | None
 
 
 def email_out(row: OutboxEmail) -> dict[str, Any]:
@@ -48,7 +67,7 @@ def _visible(row: OutboxEmail | None, principal: Principal, email_id: str) -> Ou
     return row
 
 
-@router.get("/outbox")
+@router.get("/outbox", response_model=list[EmailOut])
 def list_outbox(
     ctx: Ctx,
     status: OutboxStatus | None = None,
@@ -70,13 +89,13 @@ def list_outbox(
         return [email_out(row) for row in session.scalars(query)]
 
 
-@router.get("/outbox/{email_id}")
+@router.get("/outbox/{email_id}", response_model=EmailOut)
 def show_email(ctx: Ctx, email_id: str, principal: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
         return email_out(_visible(session.get(OutboxEmail, email_id), principal, email_id))
 
 
-@router.post("/outbox/{email_id}/retry")
+@router.post("/outbox/{email_id}/retry", response_model=EmailOut)
 async def retry_email(ctx: Ctx, email_id: str, principal: Principal = Depends(AdminOnly)) -> dict:
     """Send a failed (or waiting) mail again now, with a fresh attempt budget; a sent mail is a 409."""
     with ctx.db.session() as session:

@@ -15,10 +15,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import Field
 from sqlalchemy import select
 from starlette.background import BackgroundTask
 
 from aiot.api.deps import Ctx
+from aiot.api.schemas import ZIP_ANSWER, OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal, Public
 from aiot.api.state import service_context
 from aiot.api.uploads import received_upload
@@ -41,10 +43,45 @@ SCHEMA_KINDS = ("model", "app", "device-type")
 
 
 def _repo(ctx: ServiceContext) -> ArtifactRepository:
-    ctx = ctx
     if ctx.bus is None:
         raise ServiceUnavailable("the message bus is not connected; packages cannot be stored right now")
     return ArtifactRepository(ctx.db, ctx.bus)
+
+
+class PackageOut(OutModel):
+    id: str
+    name: str
+    version: str
+    sha256: str
+    size: int
+    status: str = Field(description="active or deprecated")
+    owner_id: str
+    owner: str | None = Field(description="the username owning the name (what owner/name references use)")
+    created_at: Timestamp
+    manifest: dict[str, Any] = Field(description="model.json or app.json as validated")
+    kind: str | None = Field(None, description="apps only: web, background, ...")
+
+
+class DeviceTypeOut(OutModel):
+    id: str
+    name: str
+    kind: str = Field(description="sensor or controller")
+    definition: dict[str, Any]
+    created_at: Timestamp
+
+
+class AppInstanceStateOut(OutModel):
+    """What an app's developer may see of an end user's instance."""
+
+    id: str
+    app_id: str
+    app: str | None
+    models: dict[str, str]
+    state: str
+    workload_id: str | None
+    workload_state: str | None
+    node_id: str | None
+    created_at: Timestamp
 
 
 def package_out(session: Any, row: PackageRow) -> dict[str, Any]:
@@ -154,33 +191,41 @@ UPLOAD_BODY = {
 """Declared by hand: the routes stream the body themselves (no size limit in memory), so FastAPI cannot see it, and
 without it a client generated from /openapi.json could not upload a package."""
 
+DEVICE_TYPE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The device type definition, JSON (read as bytes so its file name can be reported in errors).",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 
-@router.post("/models", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY)
+
+@router.post("/models", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY, response_model=PackageOut)
 async def upload_model(request: Request, principal: Principal = Depends(MODEL_WRITERS)) -> JSONResponse:
     """Upload a model package (zip as the body, or multipart field `file`). 201 new, 200 identical re-upload."""
     return await _upload(request, principal, ModelPackage)
 
 
-@router.get("/models")
+@router.get("/models", response_model=list[PackageOut])
 def list_models(
     ctx: Ctx, name: str | None = None, include_deprecated: bool = False, _: Principal = Depends(AnyUser)
 ) -> list[dict]:
     return _list(ctx, ModelPackage, name, include_deprecated)
 
 
-@router.get("/models/{ref}")
+@router.get("/models/{ref}", response_model=PackageOut)
 def show_model(ctx: Ctx, ref: str, _: Principal = Depends(AnyUser)) -> dict:
     """`ref`: an id (`mdl_…`), `name:version`, or a name (its newest active version)."""
     with ctx.db.session() as session:
         return package_out(session, ArtifactRepository.resolve(session, ModelPackage, ref))
 
 
-@router.get("/models/{ref}/download", response_class=FileResponse)
+@router.get("/models/{ref}/download", response_class=FileResponse, responses=ZIP_ANSWER)
 async def download_model(request: Request, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> FileResponse:
     return await _download(request, principal, ModelPackage, ref)
 
 
-@router.post("/models/{ref}/deprecate")
+@router.post("/models/{ref}/deprecate", response_model=PackageOut)
 def deprecate_model(ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
     return _set_status(ctx, principal, ModelPackage, ref, PackageStatus.deprecated)
 
@@ -194,20 +239,20 @@ async def delete_model(request: Request, ref: str, principal: Principal = Depend
 # ---------------------------------------------------------------------- apps
 
 
-@router.post("/apps", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY)
+@router.post("/apps", status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY, response_model=PackageOut)
 async def upload_app(request: Request, principal: Principal = Depends(APP_WRITERS)) -> JSONResponse:
     """Upload an app package; every model and device type it names must already exist."""
     return await _upload(request, principal, AppPackage)
 
 
-@router.get("/apps")
+@router.get("/apps", response_model=list[PackageOut])
 def list_apps(
     ctx: Ctx, name: str | None = None, include_deprecated: bool = False, _: Principal = Depends(AnyUser)
 ) -> list[dict]:
     return _list(ctx, AppPackage, name, include_deprecated)
 
 
-@router.get("/apps/{ref}")
+@router.get("/apps/{ref}", response_model=PackageOut)
 def show_app(ctx: Ctx, ref: str, _: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
         return package_out(session, ArtifactRepository.resolve(session, AppPackage, ref))
@@ -233,7 +278,7 @@ def app_instance_state(session: Any, instance: AppInstance) -> dict[str, Any]:
     }
 
 
-@router.get("/apps/{ref}/instances")
+@router.get("/apps/{ref}/instances", response_model=list[AppInstanceStateOut])
 def list_app_instances(ctx: Ctx, ref: str, principal: Principal = Depends(APP_WRITERS)) -> list[dict]:
     """Every live instance of every version of the app named by `ref` (its owner and admins): the states and
     workload ids to read their logs by (`/logs?app_instance_id=`)."""
@@ -249,12 +294,12 @@ def list_app_instances(ctx: Ctx, ref: str, principal: Principal = Depends(APP_WR
         return [app_instance_state(session, i) for i in session.scalars(query)]
 
 
-@router.get("/apps/{ref}/download", response_class=FileResponse)
+@router.get("/apps/{ref}/download", response_class=FileResponse, responses=ZIP_ANSWER)
 async def download_app(request: Request, ref: str, principal: Principal = Depends(APP_WRITERS)) -> FileResponse:
     return await _download(request, principal, AppPackage, ref)
 
 
-@router.post("/apps/{ref}/deprecate")
+@router.post("/apps/{ref}/deprecate", response_model=PackageOut)
 def deprecate_app(ctx: Ctx, ref: str, principal: Principal = Depends(APP_WRITERS)) -> dict:
     return _set_status(ctx, principal, AppPackage, ref, PackageStatus.deprecated)
 
@@ -267,7 +312,9 @@ async def delete_app(request: Request, ref: str, principal: Principal = Depends(
 # ---------------------------------------------------------------------- device types
 
 
-@router.post("/device-types", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/device-types", status_code=status.HTTP_201_CREATED, openapi_extra=DEVICE_TYPE_BODY, response_model=DeviceTypeOut
+)
 async def add_device_type(request: Request, ctx: Ctx, principal: Principal = Depends(ADMIN)) -> JSONResponse:
     """Register a device type from its JSON definition (the request body). 200 when identical, 409 when not."""
     body = await request.body()
@@ -280,7 +327,7 @@ async def add_device_type(request: Request, ctx: Ctx, principal: Principal = Dep
     return JSONResponse(out, status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK)
 
 
-@router.get("/device-types")
+@router.get("/device-types", response_model=list[DeviceTypeOut])
 def list_device_types(ctx: Ctx, kind: str | None = None, _: Principal = Depends(AnyUser)) -> list[dict]:
     with ctx.db.session() as session:
         query = select(DeviceType).order_by(DeviceType.name)
@@ -296,7 +343,7 @@ def _device_type(session: Any, ref: str) -> DeviceType:
     return row
 
 
-@router.get("/device-types/{ref}")
+@router.get("/device-types/{ref}", response_model=DeviceTypeOut)
 def show_device_type(ctx: Ctx, ref: str, _: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
         return device_type_out(_device_type(session, ref))
@@ -312,7 +359,7 @@ def delete_device_type(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> Res
 # ---------------------------------------------------------------------- schemas
 
 
-@router.get("/schemas/{kind}", dependencies=[Depends(Public)])
+@router.get("/schemas/{kind}", dependencies=[Depends(Public)], response_model=dict[str, Any])
 def package_schema(kind: str) -> JSONResponse:
     """The published JSON Schema of `model` (model.json), `app` (app.json) or `device-type` files."""
     if kind not in SCHEMA_KINDS:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from aiot.api.deps import Ctx
+from aiot.api.schemas import RolloutOut
 from aiot.api.security import Allow, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
@@ -36,7 +37,7 @@ def _name(ctx: ServiceContext, name: str) -> str:
     return name
 
 
-@router.post("/models/{name}/rollout")
+@router.post("/models/{name}/rollout", response_model=RolloutOut)
 async def rollout(ctx: Ctx, name: str, body: RolloutIn, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
     """Start `version` beside the version serving now and replace its replicas one by one (capacity kept);
     rolled back by itself if a new replica crash-loops, fails, or is not ready in time."""
@@ -51,7 +52,7 @@ async def rollout(ctx: Ctx, name: str, body: RolloutIn, principal: Principal = D
     return out
 
 
-@router.post("/models/{name}/rollback")
+@router.post("/models/{name}/rollback", response_model=RolloutOut)
 async def rollback(ctx: Ctx, name: str, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
     """Undo the rollout in progress, or go back to the version the last finished rollout replaced."""
     with ctx.db.session() as session:
@@ -61,7 +62,7 @@ async def rollback(ctx: Ctx, name: str, principal: Principal = Depends(MODEL_WRI
     return out
 
 
-@router.get("/models/{name}/rollouts")
+@router.get("/models/{name}/rollouts", response_model=list[RolloutOut])
 def rollouts(ctx: Ctx, name: str, principal: Principal = Depends(MODEL_WRITERS)) -> list[dict]:
     """Every rollout of the name, oldest first, with its outcome."""
     with ctx.db.session() as session:

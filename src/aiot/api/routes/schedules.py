@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from sqlalchemy import delete, select
 
 from aiot.api.deps import Ctx
+from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.devices.grants import scope_for
 from aiot.errors import Forbidden, NotFound, ValidationFailed
@@ -96,6 +97,50 @@ def _spec(data: dict[str, Any], now: datetime) -> ScheduleSpec:
         raise ValidationFailed(f"spec.{exc.field}: {exc.message}", field=f"spec.{exc.field}") from exc
 
 
+class RunOut(OutModel):
+    """One run in UTC and in the schedule's local time (with its offset, so DST is visible)."""
+
+    start_utc: Timestamp
+    end_utc: Timestamp
+    start_local: Timestamp
+    end_local: Timestamp
+
+
+class OccurrenceOut(RunOut):
+    id: str
+    schedule_id: str
+    app_instance_id: str
+    state: str
+    reason: str
+    fired_by: str | None
+    fired_at: Timestamp | None
+    stopped_at: Timestamp | None
+
+
+class SchedulePolicyOut(OutModel):
+    late_start_deadline_s: float
+    overlap: str
+
+
+class ScheduleOut(OutModel):
+    id: str
+    name: str
+    app_instance_id: str
+    owner_id: str
+    spec: dict[str, Any]
+    timezone: str
+    enabled: bool
+    policy: SchedulePolicyOut
+    created_at: Timestamp
+    next: list[RunOut] = Field(description="the next runs (none while disabled)")
+    running: OccurrenceOut | None = Field(None, description="details only: the run in progress, if any")
+
+
+class PreviewOut(OutModel):
+    timezone: str
+    occurrences: list[RunOut]
+
+
 def run_out(start: datetime, end: datetime, zone: str) -> dict[str, Any]:
     """One run in UTC and in the schedule's local time (with its offset, so DST is visible)."""
     tz = ZoneInfo(zone)
@@ -156,7 +201,6 @@ def _wake(ctx: ServiceContext) -> None:
 
 
 async def _stop_running(ctx: ServiceContext, schedule_id: str, reason: str) -> list[str]:
-    ctx = ctx
     running = await asyncio.to_thread(ledger.claim_running_for_schedule, ctx.db, schedule_id, utcnow(), reason)
     controller = controller_for(ctx)
     for instance_id, occurrence_id in running:
@@ -167,7 +211,7 @@ async def _stop_running(ctx: ServiceContext, schedule_id: str, reason: str) -> l
 # ---------------------------------------------------------------------- routes
 
 
-@router.post("/schedules/preview")
+@router.post("/schedules/preview", response_model=PreviewOut)
 def preview(body: PreviewIn, _: Principal = Depends(AnyUser)) -> dict:
     """The next `count` runs a spec yields, in UTC and local time; nothing is stored."""
     now = utcnow()
@@ -181,7 +225,7 @@ def preview(body: PreviewIn, _: Principal = Depends(AnyUser)) -> dict:
     }
 
 
-@router.post("/schedules", status_code=status.HTTP_201_CREATED)
+@router.post("/schedules", status_code=status.HTTP_201_CREATED, response_model=ScheduleOut)
 def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USERS)) -> dict:
     now = utcnow()
     spec = _spec(body.spec, now)
@@ -218,7 +262,7 @@ def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USER
     return out
 
 
-@router.get("/schedules")
+@router.get("/schedules", response_model=list[ScheduleOut])
 def list_schedules(ctx: Ctx, app_instance_id: str | None = None, principal: Principal = Depends(USERS)) -> list[dict]:
     with ctx.db.session() as session:
         query = select(Schedule).order_by(Schedule.created_at, Schedule.id)
@@ -230,7 +274,7 @@ def list_schedules(ctx: Ctx, app_instance_id: str | None = None, principal: Prin
         return [{**schedule_out(row), "next": _upcoming(row, now, 3)} for row in session.scalars(query)]
 
 
-@router.get("/schedules/{schedule_id}")
+@router.get("/schedules/{schedule_id}", response_model=ScheduleOut)
 def show_schedule(ctx: Ctx, schedule_id: str, count: int = 5, principal: Principal = Depends(USERS)) -> dict:
     """The schedule with its next `count` runs, in UTC and in the schedule's local time."""
     if not 1 <= count <= 100:
@@ -247,7 +291,7 @@ def show_schedule(ctx: Ctx, schedule_id: str, count: int = 5, principal: Princip
         }
 
 
-@router.patch("/schedules/{schedule_id}")
+@router.patch("/schedules/{schedule_id}", response_model=ScheduleOut)
 def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch, principal: Principal = Depends(USERS)) -> dict:
     """Enable or disable (a disabled schedule starts nothing new; a run in progress still ends at its time),
     rename, or change its policy."""
@@ -290,7 +334,7 @@ async def delete_schedule(ctx: Ctx, schedule_id: str, principal: Principal = Dep
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/schedules/{schedule_id}/occurrences")
+@router.get("/schedules/{schedule_id}/occurrences", response_model=list[OccurrenceOut])
 def list_occurrences(
     ctx: Ctx,
     schedule_id: str,

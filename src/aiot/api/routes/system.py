@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from aiot import __version__
@@ -19,7 +20,6 @@ router = APIRouter(tags=["system"])
 
 
 def _database_status(ctx: ServiceContext) -> dict[str, Any]:
-    ctx = ctx
     try:
         with ctx.db.session() as session:
             session.execute(text("SELECT 1"))
@@ -37,7 +37,13 @@ def _nats_status(ctx: ServiceContext) -> dict[str, Any]:
     return {"ok": bool(bus.is_connected), "server": server}
 
 
-@health_router.get("/healthz")
+class HealthzOut(BaseModel):
+    status: str = Field(description="ok, or unavailable (with 503) when the database does not answer")
+    database: bool
+    nats: bool
+
+
+@health_router.get("/healthz", response_model=HealthzOut, responses={503: {"model": HealthzOut}})
 def healthz(ctx: Ctx) -> JSONResponse:
     """Liveness and readiness: 200 `ok` when the database answers, 503 otherwise."""
     database = _database_status(ctx)

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, and_, or_, select
 
-from aiot.api import model_gateway
+from aiot.api import model_gateway, oip
 from aiot.api.deps import Ctx
+from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
@@ -44,6 +45,53 @@ OPERATORS = Allow(Role.admin, Role.ai_developer, Role.app_developer)
 
 class DeployIn(BaseModel):
     replicas: int = Field(1, ge=1, le=32)
+
+
+class WorkloadEventOut(OutModel):
+    """A state change, restart or placement of a workload; kind-specific fields ride along."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: Timestamp
+    kind: str
+    node_id: str | None
+
+
+class PlacementOut(OutModel):
+    at: Timestamp
+    node_id: str | None
+    reason: str
+    score: float | None
+    scores: dict[str, Any] = Field(description="node -> its score, or why it was excluded")
+
+
+class WorkloadOut(OutModel):
+    id: str
+    kind: str = Field(description="model or app")
+    package_id: str
+    group_id: str | None = Field(description="the deployment or app instance it belongs to")
+    desired: str
+    generation: int
+    node_id: str | None
+    resources: dict[str, Any]
+    state: str
+    reason: str
+    restarts: int
+    endpoint: str | None = Field(description="replica address; only for its owner and admins")
+    last_heartbeat: Timestamp | None
+    events: list[WorkloadEventOut] | None = Field(None, description="details only")
+    placements: list[PlacementOut] | None = Field(None, description="details only")
+
+
+class DeploymentOut(OutModel):
+    id: str
+    model_id: str
+    model: str = Field(description="name:version")
+    replicas: int
+    running: int
+    workloads: list[WorkloadOut]
+    endpoints: list[str]
+    created_at: Timestamp
 
 
 def workload_out(session: Any, workload: Workload, detail: bool = False) -> dict[str, Any]:
@@ -111,7 +159,7 @@ def deployment_out(session: Any, deployment: ModelDeployment, principal: Princip
     }
 
 
-@router.post("/models/{ref}/deploy", status_code=status.HTTP_201_CREATED)
+@router.post("/models/{ref}/deploy", status_code=status.HTTP_201_CREATED, response_model=DeploymentOut)
 async def deploy(ctx: Ctx, ref: str, body: DeployIn, principal: Principal = Depends(MODEL_WRITERS)) -> dict:
     """Serve a model version as an HTTP endpoint with N replicas spread over nodes (idempotent; resizes)."""
     with ctx.db.session() as session:
@@ -124,7 +172,7 @@ async def deploy(ctx: Ctx, ref: str, body: DeployIn, principal: Principal = Depe
     return out
 
 
-@router.get("/deployments")
+@router.get("/deployments", response_model=list[DeploymentOut])
 def list_deployments(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[dict]:
     with ctx.db.session() as session:
         return [
@@ -143,7 +191,7 @@ def _deployment(session: Any, ref: str) -> ModelDeployment:
     return deployment
 
 
-@router.get("/deployments/{ref}")
+@router.get("/deployments/{ref}", response_model=DeploymentOut)
 def show_deployment(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
     """`ref`: a deployment id, or the model (id, name, name:version)."""
     with ctx.db.session() as session:
@@ -177,7 +225,7 @@ def visible_to(principal: Principal) -> ColumnElement[bool] | None:
     )
 
 
-@router.get("/workloads")
+@router.get("/workloads", response_model=list[WorkloadOut])
 def list_workloads(ctx: Ctx, include_stopped: bool = False, principal: Principal = Depends(OPERATORS)) -> list[dict]:
     """Admins see every workload; developers see their own and those of their apps' instances."""
     with ctx.db.session() as session:
@@ -190,7 +238,7 @@ def list_workloads(ctx: Ctx, include_stopped: bool = False, principal: Principal
         return [workload_out(session, w) for w in session.scalars(query)]
 
 
-@router.get("/workloads/{workload_id}")
+@router.get("/workloads/{workload_id}", response_model=WorkloadOut)
 def show_workload(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
     """A workload with its state history and every placement decision (each node's score or exclusion)."""
     with ctx.db.session() as session:
@@ -205,7 +253,7 @@ def show_workload(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPE
 PREDICT_TIMEOUT = 30.0
 
 
-@router.post("/models/{ref}/predict")
+@router.post("/models/{ref}/predict", response_model=oip.PredictOut)
 async def predict(request: Request, ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
     """Call a running replica of the model for its owner (or an admin) through the model gateway (pooled,
     least-outstanding, retried on refusal): the body and content type go through unchanged (JSON
