@@ -171,3 +171,25 @@ def ensure_admin(session: Session, username: str, password: str | None) -> str |
         generated = password = secrets.token_urlsafe(12)
     create_user(session, username=username, password=password, role=Role.admin)
     return generated
+
+
+def list_users(session: Session, role: Role | None = None) -> list[User]:
+    """Every user (or those of one role), by username."""
+    query = select(User).order_by(User.username)
+    if role is not None:
+        query = query.where(User.role == role)
+    return list(session.scalars(query))
+
+
+def list_tokens(session: Session, user: User | str) -> list[ApiToken]:
+    """A user's tokens and sessions, oldest first (revoked ones included, marked)."""
+    user_id = user if isinstance(user, str) else user.id
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.created_at)))
+
+
+def own_token(session: Session, user_id: str, token_id: str) -> ApiToken:
+    """One of the user's own tokens; another user's is reported as not found."""
+    record = session.get(ApiToken, token_id)
+    if record is None or record.user_id != user_id:
+        raise NotFound(f"no token {token_id!r} of yours", field="token_id")
+    return record

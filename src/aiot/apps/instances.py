@@ -95,6 +95,25 @@ def create_instance(
     return instance
 
 
+def list_instances(session: Session, owner_id: str | None) -> list[AppInstance]:
+    """Live (not retired) instances, oldest first: one owner's, or everyone's (`owner_id` None, admins)."""
+    query = select(AppInstance).where(AppInstance.state != InstanceState.retired).order_by(AppInstance.created_at)
+    if owner_id is not None:
+        query = query.where(AppInstance.owner_id == owner_id)
+    return list(session.scalars(query))
+
+
+def instances_of_app(session: Session, app_name: str) -> list[AppInstance]:
+    """Live instances of every version of the app named `app_name`, oldest first."""
+    query = (
+        select(AppInstance)
+        .join(AppPackage, AppPackage.id == AppInstance.app_id)
+        .where(AppPackage.name == app_name, AppInstance.state != InstanceState.retired)
+        .order_by(AppInstance.created_at)
+    )
+    return list(session.scalars(query))
+
+
 def get_instance(session: Session, instance_id: str) -> AppInstance:
     instance = session.get(AppInstance, instance_id)
     if instance is None or instance.state == InstanceState.retired:

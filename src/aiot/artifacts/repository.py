@@ -262,6 +262,19 @@ class ArtifactRepository:
         return max(active, key=lambda r: Version(r.version))
 
     @staticmethod
+    def list_packages(
+        session: Session, table: type[PackageRow], name: str | None = None, include_deprecated: bool = False
+    ) -> list[PackageRow]:
+        """Every version of every package of `table` (or of one name), by name then age; deprecated ones only
+        when asked."""
+        query = select(table).order_by(table.name, table.created_at)
+        if name:
+            query = query.where(table.name == name)
+        if not include_deprecated:
+            query = query.where(table.status == PackageStatus.active)
+        return list(session.scalars(query))
+
+    @staticmethod
     def apps_using_model(session: Session, model: ModelPackage) -> list[AppPackage]:
         users = []
         for app in session.scalars(select(AppPackage)):

@@ -15,10 +15,19 @@ from sqlalchemy.orm import Session
 from aiot.bus.auth import hash_password
 from aiot.bus.codec import parse_timestamp
 from aiot.deployer.workloads import bump_generation
-from aiot.errors import Conflict, Unauthorized, ValidationFailed
+from aiot.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from aiot.ids import new_id
 from aiot.secrets_store import derive_password
-from aiot.store.runtime import Node, NodeJoinToken, NodeStatus, Workload, WorkloadEvent, WorkloadStatus
+from aiot.store.catalog import AppPackage, ModelPackage
+from aiot.store.runtime import (
+    DesiredState,
+    Node,
+    NodeJoinToken,
+    NodeStatus,
+    Workload,
+    WorkloadEvent,
+    WorkloadStatus,
+)
 from aiot.timeutil import utcnow
 
 JOIN_PREFIX = "aiotjoin"
@@ -237,3 +246,51 @@ def record_report(session: Session, node: Node, load: dict[str, Any], workloads:
             if isinstance(value, str):
                 with contextlib.suppress(ValueError):
                     setattr(status, key, parse_timestamp(value, field_name=key))
+
+
+# ---------------------------------------------------------------------- what the admin and the agent API read
+
+
+def find_node(session: Session, ref: str) -> Node:
+    """A node by id or name (404 naming `node` otherwise)."""
+    node = session.get(Node, ref) or session.scalar(select(Node).where(Node.name == ref))
+    if node is None:
+        raise NotFound(f"no node {ref!r}", field="node")
+    return node
+
+
+def node_workloads(session: Session, node: Node, running_only: bool = True) -> list[Workload]:
+    """The workloads placed on a node (by default only those meant to run), oldest first."""
+    query = select(Workload).where(Workload.node_id == node.id)
+    if running_only:
+        query = query.where(Workload.desired == DesiredState.running)
+    return list(session.scalars(query.order_by(Workload.created_at)))
+
+
+def live_nodes(session: Session) -> list[Node]:
+    """Every node not removed, by name."""
+    return list(session.scalars(select(Node).where(Node.status != NodeStatus.removed).order_by(Node.name)))
+
+
+def workload_states(session: Session, workloads: list[Workload]) -> dict[str, str]:
+    """Workload id -> its last reported state ("pending" before any report)."""
+    return {w.id: (s.state if (s := session.get(WorkloadStatus, w.id)) else "pending") for w in workloads}
+
+
+def drain_node(session: Session, node: Node) -> None:
+    """Take no new work; the deployer moves its workloads elsewhere. A revoked or removed node has nothing to
+    drain (409)."""
+    if node.revoked_at is not None or node.status == NodeStatus.removed:
+        raise Conflict(
+            f"node {node.name} is {'revoked' if node.revoked_at else 'removed'}; nothing to drain", field="node"
+        )
+    node.status, node.status_changed_at = NodeStatus.draining, utcnow()
+
+
+def may_fetch_package(session: Session, node: Node, sha256: str) -> bool:
+    """A node may download a package archive only while one of its workloads runs that package."""
+    assigned = session.scalar(
+        select(Workload.id).where(Workload.node_id == node.id, Workload.package_sha256 == sha256).limit(1)
+    )
+    known = any(session.scalar(select(t.id).where(t.sha256 == sha256).limit(1)) for t in (ModelPackage, AppPackage))
+    return bool(assigned) and known

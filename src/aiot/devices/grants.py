@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from aiot.devices.inventory import get_device, get_location
 from aiot.errors import NotFound
 from aiot.store.apps import AppInstance, InstanceState
-from aiot.store.devices import Device, Location, LocationGrant
+from aiot.store.devices import Device, DeviceState, Location, LocationGrant
 from aiot.store.models import Role, User
 
 
@@ -122,3 +122,39 @@ def list_grants(session: Session, *, user_id: str | None = None, location_id: st
     if location_id is not None:
         query = query.where(LocationGrant.location_id == location_id)
     return list(session.scalars(query))
+
+
+def visible_locations(
+    session: Session, scope: LocationScope, device_type: str | None = None
+) -> list[tuple[Location, int]]:
+    """The locations `scope` allows, by name, each with its count of enabled devices; `device_type` keeps only
+    locations having that type."""
+    devices = list(session.scalars(select(Device).where(Device.state == DeviceState.enabled)))
+    out = []
+    for loc in session.scalars(select(Location).order_by(Location.name)):
+        if not scope.allows(loc.id):
+            continue
+        here = [d for d in devices if d.location_id == loc.id]
+        if device_type and not any(d.device_type.name == device_type for d in here):
+            continue
+        out.append((loc, len(here)))
+    return out
+
+
+def location_devices(session: Session, location: Location) -> list[Device]:
+    """Every device at a location (enabled or not), by name."""
+    return list(session.scalars(select(Device).where(Device.location_id == location.id).order_by(Device.name)))
+
+
+def visible_devices(
+    session: Session, scope: LocationScope, location: str | None = None, device_type: str | None = None
+) -> list[Device]:
+    """The devices `scope` allows, by location and name, optionally of one (visible) location and/or type."""
+    query = select(Device).order_by(Device.location_id, Device.name)
+    if location:
+        query = query.where(Device.location_id == visible_location(session, scope, location).id)
+    return [
+        d
+        for d in session.scalars(query)
+        if scope.allows(d.location_id) and (not device_type or d.device_type.name == device_type)
+    ]

@@ -111,6 +111,24 @@ def get_device(session: Session, ref: str) -> Device:
     return row
 
 
+def delete_device(session: Session, ref: str) -> None:
+    """Forget a device and its credential (the caller announces the change to NATS)."""
+    session.delete(get_device(session, ref))
+
+
+def list_device_types(session: Session, kind: str | None = None) -> list[DeviceType]:
+    """Every device type (or those of one kind: sensor, controller), by name."""
+    query = select(DeviceType).order_by(DeviceType.name)
+    if kind:
+        query = query.where(DeviceType.kind == kind)
+    return list(session.scalars(query))
+
+
+def get_device_type(session: Session, ref: str) -> DeviceType:
+    """A device type by id or name (404 naming `device_type`, with the known names, otherwise)."""
+    return _device_type(session, ref)
+
+
 def _device_type(session: Session, ref: str) -> DeviceType:
     row = session.get(DeviceType, ref) or session.scalar(select(DeviceType).where(DeviceType.name == ref))
     if row is None:

@@ -18,7 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aiot.errors import Conflict, ValidationFailed
+from aiot.errors import Conflict, NotFound, ValidationFailed
 from aiot.store.notify import OutboxEmail, OutboxStatus
 from aiot.timeutil import utcnow
 
@@ -224,3 +224,33 @@ def retry(session: Session, email: OutboxEmail, now: datetime | None = None) -> 
     email.claim_expires_at = None
     session.flush()
     return email
+
+
+# ---------------------------------------------------------------------- what people may read of it
+
+
+def visible_email(session: Session, email_id: str, user_id: str, is_admin: bool) -> OutboxEmail:
+    """A mail the caller may see: admins every one, others those sent to them. Someone else's mail answers 404
+    like a missing one: its existence is not the caller's business."""
+    row = session.get(OutboxEmail, email_id)
+    if row is None or (not is_admin and row.user_id != user_id):
+        raise NotFound(f"no e-mail {email_id} in your outbox", field="id")
+    return row
+
+
+def list_emails(
+    session: Session,
+    user_id: str | None,
+    status: OutboxStatus | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+) -> list[OutboxEmail]:
+    """Newest first; `user_id` None lists everyone's (admins)."""
+    query = select(OutboxEmail).order_by(OutboxEmail.created_at.desc(), OutboxEmail.id).limit(limit)
+    if user_id is not None:
+        query = query.where(OutboxEmail.user_id == user_id)
+    if status is not None:
+        query = query.where(OutboxEmail.status == status)
+    if kind:
+        query = query.where(OutboxEmail.kind == kind)
+    return list(session.scalars(query))

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from starlette.background import BackgroundTask
 
 from aiot.api.deps import Ctx
@@ -19,8 +18,7 @@ from aiot.deployer.workloads import assignment
 from aiot.errors import NotFound, ServiceUnavailable
 from aiot.secrets_store import platform_secret
 from aiot.services.contract import ServiceContext
-from aiot.store.catalog import AppPackage, ModelPackage
-from aiot.store.runtime import DesiredState, Node, Workload
+from aiot.store.runtime import Node
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
@@ -99,11 +97,7 @@ def assignments(ctx: Ctx, node: Node = Depends(NodeAuth)) -> dict:
     secret = platform_secret(ctx.settings)
     servers = nats_servers(ctx)
     with ctx.db.session() as session:
-        rows = session.scalars(
-            select(Workload)
-            .where(Workload.node_id == node.id, Workload.desired == DesiredState.running)
-            .order_by(Workload.created_at)
-        )
+        rows = node_rules.node_workloads(session, node)
         degraded_after = ctx.settings.degraded_after_failures
         return {"node_id": node.id, "assignments": [assignment(w, node, secret, servers, degraded_after) for w in rows]}
 
@@ -112,11 +106,8 @@ def assignments(ctx: Ctx, node: Node = Depends(NodeAuth)) -> dict:
 async def package(ctx: Ctx, sha256: str, node: Node = Depends(NodeAuth)) -> FileResponse:
     """The archive of a package this node is assigned (by content hash)."""
     with ctx.db.session() as session:
-        assigned = session.scalar(
-            select(Workload.id).where(Workload.node_id == node.id, Workload.package_sha256 == sha256).limit(1)
-        )
-        known = any(session.scalar(select(t.id).where(t.sha256 == sha256).limit(1)) for t in (ModelPackage, AppPackage))
-    if not assigned or not known:
+        allowed = node_rules.may_fetch_package(session, node, sha256)
+    if not allowed:
         raise NotFound(f"no package {sha256[:12]}… assigned to this node", field="sha256")
     if ctx.bus is None:
         raise ServiceUnavailable("the message bus is not connected")

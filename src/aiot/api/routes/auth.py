@@ -6,7 +6,6 @@ import math
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from sqlalchemy import select
 
 from aiot.accounts import users as accounts
 from aiot.accounts.throttle import LoginThrottle, ThrottlePolicy
@@ -14,9 +13,9 @@ from aiot.api.deps import Ctx
 from aiot.api.schemas import LoginRequest, PasswordChange, SessionOut, TokenInfo, TokenOut, UserOut
 from aiot.api.security import SESSION_COOKIE, AnyUser, Principal, Public, csrf_token
 from aiot.api.state import service_context
-from aiot.errors import NotFound, TooManyRequests, Unauthorized
+from aiot.errors import TooManyRequests, Unauthorized
 from aiot.services.contract import ServiceContext
-from aiot.store.models import ApiToken, TokenKind
+from aiot.store.models import TokenKind
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -95,9 +94,7 @@ def open_session(request: Request, ctx: Ctx, body: LoginRequest, response: Respo
 def logout(request: Request, ctx: Ctx, response: Response, principal: Principal = Depends(AnyUser)) -> Response:
     """Revoke the token (or session) this request was made with."""
     with ctx.db.session() as session:
-        record = session.get(ApiToken, principal.token.id)
-        if record is not None:
-            accounts.revoke_token(session, record)
+        accounts.revoke_token(session, accounts.own_token(session, principal.user.id, principal.token.id))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(LEGACY_CSRF_COOKIE, path="/")
@@ -121,18 +118,12 @@ def change_password(ctx: Ctx, body: PasswordChange, principal: Principal = Depen
 @router.get("/tokens", response_model=list[TokenInfo])
 def list_tokens(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[TokenInfo]:
     with ctx.db.session() as session:
-        rows = session.scalars(
-            select(ApiToken).where(ApiToken.user_id == principal.user.id).order_by(ApiToken.created_at)
-        )
-        return [TokenInfo.model_validate(r) for r in rows]
+        return [TokenInfo.model_validate(r) for r in accounts.list_tokens(session, principal.user.id)]
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(ctx: Ctx, token_id: str, principal: Principal = Depends(AnyUser)) -> Response:
     """Revoke one of your own tokens (another user's token is reported as not found)."""
     with ctx.db.session() as session:
-        record = session.get(ApiToken, token_id)
-        if record is None or record.user_id != principal.user.id:
-            raise NotFound(f"no token {token_id!r} of yours", field="token_id")
-        accounts.revoke_token(session, record)
+        accounts.revoke_token(session, accounts.own_token(session, principal.user.id, token_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

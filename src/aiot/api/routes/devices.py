@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from aiot.accounts.users import get_user
 from aiot.api.deps import Ctx
@@ -224,23 +223,14 @@ def list_locations(ctx: Ctx, device_type: str | None = None, principal: Principa
     that type."""
     with ctx.db.session() as session:
         scope = grants.scope_for(session, principal.user.id)
-        devices = list(session.scalars(select(Device).where(Device.state == DeviceState.enabled)))
-        out = []
-        for loc in session.scalars(select(Location).order_by(Location.name)):
-            if not scope.allows(loc.id):
-                continue
-            here = [d for d in devices if d.location_id == loc.id]
-            if device_type and not any(d.device_type.name == device_type for d in here):
-                continue
-            out.append(location_out(loc, len(here)))
-        return out
+        return [location_out(loc, count) for loc, count in grants.visible_locations(session, scope, device_type)]
 
 
 @router.get("/locations/{ref}", response_model=LocationDetailOut)
 def show_location(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
         loc = grants.visible_location(session, grants.scope_for(session, principal.user.id), ref)
-        devices = list(session.scalars(select(Device).where(Device.location_id == loc.id).order_by(Device.name)))
+        devices = grants.location_devices(session, loc)
         return {**location_out(loc, len(devices)), "devices": [device_out(d) for d in devices]}
 
 
@@ -327,14 +317,7 @@ def list_devices(
     """The devices the caller may see (admins: all), optionally of one location and/or device type."""
     with ctx.db.session() as session:
         scope = grants.scope_for(session, principal.user.id)
-        query = select(Device).order_by(Device.location_id, Device.name)
-        if location:
-            query = query.where(Device.location_id == grants.visible_location(session, scope, location).id)
-        rows = [
-            d
-            for d in session.scalars(query)
-            if scope.allows(d.location_id) and (not device_type or d.device_type.name == device_type)
-        ]
+        rows = grants.visible_devices(session, scope, location, device_type)
         credentials = inventory.credential_statuses(session, [d.id for d in rows])  # one query, not one per row
         return [device_out(d, credentials.get(d.id, "none")) for d in rows]
 
@@ -360,7 +343,7 @@ async def update_device(ctx: Ctx, device_id: str, body: DevicePatch, _: Principa
 @router.delete("/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_device(ctx: Ctx, device_id: str, _: Principal = Depends(ADMIN)) -> Response:
     with ctx.db.session() as session:
-        session.delete(inventory.get_device(session, device_id))
+        inventory.delete_device(session, device_id)
     await announce_auth_change(ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

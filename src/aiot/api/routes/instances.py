@@ -9,12 +9,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from aiot.api.deps import Ctx
 from aiot.api.routes.devices import LocationOut, location_out
 from aiot.api.schemas import OutModel, RolloutOut, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
+from aiot.apps import instances as instance_rules
 from aiot.apps.bindings import locations_for_app
 from aiot.apps.instances import create_instance, get_instance
 from aiot.apps.service import DeployerInstanceController
@@ -140,10 +140,8 @@ def add_instance(ctx: Ctx, body: InstanceIn, principal: Principal = Depends(USER
 @router.get("/instances", response_model=list[InstanceOut])
 def list_instances(ctx: Ctx, principal: Principal = Depends(USERS)) -> list[dict]:
     with ctx.db.session() as session:
-        query = select(AppInstance).where(AppInstance.state != InstanceState.retired).order_by(AppInstance.created_at)
-        if principal.role != Role.admin:
-            query = query.where(AppInstance.owner_id == principal.user.id)
-        return [instance_out(session, i) for i in session.scalars(query)]
+        owner = None if principal.role == Role.admin else principal.user.id
+        return [instance_out(session, i) for i in instance_rules.list_instances(session, owner)]
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut)

@@ -20,22 +20,17 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
 from nats.js.errors import NotFoundError
 from pydantic import Field
-from sqlalchemy import or_, select
 
 from aiot.api.deps import Ctx
 from aiot.api.schemas import OutModel
 from aiot.api.security import AdminOnly, AnyUser, Principal
-from aiot.artifacts.names import app_ids_owned_by
-from aiot.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
-from aiot.logs import archive
+from aiot.errors import NotFound, ServiceUnavailable, ValidationFailed
+from aiot.logs import archive, scope
 from aiot.logs.query import LogFilter, LogTail, query_logs
 from aiot.logs.records import LogRecord, parse_level
 from aiot.logs.stream import ensure_logs_stream
 from aiot.services.contract import ServiceContext
-from aiot.store.apps import AppInstance
-from aiot.store.catalog import AppPackage
 from aiot.store.models import Role
-from aiot.store.runtime import Workload, WorkloadKind
 from aiot.timeutil import utcnow
 
 router = APIRouter(tags=["logs"])
@@ -74,45 +69,9 @@ def _scope(
     ctx: ServiceContext, principal: Principal, workload_id: str | None, app_instance_id: str | None, service: str | None
 ) -> tuple[str, ...] | None:
     """The workload ids the caller may read and asked for (None: no restriction, admins only)."""
-    admin = principal.role == Role.admin
-    if not admin and service and service != "workload":
-        raise Forbidden(
-            "platform service logs are for admins; filter by your workloads or app instances", field="service"
-        )
+    reader = scope.Reader(user_id=principal.user.id, is_admin=principal.role == Role.admin)
     with ctx.db.session() as session:
-        allowed: set[str] | None = None
-        if not admin:
-            visible = or_(
-                AppInstance.owner_id == principal.user.id, AppInstance.app_id.in_(app_ids_owned_by(principal.user.id))
-            )
-            mine = select(AppInstance.id).where(visible)
-            allowed = set(
-                session.scalars(
-                    select(Workload.id).where(or_(Workload.owner_id == principal.user.id, Workload.group_id.in_(mine)))
-                )
-            )
-            allowed |= {w for w in session.scalars(select(AppInstance.workload_id).where(visible)) if w}
-        chosen: set[str] | None = allowed
-        if app_instance_id:
-            instance = session.get(AppInstance, app_instance_id)
-            if instance is None:
-                raise NotFound(f"no app instance {app_instance_id}", field="app_instance_id")
-            if (
-                not admin
-                and instance.owner_id != principal.user.id
-                and not session.scalar(app_ids_owned_by(principal.user.id).where(AppPackage.id == instance.app_id))
-            ):
-                raise Forbidden(
-                    f"app instance {app_instance_id} is neither yours nor of an app you own", field="app_instance_id"
-                )
-            ids = set(session.scalars(select(Workload.id).where(Workload.group_id == app_instance_id)))
-            ids |= {instance.workload_id} if instance.workload_id else set()
-            chosen = ids if chosen is None else chosen & ids
-        if workload_id:
-            if allowed is not None and workload_id not in allowed:
-                raise Forbidden(f"workload {workload_id} is not yours", field="workload_id")
-            chosen = {workload_id} if chosen is None else chosen & {workload_id}
-    return None if chosen is None else tuple(sorted(chosen))
+        return scope.readable_workloads(session, reader, workload_id, app_instance_id, service)
 
 
 def _filter(
@@ -149,12 +108,7 @@ def _instances_of(ctx: ServiceContext, workload_ids: set[str]) -> dict[str, str]
     if not workload_ids:
         return {}
     with ctx.db.session() as session:
-        rows = session.execute(
-            select(Workload.id, Workload.group_id).where(
-                Workload.id.in_(workload_ids), Workload.kind == WorkloadKind.app
-            )
-        )
-        return {wid: group for wid, group in rows}
+        return scope.instances_of(session, workload_ids)
 
 
 class LogPage(OutModel):

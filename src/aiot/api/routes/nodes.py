@@ -7,19 +7,17 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from aiot.api.deps import Ctx
 from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, Principal
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.service import wake_deployer
-from aiot.errors import Conflict, NotFound
 from aiot.natsauth.sources import announce_auth_change
 from aiot.secrets_store import platform_secret
 from aiot.services.contract import ServiceContext
 from aiot.store.models import Role
-from aiot.store.runtime import DesiredState, Node, NodeStatus, Workload, WorkloadStatus
+from aiot.store.runtime import Node, Workload
 from aiot.timeutil import utcnow
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -95,46 +93,23 @@ def create_join_token(ctx: Ctx, body: JoinTokenIn | None = Body(None), principal
 @router.get("", response_model=list[NodeOut])
 def list_nodes(ctx: Ctx, _: Principal = Depends(ADMIN)) -> list[dict]:
     with ctx.db.session() as session:
-        out = []
-        for node in session.scalars(select(Node).where(Node.status != NodeStatus.removed).order_by(Node.name)):
-            workloads = list(
-                session.scalars(
-                    select(Workload).where(Workload.node_id == node.id, Workload.desired == DesiredState.running)
-                )
-            )
-            out.append(node_out(node, workloads))
-        return out
-
-
-def _node(session: Any, ref: str) -> Node:
-    node = session.get(Node, ref) or session.scalar(select(Node).where(Node.name == ref))
-    if node is None:
-        raise NotFound(f"no node {ref!r}", field="node")
-    return node
+        return [node_out(node, node_rules.node_workloads(session, node)) for node in node_rules.live_nodes(session)]
 
 
 @router.get("/{ref}", response_model=NodeOut)
 def show_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     with ctx.db.session() as session:
-        node = _node(session, ref)
-        workloads = list(session.scalars(select(Workload).where(Workload.node_id == node.id)))
-        out = node_out(node, workloads)
-        out["workload_states"] = {
-            w.id: (s.state if (s := session.get(WorkloadStatus, w.id)) else "pending") for w in workloads
-        }
-        return out
+        node = node_rules.find_node(session, ref)
+        workloads = node_rules.node_workloads(session, node, running_only=False)
+        return {**node_out(node, workloads), "workload_states": node_rules.workload_states(session, workloads)}
 
 
 @router.post("/{ref}/drain", response_model=NodeOut)
 async def drain_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
     """Take no new work and move this node's workloads elsewhere."""
     with ctx.db.session() as session:
-        node = _node(session, ref)
-        if node.revoked_at is not None or node.status == NodeStatus.removed:
-            raise Conflict(
-                f"node {node.name} is {'revoked' if node.revoked_at else 'removed'}; nothing to drain", field="node"
-            )
-        node.status, node.status_changed_at = NodeStatus.draining, utcnow()
+        node = node_rules.find_node(session, ref)
+        node_rules.drain_node(session, node)
         out = node_out(node)
     await wake_deployer(ctx)
     return out
@@ -142,7 +117,7 @@ async def drain_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
 
 async def _revoke(ctx: ServiceContext, ref: str) -> dict:
     with ctx.db.session() as session:
-        node = _node(session, ref)
+        node = node_rules.find_node(session, ref)
         secret = platform_secret(ctx.settings)
         moved = node_rules.revoke_node(session, secret, node) if node.revoked_at is None else []
         out = {**node_out(node), "moved_workloads": moved}

@@ -7,12 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import Field
-from sqlalchemy import select
 
 from aiot.api.deps import Ctx
 from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import AdminOnly, AnyUser, Principal
-from aiot.errors import NotFound, ValidationFailed
+from aiot.errors import ValidationFailed
 from aiot.notify import outbox
 from aiot.notify.service import KICK_SUBJECT
 from aiot.store.models import Role
@@ -60,11 +59,8 @@ def email_out(row: OutboxEmail) -> dict[str, Any]:
     }
 
 
-def _visible(row: OutboxEmail | None, principal: Principal, email_id: str) -> OutboxEmail:
-    # Someone else's mail answers 404 like a missing one: its existence is not the caller's business.
-    if row is None or (principal.role != Role.admin and row.user_id != principal.user.id):
-        raise NotFound(f"no e-mail {email_id} in your outbox", field="id")
-    return row
+def _visible(session: Any, principal: Principal, email_id: str) -> OutboxEmail:
+    return outbox.visible_email(session, email_id, principal.user.id, principal.role == Role.admin)
 
 
 @router.get("/outbox", response_model=list[EmailOut])
@@ -78,28 +74,22 @@ def list_outbox(
     """Newest first. Admins see every mail; others the mails sent to them."""
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")
-    query = select(OutboxEmail).order_by(OutboxEmail.created_at.desc(), OutboxEmail.id).limit(limit)
-    if principal.role != Role.admin:
-        query = query.where(OutboxEmail.user_id == principal.user.id)
-    if status is not None:
-        query = query.where(OutboxEmail.status == status)
-    if kind:
-        query = query.where(OutboxEmail.kind == kind)
+    mine = None if principal.role == Role.admin else principal.user.id
     with ctx.db.session() as session:
-        return [email_out(row) for row in session.scalars(query)]
+        return [email_out(row) for row in outbox.list_emails(session, mine, status, kind, limit)]
 
 
 @router.get("/outbox/{email_id}", response_model=EmailOut)
 def show_email(ctx: Ctx, email_id: str, principal: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
-        return email_out(_visible(session.get(OutboxEmail, email_id), principal, email_id))
+        return email_out(_visible(session, principal, email_id))
 
 
 @router.post("/outbox/{email_id}/retry", response_model=EmailOut)
 async def retry_email(ctx: Ctx, email_id: str, principal: Principal = Depends(AdminOnly)) -> dict:
     """Send a failed (or waiting) mail again now, with a fresh attempt budget; a sent mail is a 409."""
     with ctx.db.session() as session:
-        row = outbox.retry(session, _visible(session.get(OutboxEmail, email_id), principal, email_id))
+        row = outbox.retry(session, _visible(session, principal, email_id))
         out = email_out(row)
     service = ctx.services.get("notify")
     if service is not None and hasattr(service, "kick"):

@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import Field
-from sqlalchemy import select
 from starlette.background import BackgroundTask
 
 from aiot.api.deps import Ctx
@@ -24,9 +23,11 @@ from aiot.api.schemas import ZIP_ANSWER, OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal, Public
 from aiot.api.state import service_context
 from aiot.api.uploads import received_upload
+from aiot.apps.instances import instances_of_app
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository, PackageRow
 from aiot.artifacts.schemas import schema_for
+from aiot.devices import inventory
 from aiot.errors import NotFound, ServiceUnavailable, ValidationFailed
 from aiot.services.contract import ServiceContext
 from aiot.store.apps import AppInstance, InstanceState
@@ -137,12 +138,8 @@ async def store_package(request: Request, principal: Principal, table: type[Pack
 
 def _list(ctx: ServiceContext, table: type[PackageRow], name: str | None, include_deprecated: bool) -> list[dict]:
     with ctx.db.session() as session:
-        query = select(table).order_by(table.name, table.created_at)
-        if name:
-            query = query.where(table.name == name)
-        if not include_deprecated:
-            query = query.where(table.status == PackageStatus.active)
-        return [package_out(session, r) for r in session.scalars(query)]
+        rows = ArtifactRepository.list_packages(session, table, name, include_deprecated)
+        return [package_out(session, r) for r in rows]
 
 
 async def _download(request: Request, principal: Principal, table: type[PackageRow], ref: str) -> FileResponse:
@@ -285,13 +282,7 @@ def list_app_instances(ctx: Ctx, ref: str, principal: Principal = Depends(APP_WR
     with ctx.db.session() as session:
         app = ArtifactRepository.resolve(session, AppPackage, ref)
         _check_owner(session, principal, app, "see its instances")
-        query = (
-            select(AppInstance)
-            .join(AppPackage, AppPackage.id == AppInstance.app_id)
-            .where(AppPackage.name == app.name, AppInstance.state != InstanceState.retired)
-            .order_by(AppInstance.created_at)
-        )
-        return [app_instance_state(session, i) for i in session.scalars(query)]
+        return [app_instance_state(session, i) for i in instances_of_app(session, app.name)]
 
 
 @router.get("/apps/{ref}/download", response_class=FileResponse, responses=ZIP_ANSWER)
@@ -330,29 +321,19 @@ async def add_device_type(request: Request, ctx: Ctx, principal: Principal = Dep
 @router.get("/device-types", response_model=list[DeviceTypeOut])
 def list_device_types(ctx: Ctx, kind: str | None = None, _: Principal = Depends(AnyUser)) -> list[dict]:
     with ctx.db.session() as session:
-        query = select(DeviceType).order_by(DeviceType.name)
-        if kind:
-            query = query.where(DeviceType.kind == kind)
-        return [device_type_out(r) for r in session.scalars(query)]
-
-
-def _device_type(session: Any, ref: str) -> DeviceType:
-    row = session.get(DeviceType, ref) or session.scalar(select(DeviceType).where(DeviceType.name == ref))
-    if row is None:
-        raise NotFound(f"no device type {ref!r}", field="device_type")
-    return row
+        return [device_type_out(r) for r in inventory.list_device_types(session, kind)]
 
 
 @router.get("/device-types/{ref}", response_model=DeviceTypeOut)
 def show_device_type(ctx: Ctx, ref: str, _: Principal = Depends(AnyUser)) -> dict:
     with ctx.db.session() as session:
-        return device_type_out(_device_type(session, ref))
+        return device_type_out(inventory.get_device_type(session, ref))
 
 
 @router.delete("/device-types/{ref}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_device_type(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> Response:
     with ctx.db.session() as session:
-        ArtifactRepository.delete_device_type(session, _device_type(session, ref))
+        ArtifactRepository.delete_device_type(session, inventory.get_device_type(session, ref))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

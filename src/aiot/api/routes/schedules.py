@@ -11,19 +11,15 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field, WithJsonSchema
-from sqlalchemy import delete, select
 
 from aiot.api.deps import Ctx
 from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
-from aiot.devices.grants import scope_for
-from aiot.errors import Forbidden, NotFound, ValidationFailed
-from aiot.scheduler import ledger
-from aiot.scheduler.ledger import ACTIVE
+from aiot.errors import ValidationFailed
+from aiot.scheduler import ledger, schedules
 from aiot.scheduler.rules import ScheduleSpec, SpecError, next_occurrences, parse_spec
 from aiot.scheduler.service import controller_for
 from aiot.services.contract import ServiceContext
-from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.models import Role
 from aiot.store.scheduling import Occurrence, OccurrenceState, OverlapPolicy, Schedule
 from aiot.timeutil import utcnow
@@ -187,11 +183,12 @@ def _upcoming(row: Schedule, now: datetime, count: int) -> list[dict[str, Any]]:
     return [run_out(s, e, row.timezone) for s, e in next_occurrences(spec, now, count)]
 
 
-def _owned(session: Any, principal: Principal, schedule_id: str) -> Schedule:
-    row = session.get(Schedule, schedule_id)
-    if row is None or (principal.role != Role.admin and row.owner_id != principal.user.id):
-        raise NotFound(f"no schedule {schedule_id!r}", field="schedule_id")  # others' schedules are invisible
-    return row
+def _caller(principal: Principal) -> schedules.Caller:
+    return schedules.Caller(user_id=principal.user.id, is_admin=principal.role == Role.admin)
+
+
+def _policy(body: PolicyIn) -> schedules.Policy:
+    return schedules.Policy(late_start_deadline_s=body.late_start_deadline_s, overlap=body.overlap)
 
 
 def _wake(ctx: ServiceContext) -> None:
@@ -230,33 +227,16 @@ def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USER
     now = utcnow()
     spec = _spec(body.spec, now)
     with ctx.db.session() as session:
-        instance = session.get(AppInstance, body.app_instance_id)
-        if (
-            instance is None
-            or instance.state == InstanceState.retired
-            or (principal.role != Role.admin and instance.owner_id != principal.user.id)
-        ):
-            raise NotFound(f"no app instance {body.app_instance_id!r}", field="app_instance_id")
-        if not scope_for(session, instance.owner_id).allows(instance.location_id):
-            raise Forbidden(
-                f"the instance's owner no longer has access to its location {instance.location_id} "
-                "(an admin must grant it again)",
-                field="location",
-            )
-        row = Schedule(
-            app_instance_id=instance.id,
-            owner_id=instance.owner_id,
+        row = schedules.create_schedule(
+            session,
+            _caller(principal),
+            app_instance_id=body.app_instance_id,
+            spec=spec,
+            policy=_policy(body.policy),
             name=body.name,
-            spec=spec.model_dump(mode="json"),
-            timezone=spec.timezone,
-            late_start_deadline_s=body.policy.late_start_deadline_s,
-            overlap=body.policy.overlap,
             enabled=body.enabled,
-            active_since=now,
-            created_at=now,
+            now=now,
         )
-        session.add(row)
-        session.flush()
         out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
     _wake(ctx)
     return out
@@ -265,13 +245,9 @@ def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USER
 @router.get("/schedules", response_model=list[ScheduleOut])
 def list_schedules(ctx: Ctx, app_instance_id: str | None = None, principal: Principal = Depends(USERS)) -> list[dict]:
     with ctx.db.session() as session:
-        query = select(Schedule).order_by(Schedule.created_at, Schedule.id)
-        if principal.role != Role.admin:
-            query = query.where(Schedule.owner_id == principal.user.id)
-        if app_instance_id:
-            query = query.where(Schedule.app_instance_id == app_instance_id)
+        rows = schedules.list_schedules(session, _caller(principal), app_instance_id)
         now = utcnow()  # each with its next runs: the end user's deployments page shows them
-        return [{**schedule_out(row), "next": _upcoming(row, now, 3)} for row in session.scalars(query)]
+        return [{**schedule_out(row), "next": _upcoming(row, now, 3)} for row in rows]
 
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleOut)
@@ -280,10 +256,8 @@ def show_schedule(ctx: Ctx, schedule_id: str, count: int = 5, principal: Princip
     if not 1 <= count <= 100:
         raise ValidationFailed("count must be between 1 and 100", field="count")
     with ctx.db.session() as session:
-        row = _owned(session, principal, schedule_id)
-        running = session.scalar(
-            select(Occurrence).where(Occurrence.schedule_id == row.id, Occurrence.state.in_(ACTIVE)).limit(1)
-        )
+        row = schedules.get_owned(session, _caller(principal), schedule_id)
+        running = schedules.running_occurrence(session, row)
         return {
             **schedule_out(row),
             "next": _upcoming(row, utcnow(), count),
@@ -297,22 +271,15 @@ def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch, principal: 
     rename, or change its policy."""
     now = utcnow()
     with ctx.db.session() as session:
-        row = _owned(session, principal, schedule_id)
-        if body.name is not None:
-            row.name = body.name
-        if body.policy is not None:
-            row.late_start_deadline_s, row.overlap = body.policy.late_start_deadline_s, body.policy.overlap
-        if body.enabled is not None and body.enabled != row.enabled:
-            row.enabled = body.enabled
-            row.materialized_until = None
-            if body.enabled:
-                row.active_since = now  # runs from before re-enabling are not fired late
-            else:
-                session.execute(
-                    delete(Occurrence).where(
-                        Occurrence.schedule_id == row.id, Occurrence.state == OccurrenceState.planned
-                    )
-                )
+        row = schedules.get_owned(session, _caller(principal), schedule_id)
+        schedules.change_schedule(
+            session,
+            row,
+            now=now,
+            name=body.name,
+            policy=_policy(body.policy) if body.policy is not None else None,
+            enabled=body.enabled,
+        )
         out = {**schedule_out(row), "next": _upcoming(row, now, 5)}
     _wake(ctx)
     return out
@@ -322,15 +289,11 @@ def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch, principal: 
 async def delete_schedule(ctx: Ctx, schedule_id: str, principal: Principal = Depends(USERS)) -> Response:
     """Delete the schedule and its history; a run in progress is stopped first."""
     with ctx.db.session() as session:
-        _owned(session, principal, schedule_id)
-        session.execute(
-            delete(Occurrence).where(Occurrence.schedule_id == schedule_id, Occurrence.state == OccurrenceState.planned)
-        )
-        session.get(Schedule, schedule_id).enabled = False  # no replica fires anything of it from here on
+        schedules.get_owned(session, _caller(principal), schedule_id)
+        schedules.retire_schedule(session, schedule_id)
     await _stop_running(ctx, schedule_id, "the schedule was deleted")
     with ctx.db.session() as session:
-        session.execute(delete(Occurrence).where(Occurrence.schedule_id == schedule_id))
-        session.execute(delete(Schedule).where(Schedule.id == schedule_id))
+        schedules.delete_schedule(session, schedule_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -346,9 +309,5 @@ def list_occurrences(
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")
     with ctx.db.session() as session:
-        row = _owned(session, principal, schedule_id)
-        query = select(Occurrence).where(Occurrence.schedule_id == row.id)
-        if state is not None:
-            query = query.where(Occurrence.state == state)
-        query = query.order_by(Occurrence.start_at.desc()).limit(limit)
-        return [occurrence_out(o, row.timezone) for o in session.scalars(query)]
+        row = schedules.get_owned(session, _caller(principal), schedule_id)
+        return [occurrence_out(o, row.timezone) for o in schedules.list_occurrences(session, row, state, limit)]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
-from sqlalchemy import select
 
 from aiot.accounts import users as accounts
 from aiot.api.deps import Ctx
 from aiot.api.schemas import UserCreate, UserOut, UserUpdate
 from aiot.api.security import AdminOnly, Principal
 from aiot.errors import Conflict
-from aiot.store.models import Role, User
+from aiot.store.models import Role
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -18,10 +17,7 @@ router = APIRouter(prefix="/users", tags=["users"])
 @router.get("", response_model=list[UserOut])
 def list_users(ctx: Ctx, role: Role | None = None, _: Principal = Depends(AdminOnly)) -> list[UserOut]:
     with ctx.db.session() as session:
-        query = select(User).order_by(User.username)
-        if role is not None:
-            query = query.where(User.role == role)
-        return [UserOut.model_validate(u) for u in session.scalars(query)]
+        return [UserOut.model_validate(u) for u in accounts.list_users(session, role)]
 
 
 @router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED)

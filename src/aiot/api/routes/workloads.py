@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, and_, or_, select
 
 from aiot.api import model_gateway, oip
 from aiot.api.deps import Ctx
@@ -21,20 +20,16 @@ from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer import views
 from aiot.deployer.service import wake_deployer, workloads_changed
-from aiot.deployer.workloads import deploy_model, stop_workload
+from aiot.deployer.workloads import deploy_model
 from aiot.errors import Forbidden, NotFound
 from aiot.secrets_store import platform_secret
-from aiot.store.apps import AppInstance
 from aiot.store.catalog import ModelPackage
 from aiot.store.models import Role
 from aiot.store.runtime import (
-    DesiredState,
     ModelDeployment,
-    PlacementDecision,
     Workload,
-    WorkloadEvent,
-    WorkloadKind,
     WorkloadStatus,
 )
 
@@ -114,17 +109,11 @@ def workload_out(session: Any, workload: Workload, detail: bool = False) -> dict
     if detail:
         out["events"] = [
             {"at": e.at.isoformat(), "kind": e.kind, "node_id": e.node_id, **e.detail}
-            for e in session.scalars(
-                select(WorkloadEvent).where(WorkloadEvent.workload_id == workload.id).order_by(WorkloadEvent.id)
-            )
+            for e in views.workload_events(session, workload.id)
         ]
         out["placements"] = [
             {"at": d.at.isoformat(), "node_id": d.node_id, "reason": d.reason, "score": d.score, "scores": d.scores}
-            for d in session.scalars(
-                select(PlacementDecision)
-                .where(PlacementDecision.workload_id == workload.id)
-                .order_by(PlacementDecision.id)
-            )
+            for d in views.placement_decisions(session, workload.id)
         ]
     return out
 
@@ -136,11 +125,7 @@ def may_see_endpoints(principal: Principal, model: ModelPackage, deployment: Mod
 
 def deployment_out(session: Any, deployment: ModelDeployment, principal: Principal) -> dict[str, Any]:
     model = session.get(ModelPackage, deployment.model_id)
-    workloads = list(
-        session.scalars(
-            select(Workload).where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
-        )
-    )
+    workloads = views.deployment_replicas(session, deployment)
     replicas = [workload_out(session, w) for w in workloads]
     endpoints = [r["endpoint"] for r in replicas if r["endpoint"] and r["state"] == "running"]
     running = sum(1 for r in replicas if r["state"] == "running")
@@ -175,79 +160,40 @@ async def deploy(ctx: Ctx, ref: str, body: DeployIn, principal: Principal = Depe
 @router.get("/deployments", response_model=list[DeploymentOut])
 def list_deployments(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[dict]:
     with ctx.db.session() as session:
-        return [
-            deployment_out(session, d, principal)
-            for d in session.scalars(select(ModelDeployment).order_by(ModelDeployment.created_at))
-        ]
+        return [deployment_out(session, d, principal) for d in views.list_deployments(session)]
 
 
-def _deployment(session: Any, ref: str) -> ModelDeployment:
-    deployment = session.get(ModelDeployment, ref)
-    if deployment is None:
-        model = ArtifactRepository.resolve(session, ModelPackage, ref)
-        deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))
-    if deployment is None:
-        raise NotFound(f"{ref!r} is not deployed", field="deployment")
-    return deployment
+def _viewer(principal: Principal) -> views.Viewer:
+    return views.Viewer(user_id=principal.user.id, is_admin=principal.role == Role.admin)
 
 
 @router.get("/deployments/{ref}", response_model=DeploymentOut)
 def show_deployment(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
     """`ref`: a deployment id, or the model (id, name, name:version)."""
     with ctx.db.session() as session:
-        return deployment_out(session, _deployment(session, ref), principal)
+        return deployment_out(session, views.find_deployment(session, ref), principal)
 
 
 @router.delete("/deployments/{ref}", status_code=status.HTTP_204_NO_CONTENT)
 async def undeploy(ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
     with ctx.db.session() as session:
-        deployment = _deployment(session, ref)
-        if principal.role != Role.admin and deployment.owner_id != principal.user.id:
-            raise Forbidden("this deployment belongs to another user")
-        for workload in session.scalars(
-            select(Workload).where(Workload.group_id == deployment.id, Workload.desired == DesiredState.running)
-        ):
-            stop_workload(session, workload, reason="undeployed")
-        session.delete(deployment)
+        views.undeploy(session, _viewer(principal), views.find_deployment(session, ref))
     await workloads_changed(ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-def visible_to(principal: Principal) -> ColumnElement[bool] | None:
-    """Which workloads a developer may see (None: all, for admins): their own, and those of the instances of
-    apps whose name they own."""
-    if principal.role == Role.admin:
-        return None
-    of_my_apps = select(AppInstance.id).where(AppInstance.app_id.in_(names.app_ids_owned_by(principal.user.id)))
-    return or_(
-        Workload.owner_id == principal.user.id,
-        and_(Workload.kind == WorkloadKind.app, Workload.group_id.in_(of_my_apps)),
-    )
 
 
 @router.get("/workloads", response_model=list[WorkloadOut])
 def list_workloads(ctx: Ctx, include_stopped: bool = False, principal: Principal = Depends(OPERATORS)) -> list[dict]:
     """Admins see every workload; developers see their own and those of their apps' instances."""
     with ctx.db.session() as session:
-        query = select(Workload).order_by(Workload.created_at)
-        if not include_stopped:
-            query = query.where(Workload.desired == DesiredState.running)
-        scope = visible_to(principal)
-        if scope is not None:
-            query = query.where(scope)
-        return [workload_out(session, w) for w in session.scalars(query)]
+        return [workload_out(session, w) for w in views.list_workloads(session, _viewer(principal), include_stopped)]
 
 
 @router.get("/workloads/{workload_id}", response_model=WorkloadOut)
 def show_workload(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
     """A workload with its state history and every placement decision (each node's score or exclusion)."""
     with ctx.db.session() as session:
-        query = select(Workload).where(Workload.id == workload_id)
-        scope = visible_to(principal)
-        workload = session.scalar(query if scope is None else query.where(scope))
-        if workload is None:
-            raise NotFound(f"no workload {workload_id!r}", field="workload_id")
-        return workload_out(session, workload, detail=True)
+        return workload_out(session, views.get_workload(session, _viewer(principal), workload_id), detail=True)
 
 
 PREDICT_TIMEOUT = 30.0
@@ -261,7 +207,7 @@ async def predict(request: Request, ctx: Ctx, ref: str, principal: Principal = D
     the field). The try-it form of the web UI uses this route."""
     with ctx.db.session() as session:
         model = ArtifactRepository.resolve(session, ModelPackage, ref)
-        deployment = session.scalar(select(ModelDeployment).where(ModelDeployment.model_id == model.id))
+        deployment = views.deployment_of_model(session, model)
         if deployment is None:
             raise NotFound(f"model {model.name} {model.version} is not deployed", field="model")
         if not may_see_endpoints(principal, model, deployment):
