@@ -1,13 +1,16 @@
-"""Fixtures for the artifacts tests: a catalog of what the sample packages need."""
+"""Fixtures for the artifacts tests: a catalog of what the sample packages need, and a live platform for the
+upload and ownership tests that go through the API."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from aiot.artifacts import StaticCatalog
+from tests.support.live import LivePlatform, live_platform
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -29,3 +32,9 @@ def examples_catalog() -> StaticCatalog:
 @pytest.fixture
 def catalog() -> StaticCatalog:
     return examples_catalog()
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[LivePlatform]:
+    async with live_platform(tmp_path) as platform:
+        yield platform

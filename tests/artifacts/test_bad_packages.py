@@ -48,7 +48,7 @@ class Case:
 
 
 def _uploadable(run: Build, collection: str, payload: Callable[[], bytes], default_limits: bool = True) -> Build:
-    """Mark a case as replayable through the HTTP API (tests/packages/test_bad_uploads.py): which collection it
+    """Mark a case as replayable through the HTTP API (tests/artifacts/test_bad_uploads.py): which collection it
     goes to and its bytes. Cases with custom limits or catalogs only make sense at the library level."""
     if default_limits:
         run.upload = (collection, payload)  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.legacy.originals import model_files, to_zip
+from tests.artifacts.legacy.originals import model_files, to_zip
 from tests.web.conftest import WebPlatform, shot
 from tests.web.test_roles import no_console_errors
 

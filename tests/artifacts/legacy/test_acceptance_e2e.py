@@ -1,6 +1,6 @@
 """Issue acceptance (run the original platform's packages unchanged), end to end on a real platform.
 
-Packages in the original formats (tests/legacy/originals.py, built from the documented formats alone): a
+Packages in the original formats (tests/artifacts/legacy/originals.py, built from the documented formats alone): a
 scikit-learn pickle model with pre/post hooks, an app whose code uses get_sensor_data / get_prediction /
 send_controller_data, device type and instance zips. They are imported (`aiot import` for the model and the
 app, as their developers; the API for the admin's devices, to read the credentials), the model is deployed,

@@ -225,7 +225,7 @@ def test_h5_model_converts_with_a_keras_requirement(original: dict[str, bytes]) 
 
 
 def test_our_own_packages_are_not_taken_for_original_ones() -> None:
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     comfort = {p.name: p.read_bytes() for p in (repo / "examples/models/comfort").iterdir() if p.is_file()}
     assert detect(comfort) is None
     with pytest.raises(LegacyFormatError, match="not a package of the original platform"):
