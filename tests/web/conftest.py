@@ -21,7 +21,6 @@ import uvicorn
 
 from aiot.api.appsorigin import create_apps_app
 from aiot.launch.http_app import create_app
-from aiot.web import install
 from tests.support.live import PASSWORD, LivePlatform, live_platform
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,8 +93,7 @@ async def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebPlatform]:
     tmp = tmp_path_factory.mktemp("web")
     async with live_platform(tmp, services=("nats-auth", "ingest")) as live:
-        app = create_app(live.ctx)
-        install(app)
+        app = create_app(live.ctx)  # the API with the web UI mounted
         port, apps_port = free_port(), free_port()
         # the apps origin on another host than the platform's (localhost vs 127.0.0.1), as ApiService does
         apps = create_apps_app(live.ctx)

@@ -17,10 +17,11 @@ from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer.workloads import stop_workload
 from aiot.errors import Forbidden, NotFound
 from aiot.store.apps import AppInstance
-from aiot.store.catalog import ModelPackage
+from aiot.store.catalog import AppPackage, ModelPackage
 from aiot.store.runtime import (
     DesiredState,
     ModelDeployment,
+    Node,
     PlacementDecision,
     Workload,
     WorkloadEvent,
@@ -83,6 +84,14 @@ def placement_decisions(session: Session, workload_id: str) -> list[PlacementDec
             select(PlacementDecision).where(PlacementDecision.workload_id == workload_id).order_by(PlacementDecision.id)
         )
     )
+
+
+def workload_labels(session: Session, workload: Workload) -> tuple[str | None, str | None]:
+    """What people call a workload's package and node: "name:version" and the node's name (None when gone)."""
+    table = ModelPackage if workload.kind == WorkloadKind.model else AppPackage
+    package = session.get(table, workload.package_id)
+    node = session.get(Node, workload.node_id) if workload.node_id else None
+    return (f"{package.name}:{package.version}" if package else None), (node.name if node else None)
 
 
 def list_deployments(session: Session) -> list[ModelDeployment]:

@@ -8,6 +8,7 @@ login form, or show a readable error page; this route class catches those cases 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
@@ -51,5 +52,17 @@ class WebRoute(APIRoute):
                 if exc.status_code == 401:
                     return _login_redirect(request)
                 return error_page(request, exc.status_code, TITLES.get(exc.status_code, "Error"), exc.message)
+            except Exception:
+                # A bug of ours: the visitor gets a page that says so and a reference to quote, never the
+                # exception text or a traceback (it may name paths, queries or other tenants' data).
+                reference = secrets.token_hex(4)
+                log.exception("page %s failed (reference %s)", request.url.path, reference)
+                return error_page(
+                    request,
+                    500,
+                    "Something went wrong",
+                    f"This page could not be shown. The error was logged with reference {reference}; "
+                    "try again in a moment, or give the reference to your administrator.",
+                )
 
         return page_handler

@@ -64,6 +64,8 @@ class WorkloadOut(OutModel):
     id: str
     kind: str = Field(description="model or app")
     package_id: str
+    package: str | None = Field(description="the package as people name it, name:version")
+    node: str | None = Field(description="the name of the node it is placed on")
     group_id: str | None = Field(description="the deployment or app instance it belongs to")
     desired: str
     generation: int
@@ -91,10 +93,13 @@ class DeploymentOut(OutModel):
 
 def workload_out(session: Any, workload: Workload, detail: bool = False) -> dict[str, Any]:
     observed = session.get(WorkloadStatus, workload.id)
+    package, node = views.workload_labels(session, workload)
     out: dict[str, Any] = {
         "id": workload.id,
         "kind": workload.kind.value,
         "package_id": workload.package_id,
+        "package": package,
+        "node": node,
         "group_id": workload.group_id,
         "desired": workload.desired.value,
         "generation": workload.generation,
