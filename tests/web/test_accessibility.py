@@ -9,12 +9,13 @@ a refresh every 2 s replaced whole regions (focus dropped to the page body), and
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from aiot.store.models import Role
 from tests.web.conftest import USERS, WebPlatform, shot
-from tests.web.test_roles import ensure_device_types, ensure_location, no_console_errors
+from tests.web.test_roles import ensure_device_types, ensure_location, ensure_package, no_console_errors
 
 axe_api = pytest.importorskip("axe_playwright_python.async_playwright", reason="needs axe-playwright-python")
 
@@ -43,9 +44,15 @@ async def _nav_links(page) -> list[str]:  # type: ignore[no-untyped-def]
     return await page.eval_on_selector_all("header nav a[href]", "links => links.map(a => a.getAttribute('href'))")
 
 
-async def test_axe_finds_no_serious_violation_on_any_page_of_any_role(web: WebPlatform) -> None:
+async def test_axe_finds_no_serious_violation_on_any_page_of_any_role(web: WebPlatform, tmp_path: Path) -> None:
     site = await _site(web)
+    await ensure_device_types(web)
+    model = await ensure_package(web, "models", "models/comfort", Role.ai_developer, tmp_path)
+    app = await ensure_package(web, "apps", "apps/smart-classroom", Role.app_developer, tmp_path)
     extra = {
+        "ai_developer": [f"/models/{model['id']}"],
+        "app_developer": [f"/dev/apps/{app['id']}"],
+        "end_user": [f"/store/{app['id']}"],
         "admin": [
             f"/admin/locations/{site['location']}",
             f"/devices/{site['axe-temp']}",
