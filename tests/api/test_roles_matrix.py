@@ -217,6 +217,8 @@ OWNED_ROUTES: list[Owned] = [
     Owned("POST", "/models/{model}/predict", Role.ai_developer, json={"inputs": [1]}, denied=(403,)),
     Owned("GET", "/workloads/{model_workload}", Role.ai_developer),
     Owned("GET", "/workloads/{app_workload}", Role.app_developer),
+    Owned("GET", "/workloads/{model_workload}/load", Role.ai_developer),
+    Owned("GET", "/workloads/{app_workload}/load", Role.app_developer),
     Owned("DELETE", "/auth/tokens/{token}", Role.end_user),
     # destructive ones last: A's own call removes the thing
     Owned("DELETE", "/schedules/{schedule}", Role.end_user),

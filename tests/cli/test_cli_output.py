@@ -80,6 +80,9 @@ async def test_json_and_yaml_are_the_apis_answer_and_logs_and_history_work(tmp_p
             (("instance", "ls"), "/instances", Role.admin, admin),
             (("model", "ls"), "/models", Role.ai_developer, dev),
             (("model", "show", "comfort"), "/models/comfort", Role.ai_developer, dev),
+            (("location", "grants", "Lab"), "/locations/Lab/grants", Role.admin, admin),
+            (("device", "latest", device["id"]), f"/devices/{device['id']}/latest", Role.admin, admin),
+            (("model", "history", "comfort"), "/models/comfort/rollouts", Role.ai_developer, dev),
             (("status",), "/status", Role.admin, admin),
         ):
             expected = await _api(live, path, who)
@@ -89,6 +92,19 @@ async def test_json_and_yaml_are_the_apis_answer_and_logs_and_history_work(tmp_p
             else:
                 assert printed == expected, args
             assert yaml.safe_load(await _aiot(url, token, *args, "-o", "yaml")) == json.loads(json.dumps(printed))
+        # commands that create something print the API's answer too
+        made = json.loads(await _aiot(url, admin, "location", "add", "Lab2", "--tz", "Europe/Paris", "-o", "json"))
+        shown = await _api(live, "/locations/Lab2")
+        counts = ("device_count", "devices")  # the detail adds the devices; creating answers the location itself
+        assert {k: v for k, v in made.items() if k not in counts} == {k: v for k, v in shown.items() if k not in counts}
+        added = json.loads(
+            await _aiot(url, admin, "device", "add", "t2", "--type", "temperature", "--location", "Lab2", "-o", "json")
+        )
+        assert added["connect"]["username"] == added["id"] and added["location"] == "Lab2"
+        pushed = yaml.safe_load(
+            await _aiot(url, dev, "model", "push", str(EXAMPLES / "models" / "comfort"), "-o", "yaml")
+        )
+        assert pushed == await _api(live, f"/models/{pushed['id']}", Role.ai_developer)
         table = await _aiot(url, admin, "device", "ls")
         assert device["id"] in table  # ids are printed whole, not cut short
 

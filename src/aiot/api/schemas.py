@@ -128,4 +128,17 @@ class RolloutOut(OutModel):
     finished_at: Timestamp | None
 
 
+class LoadSampleOut(OutModel):
+    at: Timestamp
+    cpu: float = Field(description="percent (a node: of the machine; a workload: of one core, summed)")
+    memory: float | None = Field(None, description="a node: percent of its memory")
+    memory_mb: float | None = Field(None, description="a workload: resident MiB of its processes")
+
+
+class LoadHistoryOut(OutModel):
+    """The recent load reports of a node or workload, oldest first (about two minutes, at most an hour)."""
+
+    samples: list[LoadSampleOut]
+
+
 TokenOut.model_rebuild()

@@ -37,10 +37,14 @@ def add_location(
     timezone: str = typer.Option("UTC", "--tz", help="IANA time zone, e.g. Asia/Kolkata"),
     address: str = "",
     parent: str | None = None,
+    output: Output = OUTPUT,
 ) -> None:
     row = ApiClient().post(
         "/locations", json={"name": name, "kind": kind, "timezone": timezone, "address": address, "parent": parent}
     )
+    if output != Output.table:
+        emit(row, output)
+        return
     console.print(f"location [bold]{row['name']}[/] ({row['id']}, {row['timezone']})")
 
 
@@ -86,9 +90,15 @@ def ls_grants(
 
 @device_app.command("add")
 def add_device(
-    name: str, device_type: str = typer.Option(..., "--type"), location: str = typer.Option(..., "--location")
+    name: str,
+    device_type: str = typer.Option(..., "--type"),
+    location: str = typer.Option(..., "--location"),
+    output: Output = OUTPUT,
 ) -> None:
     row = ApiClient().post("/devices", json={"name": name, "device_type": device_type, "location": location})
+    if output != Output.table:  # the API's answer, the one-time password included
+        emit(row, output)
+        return
     console.print(f"device [bold]{row['name']}[/] ({row['device_type']}) at {row['location']}: {row['id']}")
     _print_connect(row["connect"])
 

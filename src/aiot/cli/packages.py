@@ -53,9 +53,14 @@ def _push(collection: str, path: Path) -> dict:
 
 def _register(typer_app: typer.Typer, collection: str, noun: str) -> None:
     @typer_app.command("push")
-    def push(path: Path = typer.Argument(..., help=f"{noun} folder (zipped for you) or .zip")) -> None:
+    def push(
+        path: Path = typer.Argument(..., help=f"{noun} folder (zipped for you) or .zip"), output: Output = OUTPUT
+    ) -> None:
         """Validate and upload a package; every problem is listed by file and field."""
         row = _push(collection, path)
+        if output != Output.table:
+            emit(row, output)
+            return
         label = f"{row['name']} {row['version']}"
         console.print(f"{noun} [bold]{label}[/] stored as {row['id']} (sha256 {row['sha256'][:12]})")
 
@@ -101,12 +106,17 @@ _register(app_app, "apps", "app")
 
 
 @device_type_app.command("add")
-def add_device_type(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="device type JSON")) -> None:
+def add_device_type(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="device type JSON"), output: Output = OUTPUT
+) -> None:
     row = ApiClient().post(
         "/device-types",
         content=file.read_bytes(),
         headers={"Content-Type": "application/json", "X-Filename": file.name},
     )
+    if output != Output.table:
+        emit(row, output)
+        return
     console.print(f"device type [bold]{row['name']}[/] ({row['kind']}) registered as {row['id']}")
 
 

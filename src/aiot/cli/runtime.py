@@ -109,6 +109,7 @@ def instance_create(
     location: str = typer.Option(..., "--location"),
     bind: list[str] = typer.Option([], help="alias=dev_id[,dev_id] when ambiguous"),
     setting: list[str] = typer.Option([], help="name=JSON value"),
+    output: Output = OUTPUT,
 ) -> None:
     bindings = {}
     for item in bind:
@@ -126,6 +127,9 @@ def instance_create(
     out = ApiClient().post(
         "/instances", json={"app": app, "location": location, "bindings": bindings, "settings": settings}
     )
+    if output != Output.table:
+        emit(out, output)
+        return
     console.print(f"app instance [bold]{out['id']}[/] ({out['app']}) bound: {json.dumps(out['bindings'])}")
 
 

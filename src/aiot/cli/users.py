@@ -26,10 +26,14 @@ def add_user(
     role: Role = typer.Option(..., help="admin, ai_developer, app_developer or end_user"),
     email: str | None = typer.Option(None),
     password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+    output: Output = OUTPUT,
 ) -> None:
     user = ApiClient().post(
         "/users", json={"username": username, "role": role.value, "email": email, "password": password}
     )
+    if output != Output.table:
+        emit(user, output)
+        return
     console.print(f"created [bold]{user['username']}[/] ({user['id']}, {user['role']})")
 
 

@@ -24,28 +24,40 @@ def _path(points: list[tuple[float, float]]) -> str:
 
 
 def load_chart(
-    cpu: Sequence[float], memory: Sequence[float], *, title: str, width: int = 360, height: int = 120
+    samples: Sequence[tuple[datetime, float, float]], *, title: str, width: int = 360, height: int = 130
 ) -> Markup:
-    """CPU and memory percentages over the last reports, 0-100 %, newest on the right."""
-    pad = 18.0
+    """CPU and memory percentages (0-100 %) of the recent reports against their times: UTC HH:MM:SS of the first
+    and the last report under the plot, so a gap in the reports shows as a gap in time."""
+    pad, bottom = 14.0, 20.0
+    plot_w, plot_h = width - LEFT - pad, height - pad - bottom
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
     ]
     for pct in (0, 50, 100):
-        y = pad + (height - 2 * pad) * (1 - pct / 100)
+        y = pad + plot_h * (1 - pct / 100)
         parts.append(f'<line class="grid-line" x1="{LEFT}" x2="{width - pad}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="axis" x="{LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{pct}%</text>')
-    if len(cpu) >= 1:
-        cpu_pts = _points(list(cpu) if len(cpu) > 1 else [cpu[0], cpu[0]], width, height, pad, 100.0)
-        area = _path(cpu_pts) + f" L{cpu_pts[-1][0]:.1f},{height - pad} L{cpu_pts[0][0]:.1f},{height - pad} Z"
-        parts.append(f'<path class="cpu-area" d="{area}"/>')
-        parts.append(f'<path class="cpu" d="{_path(cpu_pts)}"/>')
-    if len(memory) >= 1:
-        mem_pts = _points(list(memory) if len(memory) > 1 else [memory[0], memory[0]], width, height, pad, 100.0)
-        parts.append(f'<path class="mem" d="{_path(mem_pts)}"/>')
-    if not cpu and not memory:
+    if not samples:
         parts.append(f'<text class="axis" x="{width / 2 - 40}" y="{height / 2}">no load reports yet</text>')
+        parts.append("</svg>")
+        return Markup("".join(parts))
+    start, end = samples[0][0], samples[-1][0]
+    span = max((end - start).total_seconds(), 1.0)
+
+    def xy(when: datetime, pct: float) -> tuple[float, float]:
+        x = LEFT + plot_w * ((when - start).total_seconds() / span if len(samples) > 1 else 0.5)
+        return x, pad + plot_h * (1 - min(max(pct, 0.0), 100.0) / 100)
+
+    cpu = [xy(at, c) for at, c, _ in samples]
+    mem = [xy(at, m) for at, _, m in samples]
+    base = pad + plot_h
+    area = _path(cpu) + f" L{cpu[-1][0]:.1f},{base} L{cpu[0][0]:.1f},{base} Z"
+    parts += [f'<path class="cpu-area" d="{area}"/>', f'<path class="cpu" d="{_path(cpu)}"/>']
+    parts.append(f'<path class="mem" d="{_path(mem)}"/>')
+    for anchor, at, x in (("start", start, LEFT), ("end", end, width - pad)):
+        label = at.astimezone(UTC).strftime("%H:%M:%S")
+        parts.append(f'<text class="axis" x="{x:.1f}" y="{height - 5}" text-anchor="{anchor}">{label}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

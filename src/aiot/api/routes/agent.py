@@ -13,6 +13,7 @@ from aiot.api.deps import Ctx
 from aiot.api.schemas import ZIP_ANSWER, OutModel
 from aiot.api.security import JoinAuth, NodeAuth
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.deployer import loadhistory
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.workloads import assignment
 from aiot.errors import NotFound, ServiceUnavailable
@@ -116,9 +117,17 @@ async def package(ctx: Ctx, sha256: str, node: Node = Depends(NodeAuth)) -> File
 
 
 @router.post("/report", response_model=ReportAck)
-def report(ctx: Ctx, body: ReportIn, node: Node = Depends(NodeAuth)) -> dict:
+async def report(ctx: Ctx, body: ReportIn, node: Node = Depends(NodeAuth)) -> dict:
+    """The node's load and its workloads' states; the load also goes into the load history (charts)."""
     with ctx.db.session() as session:
         row = session.get(Node, node.id)
         assert row is not None
         node_rules.record_report(session, row, body.load, body.workloads)
-        return {"status": row.status.value}
+        answer, reported_at = {"status": row.status.value}, row.last_report_at
+        # a node speaks only for the workloads placed on it: another node's workload keeps its own history
+        mine = {w.id for w in node_rules.node_workloads(session, row)}
+    per_workload = body.load.get("per_workload") if isinstance(body.load.get("per_workload"), dict) else {}
+    load = {**body.load, "per_workload": {wid: u for wid, u in per_workload.items() if wid in mine}}
+    if reported_at is not None:
+        await loadhistory.record(ctx.bus, node.id, reported_at, load)
+    return answer

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Body, Depends, status
 from pydantic import BaseModel, Field
 
 from aiot.api.deps import Ctx
-from aiot.api.schemas import OutModel, Timestamp
+from aiot.api.schemas import LoadHistoryOut, OutModel, Timestamp
 from aiot.api.security import Allow, Principal
+from aiot.deployer import loadhistory
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.service import wake_deployer
+from aiot.errors import ServiceUnavailable
 from aiot.natsauth.sources import announce_auth_change
 from aiot.secrets_store import platform_secret
 from aiot.services.contract import ServiceContext
@@ -102,6 +104,16 @@ def show_node(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
         node = node_rules.find_node(session, ref)
         workloads = node_rules.node_workloads(session, node, running_only=False)
         return {**node_out(node, workloads), "workload_states": node_rules.workload_states(session, workloads)}
+
+
+@router.get("/{ref}/load", response_model=LoadHistoryOut)
+async def node_load(ctx: Ctx, ref: str, _: Principal = Depends(ADMIN)) -> dict:
+    """The node's recent CPU and memory reports, oldest first, kept server-side for charts."""
+    with ctx.db.session() as session:
+        node_id = node_rules.find_node(session, ref).id
+    if ctx.bus is None:
+        raise ServiceUnavailable("the message bus is not connected")
+    return {"samples": await loadhistory.series(ctx.bus, loadhistory.node_key(node_id))}
 
 
 @router.post("/{ref}/drain", response_model=NodeOut)

@@ -132,8 +132,9 @@ async def store_package(request: Request, principal: Principal, table: type[Pack
     put = repo.put_model if table is ModelPackage else repo.put_app
     stored = await put(path, principal.user.id, principal.role)
     code = status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK
-    with ctx.db.session() as session:
-        return JSONResponse(package_out(session, stored.row), status_code=code)
+    with ctx.db.session() as session:  # through the model, so the answer has the fields GET /models/{ref} has
+        out = PackageOut.model_validate(package_out(session, stored.row)).model_dump(mode="json")
+    return JSONResponse(out, status_code=code)
 
 
 def _list(ctx: ServiceContext, table: type[PackageRow], name: str | None, include_deprecated: bool) -> list[dict]:
@@ -314,7 +315,7 @@ async def add_device_type(request: Request, ctx: Ctx, principal: Principal = Dep
     filename = request.headers.get("x-filename", "device-type.json")
     with ctx.db.session() as session:
         stored = ArtifactRepository.put_device_type(session, body, filename, principal.user.id)
-        out = device_type_out(stored.row)
+        out = DeviceTypeOut.model_validate(device_type_out(stored.row)).model_dump(mode="json")
     return JSONResponse(out, status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK)
 
 

@@ -16,14 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiot.api import model_gateway, oip
 from aiot.api.deps import Ctx
-from aiot.api.schemas import OutModel, Timestamp
+from aiot.api.schemas import LoadHistoryOut, OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
-from aiot.deployer import views
+from aiot.deployer import loadhistory, views
 from aiot.deployer.service import wake_deployer, workloads_changed
 from aiot.deployer.workloads import deploy_model
-from aiot.errors import Forbidden, NotFound
+from aiot.errors import Forbidden, NotFound, ServiceUnavailable
 from aiot.secrets_store import platform_secret
 from aiot.store.catalog import ModelPackage
 from aiot.store.models import Role
@@ -199,6 +199,16 @@ def show_workload(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPE
     """A workload with its state history and every placement decision (each node's score or exclusion)."""
     with ctx.db.session() as session:
         return workload_out(session, views.get_workload(session, _viewer(principal), workload_id), detail=True)
+
+
+@router.get("/workloads/{workload_id}/load", response_model=LoadHistoryOut)
+async def workload_load(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
+    """The workload's recent CPU and resident memory, oldest first (who may see the workload may see this)."""
+    with ctx.db.session() as session:
+        views.get_workload(session, _viewer(principal), workload_id)
+    if ctx.bus is None:
+        raise ServiceUnavailable("the message bus is not connected")
+    return {"samples": await loadhistory.series(ctx.bus, loadhistory.workload_key(workload_id))}
 
 
 PREDICT_TIMEOUT = 30.0

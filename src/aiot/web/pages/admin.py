@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -12,7 +13,6 @@ from aiot.store.models import Role
 from aiot.web.apiclient import ApiError
 from aiot.web.charts import load_chart
 from aiot.web.forms import clean, form_errors, one_error
-from aiot.web.loadhistory import HISTORY
 from aiot.web.render import fragment, redirect, render
 from aiot.web.routing import WebRoute
 from aiot.web.session import ADMIN, WebUser, read_form
@@ -289,12 +289,13 @@ async def _nodes(web: WebUser) -> list[dict[str, Any]]:
     nodes = await web.api.get("/nodes")
     workloads = {w["id"]: w for w in await web.api.get_or([], "/workloads")}
     for node in nodes:
-        series = HISTORY.record(node)
+        history = (await web.api.get_or({"samples": []}, f"/nodes/{node['id']}/load"))["samples"]
+        series = [(datetime.fromisoformat(s["at"]), s["cpu"], s.get("memory") or 0.0) for s in history]
         load = node.get("load") or {}
-        node["chart"] = load_chart(list(series.cpu), list(series.memory), title=f"CPU and memory of {node['name']}")
+        node["chart"] = load_chart(series, title=f"CPU and memory of {node['name']}")
         node["cpu"] = float(load.get("cpu_percent", 0.0) or 0.0)
         node["memory"] = float(load.get("memory_percent", 0.0) or 0.0)
-        node["samples"] = len(series.cpu)
+        node["samples"] = len(series)
         node["sandboxed"] = load.get("sandboxed")  # None: the node has not said (an older agent)
         node["workload_rows"] = [workloads.get(w, {"id": w, "state": "?"}) for w in node.get("workloads", [])]
     return nodes
