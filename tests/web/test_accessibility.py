@@ -40,23 +40,52 @@ async def _site(web: WebPlatform) -> dict[str, str]:
     return {"location": location_id, **{d["name"]: d["id"] for d in devices}}
 
 
+async def _instance_workload_and_mail(web: WebPlatform, app: dict) -> tuple[str, str, str]:
+    """An end user's app instance (its deployment page), a model workload (the admin's workload page) and a mail
+    waiting in the outbox (the admin's mail page)."""
+    from aiot.notify.outbox import enqueue
+
+    admin = web.live.headers(Role.admin)
+    room = await ensure_location(
+        web, "axe-classroom", {"ax-t": "temperature", "ax-l": "light", "ax-f": "fan", "ax-a": "ac", "ax-p": "lamp"}
+    )
+    granted = await web.live.client.post(
+        f"/api/v1/locations/{room}/grants", json={"user": USERS["end_user"]}, headers=admin
+    )
+    assert granted.status_code in (200, 201), granted.text
+    made = await web.live.client.post(
+        "/api/v1/instances", json={"app": app["id"], "location": room}, headers=web.live.headers(Role.end_user)
+    )
+    assert made.status_code == 201, made.text
+    deployed = await web.live.client.post(
+        "/api/v1/models/comfort/deploy", json={"replicas": 1}, headers=web.live.headers(Role.ai_developer)
+    )
+    assert deployed.status_code == 201, deployed.text
+    with web.live.ctx.db.session() as session:
+        mail_id = enqueue(session, "eve@example.com", "Your app is running", "Hello eve", kind="app_running").id
+    return made.json()["id"], deployed.json()["workloads"][0]["id"], mail_id
+
+
 async def _nav_links(page) -> list[str]:  # type: ignore[no-untyped-def]
     return await page.eval_on_selector_all("header nav a[href]", "links => links.map(a => a.getAttribute('href'))")
 
 
 async def test_axe_finds_no_serious_violation_on_any_page_of_any_role(web: WebPlatform, tmp_path: Path) -> None:
     site = await _site(web)
-    await ensure_device_types(web)
+    await ensure_device_types(web)  # the classroom app needs all five
     model = await ensure_package(web, "models", "models/comfort", Role.ai_developer, tmp_path)
     app = await ensure_package(web, "apps", "apps/smart-classroom", Role.app_developer, tmp_path)
+    instance_id, workload_id, mail_id = await _instance_workload_and_mail(web, app)
     extra = {
         "ai_developer": [f"/models/{model['id']}"],
         "app_developer": [f"/dev/apps/{app['id']}"],
-        "end_user": [f"/store/{app['id']}"],
+        "end_user": [f"/store/{app['id']}", f"/deployments/{instance_id}"],
         "admin": [
             f"/admin/locations/{site['location']}",
             f"/devices/{site['axe-temp']}",
             f"/devices/{site['axe-fan']}",
+            f"/admin/workloads/{workload_id}",
+            f"/admin/outbox/{mail_id}",
         ],
     }
     axe = axe_api.Axe()

@@ -180,8 +180,11 @@ class WorkloadSupervisor:
     # ----------------------------------------------------------------- internals
 
     def _set(self, state: str, reason: str) -> None:
-        if state in ("starting", "unhealthy") and self.last_exit:
-            reason = f"{reason} (previous run: {self.last_exit})"  # why it restarted stays visible until it runs
+        recently_restarted = self.healthy_since is None or time.monotonic() - self.healthy_since < HEALTHY_RESET
+        if self.last_exit and (state in ("starting", "unhealthy") or (state == "running" and recently_restarted)):
+            # why it restarted stays visible until it has run well for as long as the back-off needs to reset: a
+            # crash-looping run that heartbeats for a moment must not look like a plain healthy one
+            reason = f"{reason} (previous run: {self.last_exit})"
         if (state, reason) != (self.state, self.reason):
             if state != self.state:
                 log.info("workload %s: %s -> %s (%s)", self.workload_id, self.state, state, reason)

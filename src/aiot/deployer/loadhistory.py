@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from datetime import datetime
 from typing import Any
 
 from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
 
 from aiot.bus.client import Bus
 
@@ -24,6 +26,18 @@ log = logging.getLogger(__name__)
 BUCKET = "AIOT_LOAD"
 SAMPLES = 64
 TTL_SECONDS = 3600.0
+
+
+_buckets: weakref.WeakKeyDictionary[Bus, KeyValue] = weakref.WeakKeyDictionary()
+
+
+async def _bucket(bus: Bus) -> KeyValue:
+    """The bucket handle, looked up once per connection: every agent report writes here, so the report route
+    must not pay a bucket look-up (two JetStream requests) each time."""
+    kv = _buckets.get(bus)
+    if kv is None:
+        kv = _buckets[bus] = await bus.kv(BUCKET, ttl=TTL_SECONDS, history=SAMPLES)
+    return kv
 
 
 def node_key(node_id: str) -> str:
@@ -46,7 +60,7 @@ async def record(bus: Bus | None, node_id: str, at: datetime, load: dict[str, An
     if bus is None:
         return
     try:
-        kv = await bus.kv(BUCKET, ttl=TTL_SECONDS, history=SAMPLES)
+        kv = await _bucket(bus)
         when = at.isoformat()
         sample = {"at": when, "cpu": _number(load.get("cpu_percent")), "memory": _number(load.get("memory_percent"))}
         await kv.put(node_key(node_id), json.dumps(sample).encode())
@@ -64,7 +78,7 @@ async def record(bus: Bus | None, node_id: str, at: datetime, load: dict[str, An
 
 async def series(bus: Bus, key: str) -> list[dict[str, Any]]:
     """The samples of one key, oldest first (empty when it never reported or everything expired)."""
-    kv = await bus.kv(BUCKET, ttl=TTL_SECONDS, history=SAMPLES)
+    kv = await _bucket(bus)
     try:
         entries = await kv.history(key)
     except NoKeysError:

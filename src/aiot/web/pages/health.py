@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from markupsafe import Markup
 
 from aiot.api.state import service_context
+from aiot.web.charts import series_chart
 from aiot.web.render import fragment, render
 from aiot.web.routing import WebRoute
 from aiot.web.session import ADMIN, WebUser
@@ -43,5 +46,27 @@ async def health_live(request: Request, web: WebUser = Depends(ADMIN)) -> Respon
 
 @router.get("/admin/workloads/{workload_id}")
 async def workload(request: Request, workload_id: str, web: WebUser = Depends(ADMIN)) -> Response:
-    row = await web.api.get(f"/workloads/{workload_id}")
-    return render(request, "admin/workload.html", web, title=f"Workload {workload_id}", w=row)
+    row, history = await asyncio.gather(
+        web.api.get(f"/workloads/{workload_id}"), web.api.get_or({"samples": []}, f"/workloads/{workload_id}/load")
+    )
+    return render(
+        request, "admin/workload.html", web, title=f"Workload {workload_id}", w=row, load=_load_charts(history)
+    )
+
+
+def _load_charts(history: dict[str, Any]) -> list[Markup]:
+    """CPU and resident memory of the workload's processes over its recent reports, against their times."""
+    samples = [(datetime.fromisoformat(s["at"]), s) for s in history.get("samples", [])]
+    if not samples:
+        return []
+    start, end = samples[0][0], samples[-1][0]
+    return [
+        series_chart([(at, s["cpu"]) for at, s in samples], start=start, end=end, title="CPU (%)", unit="%"),
+        series_chart(
+            [(at, s.get("memory_mb") or 0.0) for at, s in samples],
+            start=start,
+            end=end,
+            title="Memory (MiB)",
+            unit="MiB",
+        ),
+    ]
