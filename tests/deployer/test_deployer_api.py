@@ -54,6 +54,17 @@ async def test_deploy_spread_report_and_move(tmp_path: Path) -> None:
     async with live_platform(tmp_path, services=("nats-auth", "deployer")) as live:
         live.ctx.settings.node_grace_seconds = 3
         nodes = [await _join(live, name) for name in ("n1", "n2", "n3")]
+        # The nodes report every 0.5 s like real agents, so a slow upload on a loaded machine cannot make one of
+        # them silent for the 3 s grace before its part of the test (n3 stops on purpose further down).
+        alive = {n["node_id"]: n for n in nodes}
+
+        async def keep_alive() -> None:
+            while True:
+                for node in list(alive.values()):
+                    await _report(live, node)
+                await asyncio.sleep(0.5)
+
+        beat = asyncio.create_task(keep_alive())
         archive = zip_folder(EXAMPLES / "models/comfort", tmp_path / "comfort.zip")
         pushed = await live.client.post(
             "/api/v1/models", content=archive.read_bytes(), headers=live.headers(Role.ai_developer)
@@ -118,6 +129,7 @@ async def test_deploy_spread_report_and_move(tmp_path: Path) -> None:
 
         # n3 goes silent: after the grace period it is lost and its replica moves to n1 or n2 (new generation).
         lost = nodes[2]
+        alive.pop(lost["node_id"])
         moved_id = per_node[lost["node_id"]][0]["workload_id"]
         for _ in range(50):
             for node in nodes[:2]:
@@ -145,6 +157,7 @@ async def test_deploy_spread_report_and_move(tmp_path: Path) -> None:
             await live.client.delete(f"/api/v1/deployments/{model_id}", headers=live.headers(Role.ai_developer))
         ).status_code == 204
         assert [a for n in nodes for a in await _assignments(live, n)] == []
+        beat.cancel()
 
 
 async def test_agent_endpoints_refuse_people_and_bad_tokens(tmp_path: Path) -> None:

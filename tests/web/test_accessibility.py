@@ -12,12 +12,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from axe_playwright_python.async_playwright import Axe  # a dev dependency: missing is a failure, not a skip
 
 from aiot.store.models import Role
 from tests.web.conftest import USERS, WebPlatform, shot
 from tests.web.test_roles import ensure_device_types, ensure_location, ensure_package, no_console_errors
-
-axe_api = pytest.importorskip("axe_playwright_python.async_playwright", reason="needs axe-playwright-python")
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(240)]
 BLOCKING = {"serious", "critical"}
@@ -88,7 +87,7 @@ async def test_axe_finds_no_serious_violation_on_any_page_of_any_role(web: WebPl
             f"/admin/outbox/{mail_id}",
         ],
     }
-    axe = axe_api.Axe()
+    axe = Axe()
     problems: list[str] = []
     checked = 0
     for role in USERS:
