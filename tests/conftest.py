@@ -85,6 +85,7 @@ SERIAL = (
     "tests/web/test_logs_and_serving.py",
     "tests/reliability/test_oversized_and_slow.py",
     "tests/logs/test_query_api.py",
+    "tests/web/test_accessibility.py",  # waits for live refreshes every 2 s: a loaded machine delays them
 )
 # The files that take longest (seconds of one worker, measured on 2 cores), started first: xdist's `loadfile`
 # hands out files in collection order, and a long file started last is the suite's tail.
