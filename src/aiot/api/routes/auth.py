@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from aiot.accounts import users as accounts
 from aiot.accounts.throttle import LoginThrottle, ThrottlePolicy
-from aiot.api.deps import Ctx
+from aiot.api.deps import Ctx, CurrentUser
 from aiot.api.schemas import LoginRequest, PasswordChange, SessionOut, TokenInfo, TokenOut, UserOut
-from aiot.api.security import SESSION_COOKIE, AnyUser, Principal, Public, csrf_token
+from aiot.api.security import SESSION_COOKIE, Public, csrf_token
 from aiot.api.state import service_context
 from aiot.errors import TooManyRequests, Unauthorized
 from aiot.services.contract import ServiceContext
@@ -91,7 +91,7 @@ def open_session(request: Request, ctx: Ctx, body: LoginRequest, response: Respo
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(request: Request, ctx: Ctx, response: Response, principal: Principal = Depends(AnyUser)) -> Response:
+def logout(request: Request, ctx: Ctx, response: Response, principal: CurrentUser) -> Response:
     """Revoke the token (or session) this request was made with."""
     with ctx.db.session() as session:
         accounts.revoke_token(session, accounts.own_token(session, principal.user.id, principal.token.id))
@@ -102,12 +102,12 @@ def logout(request: Request, ctx: Ctx, response: Response, principal: Principal 
 
 
 @router.get("/me", response_model=UserOut)
-def me(principal: Principal = Depends(AnyUser)) -> UserOut:
+def me(principal: CurrentUser) -> UserOut:
     return UserOut.model_validate(principal.user)
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
-def change_password(ctx: Ctx, body: PasswordChange, principal: Principal = Depends(AnyUser)) -> Response:
+def change_password(ctx: Ctx, body: PasswordChange, principal: CurrentUser) -> Response:
     """Change your own password; every token of yours is revoked (log in again)."""
     with ctx.db.session() as session:
         user = accounts.get_user(session, principal.user.id)
@@ -116,13 +116,13 @@ def change_password(ctx: Ctx, body: PasswordChange, principal: Principal = Depen
 
 
 @router.get("/tokens", response_model=list[TokenInfo])
-def list_tokens(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[TokenInfo]:
+def list_tokens(ctx: Ctx, principal: CurrentUser) -> list[TokenInfo]:
     with ctx.db.session() as session:
         return [TokenInfo.model_validate(r) for r in accounts.list_tokens(session, principal.user.id)]
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(ctx: Ctx, token_id: str, principal: Principal = Depends(AnyUser)) -> Response:
+def revoke_token(ctx: Ctx, token_id: str, principal: CurrentUser) -> Response:
     """Revoke one of your own tokens (another user's token is reported as not found)."""
     with ctx.db.session() as session:
         accounts.revoke_token(session, accounts.own_token(session, principal.user.id, token_id))

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 
 from aiot.accounts.users import get_user
-from aiot.api.deps import Ctx
+from aiot.api.deps import Ctx, CurrentUser
 from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import Allow, AnyUser, Principal
 from aiot.apps.service import DeployerInstanceController
@@ -227,7 +227,7 @@ def list_locations(ctx: Ctx, device_type: str | None = None, principal: Principa
 
 
 @router.get("/locations/{ref}", response_model=LocationDetailOut)
-def show_location(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
+def show_location(ctx: Ctx, ref: str, principal: CurrentUser) -> dict:
     with ctx.db.session() as session:
         loc = grants.visible_location(session, grants.scope_for(session, principal.user.id), ref)
         devices = grants.location_devices(session, loc)
@@ -323,7 +323,7 @@ def list_devices(
 
 
 @router.get("/devices/{device_id}", response_model=DeviceDetailOut)
-def show_device(ctx: Ctx, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
+def show_device(ctx: Ctx, device_id: str, principal: CurrentUser) -> dict:
     with ctx.db.session() as session:
         row = grants.visible_device(session, grants.scope_for(session, principal.user.id), device_id)
         return {**device_out(row, inventory.credential_status(session, row)), "definition": row.device_type.definition}
@@ -406,7 +406,7 @@ def _visible_device(ctx: ServiceContext, principal: Principal, device_id: str) -
 
 
 @router.get("/devices/{device_id}/latest", response_model=LatestOut)
-async def latest_reading(ctx: Ctx, device_id: str, principal: Principal = Depends(AnyUser)) -> dict:
+async def latest_reading(ctx: Ctx, device_id: str, principal: CurrentUser) -> dict:
     """The latest validated reading (or controller state) and the device's presence."""
     _visible_device(ctx, principal, device_id)
     bus = _bus(ctx)

@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 
-from aiot.api.deps import Ctx
+from aiot.api.deps import Ctx, CurrentUser
 from aiot.api.routes.devices import LocationOut, location_out
 from aiot.api.schemas import OutModel, RolloutOut, Timestamp
-from aiot.api.security import Allow, AnyUser, Principal
+from aiot.api.security import Allow, Principal
 from aiot.apps import instances as instance_rules
 from aiot.apps.bindings import locations_for_app
 from aiot.apps.instances import create_instance, get_instance
@@ -113,7 +113,7 @@ def _owned(session: Any, principal: Principal, instance_id: str) -> AppInstance:
 
 
 @router.get("/apps/{ref}/locations", response_model=list[LocationOut])
-def app_locations(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> list[dict]:
+def app_locations(ctx: Ctx, ref: str, principal: CurrentUser) -> list[dict]:
     """Locations the caller may see that have every device type the app needs (what a schedule form should
     offer)."""
     with ctx.db.session() as session:

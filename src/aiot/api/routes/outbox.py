@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from aiot.api.deps import Ctx
+from aiot.api.deps import Ctx, CurrentUser
 from aiot.api.schemas import OutModel, Timestamp
 from aiot.api.security import AdminOnly, AnyUser, Principal
 from aiot.errors import ValidationFailed
@@ -80,7 +80,7 @@ def list_outbox(
 
 
 @router.get("/outbox/{email_id}", response_model=EmailOut)
-def show_email(ctx: Ctx, email_id: str, principal: Principal = Depends(AnyUser)) -> dict:
+def show_email(ctx: Ctx, email_id: str, principal: CurrentUser) -> dict:
     with ctx.db.session() as session:
         return email_out(_visible(session, principal, email_id))
 

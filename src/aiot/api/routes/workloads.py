@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiot.api import model_gateway, oip
-from aiot.api.deps import Ctx
+from aiot.api.deps import Ctx, CurrentUser
 from aiot.api.schemas import LoadHistoryOut, OutModel, Timestamp
-from aiot.api.security import Allow, AnyUser, Principal
+from aiot.api.security import Allow, Principal
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer import loadhistory, views
@@ -163,7 +163,7 @@ async def deploy(ctx: Ctx, ref: str, body: DeployIn, principal: Principal = Depe
 
 
 @router.get("/deployments", response_model=list[DeploymentOut])
-def list_deployments(ctx: Ctx, principal: Principal = Depends(AnyUser)) -> list[dict]:
+def list_deployments(ctx: Ctx, principal: CurrentUser) -> list[dict]:
     with ctx.db.session() as session:
         return [deployment_out(session, d, principal) for d in views.list_deployments(session)]
 
@@ -173,7 +173,7 @@ def _viewer(principal: Principal) -> views.Viewer:
 
 
 @router.get("/deployments/{ref}", response_model=DeploymentOut)
-def show_deployment(ctx: Ctx, ref: str, principal: Principal = Depends(AnyUser)) -> dict:
+def show_deployment(ctx: Ctx, ref: str, principal: CurrentUser) -> dict:
     """`ref`: a deployment id, or the model (id, name, name:version)."""
     with ctx.db.session() as session:
         return deployment_out(session, views.find_deployment(session, ref), principal)
