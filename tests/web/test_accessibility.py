@@ -90,6 +90,17 @@ async def test_axe_finds_no_serious_violation_on_any_page_of_any_role(web: WebPl
     axe = Axe()
     problems: list[str] = []
     checked = 0
+    anonymous = await (await web.browser.new_context(base_url=web.url)).new_page()
+    for href in ("/login", "/no/such/page"):  # before logging in, and the page for a wrong address
+        await anonymous.goto(href)
+        results = await axe.run(anonymous)
+        checked += 1
+        problems += [
+            f"anonymous {href}: {v['id']} ({v['impact']})"
+            for v in results.response["violations"]
+            if v["impact"] in BLOCKING
+        ]
+    await anonymous.context.close()
     for role in USERS:
         page = await web.page_as(role)
         for href in [*await _nav_links(page), *extra.get(role, [])]:
