@@ -85,11 +85,11 @@ SERIAL = (
     "tests/web/test_logs_and_serving.py",
     "tests/reliability/test_oversized_and_slow.py",
     "tests/logs/test_query_api.py",
-    "tests/web/test_accessibility.py",  # waits for live refreshes every 2 s: a loaded machine delays them
 )
 # The files that take longest (seconds of one worker, measured on 2 cores), started first: xdist's `loadfile`
 # hands out files in collection order, and a long file started last is the suite's tail.
 LONGEST_FIRST = (
+    "tests/web/test_accessibility.py",  # a browser for 40 s; its focus test waits up to 30 s for a live refresh
     "tests/cluster/test_delay.py",
     "tests/launch/test_control_plane.py",
     "tests/reliability/test_load.py",
