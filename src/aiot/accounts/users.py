@@ -181,9 +181,8 @@ def list_users(session: Session, role: Role | None = None) -> list[User]:
     return list(session.scalars(query))
 
 
-def list_tokens(session: Session, user: User | str) -> list[ApiToken]:
+def list_tokens(session: Session, user_id: str) -> list[ApiToken]:
     """A user's tokens and sessions, oldest first (revoked ones included, marked)."""
-    user_id = user if isinstance(user, str) else user.id
     return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.created_at)))
 
 

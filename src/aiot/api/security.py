@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from aiot.accounts.caller import Caller
 from aiot.accounts.users import resolve_token, touch_token
 from aiot.api.signing import app_secret, derived_token, tokens_match
 from aiot.api.state import service_context
@@ -41,6 +42,11 @@ class Principal:
     @property
     def role(self) -> Role:
         return self.user.role
+
+    @property
+    def caller(self) -> Caller:
+        """What the component rules need to know of the caller."""
+        return Caller(user_id=self.user.id, is_admin=self.user.role == Role.admin)
 
 
 def _presented_token(request: Request) -> tuple[str | None, bool]:

@@ -55,8 +55,9 @@ def _number(value: Any) -> float:
         return 0.0
 
 
-async def record(bus: Bus | None, node_id: str, at: datetime, load: dict[str, Any]) -> None:
-    """Add one report's samples (best effort: logged, never raised)."""
+async def record(bus: Bus | None, node_id: str, at: datetime, load: dict[str, Any], placed: set[str]) -> None:
+    """Add one report's samples (best effort: logged, never raised). Of the per-workload figures only those of
+    `placed` (the workloads on this node) are kept: a node cannot write another node's workload history."""
     if bus is None:
         return
     try:
@@ -64,8 +65,9 @@ async def record(bus: Bus | None, node_id: str, at: datetime, load: dict[str, An
         when = at.isoformat()
         sample = {"at": when, "cpu": _number(load.get("cpu_percent")), "memory": _number(load.get("memory_percent"))}
         await kv.put(node_key(node_id), json.dumps(sample).encode())
-        for workload_id, usage in (load.get("per_workload") or {}).items():
-            if isinstance(usage, dict):
+        per_workload = load.get("per_workload")
+        for workload_id, usage in per_workload.items() if isinstance(per_workload, dict) else ():
+            if workload_id in placed and isinstance(usage, dict):
                 value = {
                     "at": when,
                     "cpu": _number(usage.get("cpu_percent")),

@@ -203,8 +203,9 @@ def authenticate_node(session: Session, token: str) -> Node:
     return node
 
 
-def record_report(session: Session, node: Node, load: dict[str, Any], workloads: list[dict[str, Any]]) -> None:
-    """Store a node's load and its workloads' observed states (only for workloads assigned to it)."""
+def record_report(session: Session, node: Node, load: dict[str, Any], workloads: list[dict[str, Any]]) -> set[str]:
+    """Store a node's load and its workloads' observed states (only for workloads assigned to it); the ids of the
+    workloads placed on it, the only ones it may speak for."""
     now = utcnow()
     node.load, node.last_report_at = load, now
     if node.status == NodeStatus.lost:
@@ -246,6 +247,7 @@ def record_report(session: Session, node: Node, load: dict[str, Any], workloads:
             if isinstance(value, str):
                 with contextlib.suppress(ValueError):
                     setattr(status, key, parse_timestamp(value, field_name=key))
+    return set(assigned)
 
 
 # ---------------------------------------------------------------------- what the admin and the agent API read

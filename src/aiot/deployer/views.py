@@ -7,11 +7,10 @@ Anything outside answers 404 like a missing id.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
+from aiot.accounts.caller import Caller
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository
 from aiot.deployer.workloads import stop_workload
@@ -29,15 +28,7 @@ from aiot.store.runtime import (
 )
 
 
-@dataclass(frozen=True)
-class Viewer:
-    """Who looks: their user id and whether they are an admin."""
-
-    user_id: str
-    is_admin: bool
-
-
-def visible_to(viewer: Viewer) -> ColumnElement[bool] | None:
+def visible_to(viewer: Caller) -> ColumnElement[bool] | None:
     """The workloads `viewer` may see, as a filter (None: all, for admins)."""
     if viewer.is_admin:
         return None
@@ -48,7 +39,7 @@ def visible_to(viewer: Viewer) -> ColumnElement[bool] | None:
     )
 
 
-def list_workloads(session: Session, viewer: Viewer, include_stopped: bool = False) -> list[Workload]:
+def list_workloads(session: Session, viewer: Caller, include_stopped: bool = False) -> list[Workload]:
     """The workloads `viewer` may see, oldest first; stopped ones only when asked."""
     query = select(Workload).order_by(Workload.created_at)
     if not include_stopped:
@@ -59,7 +50,7 @@ def list_workloads(session: Session, viewer: Viewer, include_stopped: bool = Fal
     return list(session.scalars(query))
 
 
-def get_workload(session: Session, viewer: Viewer, workload_id: str) -> Workload:
+def get_workload(session: Session, viewer: Caller, workload_id: str) -> Workload:
     query = select(Workload).where(Workload.id == workload_id)
     scope = visible_to(viewer)
     workload = session.scalar(query if scope is None else query.where(scope))
@@ -121,7 +112,7 @@ def find_deployment(session: Session, ref: str) -> ModelDeployment:
     return deployment
 
 
-def undeploy(session: Session, viewer: Viewer, deployment: ModelDeployment) -> None:
+def undeploy(session: Session, viewer: Caller, deployment: ModelDeployment) -> None:
     """Stop every replica and forget the deployment; only whoever deployed it, or an admin."""
     if not viewer.is_admin and deployment.owner_id != viewer.user_id:
         raise Forbidden("this deployment belongs to another user")

@@ -126,10 +126,6 @@ def list_device_types(session: Session, kind: str | None = None) -> list[DeviceT
 
 def get_device_type(session: Session, ref: str) -> DeviceType:
     """A device type by id or name (404 naming `device_type`, with the known names, otherwise)."""
-    return _device_type(session, ref)
-
-
-def _device_type(session: Session, ref: str) -> DeviceType:
     row = session.get(DeviceType, ref) or session.scalar(select(DeviceType).where(DeviceType.name == ref))
     if row is None:
         known = ", ".join(session.scalars(select(DeviceType.name).order_by(DeviceType.name))) or "none yet"
@@ -139,7 +135,7 @@ def _device_type(session: Session, ref: str) -> DeviceType:
 
 def create_device(session: Session, *, name: str, device_type: str, location: str) -> tuple[Device, IssuedCredential]:
     name = _check_name(name, "name")
-    type_row = _device_type(session, device_type)
+    type_row = get_device_type(session, device_type)
     location_row = get_location(session, location)
     clash = session.scalar(select(Device).where(Device.location_id == location_row.id, Device.name == name))
     if clash is not None:

@@ -8,11 +8,10 @@ answer, so a typo is not mistaken for silence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from aiot.accounts.caller import Caller
 from aiot.artifacts.names import app_ids_owned_by
 from aiot.errors import Forbidden, NotFound
 from aiot.store.apps import AppInstance
@@ -20,13 +19,7 @@ from aiot.store.catalog import AppPackage
 from aiot.store.runtime import Workload, WorkloadKind
 
 
-@dataclass(frozen=True)
-class Reader:
-    user_id: str
-    is_admin: bool
-
-
-def _allowed(session: Session, reader: Reader) -> set[str]:
+def _allowed(session: Session, reader: Caller) -> set[str]:
     visible = or_(AppInstance.owner_id == reader.user_id, AppInstance.app_id.in_(app_ids_owned_by(reader.user_id)))
     mine = select(AppInstance.id).where(visible)
     allowed = set(
@@ -40,7 +33,7 @@ def _allowed(session: Session, reader: Reader) -> set[str]:
 
 def readable_workloads(
     session: Session,
-    reader: Reader,
+    reader: Caller,
     workload_id: str | None = None,
     app_instance_id: str | None = None,
     service: str | None = None,

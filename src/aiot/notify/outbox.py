@@ -18,6 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aiot.accounts.caller import Caller
 from aiot.errors import Conflict, NotFound, ValidationFailed
 from aiot.store.notify import OutboxEmail, OutboxStatus
 from aiot.timeutil import utcnow
@@ -229,11 +230,11 @@ def retry(session: Session, email: OutboxEmail, now: datetime | None = None) -> 
 # ---------------------------------------------------------------------- what people may read of it
 
 
-def visible_email(session: Session, email_id: str, user_id: str, is_admin: bool) -> OutboxEmail:
+def visible_email(session: Session, email_id: str, caller: Caller) -> OutboxEmail:
     """A mail the caller may see: admins every one, others those sent to them. Someone else's mail answers 404
     like a missing one: its existence is not the caller's business."""
     row = session.get(OutboxEmail, email_id)
-    if row is None or (not is_admin and row.user_id != user_id):
+    if row is None or (not caller.is_admin and row.user_id != caller.user_id):
         raise NotFound(f"no e-mail {email_id} in your outbox", field="id")
     return row
 

@@ -15,20 +15,13 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from aiot.accounts.caller import Caller
 from aiot.devices.grants import scope_for
 from aiot.errors import Forbidden, NotFound
 from aiot.scheduler.ledger import ACTIVE
 from aiot.scheduler.rules import ScheduleSpec
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.scheduling import Occurrence, OccurrenceState, OverlapPolicy, Schedule
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asks: their user id and whether they are an admin (admins see every schedule)."""
-
-    user_id: str
-    is_admin: bool
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,6 @@ from markupsafe import Markup
 LEFT = 38.0  # room for the axis labels
 
 
-def _points(values: Sequence[float], width: float, height: float, pad: float, top: float) -> list[tuple[float, float]]:
-    n = len(values)
-    step = (width - LEFT - pad) / max(n - 1, 1)
-    return [
-        (LEFT + i * step, pad + (height - 2 * pad) * (1 - min(max(v, 0.0), top) / top)) for i, v in enumerate(values)
-    ]
-
-
 def _path(points: list[tuple[float, float]]) -> str:
     return " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points))
 

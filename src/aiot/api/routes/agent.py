@@ -122,12 +122,8 @@ async def report(ctx: Ctx, body: ReportIn, node: Node = Depends(NodeAuth)) -> di
     with ctx.db.session() as session:
         row = session.get(Node, node.id)
         assert row is not None
-        node_rules.record_report(session, row, body.load, body.workloads)
+        placed = node_rules.record_report(session, row, body.load, body.workloads)
         answer, reported_at = {"status": row.status.value}, row.last_report_at
-        # a node speaks only for the workloads placed on it: another node's workload keeps its own history
-        mine = {w.id for w in node_rules.node_workloads(session, row)}
-    per_workload = body.load.get("per_workload") if isinstance(body.load.get("per_workload"), dict) else {}
-    load = {**body.load, "per_workload": {wid: u for wid, u in per_workload.items() if wid in mine}}
     if reported_at is not None:
-        await loadhistory.record(ctx.bus, node.id, reported_at, load)
+        await loadhistory.record(ctx.bus, node.id, reported_at, body.load, placed)
     return answer

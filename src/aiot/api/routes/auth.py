@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from aiot.api.deps import Ctx, CurrentUser
 from aiot.api.schemas import LoginRequest, PasswordChange, SessionOut, TokenInfo, TokenOut, UserOut
 from aiot.api.security import SESSION_COOKIE, Public, csrf_token
 from aiot.api.state import service_context
-from aiot.errors import TooManyRequests, Unauthorized
+from aiot.errors import NotFound, TooManyRequests, Unauthorized
 from aiot.services.contract import ServiceContext
 from aiot.store.models import TokenKind
 
@@ -93,7 +94,7 @@ def open_session(request: Request, ctx: Ctx, body: LoginRequest, response: Respo
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(request: Request, ctx: Ctx, response: Response, principal: CurrentUser) -> Response:
     """Revoke the token (or session) this request was made with."""
-    with ctx.db.session() as session:
+    with ctx.db.session() as session, contextlib.suppress(NotFound):  # gone meanwhile: logged out all the same
         accounts.revoke_token(session, accounts.own_token(session, principal.user.id, principal.token.id))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/")

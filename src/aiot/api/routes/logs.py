@@ -30,7 +30,6 @@ from aiot.logs.query import LogFilter, LogTail, query_logs
 from aiot.logs.records import LogRecord, parse_level
 from aiot.logs.stream import ensure_logs_stream
 from aiot.services.contract import ServiceContext
-from aiot.store.models import Role
 from aiot.timeutil import utcnow
 
 router = APIRouter(tags=["logs"])
@@ -69,9 +68,8 @@ def _scope(
     ctx: ServiceContext, principal: Principal, workload_id: str | None, app_instance_id: str | None, service: str | None
 ) -> tuple[str, ...] | None:
     """The workload ids the caller may read and asked for (None: no restriction, admins only)."""
-    reader = scope.Reader(user_id=principal.user.id, is_admin=principal.role == Role.admin)
     with ctx.db.session() as session:
-        return scope.readable_workloads(session, reader, workload_id, app_instance_id, service)
+        return scope.readable_workloads(session, principal.caller, workload_id, app_instance_id, service)
 
 
 def _filter(

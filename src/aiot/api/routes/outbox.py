@@ -60,7 +60,7 @@ def email_out(row: OutboxEmail) -> dict[str, Any]:
 
 
 def _visible(session: Any, principal: Principal, email_id: str) -> OutboxEmail:
-    return outbox.visible_email(session, email_id, principal.user.id, principal.role == Role.admin)
+    return outbox.visible_email(session, email_id, principal.caller)
 
 
 @router.get("/outbox", response_model=list[EmailOut])

@@ -183,10 +183,6 @@ def _upcoming(row: Schedule, now: datetime, count: int) -> list[dict[str, Any]]:
     return [run_out(s, e, row.timezone) for s, e in next_occurrences(spec, now, count)]
 
 
-def _caller(principal: Principal) -> schedules.Caller:
-    return schedules.Caller(user_id=principal.user.id, is_admin=principal.role == Role.admin)
-
-
 def _policy(body: PolicyIn) -> schedules.Policy:
     return schedules.Policy(late_start_deadline_s=body.late_start_deadline_s, overlap=body.overlap)
 
@@ -229,7 +225,7 @@ def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USER
     with ctx.db.session() as session:
         row = schedules.create_schedule(
             session,
-            _caller(principal),
+            principal.caller,
             app_instance_id=body.app_instance_id,
             spec=spec,
             policy=_policy(body.policy),
@@ -245,7 +241,7 @@ def add_schedule(ctx: Ctx, body: ScheduleIn, principal: Principal = Depends(USER
 @router.get("/schedules", response_model=list[ScheduleOut])
 def list_schedules(ctx: Ctx, app_instance_id: str | None = None, principal: Principal = Depends(USERS)) -> list[dict]:
     with ctx.db.session() as session:
-        rows = schedules.list_schedules(session, _caller(principal), app_instance_id)
+        rows = schedules.list_schedules(session, principal.caller, app_instance_id)
         now = utcnow()  # each with its next runs: the end user's deployments page shows them
         return [{**schedule_out(row), "next": _upcoming(row, now, 3)} for row in rows]
 
@@ -256,7 +252,7 @@ def show_schedule(ctx: Ctx, schedule_id: str, count: int = 5, principal: Princip
     if not 1 <= count <= 100:
         raise ValidationFailed("count must be between 1 and 100", field="count")
     with ctx.db.session() as session:
-        row = schedules.get_owned(session, _caller(principal), schedule_id)
+        row = schedules.get_owned(session, principal.caller, schedule_id)
         running = schedules.running_occurrence(session, row)
         return {
             **schedule_out(row),
@@ -271,7 +267,7 @@ def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch, principal: 
     rename, or change its policy."""
     now = utcnow()
     with ctx.db.session() as session:
-        row = schedules.get_owned(session, _caller(principal), schedule_id)
+        row = schedules.get_owned(session, principal.caller, schedule_id)
         schedules.change_schedule(
             session,
             row,
@@ -289,7 +285,7 @@ def update_schedule(ctx: Ctx, schedule_id: str, body: SchedulePatch, principal: 
 async def delete_schedule(ctx: Ctx, schedule_id: str, principal: Principal = Depends(USERS)) -> Response:
     """Delete the schedule and its history; a run in progress is stopped first."""
     with ctx.db.session() as session:
-        schedules.get_owned(session, _caller(principal), schedule_id)
+        schedules.get_owned(session, principal.caller, schedule_id)
         schedules.retire_schedule(session, schedule_id)
     await _stop_running(ctx, schedule_id, "the schedule was deleted")
     with ctx.db.session() as session:
@@ -309,5 +305,5 @@ def list_occurrences(
     if not 1 <= limit <= 1000:
         raise ValidationFailed("limit must be between 1 and 1000", field="limit")
     with ctx.db.session() as session:
-        row = schedules.get_owned(session, _caller(principal), schedule_id)
+        row = schedules.get_owned(session, principal.caller, schedule_id)
         return [occurrence_out(o, row.timezone) for o in schedules.list_occurrences(session, row, state, limit)]

@@ -168,10 +168,6 @@ def list_deployments(ctx: Ctx, principal: CurrentUser) -> list[dict]:
         return [deployment_out(session, d, principal) for d in views.list_deployments(session)]
 
 
-def _viewer(principal: Principal) -> views.Viewer:
-    return views.Viewer(user_id=principal.user.id, is_admin=principal.role == Role.admin)
-
-
 @router.get("/deployments/{ref}", response_model=DeploymentOut)
 def show_deployment(ctx: Ctx, ref: str, principal: CurrentUser) -> dict:
     """`ref`: a deployment id, or the model (id, name, name:version)."""
@@ -182,7 +178,7 @@ def show_deployment(ctx: Ctx, ref: str, principal: CurrentUser) -> dict:
 @router.delete("/deployments/{ref}", status_code=status.HTTP_204_NO_CONTENT)
 async def undeploy(ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRITERS)) -> Response:
     with ctx.db.session() as session:
-        views.undeploy(session, _viewer(principal), views.find_deployment(session, ref))
+        views.undeploy(session, principal.caller, views.find_deployment(session, ref))
     await workloads_changed(ctx)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -191,21 +187,21 @@ async def undeploy(ctx: Ctx, ref: str, principal: Principal = Depends(MODEL_WRIT
 def list_workloads(ctx: Ctx, include_stopped: bool = False, principal: Principal = Depends(OPERATORS)) -> list[dict]:
     """Admins see every workload; developers see their own and those of their apps' instances."""
     with ctx.db.session() as session:
-        return [workload_out(session, w) for w in views.list_workloads(session, _viewer(principal), include_stopped)]
+        return [workload_out(session, w) for w in views.list_workloads(session, principal.caller, include_stopped)]
 
 
 @router.get("/workloads/{workload_id}", response_model=WorkloadOut)
 def show_workload(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
     """A workload with its state history and every placement decision (each node's score or exclusion)."""
     with ctx.db.session() as session:
-        return workload_out(session, views.get_workload(session, _viewer(principal), workload_id), detail=True)
+        return workload_out(session, views.get_workload(session, principal.caller, workload_id), detail=True)
 
 
 @router.get("/workloads/{workload_id}/load", response_model=LoadHistoryOut)
 async def workload_load(ctx: Ctx, workload_id: str, principal: Principal = Depends(OPERATORS)) -> dict:
     """The workload's recent CPU and resident memory, oldest first (who may see the workload may see this)."""
     with ctx.db.session() as session:
-        views.get_workload(session, _viewer(principal), workload_id)
+        views.get_workload(session, principal.caller, workload_id)
     if ctx.bus is None:
         raise ServiceUnavailable("the message bus is not connected")
     return {"samples": await loadhistory.series(ctx.bus, loadhistory.workload_key(workload_id))}

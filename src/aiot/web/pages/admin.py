@@ -288,9 +288,9 @@ async def device_action(request: Request, device_id: str, action: str, web: WebU
 async def _nodes(web: WebUser) -> list[dict[str, Any]]:
     nodes = await web.api.get("/nodes")
     workloads = {w["id"]: w for w in await web.api.get_or([], "/workloads")}
-    for node in nodes:
-        history = (await web.api.get_or({"samples": []}, f"/nodes/{node['id']}/load"))["samples"]
-        series = [(datetime.fromisoformat(s["at"]), s["cpu"], s.get("memory") or 0.0) for s in history]
+    histories = await asyncio.gather(*(web.api.get_or({"samples": []}, f"/nodes/{n['id']}/load") for n in nodes))
+    for node, history in zip(nodes, histories, strict=True):
+        series = [(datetime.fromisoformat(s["at"]), s["cpu"], s.get("memory") or 0.0) for s in history["samples"]]
         load = node.get("load") or {}
         node["chart"] = load_chart(series, title=f"CPU and memory of {node['name']}")
         node["cpu"] = float(load.get("cpu_percent", 0.0) or 0.0)
