@@ -116,11 +116,24 @@ def kill_trial(fleet: Fleet, iids: list[str], sig: int, timeout: float) -> dict[
     for _, pid, _ in targets.values():
         os.kill(pid, sig)
 
+    gone_at: list[float] = []
+
     def new_procs() -> bool:
+        if not gone_at and not any(_alive(old) for _, old, _ in targets.values()):
+            gone_at.append(time.monotonic())  # the agent noticed (a hang: its heartbeat went stale) and killed it
         return all((p := workload_pid(w, RUNNER)) and p != old for w, old, _ in targets.values())
 
-    out: dict[str, Any] = {"process_s": None, "port_s": None, "api_running_s": None, "in_backoff": in_backoff}
+    out: dict[str, Any] = {
+        "old_gone_s": None,
+        "process_s": None,
+        "port_s": None,
+        "api_running_s": None,
+        "in_backoff": in_backoff,
+    }
     if poll(new_procs, timeout) is not None:
+        if not gone_at:
+            gone_at.append(time.monotonic())
+        out["old_gone_s"] = round(gone_at[0] - started, 3)
         out["process_s"] = round(time.monotonic() - started, 3)
         if poll(lambda: all(answers(*port) for _, _, port in targets.values()), timeout) is not None:
             out["port_s"] = round(time.monotonic() - started, 3)
@@ -129,6 +142,14 @@ def kill_trial(fleet: Fleet, iids: list[str], sig: int, timeout: float) -> dict[
     for iid in iids:
         fleet.last_restart[iid] = time.monotonic()
     return out
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed child the agent has not reaped yet counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _r(v: float | None) -> float | None:
@@ -369,7 +390,12 @@ def main() -> None:
         "crash_running_under_2s": c1["port"]["max_s"] is not None
         and c1["port"]["max_s"] < 2.0
         and c1["port"]["failed"] == 0,
-        "hang_within_4s": all(h["process_s"] is not None and h["process_s"] <= 4.0 for h in hang),
+        # Detection (the hung process killed) in every trial; a new process within the same 4 s where the
+        # instance had not been restarted in the last minute (otherwise the crash-loop back-off adds its delay).
+        "hang_detected_within_4s": all(h["old_gone_s"] is not None and h["old_gone_s"] < 4.0 for h in hang),
+        "hang_restarted_within_4s_first_in_a_minute": all(
+            h["process_s"] is not None and h["process_s"] <= 4.0 for h in hang if not h["in_backoff"]
+        ),
         "node_loss_under_15s": all(n["rescheduled_s"] is not None and n["rescheduled_s"] < 15 for n in nodes),
     }
     emit(
@@ -390,6 +416,8 @@ def main() -> None:
             "crash": crash,
             "hang": {
                 "trials": hang,
+                "detected": stats([h["old_gone_s"] for h in hang]),
+                "process_first_in_a_minute": stats([h["process_s"] for h in hang if not h["in_backoff"]]),
                 "process": stats([h["process_s"] for h in hang]),
                 "port": stats([h["port_s"] for h in hang]),
             },

@@ -75,7 +75,10 @@ class Recorder:
         self.stops += 1
 
 
-def populate(db: Database, count: int, seed: int = 7) -> None:
+def populate(db: Database, count: int, seed: int = 7, materialise: bool = True) -> None:
+    """`count` schedules, each on its own instance; with `materialise` their next 48 h of runs exist at once, as
+    when they are created through the API. Without it (`--cold`): rows written behind the API's back, or a
+    scheduler that was down longer than its horizon; the scheduler's own refill then has to catch up."""
     rng = random.Random(seed)
     since = DAY - timedelta(minutes=1)
     with db.session() as session:
@@ -101,26 +104,28 @@ def populate(db: Database, count: int, seed: int = 7) -> None:
                 },
                 since,
             )
-            session.add(
-                Schedule(
-                    app_instance_id=inst.id,
-                    owner_id=owner.id,
-                    spec=spec.model_dump(mode="json"),
-                    timezone="UTC",
-                    late_start_deadline_s=300,
-                    overlap=OverlapPolicy.forbid,
-                    active_since=since,
-                )
+            schedule = Schedule(
+                app_instance_id=inst.id,
+                owner_id=owner.id,
+                spec=spec.model_dump(mode="json"),
+                timezone="UTC",
+                late_start_deadline_s=300,
+                overlap=OverlapPolicy.forbid,
+                active_since=since,
             )
+            session.add(schedule)
+            if materialise:  # what creating it through the API does (`scheduler.schedules.create_schedule`)
+                session.flush()
+                ledger.materialise_schedule(session, schedule, since, ledger.HORIZON)
 
 
-async def simulate(count: int, tmp: Path, hours: float = 24.0) -> dict[str, Any]:
+async def simulate(count: int, tmp: Path, hours: float = 24.0, cold: bool = False) -> dict[str, Any]:
     url = f"sqlite:///{tmp / f'sched-{count}.db'}"
     migrate.upgrade(url)
     db = Database(url)
     Base.metadata.create_all(db.engine, tables=[Schedule.__table__, Occurrence.__table__])
     t0 = time.perf_counter()
-    populate(db, count)
+    populate(db, count, materialise=not cold)
     populate_s = time.perf_counter() - t0
     clock = JumpClock(DAY - timedelta(minutes=1))
     rec = Recorder(clock)
@@ -160,6 +165,7 @@ async def simulate(count: int, tmp: Path, hours: float = 24.0) -> dict[str, Any]
     return {
         "schedules": count,
         "simulated_hours": hours,
+        "cold_start": cold,
         "occurrences_due_in_day": len(planned),
         "started": len(rec.starts),
         "due_but_not_started": len(set(planned) - set(rec.starts)),
@@ -205,18 +211,26 @@ def main() -> None:
         default=None,
         help="simulated hours from midnight (default 24; 4 for the default full sizes, see below)",
     )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="schedules without their runs materialised (a scheduler down past its horizon, or rows written "
+        "behind the API's back): the scheduler's refill catches up while it fires",
+    )
     args = p.parse_args()
     counts = sizes(args.sizes, [100] if args.smoke else [1000, 3000, 10000])
     if args.hours is None:  # a whole day of 10,000 schedules takes ~10 min here (24 refill passes of all of them)
         args.hours = 24.0 if args.smoke or args.sizes else 4.0
     idle_s = 2.0 if args.smoke else args.idle_seconds
     with tempfile.TemporaryDirectory(prefix="aiot-bench-sched-") as tmp:
-        runs = [asyncio.run(simulate(n, Path(tmp), args.hours)) for n in counts]
+        runs = [asyncio.run(simulate(n, Path(tmp), args.hours, args.cold)) for n in counts]
         idle = idle_cpu(idle_s, Path(tmp))
     largest = runs[-1]
     p99 = largest["firing_error_s"]["p99"]
+    worst = largest["firing_error_s"]["max"]
     targets = {
         "firing_error_p99_under_1s": p99 is not None and p99 < 1.0,
+        "firing_error_max_under_2s": worst is not None and worst < 2.0,
         "every_run_started": all(r["due_but_not_started"] == 0 for r in runs),
     }
     emit(
@@ -229,6 +243,7 @@ def main() -> None:
                 "runs_per_schedule_per_day": 1,
                 "duration_minutes": 30,
                 "database": "SQLite (file)",
+                "cold_start": args.cold,
                 "idle_seconds": idle_s,
             },
             "target": "firing error p99 < 1 s over a simulated day; report idle control plane CPU",

@@ -15,6 +15,7 @@ connections sending the same JSON request back to back; it reports throughput an
     .venv/bin/python bench/serving.py --smoke            # comfort only, c 1 and 8, 1 s, no BentoML (CI)
     .venv/bin/python bench/serving.py --sizes 1,8,64     # the concurrency levels (the "size" of this bench)
     .venv/bin/python bench/serving.py --token-overhead   # only: comfort at c=1, token check on vs off, alternating
+    .venv/bin/python bench/serving.py --batching         # only: face detector, adaptive batching on both sides
 
 Our replica checks the model token on every request (`Authorization: Bearer`, platform_sdk.endpoint_auth);
 the load generator sends it. `--token-overhead` measures what that check costs: two replicas of comfort, one
@@ -110,11 +111,20 @@ BENCH_TOKEN = "bench-model-token-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def start_ours(
-    model: str, work: Path, nats: EmbeddedNats, *, check_token: bool = True, tag: str = "ours"
+    model: str,
+    work: Path,
+    nats: EmbeddedNats,
+    *,
+    check_token: bool = True,
+    tag: str = "ours",
+    batching: dict[str, Any] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     pkg = work / tag / model
     shutil.copytree(EXAMPLES / "models" / model, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = json.loads((pkg / "model.json").read_text())
+    if batching:  # what a developer opts in with, in the package's model.json
+        manifest["batching"] = batching
+        (pkg / "model.json").write_text(json.dumps(manifest, indent=2))
     port = free_port()
     wid = f"wl_bench_{model.replace('-', '')}_{tag.replace('-', '')}"
     cfg = {
@@ -150,7 +160,7 @@ def start_ours(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_bento(model: str, work: Path) -> tuple[subprocess.Popen, str]:
+def start_bento(model: str, work: Path, service: str | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
@@ -160,7 +170,15 @@ def start_bento(model: str, work: Path) -> tuple[subprocess.Popen, str]:
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(
-        [str(BENTOML), "serve", f"bento_models:{MODELS[model]['bento']}", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            str(BENTOML),
+            "serve",
+            f"bento_models:{service or MODELS[model]['bento']}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=PEERS,
         env=env,
         stdout=(work / f"bento-{model}.log").open("wb"),
@@ -192,14 +210,21 @@ def load(
     return out
 
 
-def start_server(name: str, model: str, work: Path, nats: EmbeddedNats) -> dict[str, Any]:
-    """Start one server and wait until it is ready; returns its process, URLs, request body and sampler."""
+def start_server(
+    name: str, model: str, work: Path, nats: EmbeddedNats, batching: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Start one server and wait until it is ready; returns its process, URLs, request body and sampler. With
+    `batching`, both sides batch adaptively: ours through `model.json` `batching`, BentoML through a batchable
+    API (`bench/peers/bento_models.py` `FaceDetectorBatched`, one image per request, batched on its side)."""
     _, ours_body, bento_body = inputs_for(model)
     headers: dict[str, str] = {}
     if name in ("ours", "ours-open"):
-        proc, base = start_ours(model, work, nats, check_token=name == "ours", tag=name)
+        proc, base = start_ours(model, work, nats, check_token=name == "ours", tag=name, batching=batching)
         health, predict, body = f"{base}/healthz", f"{base}/v1/predict", ours_body
         headers = {"Authorization": f"Bearer {BENCH_TOKEN}"}  # sent to both: the same bytes on the wire
+    elif batching:
+        proc, base = start_bento(model, work, service=f"{MODELS[model]['bento']}Batched")
+        health, predict, body = f"{base}/readyz", f"{base}/predict", {"images": [bento_body["image_b64"]]}
     else:
         proc, base = start_bento(model, work)
         health, predict, body = f"{base}/readyz", f"{base}/predict", bento_body
@@ -236,12 +261,19 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure_pair(
-    model: str, work: Path, concurrencies: list[int], seconds: float, rounds: int, nats: EmbeddedNats, with_bento: bool
+    model: str,
+    work: Path,
+    concurrencies: list[int],
+    seconds: float,
+    rounds: int,
+    nats: EmbeddedNats,
+    with_bento: bool,
+    batching: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both servers up at once; at each concurrency the load alternates ours, BentoML, ours, ... `rounds`
     times, so a burst of load from elsewhere on the machine hits both sides alike."""
     names = ["ours", "bentoml"] if with_bento else ["ours"]
-    servers = [start_server(n, model, work, nats) for n in names]
+    servers = [start_server(n, model, work, nats, batching) for n in names]
     try:
         live = [s for s in servers if "error" not in s]
         per: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in live}
@@ -386,7 +418,49 @@ def compare(model: str, ours: dict, bento: dict, limit: dict) -> dict[str, Any]:
     }
 
 
+BATCHING = {"max_batch_size": 16, "max_wait_ms": 2}  # the same on both sides (BentoML: max_latency_ms below)
+
+
+async def batching_only(args: Any) -> dict[str, Any]:
+    """The face detector with adaptive batching on both sides, at concurrency 8 and 64 (issue "Performance")."""
+    concurrencies = sizes(args.sizes, [8, 64])
+    with tempfile.TemporaryDirectory(prefix="aiot-bench-batching-") as tmp:
+        work = Path(tmp)
+        nats = EmbeddedNats(work / "nats")
+        await nats.start()
+        try:
+            limit = in_process("face-detector", 3.0)
+            ours, bento = await asyncio.to_thread(
+                measure_pair, "face-detector", work, concurrencies, args.seconds, args.rounds, nats, True, BATCHING
+            )
+        finally:
+            await nats.stop()
+    comparison = compare("face-detector", ours, bento, limit)
+    return {
+        "benchmark": "serving-batching",
+        "machine": machine(),
+        "settings": {
+            "model": "face-detector (OpenCV Haar cascade; no vectorised batch call: both sides loop per image)",
+            "batching": BATCHING,
+            "bentoml_batching": {"batchable": True, "max_batch_size": 16, "max_latency_ms": "default (60,000)"},
+            "concurrency": concurrencies,
+            "seconds_per_point": args.seconds,
+            "rounds": args.rounds,
+            "workers": 1,
+            "bentoml": _bentoml_version(),
+        },
+        "in_process": limit,
+        "ours": ours,
+        "bentoml": bento,
+        "comparison": comparison,
+        "targets_met": {"throughput_at_least_bentoml": comparison["throughput_at_least_bentoml"]},
+        "ok": comparison["throughput_at_least_bentoml"] is True,
+    }
+
+
 async def main_async(args: Any) -> dict[str, Any]:
+    if args.batching:
+        return await batching_only(args)
     concurrencies = sizes(args.sizes, [1, 8] if args.smoke else [1, 8, 64])
     models = ["comfort"] if args.smoke else list(MODELS)
     seconds = 1.0 if args.smoke else args.seconds
@@ -468,6 +542,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency level")
     p.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")
     p.add_argument("--bentoml", action="store_true", help="run the BentoML peer in --smoke too")
+    p.add_argument(
+        "--batching",
+        action="store_true",
+        help="only the face detector with adaptive batching on both sides (ours: model.json; BentoML: batchable "
+        "API), at concurrency 8 and 64",
+    )
     p.add_argument(
         "--token-overhead",
         action="store_true",

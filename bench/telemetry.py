@@ -11,11 +11,14 @@ device subject, publishes the same command and waits for the same acknowledgemen
 the SDK's `run()` does). Same device simulator, same controller process.
 
 Latency = arrival of the controller's state message at the benchmark minus the reading's timestamp (both taken
-on this machine's wall clock). Loss = readings sent minus distinct acknowledged states after a drain.
+on this machine's wall clock). Loss = readings sent minus distinct acknowledged states after a drain, minus the
+readings the app coalesced by its declared policy (`--delivery latest` in its app.json: while a callback runs,
+only each sensor's newest reading waits; the app reports its count with every command).
 
     .venv/bin/python bench/telemetry.py                     # rates 1000, 2000, 4000 readings/s, 10 s each
     .venv/bin/python bench/telemetry.py --smoke             # 200 readings/s for 2 s
     .venv/bin/python bench/telemetry.py --sizes 500,1000    # readings/s (cost growth with rate)
+    .venv/bin/python bench/telemetry.py --delivery latest   # the probe app declares delivery "latest"
 
 Targets (issue 8): p50 < 5 ms and p99 < 25 ms at 1,000 readings/s; report the highest rate with no loss.
 """
@@ -61,14 +64,15 @@ from aiot.store.engine import Database
 
 SENSORS = 10
 APP = """
-from platform_sdk import controller, on_reading, run
+from platform_sdk import controller, delivery_stats, on_reading, run
 
 display = controller("display")
 
 
 @on_reading("sensor")
 def forward(reading):
-    display.send("show", text=f"{reading.device_id} {reading.ts.isoformat()}")
+    coalesced = delivery_stats()["coalesced"]
+    display.send("show", text=f"{reading.device_id} {reading.ts.isoformat()} {coalesced}")
 
 
 def main():
@@ -171,22 +175,38 @@ class Probe:
         self.seen: set[str] = set()
         self.measure_from = 0.0
         self.first = asyncio.Event()
+        self.coalesced = 0  # the app's count of readings coalesced by a "latest" policy (0 for the peer)
+        self.hops: list[float] = []  # reading -> its validated record on aiot.readings.<id> (ours only)
 
     async def attach(self) -> None:
         async def on_state(msg: Any) -> None:
             now = time.time()
             doc = json.loads(msg.data)
             text = (doc.get("state") or {}).get("text", "")
-            device, _, iso = text.partition(" ")
-            if not iso:
+            parts = text.split(" ")
+            if len(parts) < 2:
                 return
-            sent = datetime.fromisoformat(iso).timestamp()
+            sent = datetime.fromisoformat(parts[1]).timestamp()
+            if len(parts) > 2:
+                self.coalesced = max(self.coalesced, int(parts[2]))
             self.first.set()
             if sent >= self.measure_from and text not in self.seen:
                 self.seen.add(text)
                 self.latencies.append(now - sent)
 
         await self.bus.subscribe(f"aiot.dev.{self.display}.state", on_state)
+        await self.bus.flush()
+
+    async def attach_readings(self) -> None:
+        """Also time the first hop: a reading's validated record arriving from ingest (where the app gets it)."""
+
+        async def on_record(msg: Any) -> None:
+            now = time.time()
+            sent = datetime.fromisoformat(json.loads(msg.data)["ts"].replace("Z", "+00:00")).timestamp()
+            if sent >= self.measure_from:
+                self.hops.append(now - sent)
+
+        await self.bus.subscribe("aiot.readings.*", on_record)
         await self.bus.flush()
 
     async def publish(self, rate: float, seconds: float) -> int:
@@ -217,7 +237,9 @@ class Probe:
         await asyncio.sleep(0.5)
 
     async def measure(self, rate: float, seconds: float) -> dict[str, Any]:
-        self.latencies, self.seen = [], set()
+        self.latencies, self.seen, self.hops = [], set(), []
+        await asyncio.sleep(0.5)  # the states of earlier readings are in
+        coalesced_before = self.coalesced
         self.measure_from = time.time()
         started = time.perf_counter()
         sent = await self.publish(rate, seconds)
@@ -228,21 +250,26 @@ class Probe:
                 last, quiet_since = len(self.seen), time.monotonic()
             await asyncio.sleep(0.1)
         s = summary(self.latencies)
+        hop = summary(self.hops) if self.hops else None
+        coalesced = self.coalesced - coalesced_before
         return {
             "rate": rate,
             "seconds": round(elapsed, 2),
             "sent": sent,
             "acknowledged": len(self.seen),
-            "lost": sent - len(self.seen),
+            "coalesced_by_policy": coalesced,
+            "lost": sent - len(self.seen) - coalesced,
             "achieved_rate": round(sent / elapsed, 1),
             "p50_ms": s["p50"],
             "p90_ms": s["p90"],
             "p99_ms": s["p99"],
             "max_ms": s["max"],
+            "ingest_hop_p50_ms": hop["p50"] if hop else None,
+            "ingest_hop_p99_ms": hop["p99"] if hop else None,
         }
 
 
-async def run_side(side: str, rates: list[float], seconds: float, tmp: Path) -> dict[str, Any]:
+async def run_side(side: str, rates: list[float], seconds: float, tmp: Path, delivery: str = "every") -> dict[str, Any]:
     work = tmp / side
     work.mkdir()
     url = f"sqlite:///{work / 'aiot.db'}"
@@ -274,7 +301,7 @@ async def run_side(side: str, rates: list[float], seconds: float, tmp: Path) -> 
                 stdout=subprocess.DEVNULL,
                 stderr=(work / "ingest.log").open("wb"),
             )
-            procs["app"] = _start_app(work, nats, sensor_ids, display_id, temperature, display)
+            procs["app"] = _start_app(work, nats, sensor_ids, display_id, temperature, display, delivery)
         else:
             procs["app"] = subprocess.Popen(
                 [PYTHON, "-c", PEER, *creds, display_id], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -295,6 +322,8 @@ async def run_side(side: str, rates: list[float], seconds: float, tmp: Path) -> 
                     await asyncio.sleep(0.2)
         probe = Probe(bus, sensor_ids, display_id)
         await probe.attach()
+        if side == "ours":
+            await probe.attach_readings()
         await probe.warm_up()
         samplers = {name: Sampler(p.pid) for name, p in procs.items()}
         runs = []
@@ -332,7 +361,13 @@ async def run_side(side: str, rates: list[float], seconds: float, tmp: Path) -> 
 
 
 def _start_app(
-    work: Path, nats: EmbeddedNats, sensors: list[str], display_id: str, temperature: dict, display: dict
+    work: Path,
+    nats: EmbeddedNats,
+    sensors: list[str],
+    display_id: str,
+    temperature: dict,
+    display: dict,
+    delivery: str = "every",
 ) -> subprocess.Popen:
     pkg = work / "probe-app"
     pkg.mkdir()
@@ -344,7 +379,7 @@ def _start_app(
         "kind": "backend",
         "entrypoint": "probe:main",
         "context": {
-            "sensors": {"sensor": {"device_type": "temperature"}},
+            "sensors": {"sensor": {"device_type": "temperature", "delivery": delivery}},
             "controllers": {"display": {"device_type": "display"}},
         },
     }
@@ -379,7 +414,7 @@ async def main_async(args: Any) -> dict[str, Any]:
     rates = sizes(args.sizes, [200.0] if args.smoke else [1000.0, 2000.0, 4000.0], float)
     seconds = 2.0 if args.smoke else args.seconds
     with tempfile.TemporaryDirectory(prefix="aiot-bench-telemetry-") as tmp:
-        ours = await run_side("ours", rates, seconds, Path(tmp))
+        ours = await run_side("ours", rates, seconds, Path(tmp), args.delivery)
         peer = await run_side("peer", rates, seconds, Path(tmp))
     comparison = []
     for o, p in zip(ours["runs"], peer["runs"], strict=True):
@@ -410,7 +445,7 @@ async def main_async(args: Any) -> dict[str, Any]:
         "benchmark": "telemetry",
         "smoke": args.smoke,
         "machine": machine(),
-        "settings": {"rates": rates, "seconds_per_rate": seconds, "sensors": SENSORS},
+        "settings": {"rates": rates, "seconds_per_rate": seconds, "sensors": SENSORS, "delivery": args.delivery},
         "target": "p50 < 5 ms and p99 < 25 ms at 1,000 readings/s; highest rate with no loss",
         "ours": ours,
         "peer_raw_nats": peer,
@@ -428,6 +463,12 @@ async def main_async(args: Any) -> dict[str, Any]:
 def main() -> None:
     p = parser(__doc__, "comma-separated readings/s (default 1000,2000,4000; smoke 200)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of load per rate")
+    p.add_argument(
+        "--delivery",
+        choices=("every", "latest"),
+        default="every",
+        help="the probe app's delivery policy (app.json): readings it coalesces under latest count as delivered",
+    )
     args = p.parse_args()
     emit(asyncio.run(main_async(args)), args.output)
 

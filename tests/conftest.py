@@ -14,6 +14,14 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports the platform: every platform this suite starts (in-process or as a child, which
+# inherits it) hashes passwords at the cheapest cost (aiot.bus.auth.insecure_fast_hashes); thousands of users,
+# devices and workloads at full cost were minutes of the suite's CPU. tests/accounts/test_password_cost.py checks
+# the full cost everywhere else.
+os.environ.setdefault("AIOT_INSECURE_FAST_HASHES", "1")
+
+from tests.support.azurite import Azurite, running_azurite  # noqa: E402
+
 POSTGRES_URL = os.environ.get("AIOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -69,6 +77,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite's blob service for this test process (each test uses its own container prefix)."""
+    with running_azurite(tmp_path_factory.mktemp("azurite")) as running:
+        yield running
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'aiot.db'}"
@@ -93,6 +108,7 @@ LONGEST_FIRST = (
     "tests/cluster/test_delay.py",
     "tests/launch/test_control_plane.py",
     "tests/reliability/test_load.py",
+    "tests/agent/test_docker_runtime.py",  # image builds; its node test alone ~100 s
     "tests/cli/test_cli_workflow.py",
     "tests/reliability/test_service_replicas.py",
     "tests/reliability/test_api_schemathesis.py",
@@ -102,6 +118,8 @@ LONGEST_FIRST = (
     "tests/sdk/test_models_e2e.py",
     "tests/api/test_web_security.py",
     "tests/bench/test_smoke.py",
+    "tests/bench/test_smoke_docker.py",
+    "tests/blobs/test_migrate.py",
     "tests/cli/test_control_plane_cli.py",
     "tests/reliability/test_faults.py",
     "tests/web/test_roles.py",

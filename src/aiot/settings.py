@@ -176,6 +176,11 @@ class Settings(BaseSettings):
     log_retention_days: float = Field(7.0, description="How long the live log stream keeps records.")
     log_archive_days: float = Field(90.0, description="How long daily log archives stay in the object store.")
     nodes: int = Field(0, description="Local node agents `aiot up` starts beside the control plane.")
+    node_runtime: Literal["process", "docker"] = Field(
+        "process",
+        description="How a node runs workloads unless `aiot node join --runtime` says otherwise (also the local "
+        "nodes of `aiot up --nodes N`): sandboxed processes, or a Docker container each.",
+    )
     autoscale: bool = Field(False, description="Add/remove local nodes by load (the `local` node provider).")
     autoscale_min_nodes: int = Field(1, description="Never scale below this many provider-started nodes.")
     autoscale_max_nodes: int = Field(4, description="Never scale above this many provider-started nodes.")
@@ -196,6 +201,20 @@ class Settings(BaseSettings):
         description="Size cap of the live log stream (AIOT_LOGS), in MiB, on top of log_retention_days; "
         "0 means no cap. Reserved in the NATS store like history_max_mb when set.",
     )
+    artifact_store: Literal["nats", "azure"] = Field(
+        "nats",
+        description="Where package archives and daily log archives are kept: the NATS object store (nothing more "
+        "to run) or Azure Blob storage (AIOT_AZURE_STORAGE_CONNECTION_STRING). `aiot store migrate` moves them.",
+    )
+    azure_storage_connection_string: SecretStr | None = Field(
+        None, description="Connection string of the Azure storage account (artifact_store=azure)."
+    )
+    azure_container_prefix: str = Field(
+        "aiot",
+        pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$",
+        max_length=40,
+        description="Prefix of the Azure containers: <prefix>-artifacts and <prefix>-log-archives.",
+    )
     max_upload_mb: int = Field(200, description="Largest package upload accepted, in MiB (streamed to disk).")
     log_level: str = Field("INFO", description="Python log level of platform processes.")
     allow_unsandboxed: bool = Field(
@@ -215,6 +234,12 @@ class Settings(BaseSettings):
     )
     workload_uid_count: int = Field(1 << 20, description="Size of the workload uid range.")
 
+    @field_validator("jetstream_replicas", mode="before")
+    @classmethod
+    def _replicas_from_text(cls, value: Any) -> Any:
+        """`AIOT_JETSTREAM_REPLICAS=3` arrives as the text "3", which a Literal[1, 3] does not coerce."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
     @field_validator("data_dir", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
@@ -227,6 +252,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"jetstream_replicas={self.jetstream_replicas} needs a NATS cluster of at least "
                 f"{self.jetstream_replicas} servers: set AIOT_NATS_URL (the embedded server is one)"
+            )
+        if self.artifact_store == "azure" and not (
+            self.azure_storage_connection_string and self.azure_storage_connection_string.get_secret_value()
+        ):
+            raise ValueError(
+                "artifact_store=azure needs AIOT_AZURE_STORAGE_CONNECTION_STRING (the storage account's "
+                "connection string)"
             )
         if self.nats_port is not None and self.nats_port == self.mqtt_port:
             raise ValueError(f"nats_port and mqtt_port are both {self.nats_port}: give them different ports")

@@ -11,7 +11,7 @@ This package must never import `aiot`: it runs inside workloads with only the wo
 
 from typing import Any
 
-from platform_sdk.app import arun, heartbeat, on_reading, run, stop
+from platform_sdk.app import arun, delivery_stats, heartbeat, on_reading, run, stop
 from platform_sdk.compat import (
     NotProvided,
     get_logger,
@@ -71,6 +71,7 @@ __all__ = [
     "config",
     "configure",
     "controller",
+    "delivery_stats",
     "get_logger",
     "get_mongo_db_database",
     "get_mongo_db_uri",

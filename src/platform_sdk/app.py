@@ -75,18 +75,51 @@ def _log_failure(fn: Callback, reading: Any, exc: BaseException) -> None:
     )
 
 
+RUN_BUFFER = 20_000
+"""Readings of "every" sensors that may wait for the app's callbacks (beyond: the oldest dropped, counted)."""
+RUN_BUFFER_BYTES = 64 << 20
+"""...and at most this much of camera frames (20,000 frames would be gigabytes)."""
+
+
+def delivery(alias: str) -> str:
+    """The delivery policy app.json declares for sensor `alias`: "every" (default) or "latest"."""
+    context = config().manifest.get("context") or {}
+    ref = (context.get("sensors") or {}).get(alias) or {}
+    return "latest" if ref.get("delivery") == "latest" else "every"
+
+
+def delivery_stats() -> dict[str, int]:
+    """Readings waiting for callbacks, coalesced by a "latest" policy (delivered by design) and dropped from
+    a full "every" buffer (lost: the app was slower than its sensors for too long)."""
+    return {
+        "waiting": sum(len(box) for box in _active),
+        "coalesced": sum(box.coalesced for box in _active),
+        "dropped": sum(box.dropped for box in _active),
+    }
+
+
+def _coalescing(box: Mailbox, key: tuple[str, str]) -> Callable[[Any], None]:
+    """A listener that puts each reading under `key`: a newer one replaces it while it waits ("latest")."""
+
+    def put(reading: Any) -> None:
+        box.put(reading, key=key)
+
+    return put
+
+
 def _subscribe_all(box: Mailbox) -> None:
     rt = runtime()
     hub = _hub(rt)
     for alias in _callbacks:
+        latest = delivery(alias) == "latest"
         for binding in rt.cfg.sensors.get(alias, []):
-            hub.listen(binding.device_id, alias, box.put)
+            hub.listen(binding.device_id, alias, _coalescing(box, (alias, binding.device_id)) if latest else box.put)
 
 
 def run() -> None:
     """Run the registered callbacks until SIGTERM/SIGINT or `stop()`; keeps the heartbeat going."""
     rt = runtime()
-    box = Mailbox()
+    box = Mailbox(RUN_BUFFER, RUN_BUFFER_BYTES)
     _active.append(box)
     _subscribe_all(box)
     tick = min(0.5, rt.cfg.heartbeat_interval / 2)
@@ -132,7 +165,7 @@ async def arun() -> None:
     """`run()` for async apps: `asyncio.run(main())` with `await platform_sdk.arun()` at its end.
     Sync callbacks run on the app's loop (keep them short), async ones are awaited in order."""
     rt = runtime()
-    box = Mailbox()
+    box = Mailbox(RUN_BUFFER, RUN_BUFFER_BYTES)
     _active.append(box)
     _subscribe_all(box)
     tick = min(0.5, rt.cfg.heartbeat_interval / 2)

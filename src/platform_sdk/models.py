@@ -27,6 +27,8 @@ called by id without a binding has no token, and its replicas answer 401 (ModelE
 from __future__ import annotations
 
 import base64
+import contextlib
+import importlib
 import itertools
 import json
 import time
@@ -50,6 +52,23 @@ _RETRYABLE_NAMES = (
     "PoolTimeout",
     "CloseError",
 )
+
+
+FIRST_REQUEST_MODULES = (
+    "httpx",
+    "httpcore._backends.anyio",
+    "anyio.lowlevel",
+    "anyio.streams.tls",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio._core._sockets",
+    "anyio._core._streams",
+    "anyio._core._testing",
+    "sniffio",
+    "queue",
+)
+"""What httpx imports up to and during its first request (its anyio backend loads lazily); imported by the
+calling thread before the first call (tests/sdk/test_models_e2e.py checks none is left for the SDK thread)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -118,6 +137,15 @@ class ModelClient:
         if alias_or_id.startswith("mdl_"):
             return alias_or_id, alias_or_id
         raise UnknownAlias("model", alias_or_id, list(models))
+
+    def http_ready(self) -> None:
+        """Import and build the pooled HTTP client now, in the calling thread (see `_prepared`), with what httpx
+        imports only on its first connection (its anyio backend)."""
+        if self._http is None:
+            for name in FIRST_REQUEST_MODULES:
+                with contextlib.suppress(ImportError):  # another httpx/anyio version: fewer or other modules
+                    importlib.import_module(name)
+            self._client()
 
     def _client(self) -> Any:
         if self._http is None:
@@ -238,18 +266,27 @@ def _client(rt: Runtime) -> ModelClient:
     return client
 
 
-async def _call(rt: Runtime, alias_or_id: str, params: Any, timeout: float) -> dict[str, Any]:
-    body = await _client(rt).post(alias_or_id, "/v1/predict", {"inputs": build_inputs(params)}, timeout)
+async def _call(client: ModelClient, alias_or_id: str, inputs: Any, timeout: float) -> dict[str, Any]:
+    body = await client.post(alias_or_id, "/v1/predict", {"inputs": inputs}, timeout)
     outputs: dict[str, Any] = body.get("outputs", body)
     return outputs
 
 
-async def _call_batch(rt: Runtime, alias_or_id: str, instances: list[Any], timeout: float) -> list[Any]:
-    body = await _client(rt).post(
-        alias_or_id, "/v1/predict/batch", {"instances": [build_inputs(i) for i in instances]}, timeout
-    )
+async def _call_batch(client: ModelClient, alias_or_id: str, instances: list[Any], timeout: float) -> list[Any]:
+    body = await client.post(alias_or_id, "/v1/predict/batch", {"instances": instances}, timeout)
     outputs: list[Any] = body.get("outputs", body)
     return outputs
+
+
+def _prepared(alias_or_id: str) -> tuple[Runtime, ModelClient]:
+    """The runtime and its model client, made ready in the *caller's* thread: an unknown alias fails here with a
+    clear message, and the HTTP client's imports and TLS set-up (the first call's ~200 modules) never run on the
+    SDK's own thread, whose stalls would stop the heartbeat (see heartbeat.py)."""
+    rt = runtime()
+    client = _client(rt)
+    client.lookup(alias_or_id)
+    client.http_ready()
+    return rt, client
 
 
 def model_call(alias_or_id: str, params: Any = None, timeout: float = 30.0) -> dict[str, Any]:
@@ -259,26 +296,22 @@ def model_call(alias_or_id: str, params: Any = None, timeout: float = 30.0) -> d
 
     Raises UnknownAlias (not bound), ModelUnavailable (no replica reachable / timeout), ModelError (the
     model refused the input - `.status`, `.field` - or failed)."""
-    rt = runtime()
-    _client(rt).lookup(alias_or_id)  # unknown alias: fail here, in the caller's thread, with a clear message
-    return rt.call(_call(rt, alias_or_id, params, timeout), timeout)
+    rt, client = _prepared(alias_or_id)
+    return rt.call(_call(client, alias_or_id, build_inputs(params), timeout), timeout)
 
 
 async def amodel_call(alias_or_id: str, params: Any = None, timeout: float = 30.0) -> dict[str, Any]:
     """Async `model_call`."""
-    rt = runtime()
-    _client(rt).lookup(alias_or_id)
-    return await rt.acall(_call(rt, alias_or_id, params, timeout))
+    rt, client = _prepared(alias_or_id)
+    return await rt.acall(_call(client, alias_or_id, build_inputs(params), timeout))
 
 
 def model_call_batch(alias_or_id: str, instances: list[Any], timeout: float = 60.0) -> list[dict[str, Any]]:
     """Several predictions in one request (`/v1/predict/batch`); returns one outputs dict per instance."""
-    rt = runtime()
-    _client(rt).lookup(alias_or_id)
-    return rt.call(_call_batch(rt, alias_or_id, list(instances), timeout), timeout)
+    rt, client = _prepared(alias_or_id)
+    return rt.call(_call_batch(client, alias_or_id, [build_inputs(i) for i in instances], timeout), timeout)
 
 
 async def amodel_call_batch(alias_or_id: str, instances: list[Any], timeout: float = 60.0) -> list[dict[str, Any]]:
-    rt = runtime()
-    _client(rt).lookup(alias_or_id)
-    return await rt.acall(_call_batch(rt, alias_or_id, list(instances), timeout))
+    rt, client = _prepared(alias_or_id)
+    return await rt.acall(_call_batch(client, alias_or_id, [build_inputs(i) for i in instances], timeout))

@@ -36,6 +36,7 @@ from platform_sdk.heartbeat import CallbackHealth, HeartbeatWriter, Liveness
 
 T = TypeVar("T")
 LOG_BUFFER = 10_000  # records kept while disconnected; the oldest are dropped beyond that
+FIRST_CONNECT_GRACE = 30.0  # seconds after start that calls wait for the first connection (first_connect_grace)
 
 _WILDCARD = {"0.0.0.0", "::", ""}
 
@@ -107,6 +108,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False
         self.extensions: dict[str, Any] = {}  # per-process helpers (model client, device hub) built lazily
+        self._created = time.monotonic()
+        self._ever_connected = False
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -181,6 +184,7 @@ class Runtime:
         nc.options["reconnect_time_wait"] = 1.0
         self.nc = nc
         assert self._connected is not None and self._logs_ready is not None
+        self._ever_connected = True
         self._connected.set()
         self._logs_ready.set()
 
@@ -233,10 +237,24 @@ class Runtime:
         state["connected"] = True
         return nc, None
 
+    def first_connect_grace(self) -> float:
+        """Seconds a call may wait beyond its own timeout because this process has not connected yet.
+
+        A workload's first connection is authorised by the platform's auth service and, on a loaded machine,
+        can take seconds; an app that reads a sensor as its first line must not crash (and be restarted) for
+        that. Within FIRST_CONNECT_GRACE of start, calls wait for that first connection; afterwards, and once
+        connected, a call's own timeout is all it waits."""
+        if self._ever_connected:
+            return 0.0
+        return max(0.0, self._created + FIRST_CONNECT_GRACE - time.monotonic())
+
     async def wait_connected(self, timeout: float | None) -> Any:
-        """The connected client; PlatformUnavailable after `timeout` seconds (None: wait for ever)."""
+        """The connected client; PlatformUnavailable after `timeout` seconds (None: wait for ever), or later
+        while the process is still making its first connection (see `first_connect_grace`)."""
         assert self._connected is not None
         if self.nc is None:
+            if timeout is not None:
+                timeout = max(timeout, self.first_connect_grace())
             try:
                 await asyncio.wait_for(self._connected.wait(), timeout)
             except TimeoutError:
@@ -256,9 +274,10 @@ class Runtime:
             coro.close()
             raise RuntimeError("the sync SDK API cannot be used on the SDK's own event loop; use the async API")
         fut = self.submit(coro)
-        with self.liveness.waiting(timeout):
+        timeout_s = timeout + self.first_connect_grace()
+        with self.liveness.waiting(timeout_s):
             try:
-                return fut.result(timeout + 2.0)
+                return fut.result(timeout_s + 2.0)
             except concurrent.futures.TimeoutError:
                 fut.cancel()
                 raise PlatformUnavailable(f"the platform did not answer within {timeout:g}s") from None

@@ -7,7 +7,8 @@ Reads config.json (AIOT_WORKLOAD_CONFIG) like a real workload. Behaviour comes f
   mode "failing": beat through the SDK's HeartbeatWriter with a callback failing on every beat, until a file
   named `recover` appears in the scratch dir;
   mode "probe": try to read/write the paths in settings.read / settings.write, list settings.list, print a JSON
-  verdict (with its uids and capabilities), then run.
+  verdict (with its uids and capabilities), then run;
+  settings.allocate_mb: allocate (and touch) that many MiB first.
 A file named `hang` in the scratch dir (next to the heartbeat file) makes it stop heartbeating but stay alive
 (it deletes the file first, so the restarted process heartbeats again).
 """
@@ -32,6 +33,9 @@ print("probe stderr line", file=sys.stderr, flush=True)
 
 if mode == "crash":
     sys.exit(3)
+if settings.get("allocate_mb"):  # past a memory limit: the kernel (or RLIMIT_AS) must stop it
+    hog = bytearray(b"\x01") * (int(settings["allocate_mb"]) << 20)
+    print(f"allocated {len(hog) >> 20} MiB", flush=True)
 if mode == "child":
     child = subprocess.Popen(
         [

@@ -9,6 +9,8 @@ from sqlalchemy import func, select
 
 from aiot.artifacts.packing import zip_folder
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.blobs.base import ARTIFACTS
+from aiot.blobs.factory import open_blob_store
 from aiot.store.catalog import AppPackage, DeviceType, ModelPackage
 from aiot.store.models import Role
 from tests.artifacts.test_bad_packages import CASES
@@ -32,7 +34,7 @@ async def test_bad_corpus_through_the_api(live: LivePlatform, tmp_path: Path) ->
     await push_device_types(live)
     for name in ("face-detector", "comfort"):
         await push(live, "models", zip_folder(EXAMPLES / "models" / name, tmp_path / f"{name}.zip"), Role.ai_developer)
-    repo = ArtifactRepository(live.ctx.db, live.ctx.bus)
+    repo = ArtifactRepository(live.ctx.db, open_blob_store(live.ctx.settings, live.ctx.bus, ARTIFACTS))
     objects_before, counts_before = sorted(await repo.object_names()), _counts(live)
 
     replayable = [c for c in CASES if hasattr(c.build, "upload")]

@@ -84,9 +84,10 @@ async def test_same_version_is_immutable(live: LivePlatform, tmp_path: Path) -> 
 
 
 async def _objects(live: LivePlatform) -> list[str]:
-    from aiot.artifacts.repository import ArtifactRepository
+    from aiot.blobs.base import ARTIFACTS
+    from aiot.blobs.factory import open_blob_store
 
-    return sorted(await ArtifactRepository(live.ctx.db, live.ctx.bus).object_names())
+    return sorted(b.name for b in await open_blob_store(live.ctx.settings, live.ctx.bus, ARTIFACTS).list())
 
 
 async def test_app_needs_its_models_and_device_types(live: LivePlatform, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ BENCHES = [
     "gateway",
     "placement",
     "keepalive",
-]
+    "heartbeats",
+]  # docker_runtime has its own file (test_smoke_docker.py): its image builds would crowd this group's 240 s
 TIMEOUT = 240
 
 pytestmark = pytest.mark.slow
@@ -122,6 +123,9 @@ def test_ingest(runs: Runs) -> None:
     assert run["sent"] > 0 and run["lost"] == 0
     assert run["peer_received"] == run["sent"]
     assert run["ingest_cpu_s"] > 0 and run["cpu_ratio_ingest_over_peer"] > 0
+    flood = doc["flood"]  # the load generator's path: every reading stored, latency sampled
+    assert flood["sent"] == 2000 and flood["lost"] == 0 and flood["peer_received"] == 2000
+    assert flood["latency_ms"]["samples"] >= 100 and flood["latency_ms"]["p50"] > 0
 
 
 def test_serving(runs: Runs) -> None:
@@ -169,6 +173,7 @@ def test_recovery(runs: Runs) -> None:
     crash = doc["crash"][0]
     assert crash["port"]["failed"] == 0 and crash["port"]["median_s"] > 0
     assert doc["hang"]["process"]["failed"] == 0
+    assert doc["hang"]["detected"]["failed"] == 0 and doc["hang"]["detected"]["median_s"] > 0
     assert doc["node_loss"]["rescheduled"]["failed"] == 0
     assert doc["supervisord"]["port"]["failed"] == 0 and doc["supervisord"]["port"]["median_s"] > 0
     assert doc["ratios"]["crash_port_first_ours_over_supervisord"] is not None
@@ -215,3 +220,12 @@ def test_keepalive(runs: Runs) -> None:
     sdk, naive = doc["callers"]["sdk"], doc["callers"]["naive"]
     assert sdk["calls"] > 20 and naive["calls"] > 20
     assert sdk["failed"] == 0, sdk["failure_samples"]  # the SDK retries a connection the replica just closed
+
+
+def test_heartbeats(runs: Runs) -> None:
+    doc = runs.result("heartbeats")
+    (point,) = doc["points"]
+    ours, peer = point["ours"], point["peer_bare_http"]
+    assert point["nodes"] == 50 and ours["reports"] >= 50 and peer["reports"] >= 50
+    assert ours["failed"] == {} and ours["nodes_not_ready_at_end"] == 0, ours
+    assert ours["cpu_s"] > 0 and ours["latency_ms"]["p50"] is not None

@@ -117,7 +117,7 @@ async def test_mqtt_client_publishes_and_subscribes_only_its_topics(
     seen = await _watch_everything(platform_bus)
     probe = MqttProbe.start(embedded.mqtt_port, DEVICE.username, DEVICE.password, DEVICE.username)
     mqtt_probes.append(probe)
-    await wait_for(probe.connected.is_set, what="MQTT CONNACK")
+    await wait_for(probe.connected.is_set, 20.0, what="MQTT CONNACK")  # a bound: loaded CI machines took > 5 s
 
     # Subscriptions: its own command topics with QoS 1 (JetStream-backed, needs $MQTT.sub.>) and QoS 0; and
     # `#`, which also covers the parent topic itself; another device's commands are refused in the SUBACK.
@@ -156,7 +156,7 @@ async def test_mqtt_qos1_for_mixed_user_without_granting_mqtt_subjects_to_nats(
     assert "$MQTT" not in embedded.auth_path.read_text()
     probe = MqttProbe.start(embedded.mqtt_port, "mixed", "pw", "mixed")
     mqtt_probes.append(probe)
-    await wait_for(probe.connected.is_set, what="MQTT CONNACK")
+    await wait_for(probe.connected.is_set, 20.0, what="MQTT CONNACK")  # a bound: loaded CI machines took > 5 s
     (rc,) = await probe.subscribe("cmd/#", qos=1)
     assert not rc.is_failure and rc.value == 1
     await platform_bus.publish("cmd.go", b"1")
@@ -190,7 +190,7 @@ async def test_connection_types_are_enforced(embedded: EmbeddedNats, mqtt_probes
         )
     probe = MqttProbe.start(embedded.mqtt_port, APP.username, APP.password, APP.username)
     mqtt_probes.append(probe)
-    await wait_for(lambda: probe.connack, what="CONNACK")
+    await wait_for(lambda: probe.connack, 20.0, what="CONNACK")
     assert probe.connack[0].is_failure
 
 
@@ -210,7 +210,7 @@ async def test_removed_user_is_cut_off_live_others_stay(
     )
     probe = MqttProbe.start(embedded.mqtt_port, DEVICE.username, DEVICE.password, DEVICE.username)
     mqtt_probes.append(probe)
-    await wait_for(probe.connected.is_set, what="MQTT CONNACK")
+    await wait_for(probe.connected.is_set, 20.0, what="MQTT CONNACK")  # a bound: loaded CI machines took > 5 s
     try:
         await embedded.set_users([])  # both removed; the server reloads live
         await wait_for(lambda: not app.is_connected, 5, "NATS client of a removed user to be cut off")

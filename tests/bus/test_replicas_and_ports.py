@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aiot.bus import Bus, EmbeddedNats
+from aiot.bus import Bus, EmbeddedNats, embedded
 from aiot.bus.embedded import EmbeddedNatsError
 from aiot.devices.ingest import LATEST_BUCKET, PRESENCE_BUCKET, READINGS_STREAM, Ingest, IngestConfig
 from aiot.settings import Settings
@@ -39,7 +39,39 @@ async def test_embedded_server_uses_the_ports_it_is_given_or_says_which_is_taken
             await clash.start()
 
 
-def test_settings_refuse_layouts_that_cannot_work(tmp_path: Path) -> None:
+async def test_a_chosen_port_taken_before_the_server_binds_it_means_choosing_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A free port is only a snapshot: on a busy machine another program bound the client port the platform had
+    chosen before nats-server did ('bind: address already in use', seen in CI), and start-up failed. The
+    embedded server now chooses again (ports of its own choosing only; a fixed port in use is the error above)."""
+    real_pick = embedded._pick_free_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks: list[int] = []
+
+        def racing_pick(host: str, avoid: set[int]) -> int:
+            port = taken if not picks else real_pick(host, avoid)  # the first pick is the one lost to the race
+            picks.append(port)
+            return port
+
+        monkeypatch.setattr(embedded, "_pick_free_port", racing_pick)
+        server = EmbeddedNats(tmp_path / "data")
+        await server.start()
+        try:
+            assert picks[0] == taken and server.client_port != taken
+            assert "address already in use" in server.log_path.read_text()
+            bus = await Bus.connect(
+                server.url, user=server.platform_user, password=server.platform_password, name="port-race"
+            )
+            await bus.close()
+        finally:
+            await server.stop()
+
+
+def test_settings_refuse_layouts_that_cannot_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="needs a NATS cluster"):
         Settings(data_dir=tmp_path, jetstream_replicas=3)
     with pytest.raises(ValidationError, match="jetstream_replicas"):
@@ -47,6 +79,13 @@ def test_settings_refuse_layouts_that_cannot_work(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="different ports"):
         Settings(data_dir=tmp_path, nats_port=4222, mqtt_port=4222)
     assert Settings(data_dir=tmp_path, nats_url="nats://x:4222", jetstream_replicas=3).jetstream_replicas == 3
+    # As documented (docs/scale-out.md), from the environment: the text "3" (the multi-host test found it refused).
+    monkeypatch.setenv("AIOT_NATS_URL", "nats://x:4222")
+    monkeypatch.setenv("AIOT_JETSTREAM_REPLICAS", "3")
+    assert Settings(data_dir=tmp_path).jetstream_replicas == 3
+    monkeypatch.setenv("AIOT_JETSTREAM_REPLICAS", "2")
+    with pytest.raises(ValidationError, match="jetstream_replicas"):
+        Settings(data_dir=tmp_path)
 
 
 class _NoDevices:

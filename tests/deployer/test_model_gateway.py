@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from aiot.agent.agent import AgentConfig, NodeAgent
 from aiot.deployer.endpoint_tokens import model_token
 from aiot.launch.http_app import create_app
 from aiot.secrets_store import platform_secret
 from aiot.store.models import Role
 from tests.agent.test_agent_loop import serve_http
-from tests.deployer.helpers import deploy_comfort
+from tests.deployer.helpers import deploy_comfort, first_prediction, joined_agent
 from tests.support.live import LivePlatform, live_platform
 from tests.support.processes import serving_pid
 
@@ -48,26 +47,9 @@ async def test_a_deployed_model_answers_at_its_stable_urls_to_those_allowed(tmp_
         not_ready = await client.get("/v2/models/comfort/ready", headers=dev)
         assert not_ready.status_code == 503 and "retry-after" in not_ready.headers
 
-        join = await client.post("/api/v1/nodes/join-tokens", headers=live.headers(Role.admin))
-        agent = NodeAgent(
-            AgentConfig(
-                server=f"http://127.0.0.1:{api_port}",
-                data_dir=tmp_path / "agent",
-                join_token=join.json()["token"],
-                name="gw-node",
-                capacity={"cpu": 4, "memory_mb": 8192},
-                hidden_paths=(tmp_path / "data",),
-                poll_interval=0.5,
-                report_interval=0.5,
-            )
-        )
-        await agent.start()
+        agent = await joined_agent(live, tmp_path, api_port, "gw-node")
         try:
-            deadline = time.monotonic() + 150
-            while (answer := await client.post(url, json={"inputs": HOT}, headers=dev)).status_code != 200:
-                assert answer.status_code == 503, answer.text
-                assert time.monotonic() < deadline, f"no replica became ready: {answer.text}"
-                await asyncio.sleep(0.5)
+            answer = await first_prediction(client, url, {"inputs": HOT}, dev)
             assert answer.json()["outputs"] == {"fan": "on", "ac": "on", "lamp": "on"}
             assert answer.headers["x-aiot-model-version"] == "1.0.0"
 

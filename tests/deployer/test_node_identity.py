@@ -32,12 +32,9 @@ async def _token(live: LivePlatform, **body: object) -> str:
     return response.json()["token"]
 
 
-async def _register(live: LivePlatform, token: str, name: str):  # type: ignore[no-untyped-def]
-    return await live.client.post(
-        "/api/v1/agent/register",
-        headers={"Authorization": f"Bearer {token}"},
-        json={"name": name, "capacity": CAPACITY},
-    )
+async def _register(live: LivePlatform, token: str, name: str, key: str | None = None):  # type: ignore[no-untyped-def]
+    body = {"name": name, "capacity": CAPACITY, **({"registration_key": key} if key else {})}
+    return await live.client.post("/api/v1/agent/register", headers={"Authorization": f"Bearer {token}"}, json=body)
 
 
 async def test_a_used_join_token_is_refused(tmp_path: Path) -> None:
@@ -50,6 +47,40 @@ async def test_a_used_join_token_is_refused(tmp_path: Path) -> None:
         # `--uses N` allows N registrations, not N + 1.
         shared = await _token(live, uses=2)
         assert [(await _register(live, shared, f"m{i}")).status_code for i in range(3)] == [200, 200, 401]
+        # A used token with the name of the node it made, but without that registration's key: still refused.
+        assert (await _register(live, token, "n1")).status_code == 401
+
+
+async def test_a_registration_retried_after_a_lost_answer_gets_its_node_back(tmp_path: Path) -> None:
+    """The agent timed out while the control plane registered it (a single-use token now used up): its retry,
+    with the same registration key, gets the same node and a fresh token; the lost answer's token is dead.
+    Before, the retry got "join token already used" and the agent gave up (seen on a loaded CI machine)."""
+    async with live_platform(tmp_path) as live:
+        token, key = await _token(live), "k" * 20 + "0123456789abcdef"
+        first = await _register(live, token, "slow-node", key)
+        assert first.status_code == 200, first.text
+        retry = await _register(live, token, "slow-node", key)
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["node_id"] == first.json()["node_id"]
+        assert retry.json()["node_token"] != first.json()["node_token"]
+        assert retry.json()["nats"] == first.json()["nats"]
+        assert await _node_answer(live, first.json()["node_token"]) == 401
+        assert await _node_answer(live, retry.json()["node_token"]) == 200
+        nodes = (await live.client.get("/api/v1/nodes", headers=live.headers(Role.admin))).json()
+        assert [n["name"] for n in nodes].count("slow-node") == 1
+        # Another key (another agent holding the used token), or the right key for another name: refused.
+        assert (await _register(live, token, "slow-node", "x" * 36)).status_code == 401
+        assert (await _register(live, token, "other-node", key)).status_code == 401
+        # Once the node is revoked, its registration cannot be resumed.
+        node_id = first.json()["node_id"]
+        revoked = await live.client.post(f"/api/v1/nodes/{node_id}/revoke", headers=live.headers(Role.admin))
+        assert revoked.status_code == 200, revoked.text
+        assert (await _register(live, token, "slow-node", key)).status_code == 401
+
+
+async def _node_answer(live: LivePlatform, node_token: str) -> int:
+    response = await live.client.get("/api/v1/agent/assignments", headers={"Authorization": f"Bearer {node_token}"})
+    return response.status_code
 
 
 async def test_a_join_token_expires_after_an_hour_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,8 +121,7 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
         headers = {"Authorization": f"Bearer {node['node_token']}"}
         nats = node["nats"]
         await live.ctx.services["nats-auth"].sync()  # (it also runs every 15 s and after each placement)
-        bus = await Bus.connect(nats["servers"], user=nats["user"], password=nats["password"], name="n1", attempts=20)
-        await bus.close()
+        held = await Bus.connect(nats["servers"], user=nats["user"], password=nats["password"], name="n1", attempts=20)
         assert (await live.client.post("/api/v1/agent/report", headers=headers, json={})).status_code == 200
         await deploy_comfort(live, tmp_path, 1)
         for _ in range(100):  # reporting meanwhile: a slow machine must not make n1 "lost"
@@ -106,6 +136,14 @@ async def test_a_revoked_node_is_refused_assigned_nothing_and_loses_its_nats_use
         assert people.status_code == 403
         revoked = await live.client.post("/api/v1/nodes/n1/revoke", headers=live.headers(Role.admin))
         assert revoked.status_code == 200, revoked.text
+        # The node's open NATS connection is closed within 5 s (and cannot come back: its user is gone).
+        for _ in range(50):
+            if not held.nc.is_connected:
+                break
+            await asyncio.sleep(0.1)
+        connected_after_revoke = held.nc.is_connected
+        await held.close()
+        assert not connected_after_revoke, "the revoked node's NATS connection was still open 5 s later"
         assert revoked.json()["moved_workloads"] == [assigned[0]["workload_id"]]
 
         for call in (

@@ -145,3 +145,77 @@ async def test_history_limit_and_since(nc):
         assert await ing.history("dev_nobody0001") == []
     finally:
         await ing.stop()
+
+
+async def test_a_resent_reading_is_stored_once(nc, ingest):
+    """An MQTT device resends a QoS 1 reading whose PUBACK it missed (its server went away): same device, same
+    timestamp, so the history keeps one copy (its record id is the JetStream message id)."""
+    reading = codec.encode_reading({"temperature": 20.5, "humidity": 40}, datetime(2024, 5, 2, 8, 0, tzinfo=UTC))
+    for _ in range(2):
+        await nc.publish(subjects.data_subject(T1), reading)
+    await wait_until(lambda: ingest.accepted == 2)
+    await ingest.wait_stored()
+    assert await _stream_count(nc, T1) == 1
+
+
+async def test_a_fast_device_has_every_reading_in_history_and_only_the_newest_written_as_latest(nc, ingest):
+    """A burst of 50 readings: all 50 stored in history, the latest value is the 50th, and the KV latest bucket
+    was written a few times, not 50 (a write per `latest_interval` per device; the newest wins)."""
+    js = nc.jetstream()
+    before = (await js.stream_info(f"KV_{LATEST_BUCKET}")).state.last_seq
+    start = datetime(2024, 5, 3, 9, 0, tzinfo=UTC)
+    for i in range(50):
+        ts = start + timedelta(milliseconds=i)
+        await nc.publish(subjects.data_subject(T1), codec.encode_reading({"temperature": i, "humidity": 40}, ts))
+    await wait_until(lambda: ingest.accepted == 50)
+    await ingest.wait_stored()
+    assert await _stream_count(nc, T1) == 50
+    latest = await ingest.latest(T1)
+    assert latest is not None and latest.values["temperature"] == 49
+    writes = (await js.stream_info(f"KV_{LATEST_BUCKET}")).state.last_seq - before
+    assert 1 <= writes <= 10, writes
+
+
+async def test_a_history_write_that_fails_is_retried_until_the_stream_takes_it(nc, ingest):
+    """The stream is gone for a moment (on a cluster: its leader died and a new one is being elected): the
+    validated reading is written again once the stream answers, not dropped with an error line."""
+    js = nc.jetstream()
+    await js.delete_stream(READINGS_STREAM)
+    await nc.publish(
+        subjects.data_subject(T1), codec.encode_reading({"temperature": 19.0, "humidity": 40}, datetime.now(UTC))
+    )
+    await wait_until(lambda: ingest.accepted == 1)
+    await asyncio.sleep(1.0)  # the first write and a retry or two fail meanwhile
+    await ingest._ensure_storage()  # the stream is back (what a new leader means for a writer)
+    await ingest.wait_stored(wait_s=10)
+    assert await _stream_count(nc, T1) == 1
+    assert ingest.registry.get_sample_value("aiot_ingest_store_retries_total") == 1
+    assert ingest.registry.get_sample_value("aiot_ingest_store_errors_total") == 0
+
+
+async def test_a_history_write_whose_acknowledgement_never_comes_is_retried(nc):
+    """The write's acknowledgement is lost (its connection's server went away): nothing would ever settle it,
+    leaving the reading unstored; after `ack_timeout` it counts as failed and is written again."""
+    registry = CollectorRegistry()
+    ing = Ingest(nc, DictDirectory({T1: TEMPERATURE}), IngestConfig(ack_timeout=0.3), registry=registry)
+    await ing.start()
+    lost: list[str] = []
+
+    class FirstAckLost:  # the writer's connection, but the first write's acknowledgement goes nowhere
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(nc, name)
+
+        async def publish(self, subject, payload, reply="", headers=None):  # type: ignore[no-untyped-def]
+            if not lost:
+                lost.append(reply)
+                reply = "_INBOX.nobody.listens"
+            await nc.publish(subject, payload, reply=reply, headers=headers)
+
+    ing.writer.nc = FirstAckLost()
+    try:
+        await nc.publish(subjects.data_subject(T1), codec.encode_reading({"temperature": 18.0, "humidity": 40}))
+        await wait_until(lambda: ing.accepted == 1)
+        await wait_until(lambda: registry.get_sample_value("aiot_ingest_store_retries_total") == 1, within=10)
+        assert lost and await _stream_count(nc, T1) == 1  # the first write was stored; its retry is the same one
+    finally:
+        await ing.stop()

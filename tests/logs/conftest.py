@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -110,7 +111,16 @@ def _seed(db: Database) -> dict[str, str]:
 
 
 @pytest.fixture
-async def logs_platform(tmp_path: Path) -> AsyncIterator[LogsPlatform]:
+async def logs_platform(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[LogsPlatform]:
+    """The archives in the NATS object store, or in Azurite with `indirect` parameter "azure"."""
+    store: dict[str, Any] = {}
+    if getattr(request, "param", "nats") == "azure":
+        azurite = request.getfixturevalue("azurite")
+        store = dict(
+            artifact_store="azure",
+            azure_storage_connection_string=azurite.connection_string,
+            azure_container_prefix=f"t{uuid.uuid4().hex[:10]}",
+        )
     url = f"sqlite:///{tmp_path / 'aiot.db'}"
     migrate.upgrade(url)
     db = Database(url)
@@ -120,7 +130,8 @@ async def logs_platform(tmp_path: Path) -> AsyncIterator[LogsPlatform]:
     bus = await Bus.connect(
         nats.url, user=nats.platform_user, password=nats.platform_password, name="logs-test", attempts=3
     )
-    ctx = ServiceContext(settings=Settings(data_dir=tmp_path / "data", database_url=url), db=db, bus=bus, embedded=nats)
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, **store)
+    ctx = ServiceContext(settings=settings, db=db, bus=bus, embedded=nats)
     collector = LogCollectorService()
     await collector.start(ctx)
     ctx.services[collector.name] = collector

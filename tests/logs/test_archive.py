@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from datetime import UTC, date, datetime, timedelta
+
+import pytest
 
 from aiot.logs import archive
 from aiot.logs.collector import seconds_until_next_run
 from aiot.timeutil import utcnow
 from tests.logs.conftest import LogsPlatform
 
+BACKENDS = pytest.mark.parametrize("logs_platform", ["nats", "azure"], indirect=True)
+"""Archives on both blob stores: the NATS object store (default) and Azure Blob storage (Azurite)."""
 
+
+@BACKENDS
 async def test_archive_round_trip_and_idempotence(logs_platform: LogsPlatform) -> None:
     p = logs_platform
     wid = p.users["wl_carol"]
@@ -50,6 +57,7 @@ async def test_archive_round_trip_and_idempotence(logs_platform: LogsPlatform) -
     assert skipped is not None and skipped.archived_at == done.archived_at
 
 
+@BACKENDS
 async def test_api_lists_and_downloads_archives(logs_platform: LogsPlatform) -> None:
     p = logs_platform
     await p.publish("aiot.logs.platform.api", {"message": "hello archive"})
@@ -68,11 +76,12 @@ async def test_api_lists_and_downloads_archives(logs_platform: LogsPlatform) -> 
     assert bad.status_code == 422 and bad.json()["error"]["details"]["field"] == "day"
 
 
+@BACKENDS
 async def test_old_archives_are_pruned_and_catch_up_runs(logs_platform: LogsPlatform) -> None:
     p = logs_platform
     store = p.collector.store
-    await store.put(archive.archive_name(date(2000, 1, 1)), b"old")
-    await store.put("not-an-archive.txt", b"x")
+    await store.put(archive.archive_name(date(2000, 1, 1)), io.BytesIO(b"old"))
+    await store.put("not-an-archive.txt", io.BytesIO(b"x"))
     await p.publish("aiot.logs.platform.api", {"message": "today"})
     # catch_up archives only finished days: today's records are not archived yet, the 2000 archive goes.
     assert await p.collector.catch_up() == []

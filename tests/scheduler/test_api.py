@@ -218,3 +218,23 @@ async def test_schedule_lifecycle_with_a_running_occurrence(api: Api) -> None:
     assert (await api.client.get(f"{API_PREFIX}/schedules/{sid}", headers=api.h("enduser1"))).status_code == 404
     await service.tick()
     assert len(controller.calls) == 2  # nothing left to fire or stop
+
+
+async def test_a_new_schedule_has_its_runs_at_once(api: Api) -> None:
+    """The runs of the next 48 h exist when the schedule is created (and when it is enabled again), not when a
+    scheduler replica's refill gets to it: with 10,000 schedules created at once that refill, spread over
+    passes, fired some runs up to 72 s late (`bench/scheduler.py`)."""
+    r = await api.client.post(f"{API_PREFIX}/schedules", headers=api.h("enduser1"), json=body(api.instance))
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    planned = (
+        await api.client.get(f"{API_PREFIX}/schedules/{sid}/occurrences?state=planned", headers=api.h("enduser1"))
+    ).json()
+    assert len(planned) >= 2, planned  # the next two 09:00 Asia/Kolkata (and one under way, if it is 09:xx there)
+    await api.client.patch(f"{API_PREFIX}/schedules/{sid}", json={"enabled": False}, headers=api.h("enduser1"))
+    r = await api.client.patch(f"{API_PREFIX}/schedules/{sid}", json={"enabled": True}, headers=api.h("enduser1"))
+    assert r.status_code == 200, r.text
+    again = (
+        await api.client.get(f"{API_PREFIX}/schedules/{sid}/occurrences?state=planned", headers=api.h("enduser1"))
+    ).json()
+    assert len(again) >= 2, again

@@ -67,12 +67,34 @@ def handle(cmd: dict[str, Any]) -> Any:
         return sorted(m for m in sys.modules if m == "aiot" or m.startswith("aiot."))
     if op == "settings":
         return platform_sdk.settings()
+    if op == "io_thread_imports":
+        return sorted(set(IO_THREAD_IMPORTS))
     if op == "b64":
         return base64.b64encode(b"x").decode()
     raise ValueError(f"unknown op {op!r}")
 
 
+IO_THREAD_IMPORTS: list[str] = []
+"""Modules first imported on the SDK's I/O thread once it runs: an import there stalls the heartbeat."""
+
+
+def _record_io_thread_imports() -> None:
+    import threading
+
+    from platform_sdk.runtime import runtime
+
+    rt = runtime()
+    rt.call(rt.wait_connected(10.0), 12.0)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "import" and threading.current_thread().name == "platform-sdk-io":
+            IO_THREAD_IMPORTS.append(str(args[0]))
+
+    sys.addaudithook(hook)
+
+
 def main() -> None:
+    _record_io_thread_imports()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)

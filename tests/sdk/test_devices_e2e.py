@@ -113,3 +113,10 @@ def test_heartbeats_are_published(driver: Driver, platform: Platform) -> None:
     beats = [json.loads(m.data) for m in got[:3]]
     assert [b["workload_id"] for b in beats] == ["wl_driver"] * 3
     assert beats[0]["seq"] < beats[1]["seq"] < beats[2]["seq"]
+
+
+def test_device_calls_imported_nothing_on_the_sdk_thread(driver: Driver) -> None:
+    """After this module's readings and commands (it runs last): an import on the SDK's thread stalls the
+    heartbeat (see test_model_calls_import_nothing_on_the_sdk_thread)."""
+    imported = driver.ask("io_thread_imports")["result"]
+    assert imported == [], f"{len(imported)} modules imported on the SDK thread: {imported}"

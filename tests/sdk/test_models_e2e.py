@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from .conftest import Replicas
-from .harness import COMFORT_ID, FACE_ID, Platform
+from .harness import COMFORT_ID, EXAMPLES, FACE_ID, Platform
 from .workloads import Driver, model_auth, model_token
 
 pytestmark = pytest.mark.slow
@@ -184,3 +184,15 @@ def test_sigterm_withdraws_the_replica_at_once(replicas: Replicas, platform: Pla
 def test_settings_and_no_platform_imports(driver: Driver) -> None:
     assert driver.ask("settings")["result"] == {"threshold": 28.0, "mode": "auto"}
     assert driver.ask("modules")["result"] == []
+
+
+def test_model_calls_import_nothing_on_the_sdk_thread(driver: Driver, replicas: Replicas, tmp_path: Path) -> None:
+    """The SDK's I/O thread also beats the heartbeat: a module imported there on the first model call (the
+    HTTP client, numpy for inputs) stalls the beats for as long as the import takes, which on a loaded machine
+    was long enough for the agent to call the app hung. Since the driver started, none may have been."""
+    assert driver.ask("model_call", alias="comfort", params=[31.5, 120])["ok"]
+    image = tmp_path / "face.jpg"
+    image.write_bytes((EXAMPLES / "models/face-detector/example.jpg").read_bytes())
+    assert driver.ask("model_call", alias="detector", image_file=str(image), timeout=30.0)["ok"]
+    imported = driver.ask("io_thread_imports")["result"]
+    assert imported == [], f"{len(imported)} modules imported on the SDK thread: {imported}"

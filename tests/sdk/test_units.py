@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +213,44 @@ def test_replica_config_without_a_token_is_refused() -> None:
         guarded(app, parse_config({**GOOD, "serve": {"port": 1}}))
     assert guarded(app, parse_config({**GOOD, "serve": {"port": 1, "open": True}})) is app
     assert guarded(app, parse_config({**GOOD, "serve": {"port": 1, "token": "t"}})).app is app
+
+
+def test_mailbox_every_keeps_all_in_order_and_counts_what_a_full_buffer_drops() -> None:
+    from platform_sdk.mailbox import Mailbox
+
+    box = Mailbox(maxlen=3)
+    for i in range(5):
+        box.put(i)
+    assert [box.get(0)[1] for _ in range(3)] == [2, 3, 4] and box.dropped == 2 and box.coalesced == 0
+    assert box.get(0) == (False, None)
+
+
+def test_mailbox_latest_replaces_a_waiting_reading_of_the_same_device_in_its_place() -> None:
+    from platform_sdk.mailbox import Mailbox
+
+    box = Mailbox()
+    box.put("cam1-a", key="cam1")
+    box.put("thermo-1")  # an "every" sensor in between keeps its place and its readings
+    box.put("cam2-a", key="cam2")
+    box.put("cam1-b", key="cam1")
+    box.put("thermo-2")
+    box.put("cam1-c", key="cam1")
+    assert [box.get(0)[1] for _ in range(4)] == ["cam1-c", "thermo-1", "cam2-a", "thermo-2"]
+    assert box.coalesced == 2 and box.dropped == 0
+    box.put("cam1-d", key="cam1")  # taken: a new one queues again
+    assert box.get(0) == (True, "cam1-d") and len(box) == 0
+
+
+def test_mailbox_bounds_waiting_camera_frames_by_bytes() -> None:
+    from platform_sdk.mailbox import Mailbox
+    from platform_sdk.wire import Reading
+
+    box = Mailbox(maxlen=1000, max_bytes=250_000)
+    frames = [Reading(device_id="cam", ts=datetime.now(UTC), frame_bytes=bytes(100_000)) for _ in range(4)]
+    for frame in frames:
+        box.put(frame)
+    assert len(box) == 2 and box.dropped == 2 and box.bytes == 200_000
+    assert box.get(0)[1] is frames[2]
+    box.put(frames[0], key="cam")  # a coalescing slot tracks the bytes of what it holds now
+    box.put(Reading(device_id="cam", ts=datetime.now(UTC), frame_bytes=bytes(10)), key="cam")
+    assert box.bytes == 100_010 and box.coalesced == 1

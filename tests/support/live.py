@@ -48,16 +48,17 @@ class LivePlatform:
 
 @asynccontextmanager
 async def live_platform(
-    tmp_path: Path, db_url: str | None = None, services: tuple[str, ...] = ()
+    tmp_path: Path, db_url: str | None = None, services: tuple[str, ...] = (), **settings_extra: object
 ) -> AsyncIterator[LivePlatform]:
-    """`services` (names from the service catalogue, e.g. "nats-auth", "ingest") run beside the API."""
+    """`services` (names from the service catalogue, e.g. "nats-auth", "ingest") run beside the API;
+    `settings_extra` are further `Settings` fields (e.g. artifact_store="azure")."""
     url = db_url or f"sqlite:///{tmp_path / 'aiot.db'}"
     migrate.upgrade(url)
     db = Database(url)
     nats = EmbeddedNats(tmp_path / "data")
     await nats.start()
     bus = await Bus.connect(nats.url, user=nats.platform_user, password=nats.platform_password, name="test", attempts=3)
-    settings = Settings(data_dir=tmp_path / "data", database_url=url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, **settings_extra)  # type: ignore[arg-type]
     ctx = ServiceContext(settings=settings, db=db, bus=bus, embedded=nats)
     started = []
     for service in build_services(list(services)):

@@ -46,13 +46,15 @@ def _config(name: str, port: int, route_port: int, all_route_ports: list[int], s
     )
 
 
-async def _wait_meta_leader(url: str, limit_s: float = 30.0) -> None:
+async def wait_meta_leader(
+    url: str, limit_s: float = 30.0, user: str | None = None, password: str | None = None
+) -> None:
     """Until the JetStream meta group has a leader (account info answers), so R3 assets can be created."""
     deadline = asyncio.get_running_loop().time() + limit_s
     last: Exception | None = None
     while asyncio.get_running_loop().time() < deadline:
         try:
-            nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+            nc = await nats.connect(url, user=user, password=password, connect_timeout=1, max_reconnect_attempts=0)
         except Exception as exc:  # noqa: BLE001 - not accepting clients yet
             last = exc
             await asyncio.sleep(0.2)
@@ -81,7 +83,7 @@ async def nats_cluster(tmp_path: Path, size: int = 3) -> AsyncIterator[NatsClust
             conf.write_text(_config(f"n{i}", ports[i], route_ports[i], route_ports, folder / "js"))
             log = (folder / "nats.log").open("wb")
             cluster.procs.append(subprocess.Popen([str(binary), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT))
-        await _wait_meta_leader(cluster.urls[0])
+        await wait_meta_leader(cluster.urls[0])
         yield cluster
     finally:
         for proc in cluster.procs:

@@ -101,7 +101,17 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebPlat
         apps.state.platform_url = f"http://127.0.0.1:{port}"
         servers = [
             uvicorn.Server(
-                uvicorn.Config(a, host="127.0.0.1", port=p, log_level="warning", lifespan="off", access_log=False)
+                # timeout_graceful_shutdown: the browser's live-refresh requests may still be open when the test
+                # ends; without it uvicorn waited for them past the teardown's 10 s on a loaded CI machine.
+                uvicorn.Config(
+                    a,
+                    host="127.0.0.1",
+                    port=p,
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                    timeout_graceful_shutdown=2,
+                )
             )
             for a, p in ((app, port), (apps, apps_port))
         ]

@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -39,6 +41,9 @@ from aiot.agent.sandbox import bwrap_path
 from aiot.agent.uids import DEFAULT_BASE, DEFAULT_COUNT, UidPool
 from aiot.agent.workload import ManagedWorkload, PrepareContext, cleanup_workload_dir
 from aiot.bus.client import Bus
+
+if TYPE_CHECKING:
+    from aiot.agent.docker_runtime import DockerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +86,14 @@ class AgentConfig:
     http_port: int | None = 0
     """Port of /healthz and /metrics; 0 = any free port, None = no HTTP port."""
     stop_timeout: float = 3.0
+    runtime: str = "process"
+    """"process" (sandboxed processes) or "docker" (a container per workload, `aiot.agent.docker_runtime`)."""
     nats_servers: list[str] | None = None
     """NATS URLs this node uses instead of the ones the control plane hands out (for the agent and its
     workloads): a local leaf node, or a different route to the same cluster."""
+
+
+RUNTIMES = ("process", "docker")
 
 
 class _Outage:
@@ -150,6 +160,8 @@ class NodeAgent:
         self._metrics = self._make_metrics()
         self.polls = 0
         self.reports = 0
+        self._registration_key = secrets.token_urlsafe(32)
+        self.docker: DockerRuntime | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -167,9 +179,13 @@ class NodeAgent:
                 "bubblewrap (bwrap) not available or disabled: workloads run as plain processes without "
                 "a sandbox (AIOT_ALLOW_UNSANDBOXED); this node reports itself unsandboxed"
             )
+        if self.config.runtime not in RUNTIMES:
+            raise AgentError(f"unknown runtime {self.config.runtime!r}; expected one of {', '.join(RUNTIMES)}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self._lock_data_dir()
+        if self.config.runtime == "docker":
+            await self._start_docker()
         self._clean_previous_run()
         self.sampler = await asyncio.to_thread(LoadSampler)
         self.identity = load_identity(self.data_dir, self.config.server)
@@ -255,6 +271,20 @@ class NodeAgent:
                 cleanup_workload_dir(child)
         self.workloads_dir.mkdir(parents=True, exist_ok=True)
 
+    async def _start_docker(self) -> None:
+        """Reach the engine, remove containers a killed earlier run of this agent left, make the base image."""
+        from aiot.agent.docker_runtime import DockerRuntime, DockerUnavailable
+
+        agent_id = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+        try:
+            self.docker = await asyncio.to_thread(DockerRuntime, agent_id)
+        except DockerUnavailable as exc:
+            raise AgentError(str(exc)) from None
+        removed = await asyncio.to_thread(self.docker.remove_orphans)
+        if removed:
+            log.warning("removed %d container(s) left by an earlier run of this agent: %s", len(removed), removed)
+        await asyncio.to_thread(self.docker.base_image)
+
     # ----------------------------------------------------------------- registration
 
     async def _register(self) -> None:
@@ -264,9 +294,13 @@ class NodeAgent:
         body = {
             "name": cfg.name,
             "address": cfg.address,
-            "labels": cfg.labels,
+            "labels": {**cfg.labels, "runtime": cfg.runtime},
             "capacity": cfg.capacity or node_capacity(),
             "provider": cfg.provider,
+            # The same key on every retry of this registration: when an answer was lost (a timeout while the
+            # control plane had in fact registered us, using up a single-use join token), the retry proves it is
+            # the same agent and gets the node back instead of "join token already used".
+            "registration_key": self._registration_key,
         }
         out = await self.client.register(cfg.join_token, body)
         self.identity = NodeIdentity(
@@ -277,6 +311,7 @@ class NodeAgent:
             nats=dict(out.get("nats") or {}),
         )
         save_identity(self.data_dir, self.identity)
+        self._registration_key = secrets.token_urlsafe(32)  # a later registration is a new one
         self.client.token = self.identity.node_token
         self._registered.set()
         log.info("registered as node %s (%s) with %s", self.identity.node_id, cfg.name, cfg.server)
@@ -343,6 +378,7 @@ class NodeAgent:
             register_log_file=self.sink.files.__setitem__,
             nats_servers=self.config.nats_servers,
             uids=self.uids,
+            docker=self.docker,
         )
 
     def _apply(self, assignments: list[dict[str, Any]]) -> None:
@@ -396,6 +432,7 @@ class NodeAgent:
         assert self.sampler is not None
         pids = {wid: w.pid for wid, w in self.workloads.items()}
         load = await asyncio.to_thread(self.sampler.sample, pids)
+        load["runtime"] = self.config.runtime
         load["sandboxed"] = self.sandboxed  # admins see unsandboxed nodes (`aiot node ls`, /api/v1/nodes)
         return {"load": load, "workloads": [w.report() for w in self.workloads.values()]}
 

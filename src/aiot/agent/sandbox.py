@@ -149,6 +149,8 @@ class LaunchPlan:
     sandboxed: bool
     limits: dict[str, int] = field(default_factory=dict)
     user: Identity | None = None
+    cleanup: Callable[[], None] | None = None
+    """Run (in a thread) after every run of the process: what outlives it must go (a docker container)."""
 
 
 def bwrap_path() -> str | None:

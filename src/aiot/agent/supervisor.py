@@ -170,6 +170,7 @@ class WorkloadSupervisor:
             pass
         if self.proc is not None and self.proc.returncode is None:
             await self._terminate(grace)
+        await self._cleanup()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace + 10)
@@ -292,6 +293,7 @@ class WorkloadSupervisor:
                 if proc.returncode is None:
                     await self._terminate(self.hang_kill_after)
                 self._kill_leftovers(proc)
+                await self._cleanup()
             _, pending = await asyncio.wait(readers, timeout=1.0)
             for task in pending:
                 task.cancel()
@@ -398,6 +400,15 @@ class WorkloadSupervisor:
         self._kill_leftovers(proc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proc.wait()), 5.0)
+
+    async def _cleanup(self) -> None:
+        """The launch plan's own cleanup (a docker container that outlived its launcher); failures logged."""
+        if self.launch.cleanup is None:
+            return
+        try:
+            await asyncio.to_thread(self.launch.cleanup)
+        except Exception:  # noqa: BLE001 - the next start removes a leftover of the same name anyway
+            log.exception("workload %s: cleanup after its process failed", self.workload_id)
 
     def _kill_leftovers(self, proc: asyncio.subprocess.Process) -> None:
         """SIGKILL whatever of the process tree / group is still alive (no duplicate may survive a restart).

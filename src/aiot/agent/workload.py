@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiot.agent.client import ControlPlaneClient
 from aiot.agent.envs import EnvBuilder
@@ -34,6 +34,9 @@ from aiot.agent.supervisor import OutputCallback, WorkloadSupervisor
 from aiot.agent.uids import UidPool
 from aiot.artifacts.requirements import DEFAULT_REQUIREMENTS, RequirementsRefused, parse_requirements
 from aiot.artifacts.unpack import DEFAULT_LIMITS, check_entry_name, safe_unpack
+
+if TYPE_CHECKING:
+    from aiot.agent.docker_runtime import DockerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,8 @@ class PrepareContext:
     nats_servers: list[str] | None = None  # the node's own way to NATS, overriding the control plane's
     uids: UidPool | None = None
     """Per-workload uids (a root-run agent); None: workloads run as the agent's own (non-root) uid."""
+    docker: DockerRuntime | None = None
+    """Set on a `--runtime docker` node: each workload runs in a container (aiot.agent.docker_runtime)."""
 
 
 class ManagedWorkload:
@@ -254,9 +259,17 @@ class ManagedWorkload:
         healthz = None
         if self.kind == "model" and self.endpoint:
             healthz = self.endpoint.replace("://0.0.0.0:", "://127.0.0.1:") + "/healthz"
+        if ctx.docker is not None:
+            self.state, self.reason = "preparing", "building the container image"
+            image = await asyncio.to_thread(ctx.docker.env_image, venv_dir)
+            cpus = float(resources.get("cpu") or 0) or None
+            container = ctx.docker.container_spec(sandbox, image, self.workload_id, self.generation, cpus)
+            launch = ctx.docker.plan(container, self.dir / "container.json")
+        else:
+            launch = plan(sandbox, use_bwrap=ctx.use_bwrap)
         return WorkloadSupervisor(
             self.workload_id,
-            plan(sandbox, use_bwrap=ctx.use_bwrap),
+            launch,
             heartbeat_file=Path(heartbeat["file"]),
             heartbeat_interval=float(heartbeat.get("interval") or 1.0),
             on_output=ctx.on_output,

@@ -36,12 +36,12 @@ API_PREFIX = "/api/v1"
 # Every router mounted under /api/v1. Tests walk this list (and cross-check the OpenAPI document) to prove each
 # route declares its audience; a capability adds its router here, one line.
 API_ROUTERS = (
+    agent.router,  # first: every node polls and reports every 2 s, and routes are matched in order
     auth.router,
     users.router,
     system.router,
     packages.router,
     devices.router,
-    agent.router,
     nodes.router,
     workloads.router,
     rollouts.router,

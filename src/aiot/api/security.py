@@ -117,6 +117,19 @@ class _Public:
         return "Public"
 
 
+def _presented_node_token(request: Request) -> str:
+    """The node token the caller presents: none is 401, a person's valid token 403 (a bad one 401)."""
+    from aiot.deployer.nodes import is_node_token
+
+    token, _ = _presented_token(request)
+    if token is None:
+        raise Unauthorized("a node token is required (aiot node join)")
+    if not is_node_token(token):
+        authenticate_request(request)  # a valid person's token: 403 below; a bad one: 401 from here
+        raise Forbidden("this endpoint is for node agents; people cannot call it")
+    return token
+
+
 class NodeOnly(Allow):
     """Dependency for the agent API: the caller must present a node token (`aiotnode.<id>.<secret>`).
     A person's token gets 403 (it is valid, just not for this), no token 401."""
@@ -125,14 +138,9 @@ class NodeOnly(Allow):
         super().__init__()
 
     def __call__(self, request: Request):  # type: ignore[override]
-        from aiot.deployer.nodes import authenticate_node, is_node_token
+        from aiot.deployer.nodes import authenticate_node
 
-        token, _ = _presented_token(request)
-        if token is None:
-            raise Unauthorized("a node token is required (aiot node join)")
-        if not is_node_token(token):
-            authenticate_request(request)  # a valid person's token: 403 below; a bad one: 401 from here
-            raise Forbidden("this endpoint is for node agents; people cannot call it")
+        token = _presented_node_token(request)
         with service_context(request).db.session() as session:
             node = authenticate_node(session, token)
             session.expunge(node)
@@ -140,6 +148,21 @@ class NodeOnly(Allow):
 
     def __repr__(self) -> str:
         return "NodeOnly"
+
+
+class NodeTokenPresented(Allow):
+    """Dependency for the agent's report: a node token must be presented (a person's token gets 403, none 401),
+    but it is checked where the report is written (`aiot.deployer.reports`: in the batch's transaction, which
+    reads the node's row anyway), not in a database session of its own per report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def __call__(self, request: Request) -> str:  # type: ignore[override]
+        return _presented_node_token(request)
+
+    def __repr__(self) -> str:
+        return "NodeTokenPresented"
 
 
 class JoinTokenOnly(Allow):
@@ -157,8 +180,8 @@ class JoinTokenOnly(Allow):
         if not token.startswith(JOIN_PREFIX + "."):
             authenticate_request(request)
             raise Forbidden("registering a node needs a join token, not a person's token")
-        with service_context(request).db.session() as session:
-            return check_join_token(session, token).id
+        with service_context(request).db.session() as session:  # uses are counted (or resumed) on registration
+            return check_join_token(session, token, used_up_ok=True).id
 
     def __repr__(self) -> str:
         return "JoinTokenOnly"
@@ -166,6 +189,7 @@ class JoinTokenOnly(Allow):
 
 AnyUser = _AnyUser()
 NodeAuth = NodeOnly()
+NodeReportAuth = NodeTokenPresented()
 JoinAuth = JoinTokenOnly()
 Public = _Public()
 AdminOnly = Allow(Role.admin)

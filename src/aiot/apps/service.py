@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aiot.apps.instances import get_instance, start_instance, stop_instance
@@ -75,7 +76,13 @@ class DeployerInstanceController:
                     session, secret, get_instance(session, instance_id), occurrence_id=occurrence_id, until=until
                 )
 
-        await asyncio.to_thread(run)
+        try:
+            await asyncio.to_thread(run)
+        except IntegrityError:
+            # Another start deployed the same model for its instance between our check and our insert (the
+            # multi-host test saw three instances of one app started at once fail this way): the deployment
+            # exists now, so the same start, once more, uses it.
+            await asyncio.to_thread(run)
         await workloads_changed(self.ctx)
 
     async def stop(self, instance_id: str, occurrence_id: str | None) -> None:

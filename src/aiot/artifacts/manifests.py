@@ -302,6 +302,18 @@ class DeviceRef(_Strict):
         return _check_slug(value, "device type")
 
 
+class SensorRef(DeviceRef):
+    """A sensor an app needs, and how its readings reach the app's callbacks."""
+
+    delivery: Literal["every", "latest"] = Field(
+        "every",
+        description="every: each reading reaches @on_reading in order (if the app falls behind by more than the "
+        "SDK's buffer, the oldest are dropped and counted as lost); latest: while the app is busy only each "
+        "device's newest reading waits, older ones are coalesced by design (camera frames, levels acted on "
+        "when they change).",
+    )
+
+
 _SETTING_PY_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
     "integer": (int,),
@@ -343,7 +355,7 @@ class AppContext(_Strict):
     models: dict[AliasName, ModelRef] = Field(
         default_factory=dict, description="Alias used in model_call(alias, ...) -> model package and version range."
     )
-    sensors: dict[AliasName, DeviceRef] = Field(
+    sensors: dict[AliasName, SensorRef] = Field(
         default_factory=dict, description="Alias used in sensor(alias) / @on_reading(alias) -> sensor type."
     )
     controllers: dict[AliasName, DeviceRef] = Field(

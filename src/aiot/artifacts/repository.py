@@ -11,7 +11,7 @@ new name's version is a 403 before anything is stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -31,8 +31,8 @@ from aiot.artifacts.validate import (
     validate_device_type,
     validate_model_package,
 )
-from aiot.bus.client import Bus
-from aiot.errors import Conflict, NotFound, ValidationFailed
+from aiot.blobs.base import BlobStore
+from aiot.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage, DeviceKind, DeviceType, ModelPackage, PackageKind, PackageStatus
 from aiot.store.devices import Device
@@ -41,7 +41,6 @@ from aiot.store.models import Role
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_BUCKET = "aiot_artifacts"
 PackageRow = ModelPackage | AppPackage
 
 
@@ -90,12 +89,11 @@ class Stored:
 
 
 class ArtifactRepository:
-    def __init__(self, db: Database, bus: Bus) -> None:
-        self.db = db
-        self.bus = bus
+    """Package rows in the database, their archives in a blob store (container `artifacts`, named by SHA-256)."""
 
-    async def _bucket(self):  # type: ignore[no-untyped-def]
-        return await self.bus.object_store(ARTIFACT_BUCKET)
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
+        self.db = db
+        self.blobs = blobs
 
     # ------------------------------------------------------------------ packages
 
@@ -195,15 +193,10 @@ class ArtifactRepository:
         )
 
     async def _put_object(self, sha256: str, archive: Path) -> None:
-        bucket = await self._bucket()
-        try:
-            info = await bucket.get_info(sha256)
-            if info is not None and not getattr(info, "deleted", False):
-                return
-        except Exception:  # noqa: BLE001 - nats-py raises ObjectNotFoundError (and others) when absent
-            pass
+        if await self.blobs.info(sha256) is not None:
+            return  # content-addressed: the same bytes are stored already
         with archive.open("rb") as handle:
-            await bucket.put(sha256, handle)
+            await self.blobs.put(sha256, handle, metadata={"sha256": sha256})
 
     async def _drop_object_if_unused(self, sha256: str) -> None:
         with self.db.session() as session:
@@ -212,16 +205,23 @@ class ArtifactRepository:
                 for t in (ModelPackage, AppPackage)
             )
         if not used:
-            bucket = await self._bucket()
-            with contextlib.suppress(Exception):  # already gone
-                await bucket.delete(sha256)
+            await self.blobs.delete(sha256)
 
     async def download(self, sha256: str) -> Path:
-        """Copy the archive into a temporary file (streamed, never whole in memory); the caller deletes it."""
-        bucket = await self._bucket()
+        """Copy the archive into a temporary file (streamed, never whole in memory); the caller deletes it.
+
+        The copy's SHA-256 is checked against its name: a blob damaged in storage is refused, not served."""
         handle = tempfile.NamedTemporaryFile(prefix="aiot-dl-", suffix=".zip", delete=False)  # noqa: SIM115
         try:
-            await bucket.get(sha256, writeinto=handle)
+            await self.blobs.get_into(sha256, handle)
+            handle.flush()
+            handle.seek(0)
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            if digest != sha256:
+                raise ServiceUnavailable(
+                    f"stored archive {sha256} is damaged in the {self.blobs.backend} store (its content hashes to "
+                    f"{digest}); upload the package again"
+                )
         except BaseException:
             handle.close()
             Path(handle.name).unlink(missing_ok=True)
@@ -230,11 +230,7 @@ class ArtifactRepository:
         return Path(handle.name)
 
     async def object_names(self) -> list[str]:
-        bucket = await self._bucket()
-        try:
-            return [info.name for info in await bucket.list() if not getattr(info, "deleted", False)]
-        except Exception:  # noqa: BLE001 - nats-py raises NotFoundError on an empty bucket
-            return []
+        return [blob.name for blob in await self.blobs.list()]
 
     # ------------------------------------------------------------------ lookups and lifecycle
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
@@ -44,6 +47,14 @@ CLOSE_SECONDS = 15.0
 _FIRST_DELAY = 0.25
 _MAX_DELAY = 10.0
 _RECONNECT_WAIT = 2.0
+
+
+def is_transient_bus_error(exc: BaseException) -> bool:
+    """NATS did not answer in time, nobody answered, or JetStream says it is unavailable for now (503: a cluster
+    without a meta leader yet): worth trying again, unlike a refusal or a bad request."""
+    if isinstance(exc, NatsTimeout | NoRespondersError | asyncio.TimeoutError):
+        return True
+    return isinstance(exc, APIError) and exc.code == 503
 
 
 class BusUnavailable(ConnectionError):
@@ -111,14 +122,20 @@ class Bus:
         connect_timeout: float = 5.0,
         attempts: int = 0,
         replicas: int = 1,
+        in_order: bool = False,
     ) -> Bus:
         """Connect to NATS. `attempts=0` retries for ever (WARNING log line per failed attempt, back-off
         0.25 s doubling to 10 s); `attempts=N` raises `BusUnavailable` after N failed attempts.
 
-        One attempt tries every server in `servers` (comma-separated string or list). Once connected, the
-        client reconnects for ever on connection loss and logs disconnects and reconnects.
+        One attempt tries every server in `servers` (comma-separated string or list), in a random order of its
+        own unless `in_order`: with the servers' order as given, every process of the platform sat on the first
+        server, which then carried all the load and whose loss disconnected every process at once (found by
+        the multi-host test). Once connected, the client reconnects for ever on connection loss (to the next
+        server of its order) and logs disconnects and reconnects.
         """
         urls = [s.strip() for s in (servers.split(",") if isinstance(servers, str) else servers) if s.strip()]
+        if not in_order:
+            random.shuffle(urls)
         if not urls:
             raise ValueError("Bus.connect: no NATS server URL given (servers is empty)")
         if attempts < 0:
@@ -345,7 +362,9 @@ class Bus:
             await self.js.update_stream(config)
 
 
-async def connect_from_settings(settings: Settings, *, name: str, servers: str | None = None) -> Bus:
+async def connect_from_settings(
+    settings: Settings, *, name: str, servers: str | list[str] | None = None, in_order: bool = False
+) -> Bus:
     """Connect with the NATS fields of `Settings` (URL, user, password, timeout, attempts).
 
     `servers` overrides `settings.nats_url` (e.g. the embedded server's URL when `nats_url` is unset).
@@ -361,4 +380,17 @@ async def connect_from_settings(settings: Settings, *, name: str, servers: str |
         name=name,
         connect_timeout=settings.nats_connect_timeout,
         attempts=settings.nats_connect_attempts,
+        in_order=in_order,
     )
+
+
+def other_servers_first(servers: str, connected: str | None) -> list[str]:
+    """`servers` (comma separated) in an order that starts after the one `connected` names (a URL; matched by
+    host and port), so that a second connection prefers another server than the first."""
+    urls = [s.strip() for s in servers.split(",") if s.strip()]
+    where = urlsplit(connected or "")
+    at = next(
+        (i for i, u in enumerate(urls) if (urlsplit(u).hostname, urlsplit(u).port) == (where.hostname, where.port)),
+        -1,
+    )
+    return urls[at + 1 :] + urls[: at + 1]

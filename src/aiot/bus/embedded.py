@@ -72,6 +72,9 @@ class EmbeddedNatsError(RuntimeError):
     """The embedded nats-server could not be started, reloaded or reached."""
 
 
+START_ATTEMPTS = 3  # a chosen port can be taken between choosing and binding it: choose again, twice at most
+
+
 def _port_free(host: str, port: int) -> bool:
     # SO_REUSEADDR like nats-server's own listener, so a port in TIME_WAIT still counts as free.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -229,20 +232,44 @@ class EmbeddedNats:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._stop_orphan)
-        self._ports = self._choose_ports()
-        write_private(self.state_path, json.dumps(self._ports, indent=2) + "\n")
-        await asyncio.to_thread(self._write_auth)
-        self.config_path.write_text(self._render_config(version), encoding="utf-8")
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._ports = self._choose_ports()
+            write_private(self.state_path, json.dumps(self._ports, indent=2) + "\n")
+            await asyncio.to_thread(self._write_auth)
+            self.config_path.write_text(self._render_config(version), encoding="utf-8")
+            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            proc = self._proc = self._spawn(binary)
+            self.pid_path.write_text(f"{proc.pid}\n", encoding="utf-8")
+            log.info("started nats-server pid %s (%s, MQTT port %s)", proc.pid, self.url, self.mqtt_port)
+            try:
+                await self._wait_ready()
+                await self._start_callout()
+                return
+            except EmbeddedNatsError:
+                # A port found free a moment ago was taken by another program before nats-server bound it (free
+                # ports are only a snapshot): with ports of our choosing, choose again.
+                raced = proc.poll() is not None and self._lost_port_race(log_offset)
+                await self.stop()
+                if not raced or attempt == START_ATTEMPTS:
+                    raise
+                log.warning("a NATS port was taken while nats-server started; starting again on other ports")
+            except BaseException:
+                await self.stop()
+                raise
 
-        self._proc = self._spawn(binary)
-        self.pid_path.write_text(f"{self._proc.pid}\n", encoding="utf-8")
-        log.info("started nats-server pid %s (%s, MQTT port %s)", self._proc.pid, self.url, self.mqtt_port)
+    def _lost_port_race(self, log_offset: int) -> bool:
+        """Whether the server that just exited failed to bind a port that we (not the settings) chose."""
         try:
-            await self._wait_ready()
-            await self._start_callout()
-        except BaseException:
-            await self.stop()
-            raise
+            with self.log_path.open("rb") as fh:
+                fh.seek(log_offset)
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return False
+        fixed = {str(port) for port in self.fixed_ports.values()}
+        return any(
+            "address already in use" in line and not any(f":{port}" in line for port in fixed)
+            for line in text.splitlines()
+        )
 
     def _spawn(self, binary: Path) -> subprocess.Popen[bytes]:
         """Fork/exec nats-server. Deliberately synchronous and on the caller's (event loop) thread, because

@@ -8,7 +8,7 @@ import click
 import typer
 
 from aiot import __version__
-from aiot.cli import credentials, devices, legacy, logs, nats, node, packages, runtime, server, users
+from aiot.cli import credentials, devices, legacy, logs, nats, node, packages, runtime, server, store, users
 from aiot.cli.client import ApiClient, CliError
 from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit, err_console
 
@@ -27,6 +27,7 @@ app.add_typer(devices.device_app, name="device")
 app.add_typer(devices.sim_app, name="sim")
 app.add_typer(node.node_app, name="node")
 app.add_typer(nats.nats_app, name="nats")
+app.add_typer(store.store_app, name="store")
 node.node_app.command("token")(runtime.node_token)
 node.node_app.command("ls")(runtime.nodes_ls)
 node.node_app.command("drain")(runtime.nodes_drain)

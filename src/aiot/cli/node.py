@@ -90,19 +90,28 @@ def join(
     no_sandbox: bool = typer.Option(
         False, "--no-sandbox", help="Run workloads without bubblewrap (also needs AIOT_ALLOW_UNSANDBOXED=1)."
     ),
+    runtime: str = typer.Option(
+        None,
+        "--runtime",
+        help="How workloads run here: process (sandboxed processes) or docker (containers); AIOT_NODE_RUNTIME.",
+    ),
     provider: str = typer.Option("manual", "--provider", hidden=True),
     nats_url: str = typer.Option(
         None, "--nats-url", help="NATS URL(s) this node uses instead of the control plane's (comma separated)."
     ),
 ) -> None:
     """Join the cluster at --server and run its workloads here until interrupted."""
-    from aiot.agent.agent import AgentConfig, AgentError, NodeAgent
+    from aiot.agent.agent import RUNTIMES, AgentConfig, AgentError, NodeAgent
     from aiot.agent.load import node_capacity
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_http_client_loggers()  # one line per poll is noise
     server = server or os.environ.get("AIOT_SERVER") or f"http://127.0.0.1:{settings.port}"
+    runtime = runtime or settings.node_runtime
+    if runtime not in RUNTIMES:
+        err_console.print(f"[red]error:[/] --runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        raise typer.Exit(2)
     try:
         join_token = read_join_token(token, token_file)
     except typer.BadParameter as exc:
@@ -130,6 +139,7 @@ def join(
         workload_uid_count=settings.workload_uid_count,
         source_build_allow=tuple(n.strip() for n in settings.source_build_allow.split(",") if n.strip()),
         http_port=http_port,
+        runtime=runtime,
         nats_servers=[u.strip() for u in nats_url.split(",") if u.strip()] if nats_url else None,
     )
     try:

@@ -89,10 +89,17 @@ def _check_service_names(names: list[str]) -> None:
 
 
 def run_control_plane(settings: Settings, names: list[str] | None, without: tuple[str, ...] = ()) -> None:
-    _check_service_names([*(names or []), *without])
-    _configure_logging(settings)
+    from aiot.bus.auth import INSECURE_FAST_HASHES, insecure_fast_hashes
     from aiot.bus.client import BusUnavailable
     from aiot.bus.embedded import EmbeddedNatsError
+
+    if insecure_fast_hashes():
+        err_console.print(
+            f"[red]warning:[/] {INSECURE_FAST_HASHES}=1: passwords and credentials are hashed at their cheapest "
+            "cost (for the test suite only); unset it anywhere real"
+        )
+    _check_service_names([*(names or []), *without])
+    _configure_logging(settings)
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -6,7 +6,7 @@ import typer
 
 from aiot.cli.client import ApiClient
 from aiot.cli.output import AS_JSON, OUTPUT, Output, console, emit
-from aiot.store.models import Role
+from aiot.roles import Role
 
 app = typer.Typer(help="Manage users and roles (admin).", no_args_is_help=True)
 COLUMNS = ("id", "username", "role", "email", "disabled", "created_at")

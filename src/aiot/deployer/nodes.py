@@ -32,6 +32,7 @@ from aiot.timeutil import utcnow
 
 JOIN_PREFIX = "aiotjoin"
 NODE_PREFIX = "aiotnode"
+JOIN_TOKEN_USED = "join token already used; an admin creates a new one with `aiot node token`"
 WORKLOAD_STATES = {
     "pending",
     "preparing",
@@ -73,8 +74,9 @@ def create_join_token(
     return f"{JOIN_PREFIX}.{row.id}.{secret}"
 
 
-def check_join_token(session: Session, token: str) -> NodeJoinToken:
-    """The join token row if it may still register a node (known, not revoked, not expired, uses left)."""
+def check_join_token(session: Session, token: str, *, used_up_ok: bool = False) -> NodeJoinToken:
+    """The join token row if it may still register a node (known, not revoked, not expired, uses left; with
+    `used_up_ok` a used-up token passes: `register_node` then only resumes the registration it made)."""
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != JOIN_PREFIX:
         raise Unauthorized("not a join token: expected 'aiotjoin.<id>.<secret>' (aiot node token)")
@@ -83,8 +85,8 @@ def check_join_token(session: Session, token: str) -> NodeJoinToken:
         raise Unauthorized("unknown join token")
     if row.revoked_at is not None or row.expires_at <= utcnow():
         raise Unauthorized("join token expired or revoked; an admin creates a new one with `aiot node token`")
-    if row.uses >= row.max_uses:
-        raise Unauthorized("join token already used; an admin creates a new one with `aiot node token`")
+    if row.uses >= row.max_uses and not used_up_ok:
+        raise Unauthorized(JOIN_TOKEN_USED)
     return row
 
 
@@ -102,7 +104,7 @@ def _use_join_token(session: Session, token_id: str) -> None:
         .values(uses=NodeJoinToken.uses + 1)
     ).rowcount
     if not changed:
-        raise Unauthorized("join token already used; an admin creates a new one with `aiot node token`")
+        raise Unauthorized(JOIN_TOKEN_USED)
 
 
 def node_nats_password(secret: bytes, node_id: str) -> str:
@@ -119,17 +121,25 @@ def register_node(
     capacity: dict[str, Any],
     provider: str = "manual",
     join_token_id: str | None = None,
+    registration_key: str | None = None,
 ) -> tuple[Node, str]:
     """Create a node record (using one registration of the join token); returns it and its new API token.
 
     A name is never taken over: whatever its silence, a registered node keeps its identity (node id, token,
     NATS user, assignments), and a second registration under its name gets 409. The name of a node that was
     removed (the autoscaler retired it after draining) or revoked by an admin may be used again, by a new node
-    with a new id (so a new NATS user and password): the old row keeps its history under a tombstone name."""
+    with a new id (so a new NATS user and password): the old row keeps its history under a tombstone name.
+
+    A retry of a registration whose answer was lost (same join token, same `registration_key`, which only the
+    agent that sent it knows) gets its node back with a fresh token, even though the token is used up."""
     cpu, memory = capacity.get("cpu"), capacity.get("memory_mb")
     if not isinstance(cpu, int | float) or cpu <= 0 or not isinstance(memory, int) or memory <= 0:
         raise ValidationFailed("capacity needs cpu > 0 (cores) and memory_mb > 0 (integer MiB)", field="capacity")
     node = session.scalar(select(Node).where(Node.name == name))
+    if node is not None and _same_registration(node, join_token_id, registration_key):
+        return node, _new_node_token(node)  # a retry whose answer was lost: the same node, a fresh token
+    if join_token_id is not None:
+        _use_join_token(session, join_token_id)  # 401 when used up; undone with the rest on a 409 below
     if node is not None and node.status != NodeStatus.removed:
         raise Conflict(
             f"a node named {name!r} is already registered ({node.id}, {node.status.value}); a name is "
@@ -137,8 +147,6 @@ def register_node(
             "(`aiot node revoke`)",
             field="name",
         )
-    if join_token_id is not None:
-        _use_join_token(session, join_token_id)
     if node is not None:  # removed or revoked: its row keeps its history, its id is never given to another node
         node.name = f"{name[: 100 - len(node.id) - 1]}~{node.id}"  # '~' is not allowed in a registered name
         session.flush()
@@ -151,6 +159,7 @@ def register_node(
         capacity=dict(capacity),
         provider=provider,
         token_hash=_sha(token_secret),
+        registration_key_hash=_sha(registration_key) if registration_key else None,
         nats_password_bcrypt=hash_password(node_nats_password(secret, node_id)),
         status=NodeStatus.ready,
         status_changed_at=now,
@@ -161,6 +170,27 @@ def register_node(
     session.add(node)
     session.flush()
     return node, f"{NODE_PREFIX}.{node.id}.{token_secret}"
+
+
+def _same_registration(node: Node, join_token_id: str | None, registration_key: str | None) -> bool:
+    """This registration is a retry of the one that made `node`: same join token, same agent-held key, and the
+    node is still in service (a revoked or removed node is never handed back)."""
+    return (
+        join_token_id is not None
+        and registration_key is not None
+        and node.join_token_id == join_token_id
+        and node.registration_key_hash is not None
+        and hmac.compare_digest(node.registration_key_hash, _sha(registration_key))
+        and node.revoked_at is None
+        and node.status != NodeStatus.removed
+    )
+
+
+def _new_node_token(node: Node) -> str:
+    """Rotate the node's API token (the lost answer's token is never usable) and return the new one."""
+    token_secret = secrets.token_urlsafe(32)
+    node.token_hash = _sha(token_secret)
+    return f"{NODE_PREFIX}.{node.id}.{token_secret}"
 
 
 def revoke_node(session: Session, secret: bytes, node: Node) -> list[str]:
@@ -203,14 +233,23 @@ def authenticate_node(session: Session, token: str) -> Node:
     return node
 
 
-def record_report(session: Session, node: Node, load: dict[str, Any], workloads: list[dict[str, Any]]) -> set[str]:
+def record_report(
+    session: Session,
+    node: Node,
+    load: dict[str, Any],
+    workloads: list[dict[str, Any]],
+    placed: list[Workload] | None = None,
+) -> set[str]:
     """Store a node's load and its workloads' observed states (only for workloads assigned to it); the ids of the
-    workloads placed on it, the only ones it may speak for."""
+    workloads placed on it, the only ones it may speak for. `placed`: those workloads when the caller already
+    read them (a batch of reports reads every node's in one query)."""
     now = utcnow()
     node.load, node.last_report_at = load, now
     if node.status == NodeStatus.lost:
         node.status, node.status_changed_at = NodeStatus.ready, now
-    assigned = {w.id: w for w in session.scalars(select(Workload).where(Workload.node_id == node.id))}
+    if placed is None:
+        placed = list(session.scalars(select(Workload).where(Workload.node_id == node.id)))
+    assigned = {w.id: w for w in placed}
     for report in workloads:
         workload = assigned.get(str(report.get("workload_id")))
         if workload is None:

@@ -39,8 +39,16 @@ class LocalNodeProvider:
 
     name = "local"
 
-    def __init__(self, server_url: str, join_token: Callable[[], str], data_dir: Path, log_level: str = "INFO") -> None:
+    def __init__(
+        self,
+        server_url: str,
+        join_token: Callable[[], str],
+        data_dir: Path,
+        log_level: str = "INFO",
+        runtime: str = "process",
+    ) -> None:
         self.server_url, self.join_token, self.data_dir, self.log_level = server_url, join_token, data_dir, log_level
+        self.runtime = runtime
         self.agents: dict[str, _LocalAgent] = {}
         self._counter = 0
 
@@ -72,6 +80,8 @@ class LocalNodeProvider:
                 self.name,
                 "--env-cache",
                 str(self.data_dir / "envs"),
+                "--runtime",
+                self.runtime,
             ],
             env=env,
             stdout=log_file,

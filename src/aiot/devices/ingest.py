@@ -1,7 +1,8 @@
 """Ingest: the one gate between raw device messages and everything that consumes device data.
 
 Devices publish on `aiot.dev.<id>.data|state|presence` (over NATS or MQTT). Ingest (one subscription on
-`aiot.dev.*.*`, commands skipped, so each device's messages are handled in order) looks each device up,
+`aiot.dev.*.*`, commands skipped, so each device's messages are handled in order; on a NATS cluster a second
+subscription over another server, see `ingest_service`) looks each device up,
 validates the message with the codec, and only then
 
 * writes the device's latest record to KV bucket `aiot_device_latest` (key = device id),
@@ -14,10 +15,17 @@ Bad messages are counted (`aiot_ingest_rejected_total{reason}`), logged at WARNI
 reason per `log_interval`, and dropped; no payload can crash the loop (the codec raises only PayloadError and
 everything else is caught per message too).
 
-Throughput choices (200 sensors x 5 Hz on 2 cores): device types are cached for `lookup_ttl` seconds,
-history publishes are pipelined (`publish_async`, acks checked in callbacks, failures counted), the latest
-value is a fire-and-forget KV write (the next reading overwrites it anyway) and last-seen is written at
-most every `presence_interval` seconds per device.
+Throughput choices (tens of thousands of readings a second): device types are cached for `lookup_ttl` seconds,
+history publishes are pipelined (`aiot.bus.stream_writer`: numbered replies on one subscription, no future or
+timer per write), the latest value is a fire-and-forget KV write at most every `latest_interval`
+per device (the newest reading wins; a slower device's every reading is written at once) and last-seen is
+written at most every `presence_interval` seconds per device.
+
+Nothing validated is dropped on a broker fault: a history write that fails (its stream's leader died, a server of
+the cluster went away) is retried for `store_retry_for` seconds. Each record carries an id (`record_id`: device,
+channel, the reading's instant) as `Nats-Msg-Id`, so a retry of a write that had in fact been stored, or a
+device resending a reading whose acknowledgement it missed, leaves one copy (within `dedupe_window`). A retried
+record can land after later ones in the stream; its `ts` still says when it was measured.
 
 Stored record format (the value in KV latest and in the stream):
   JSON devices: `{"device_id", "channel": "data"|"state", "ts", "received_at", "values", "cmd_id", "error"}`
@@ -42,6 +50,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from aiot.bus import codec
 from aiot.bus.client import is_storage_full, reservation_failed
 from aiot.bus.codec import Frame, PayloadError, Reading, StateReport
+from aiot.bus.stream_writer import StreamWriter
 from aiot.devices import subjects
 
 if TYPE_CHECKING:
@@ -59,6 +68,8 @@ QUEUE_GROUP = "aiot-ingest"
 
 HDR_DEVICE = "Aiot-Device"
 HDR_CHANNEL = "Aiot-Channel"  # data | state | frame
+HDR_MSG_ID = "Nats-Msg-Id"  # JetStream drops a second record with the same id inside the duplicate window
+CHANNELS = ("data", "state", "frame", "presence")  # values of the accepted counter's `channel` label
 
 # reasons that are not codec codes
 UNKNOWN_DEVICE = "unknown_device"
@@ -82,10 +93,14 @@ class IngestConfig:
     history_max_msgs_per_device: int = 100_000
     lookup_ttl: float = 5.0  # seconds a directory answer (also "unknown") is trusted
     presence_interval: float = 5.0  # min seconds between last-seen writes per device
+    latest_interval: float = 0.05  # min seconds between KV latest writes per device (the newest one wins)
     log_interval: float = 30.0  # min seconds between warnings per (device, reason)
     queue_group: str | None = QUEUE_GROUP  # several ingest replicas share the work
     max_pending_acks: int = 4000
     replicas: int = 1  # of the history stream and the KV buckets (AIOT_JETSTREAM_REPLICAS)
+    dedupe_window: float = 120.0  # seconds the history stream remembers record ids (a resent reading is one)
+    store_retry_for: float = 30.0  # seconds a failed history write is retried (a stream leader election)
+    ack_timeout: float = 5.0  # a history write unacknowledged this long counts as failed (and is retried)
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,11 @@ class _Metrics:
         self.store_errors = Counter(
             "aiot_ingest_store_errors_total", "Validated messages ingest failed to store", registry=registry
         )
+        self.store_retries = Counter(
+            "aiot_ingest_store_retries_total",
+            "History writes that failed once (e.g. a stream leader election) and were stored on a retry",
+            registry=registry,
+        )
 
 
 _default_metrics: _Metrics | None = None
@@ -150,6 +170,13 @@ def _metrics_for(registry: CollectorRegistry | None) -> _Metrics:
     if _default_metrics is None:
         _default_metrics = _Metrics(REGISTRY)
     return _default_metrics
+
+
+def record_id(device_id: str, channel: str, ts: datetime) -> str:
+    """The identity of a stored record: one device's message on one channel at one instant. A device that sends
+    a reading again (an MQTT QoS 1 resend after its server went away) or a history write retried after a stream
+    leader change carries the same id, and the stream keeps the first."""
+    return f"{device_id}.{channel}.{round(ts.timestamp() * 1_000_000)}"
 
 
 def _iso(ts: datetime) -> str:
@@ -166,9 +193,11 @@ class Ingest:
         config: IngestConfig | None = None,
         *,
         registry: CollectorRegistry | None = None,
+        also_subscribe: list[Client] | None = None,
     ) -> None:
         self.nc = nc
-        self.js = nc.jetstream(publish_async_max_pending=(config or IngestConfig()).max_pending_acks)
+        self.also_subscribe = also_subscribe or []  # more connections taking device messages (other servers)
+        self.js = nc.jetstream()
         self.directory = directory
         self.config = config or IngestConfig()
         self.metrics = _metrics_for(registry)
@@ -180,19 +209,30 @@ class Ingest:
         self._last_log: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
         self._subs: list[Any] = []
-        self._pending: set[asyncio.Future[Any]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()  # history writes being retried
+        self.writer = StreamWriter(
+            nc, self._on_write_failed, max_pending=self.config.max_pending_acks, ack_timeout=self.config.ack_timeout
+        )
+        self._latest_written: dict[str, float] = {}  # device -> monotonic of its last KV latest write
+        self._latest_due: dict[str, bytes] = {}  # device -> newest record not yet written to KV latest
+        self._latest_flusher: asyncio.Task[None] | None = None
+        self._accepted_by_channel = {name: self.metrics.accepted.labels(channel=name) for name in CHANNELS}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Create the buckets and the stream when missing (or update the stream's limits), then subscribe."""
         await self._ensure_storage()
+        await self.writer.start()
         # One subscription, not one per channel: nats-py runs each subscription's callbacks in its own task, so
         # separate subscriptions could apply a device's "offline" before its last reading (and flip it back
         # online). One subscription keeps each device's messages in the order it sent them.
+        # Each extra connection (another server of the cluster) is one more member of the queue group: messages go
+        # to one member each, so order per device holds only within a member (as between replicas).
         queue = self.config.queue_group or ""
-        self._subs.append(await self.nc.subscribe(subjects.ALL_DEVICE_MESSAGES, queue=queue, cb=self._on_message))
-        await self.nc.flush()
+        for nc in (self.nc, *self.also_subscribe):
+            self._subs.append(await nc.subscribe(subjects.ALL_DEVICE_MESSAGES, queue=queue, cb=self._on_message))
+            await nc.flush()
 
     async def stop(self) -> None:
         """Stop taking messages and wait (briefly) for outstanding stores."""
@@ -201,10 +241,14 @@ class Ingest:
                 await sub.drain()
         self._subs.clear()
         await self.wait_stored()
+        await self.writer.stop()
 
     async def wait_stored(self, wait_s: float = 5.0) -> None:
-        """Wait until every history publish so far has been acknowledged (or `wait_s` seconds)."""
-        if self._pending:
+        """Wait until every history publish so far has been acknowledged (or `wait_s` seconds), after writing
+        the latest values that wait for their `latest_interval`."""
+        await self._flush_latest()
+        await self.writer.drain(wait_s)
+        if self._pending:  # retries started by writes that failed just now
             await asyncio.wait(list(self._pending), timeout=wait_s)
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=int(max(1, wait_s)))
@@ -224,6 +268,7 @@ class Ingest:
             max_msgs_per_subject=cfg.history_max_msgs_per_device,
             allow_direct=True,
             num_replicas=cfg.replicas,
+            duplicate_window=cfg.dedupe_window,
         )
         try:
             try:
@@ -321,25 +366,62 @@ class Ingest:
             else:
                 body["values"] = item.values
             record, hdr_channel = json.dumps(body, separators=(",", ":")).encode(), channel
-        headers = {HDR_DEVICE: device_id, HDR_CHANNEL: hdr_channel}
-        future = await self.js.publish_async(
-            subjects.readings_subject(device_id), record, headers=headers, wait_stall=5.0
-        )
-        self._pending.add(future)
-        future.add_done_callback(self._on_stored)
-        await self.nc.publish(f"$KV.{LATEST_BUCKET}.{device_id}", record)
+        headers = {HDR_DEVICE: device_id, HDR_CHANNEL: hdr_channel, HDR_MSG_ID: record_id(device_id, channel, item.ts)}
+        subject = subjects.readings_subject(device_id)
+        await self.writer.write(subject, record, headers)
+        await self._write_latest(device_id, record)
         await self._touch(device_id, now)
         self.accepted += 1
-        self.metrics.accepted.labels(channel=hdr_channel).inc()
+        self._accepted_by_channel[hdr_channel].inc()
 
-    def _on_stored(self, future: asyncio.Future[Any]) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
+    async def _write_latest(self, device_id: str, record: bytes) -> None:
+        """Write the device's latest record now, or, when it was written less than `latest_interval` ago, keep
+        only the newest for the flusher: a device at 400 Hz costs 20 KV writes a second, not 400."""
+        mono = time.monotonic()
+        if (
+            device_id in self._latest_due
+            or mono - self._latest_written.get(device_id, -1e9) < self.config.latest_interval
+        ):
+            self._latest_due[device_id] = record
+            if self._latest_flusher is None or self._latest_flusher.done():
+                self._latest_flusher = asyncio.get_running_loop().create_task(self._flush_latest_later())
             return
-        exc = future.exception()
-        if exc is not None:
-            self.metrics.store_errors.inc()
-            log.error("ingest could not store a reading in %s: %s", READINGS_STREAM, exc)
+        self._latest_written[device_id] = mono
+        await self.nc.publish(f"$KV.{LATEST_BUCKET}.{device_id}", record)
+
+    async def _flush_latest_later(self) -> None:
+        while self._latest_due:
+            await asyncio.sleep(self.config.latest_interval)
+            await self._flush_latest()
+
+    async def _flush_latest(self) -> None:
+        due, self._latest_due = self._latest_due, {}
+        mono = time.monotonic()
+        for device_id, record in due.items():
+            self._latest_written[device_id] = mono
+            await self.nc.publish(f"$KV.{LATEST_BUCKET}.{device_id}", record)
+
+    def _on_write_failed(self, subject: str, record: bytes, headers: dict[str, str], error: BaseException) -> None:
+        """A history write was refused or its acknowledgement is overdue (e.g. the stream's leader died): write
+        it again once there is a new one."""
+        retry = asyncio.get_running_loop().create_task(self._store_again(subject, record, headers, error))
+        self._pending.add(retry)
+        retry.add_done_callback(self._pending.discard)
+
+    async def _store_again(self, subject: str, record: bytes, headers: dict[str, str], first: BaseException) -> None:
+        """Retry one history write until it is acknowledged or `store_retry_for` has passed. Safe to repeat: the
+        record id makes JetStream keep one copy even when a write that seemed to fail had been stored."""
+        deadline, delay, last = time.monotonic() + self.config.store_retry_for, 0.25, first
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await self.js.publish(subject, record, headers=headers, timeout=2.0)
+                self.metrics.store_retries.inc()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure: try again until the deadline
+                last, delay = exc, min(delay * 2, 2.0)
+        self.metrics.store_errors.inc()
+        log.error("ingest could not store a reading in %s: %s", READINGS_STREAM, last)
 
     # ------------------------------------------------------------------------------------------ presence
 
@@ -353,7 +435,7 @@ class Ingest:
 
     async def _on_presence(self, device_id: str, status: str, now: datetime) -> None:
         await self._write_presence(device_id, status, now, changed=True)
-        self.metrics.accepted.labels(channel="presence").inc()
+        self._accepted_by_channel["presence"].inc()
 
     async def _write_presence(self, device_id: str, status: str, now: datetime, *, changed: bool) -> None:
         since = _iso(now)

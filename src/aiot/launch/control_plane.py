@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiot.accounts.users import ensure_admin
-from aiot.bus.client import Bus
+from aiot.bus.client import Bus, is_transient_bus_error
 from aiot.bus.embedded import EmbeddedNats
 from aiot.datadir import prepare_data_dir
 from aiot.errors import ServiceUnavailable
@@ -45,6 +45,28 @@ class StartupReport:
     database_url: str
     admin_username: str
     generated_admin_password: str | None
+
+
+START_PATIENCE_S = 60.0  # how long a service's start rides out a NATS cluster that is not answering yet
+
+
+async def _start_riding_out_the_bus(service: PlatformService, ctx: ServiceContext) -> None:
+    """Start `service`; while its start fails only because NATS did not answer in time (a JetStream cluster
+    electing leaders as its servers come up, replicas creating the same stream at once), stop what it began and
+    start it again, for up to START_PATIENCE_S. Any other error fails at once, as before. The multi-host test saw
+    an `ingest` replica exit on such a time-out while the three servers of its cluster were starting."""
+    deadline, delay = asyncio.get_running_loop().time() + START_PATIENCE_S, 0.5
+    while True:
+        try:
+            await service.start(ctx)
+            return
+        except Exception as exc:
+            if not is_transient_bus_error(exc) or asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("service %s: NATS did not answer in time (%s); starting it again", service.name, exc)
+            await service.stop()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class ControlPlane:
@@ -87,7 +109,7 @@ class ControlPlane:
             )
             for service in build_services(self.service_names, self.without):
                 ctx.services[service.name] = service
-                await service.start(ctx)
+                await _start_riding_out_the_bus(service, ctx)
                 self._started.append(service)
                 log.info("service %s started", service.name)
         except BaseException:
@@ -117,7 +139,9 @@ class ControlPlane:
             with ctx.db.session() as session:
                 return create_join_token(session, None, ttl=timedelta(minutes=self.settings.join_token_ttl_minutes))
 
-        provider = LocalNodeProvider(api_url, join_token, self.settings.data_dir, self.settings.log_level)
+        provider = LocalNodeProvider(
+            api_url, join_token, self.settings.data_dir, self.settings.log_level, self.settings.node_runtime
+        )
         ctx.node_provider = provider
         for _ in range(self.settings.nodes):
             provider.add_node()

@@ -1,4 +1,4 @@
-"""Daily log archives in the object store bucket `aiot_logs`: one gzipped JSON-lines object per UTC day.
+"""Daily log archives in the blob store (container `log-archives`): one gzipped JSON-lines object per UTC day.
 
 A day is the records the stream *stored* between 00:00 and 24:00 UTC (server time: it cannot be forged by a
 producer's clock and only moves forward, so once the day is over plus `GRACE`, no record can join it). Lines
@@ -9,7 +9,6 @@ An archive is never replaced by one with fewer records (the stream may already h
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
@@ -19,20 +18,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from nats.js import api as js_api
-from nats.js.errors import NotFoundError, ObjectNotFoundError
-
+from aiot.blobs.base import BlobInfo
 from aiot.logs.records import SUBJECTS, LogRecord, try_parse
 from aiot.logs.stream import read_range
 from aiot.timeutil import utcnow
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
-    from nats.js.object_store import ObjectStore
+
+    from aiot.blobs.base import BlobStore
 
 log = logging.getLogger(__name__)
 
-BUCKET = "aiot_logs"
 SUFFIX = ".jsonl.gz"
 GRACE = timedelta(minutes=5)  # a day's archive made this long after midnight is complete
 
@@ -83,48 +80,48 @@ class ArchiveInfo:
         }
 
 
-def _info_from_object(obj: js_api.ObjectInfo) -> ArchiveInfo | None:
+def _int(text: str | None) -> int:
     try:
-        day = parse_day(obj.name)
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _info_from_blob(blob: BlobInfo) -> ArchiveInfo | None:
+    try:
+        day = parse_day(blob.name)
     except ValueError:
         return None
-    try:
-        meta = json.loads(obj.description or "{}")
-    except json.JSONDecodeError:
-        meta = {}
+    meta = blob.metadata
     return ArchiveInfo(
         day=day,
-        name=obj.name,
-        size=obj.size or 0,
-        records=int(meta.get("records", 0)),
-        skipped=int(meta.get("skipped", 0)),
-        complete=bool(meta.get("complete", False)),
-        archived_at=str(meta.get("archived_at", "")),
-        sha256=str(meta.get("sha256", "")),
+        name=blob.name,
+        size=blob.size,
+        records=_int(meta.get("records")),
+        skipped=_int(meta.get("skipped")),
+        complete=meta.get("complete", "").lower() == "true",
+        archived_at=meta.get("archived_at", ""),
+        sha256=meta.get("sha256", ""),
     )
 
 
-async def archive_info(store: ObjectStore, day: date) -> ArchiveInfo | None:
-    try:
-        obj = await store.get_info(archive_name(day))
-    except (ObjectNotFoundError, NotFoundError):
-        return None
-    return _info_from_object(obj)
+async def archive_info(store: BlobStore, day: date) -> ArchiveInfo | None:
+    blob = await store.info(archive_name(day))
+    return None if blob is None else _info_from_blob(blob)
 
 
-async def list_archives(store: ObjectStore) -> list[ArchiveInfo]:
+async def list_archives(store: BlobStore) -> list[ArchiveInfo]:
     """Every archive, oldest day first."""
-    try:
-        objects = await store.list(ignore_deletes=True)
-    except NotFoundError:
-        return []
-    infos = [info for obj in objects if not obj.deleted and (info := _info_from_object(obj)) is not None]
+    infos = [info for blob in await store.list() if (info := _info_from_blob(blob)) is not None]
     return sorted(infos, key=lambda i: i.day)
 
 
-async def read_archive(store: ObjectStore, day: date) -> bytes:
-    """The gzipped JSON-lines bytes of a day (raises `ObjectNotFoundError` when there is none)."""
-    return (await store.get(archive_name(day))).data or b""
+async def read_archive(store: BlobStore, day: date) -> bytes:
+    """The gzipped JSON-lines bytes of a day (raises `BlobNotFound` when there is none)."""
+    with tempfile.TemporaryFile() as sink:
+        await store.get_into(archive_name(day), sink)
+        sink.seek(0)
+        return sink.read()
 
 
 def decode_archive(data: bytes) -> list[LogRecord]:
@@ -140,7 +137,7 @@ def decode_archive(data: bytes) -> list[LogRecord]:
 
 
 async def archive_day(
-    js: JetStreamContext, store: ObjectStore, day: date, *, force: bool = False, now: datetime | None = None
+    js: JetStreamContext, store: BlobStore, day: date, *, force: bool = False, now: datetime | None = None
 ) -> ArchiveInfo | None:
     """Write the archive of `day` from the stream; None when the stream holds nothing of that day.
 
@@ -189,29 +186,24 @@ async def archive_day(
             digest.update(chunk)
         raw.seek(0)
         meta = {
-            "records": records,
-            "skipped": skipped,
-            "complete": now >= end + GRACE,
+            "records": str(records),
+            "skipped": str(skipped),
+            "complete": str(now >= end + GRACE).lower(),
             "archived_at": now.isoformat(),
             "sha256": digest.hexdigest(),
         }
-        obj = await store.put(
-            archive_name(day),
-            raw,
-            meta=js_api.ObjectMeta(name=archive_name(day), description=json.dumps(meta, sort_keys=True)),
-        )
-    log.info("archived %d log records of %s (%d bytes)", records, day.isoformat(), obj.size or 0)
-    return _info_from_object(obj)
+        blob = await store.put(archive_name(day), raw, metadata=meta)
+    log.info("archived %d log records of %s (%d bytes)", records, day.isoformat(), blob.size)
+    return _info_from_blob(blob)
 
 
-async def prune_archives(store: ObjectStore, keep_days: float, today: date | None = None) -> list[date]:
+async def prune_archives(store: BlobStore, keep_days: float, today: date | None = None) -> list[date]:
     """Delete archives of days older than `keep_days` before `today`; returns the days deleted."""
     today = today or utcnow().date()
     oldest_kept = today - timedelta(days=keep_days)
     deleted = []
     for info in await list_archives(store):
         if info.day < oldest_kept:
-            with contextlib.suppress(ObjectNotFoundError, NotFoundError):
-                await store.delete(info.name)
-                deleted.append(info.day)
+            await store.delete(info.name)
+            deleted.append(info.day)
     return deleted

@@ -12,14 +12,15 @@ import logging
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from aiot.blobs.base import LOG_ARCHIVES
+from aiot.blobs.factory import open_blob_store
 from aiot.logs import archive
 from aiot.logs.stream import ensure_logs_stream, first_time
 from aiot.services.loop import LoopService
 from aiot.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from nats.js.object_store import ObjectStore
-
+    from aiot.blobs.base import BlobStore
     from aiot.bus.client import Bus
     from aiot.services.contract import ServiceContext
 
@@ -33,7 +34,7 @@ class LogCollectorService(LoopService):
 
     def __init__(self) -> None:
         super().__init__()
-        self._store: ObjectStore | None = None
+        self._store: BlobStore | None = None
         self.archived: list[date] = []
         self.last_run: datetime | None = None
 
@@ -41,7 +42,7 @@ class LogCollectorService(LoopService):
         if ctx.bus is None:
             raise RuntimeError("log-collector needs the NATS bus (ServiceContext.bus is None)")
         await ensure_logs_stream(ctx.bus, ctx.settings, force=True)
-        self._store = await ctx.bus.object_store(archive.BUCKET)
+        self._store = open_blob_store(ctx.settings, ctx.bus, LOG_ARCHIVES)
 
     async def run_pass(self) -> None:
         await self.catch_up()
@@ -66,7 +67,7 @@ class LogCollectorService(LoopService):
         return self._ctx.bus
 
     @property
-    def store(self) -> ObjectStore:
+    def store(self) -> BlobStore:
         assert self._store is not None, "log-collector not started"
         return self._store
 

@@ -35,6 +35,7 @@ from aiot.store.scheduling import Occurrence, OccurrenceState, OverlapPolicy, Sc
 from aiot.timeutil import as_utc
 
 log = logging.getLogger(__name__)
+HORIZON = timedelta(hours=48)  # how far ahead a schedule's occurrences exist
 
 # A run starting less than this late counts as on time whatever its deadline (loop and database latency).
 ON_TIME_TOLERANCE = timedelta(seconds=5)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from aiot.accounts.caller import Caller
 from aiot.devices.grants import scope_for
 from aiot.errors import Forbidden, NotFound
-from aiot.scheduler.ledger import ACTIVE
+from aiot.scheduler.ledger import ACTIVE, HORIZON, materialise_schedule
 from aiot.scheduler.rules import ScheduleSpec
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.scheduling import Occurrence, OccurrenceState, OverlapPolicy, Schedule
@@ -50,7 +50,11 @@ def create_schedule(
     now: datetime,
 ) -> Schedule:
     """A schedule for one of the caller's live instances, owned by the instance's owner; refused while that owner
-    no longer has access to the instance's location (a run could not start there)."""
+    no longer has access to the instance's location (a run could not start there).
+
+    Its occurrences (the next 48 h) are created with it, in the same transaction: a run due a minute from now
+    exists at once rather than when a scheduler replica's refill gets to it (with thousands of new schedules at
+    once, that refill, spread over passes, fired some of them up to 72 s late: `bench/scheduler.py`)."""
     instance = session.get(AppInstance, app_instance_id)
     if (
         instance is None
@@ -78,6 +82,8 @@ def create_schedule(
     )
     session.add(row)
     session.flush()
+    if enabled:
+        materialise_schedule(session, row, now, HORIZON)
     return row
 
 
@@ -124,6 +130,8 @@ def change_schedule(
         row.materialized_until = None
         if enabled:
             row.active_since = now
+            session.flush()
+            materialise_schedule(session, row, now, HORIZON)  # its runs exist at once, as on creation
         else:
             _forget_planned(session, row.id)
 

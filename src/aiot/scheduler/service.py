@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 INTERVAL = 0.5  # seconds between passes at most (it sleeps less when something is due sooner)
-HORIZON = timedelta(hours=48)
+HORIZON = ledger.HORIZON
 REFILL_BUDGET_S = 0.25  # seconds of window refill per pass, between firing what is due
 
 

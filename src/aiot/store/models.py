@@ -13,17 +13,9 @@ from sqlalchemy import Boolean, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from aiot.ids import new_id
+from aiot.roles import Role as Role  # defined without SQLAlchemy (the CLI's choices), re-exported here
 from aiot.store.base import Base, UTCDateTime
 from aiot.timeutil import utcnow
-
-
-class Role(enum.StrEnum):
-    """The four kinds of people the seed names."""
-
-    admin = "admin"  # the seed's "platform configurer"
-    ai_developer = "ai_developer"
-    app_developer = "app_developer"
-    end_user = "end_user"
 
 
 class TokenKind(enum.StrEnum):

@@ -67,6 +67,8 @@ class Node(Base):
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # by an admin: refused
     join_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the token it joined with
+    # sha256 of the key its agent sent while registering: a retry of that registration gets this node back
+    registration_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Workload(Base):

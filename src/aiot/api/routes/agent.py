@@ -11,10 +11,13 @@ from starlette.background import BackgroundTask
 
 from aiot.api.deps import Ctx
 from aiot.api.schemas import ZIP_ANSWER, OutModel
-from aiot.api.security import JoinAuth, NodeAuth
+from aiot.api.security import JoinAuth, NodeAuth, NodeReportAuth
 from aiot.artifacts.repository import ArtifactRepository
+from aiot.blobs.base import ARTIFACTS
+from aiot.blobs.factory import open_blob_store
 from aiot.deployer import loadhistory
 from aiot.deployer import nodes as node_rules
+from aiot.deployer.reports import PendingReport, report_writer
 from aiot.deployer.workloads import assignment
 from aiot.errors import NotFound, ServiceUnavailable
 from aiot.secrets_store import platform_secret
@@ -30,6 +33,13 @@ class RegisterIn(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     capacity: dict[str, Any]
     provider: str = Field("manual", max_length=40)
+    registration_key: str | None = Field(
+        None,
+        min_length=32,
+        max_length=100,
+        description="A random key the agent sends on every retry of one registration: a retry whose answer was "
+        "lost gets the node it registered back (with a new node token) instead of 'join token already used'.",
+    )
 
 
 class ReportIn(BaseModel):
@@ -80,6 +90,7 @@ def register(ctx: Ctx, body: RegisterIn, join_token_id: str = Depends(JoinAuth))
             capacity=body.capacity,
             provider=body.provider,
             join_token_id=join_token_id,
+            registration_key=body.registration_key,
         )
         node_id = node.id
     return {
@@ -110,20 +121,15 @@ async def package(ctx: Ctx, sha256: str, node: Node = Depends(NodeAuth)) -> File
         allowed = node_rules.may_fetch_package(session, node, sha256)
     if not allowed:
         raise NotFound(f"no package {sha256[:12]}… assigned to this node", field="sha256")
-    if ctx.bus is None:
-        raise ServiceUnavailable("the message bus is not connected")
-    path = await ArtifactRepository(ctx.db, ctx.bus).download(sha256)
+    path = await ArtifactRepository(ctx.db, open_blob_store(ctx.settings, ctx.bus, ARTIFACTS)).download(sha256)
     return FileResponse(path, media_type="application/zip", background=BackgroundTask(path.unlink, missing_ok=True))
 
 
 @router.post("/report", response_model=ReportAck)
-async def report(ctx: Ctx, body: ReportIn, node: Node = Depends(NodeAuth)) -> dict:
-    """The node's load and its workloads' states; the load also goes into the load history (charts)."""
-    with ctx.db.session() as session:
-        row = session.get(Node, node.id)
-        assert row is not None
-        placed = node_rules.record_report(session, row, body.load, body.workloads)
-        answer, reported_at = {"status": row.status.value}, row.last_report_at
-    if reported_at is not None:
-        await loadhistory.record(ctx.bus, node.id, reported_at, body.load, placed)
-    return answer
+async def report(ctx: Ctx, body: ReportIn, node_token: str = Depends(NodeReportAuth)) -> dict:
+    """The node's load and its workloads' states (written together with other nodes' reports: group commit,
+    which also checks the token); the load also goes into the load history (charts)."""
+    recorded = await report_writer(ctx.db).submit(PendingReport(node_token, body.load, body.workloads))
+    if recorded.reported_at is not None:
+        await loadhistory.record(ctx.bus, recorded.node_id, recorded.reported_at, body.load, recorded.placed)
+    return {"status": recorded.status}

@@ -18,12 +18,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
-from nats.js.errors import NotFoundError
 from pydantic import Field
 
 from aiot.api.deps import Ctx
 from aiot.api.schemas import OutModel
 from aiot.api.security import AdminOnly, AnyUser, Principal
+from aiot.blobs.base import LOG_ARCHIVES, BlobNotFound, BlobStore
+from aiot.blobs.factory import open_blob_store
 from aiot.errors import NotFound, ServiceUnavailable, ValidationFailed
 from aiot.logs import archive, scope
 from aiot.logs.query import LogFilter, LogTail, query_logs
@@ -196,6 +197,10 @@ async def tail_logs(
     )
 
 
+def _archives(ctx: ServiceContext) -> BlobStore:
+    return open_blob_store(ctx.settings, ctx.bus, LOG_ARCHIVES)
+
+
 def _day(value: str) -> Any:
     try:
         return archive.parse_day(value)
@@ -205,8 +210,7 @@ def _day(value: str) -> Any:
 
 @router.get("/logs/archives", response_model=list[ArchiveOut])
 async def list_log_archives(ctx: Ctx, _: Principal = Depends(AdminOnly)) -> list[dict]:
-    store = await _bus(ctx).object_store(archive.BUCKET)
-    return [info.to_json() for info in await archive.list_archives(store)]
+    return [info.to_json() for info in await archive.list_archives(_archives(ctx))]
 
 
 @router.get(
@@ -217,10 +221,9 @@ async def list_log_archives(ctx: Ctx, _: Principal = Depends(AdminOnly)) -> list
 async def download_log_archive(ctx: Ctx, day: str, _: Principal = Depends(AdminOnly)) -> Response:
     """The day's gzipped JSON-lines archive (one record per line, stream order)."""
     when = _day(day)
-    store = await _bus(ctx).object_store(archive.BUCKET)
     try:
-        data = await archive.read_archive(store, when)
-    except NotFoundError:
+        data = await archive.read_archive(_archives(ctx), when)
+    except BlobNotFound:
         raise NotFound(f"no log archive for {when.isoformat()}", field="day") from None
     name = archive.archive_name(when)
     return Response(

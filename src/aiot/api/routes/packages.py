@@ -27,8 +27,10 @@ from aiot.apps.instances import instances_of_app
 from aiot.artifacts import names
 from aiot.artifacts.repository import ArtifactRepository, PackageRow
 from aiot.artifacts.schemas import schema_for
+from aiot.blobs.base import ARTIFACTS
+from aiot.blobs.factory import open_blob_store
 from aiot.devices import inventory
-from aiot.errors import NotFound, ServiceUnavailable, ValidationFailed
+from aiot.errors import NotFound, ValidationFailed
 from aiot.services.contract import ServiceContext
 from aiot.store.apps import AppInstance, InstanceState
 from aiot.store.catalog import AppPackage, DeviceType, ModelPackage, PackageStatus
@@ -44,9 +46,7 @@ SCHEMA_KINDS = ("model", "app", "device-type")
 
 
 def _repo(ctx: ServiceContext) -> ArtifactRepository:
-    if ctx.bus is None:
-        raise ServiceUnavailable("the message bus is not connected; packages cannot be stored right now")
-    return ArtifactRepository(ctx.db, ctx.bus)
+    return ArtifactRepository(ctx.db, open_blob_store(ctx.settings, ctx.bus, ARTIFACTS))
 
 
 class PackageOut(OutModel):
