@@ -48,6 +48,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
+FIRST_RETRY = 0.5
+"""After a failed poll the agent tries again this soon, then twice as late each time up to `MAX_BACKOFF`: behind a
+balancer the next try usually reaches a surviving API replica, and a node whose poll failed just as a replica
+died must not wait seconds to learn about work moved to it."""
+STATE_WATCH = 0.1
+"""How often the report loop looks for a workload whose state changed: a change is reported at once (the
+control plane learns that a moved replica runs without waiting out `report_interval`)."""
+REPORT_SPACING = 0.25
+"""The least time between two reports (a crash-looping workload must not turn reports into a flood)."""
+
+
+def _backoff(failures: int) -> float:
+    """The wait after the `failures`-th failed poll in a row: 0.5, 1, 2, 4, 8, then 10 s."""
+    return min(FIRST_RETRY * 2 ** (max(failures, 1) - 1), MAX_BACKOFF)
 
 
 class AgentError(RuntimeError):
@@ -319,8 +333,9 @@ class NodeAgent:
     # ----------------------------------------------------------------- reconcile
 
     async def _reconcile_loop(self) -> None:
-        delay = self.config.poll_interval
+        failures = 0
         while True:
+            polled = False
             try:
                 if self.identity is None:
                     await self._register()
@@ -329,7 +344,7 @@ class NodeAgent:
                 self._outage.ok()
                 self._unauthorized_logged = False
                 self._apply(assignments)
-                delay = self.config.poll_interval
+                polled = True
             except NodeUnauthorized as exc:
                 if self.config.join_token and self.identity is not None:
                     log.warning("node token refused (%s); registering again with the join token", exc)
@@ -344,18 +359,16 @@ class NodeAgent:
                         len(self.workloads),
                     )
                     self._unauthorized_logged = True
-                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             except NodeNameTaken as exc:
                 if not self._unauthorized_logged:
                     log.error("cannot join as %r: %s", self.config.name, exc)
                     self._unauthorized_logged = True
-                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             except (ControlPlaneUnavailable, KeyError, TypeError, ValueError) as exc:
                 self._outage.failed(exc, len(self.workloads))
-                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             except Exception:  # noqa: BLE001 - the loop must survive anything and keep workloads running
                 log.exception("reconcile pass failed; retrying")
-                delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+            failures = 0 if polled else failures + 1
+            delay = self.config.poll_interval if polled else _backoff(failures)
             self._retry_failed()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
@@ -436,9 +449,24 @@ class NodeAgent:
         load["sandboxed"] = self.sandboxed  # admins see unsandboxed nodes (`aiot node ls`, /api/v1/nodes)
         return {"load": load, "workloads": [w.report() for w in self.workloads.values()]}
 
+    def _phases(self) -> dict[str, tuple[str, str | None]]:
+        """Each workload's state and endpoint: what the control plane must learn at once when it changes."""
+        return {wid: w.phase() for wid, w in self.workloads.items()}
+
+    async def _until_next_report(self, reported: dict[str, tuple[str, str | None]]) -> None:
+        """Wait `report_interval` s, or less when a workload's state changed since `reported` (like a kubelet's
+        status update on change; the periodic report stays the heartbeat)."""
+        await asyncio.sleep(REPORT_SPACING)
+        deadline = time.monotonic() + self.config.report_interval - REPORT_SPACING
+        while (left := deadline - time.monotonic()) > 0:
+            if self._phases() != reported:
+                return
+            await asyncio.sleep(min(STATE_WATCH, left))
+
     async def _report_loop(self) -> None:
         await self._registered.wait()
         while True:
+            reported = self._phases()
             try:
                 body = await self.report_body()
                 self._update_metrics(body)
@@ -452,7 +480,7 @@ class NodeAgent:
                 self._outage.failed(exc, len(self.workloads))
             except Exception:  # noqa: BLE001 - reporting must never stop
                 log.exception("report failed")
-            await asyncio.sleep(self.config.report_interval)
+            await self._until_next_report(reported)
 
     # ----------------------------------------------------------------- NATS (logs, wake-ups)
 

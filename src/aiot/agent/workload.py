@@ -171,6 +171,11 @@ class ManagedWorkload:
             "last_heartbeat": None,
         }
 
+    def phase(self) -> tuple[str, str | None]:
+        """State and endpoint only (cheap: the agent compares it often to report a change at once)."""
+        state = self.supervisor.state if self.supervisor is not None else self.state
+        return state, self.endpoint
+
     @property
     def retry_due(self) -> bool:
         return (
