@@ -19,6 +19,7 @@ only each sensor's newest reading waits; the app reports its count with every co
     .venv/bin/python bench/telemetry.py --smoke             # 200 readings/s for 2 s
     .venv/bin/python bench/telemetry.py --sizes 500,1000    # readings/s (cost growth with rate)
     .venv/bin/python bench/telemetry.py --delivery latest   # the probe app declares delivery "latest"
+    .venv/bin/python bench/telemetry.py --commands one-way  # the callbacks send one-way commands (send_nowait)
 
 Targets (issue 8): p50 < 5 ms and p99 < 25 ms at 1,000 readings/s; report the highest rate with no loss.
 """
@@ -72,7 +73,7 @@ display = controller("display")
 @on_reading("sensor")
 def forward(reading):
     coalesced = delivery_stats()["coalesced"]
-    display.send("show", text=f"{reading.device_id} {reading.ts.isoformat()} {coalesced}")
+    display.SEND("show", text=f"{reading.device_id} {reading.ts.isoformat()} {coalesced}")
 
 
 def main():
@@ -107,7 +108,7 @@ import nats
 
 async def main():
     nc = await nats.connect(sys.argv[1], user=sys.argv[2], password=sys.argv[3])
-    display = sys.argv[4]
+    display, one_way = sys.argv[4], sys.argv[5] == "one-way"
     queue, waiting = asyncio.Queue(), {}
 
     async def on_data(msg):
@@ -137,6 +138,9 @@ async def main():
             body = {"cmd_id": cmd_id, "command": "show", "args": {"text": f"{device} {reading['ts']}"},
                     "ts": datetime.now(timezone.utc).isoformat()}
             await nc.publish(f"aiot.dev.{display}.cmd", json.dumps(body).encode())
+            if one_way:  # the acknowledgement still comes (the benchmark times it), nobody waits for it here
+                waiting.pop(cmd_id, None)
+                continue
             try:
                 await asyncio.wait_for(fut, 5.0)
             except asyncio.TimeoutError:
@@ -269,7 +273,9 @@ class Probe:
         }
 
 
-async def run_side(side: str, rates: list[float], seconds: float, tmp: Path, delivery: str = "every") -> dict[str, Any]:
+async def run_side(
+    side: str, rates: list[float], seconds: float, tmp: Path, delivery: str = "every", commands: str = "wait"
+) -> dict[str, Any]:
     work = tmp / side
     work.mkdir()
     url = f"sqlite:///{work / 'aiot.db'}"
@@ -301,10 +307,13 @@ async def run_side(side: str, rates: list[float], seconds: float, tmp: Path, del
                 stdout=subprocess.DEVNULL,
                 stderr=(work / "ingest.log").open("wb"),
             )
-            procs["app"] = _start_app(work, nats, sensor_ids, display_id, temperature, display, delivery)
+            procs["app"] = _start_app(work, nats, sensor_ids, display_id, temperature, display, delivery, commands)
         else:
             procs["app"] = subprocess.Popen(
-                [PYTHON, "-c", PEER, *creds, display_id], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                [PYTHON, "-c", PEER, *creds, display_id, commands],
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
             )
         for name in ("controller",) + (() if side == "ours" else ("app",)):
             line = procs[name].stdout.readline().strip()  # type: ignore[union-attr]
@@ -368,10 +377,11 @@ def _start_app(
     temperature: dict,
     display: dict,
     delivery: str = "every",
+    commands: str = "wait",
 ) -> subprocess.Popen:
     pkg = work / "probe-app"
     pkg.mkdir()
-    (pkg / "probe.py").write_text(APP)
+    (pkg / "probe.py").write_text(APP.replace("SEND", "send_nowait" if commands == "one-way" else "send"))
     manifest = {
         "format": 1,
         "name": "telemetry-probe",
@@ -414,8 +424,8 @@ async def main_async(args: Any) -> dict[str, Any]:
     rates = sizes(args.sizes, [200.0] if args.smoke else [1000.0, 2000.0, 4000.0], float)
     seconds = 2.0 if args.smoke else args.seconds
     with tempfile.TemporaryDirectory(prefix="aiot-bench-telemetry-") as tmp:
-        ours = await run_side("ours", rates, seconds, Path(tmp), args.delivery)
-        peer = await run_side("peer", rates, seconds, Path(tmp))
+        ours = await run_side("ours", rates, seconds, Path(tmp), args.delivery, args.commands)
+        peer = await run_side("peer", rates, seconds, Path(tmp), commands=args.commands)
     comparison = []
     for o, p in zip(ours["runs"], peer["runs"], strict=True):
         comparison.append(
@@ -445,7 +455,13 @@ async def main_async(args: Any) -> dict[str, Any]:
         "benchmark": "telemetry",
         "smoke": args.smoke,
         "machine": machine(),
-        "settings": {"rates": rates, "seconds_per_rate": seconds, "sensors": SENSORS, "delivery": args.delivery},
+        "settings": {
+            "rates": rates,
+            "seconds_per_rate": seconds,
+            "sensors": SENSORS,
+            "delivery": args.delivery,
+            "commands": args.commands,
+        },
         "target": "p50 < 5 ms and p99 < 25 ms at 1,000 readings/s; highest rate with no loss",
         "ours": ours,
         "peer_raw_nats": peer,
@@ -468,6 +484,13 @@ def main() -> None:
         choices=("every", "latest"),
         default="every",
         help="the probe app's delivery policy (app.json): readings it coalesces under latest count as delivered",
+    )
+    p.add_argument(
+        "--commands",
+        choices=("wait", "one-way"),
+        default="wait",
+        help="wait: the app's callback waits for each acknowledgement (send); one-way: it does not (send_nowait), "
+        "and the peer likewise",
     )
     args = p.parse_args()
     emit(asyncio.run(main_async(args)), args.output)

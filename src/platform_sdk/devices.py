@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import secrets
 import time
@@ -24,7 +25,7 @@ from typing import Any
 from platform_sdk.config import DeviceBinding
 from platform_sdk.errors import CommandRefused, CommandTimeout, PlatformUnavailable, UnknownAlias
 from platform_sdk.mailbox import Mailbox
-from platform_sdk.runtime import Runtime, runtime
+from platform_sdk.runtime import Runtime, _warn, runtime
 from platform_sdk.wire import Reading, WireError, decode_record, decode_state, encode_command
 
 
@@ -279,11 +280,15 @@ class Controller:
             return known.get(self.device_ids[0])
         return {d: known[d] for d in self.device_ids if d in known}
 
-    async def _send(self, command: str, args: dict[str, Any], timeout: float) -> Any:
+    def _check(self, command: str, args: dict[str, Any]) -> None:
+        """CommandRefused, before anything is sent, for a command or argument the device type does not accept."""
         for b in self.bindings:
             problem = check_command(b.device_type, command, args)
             if problem:
                 raise CommandRefused(b.device_id, command, problem)
+
+    async def _send(self, command: str, args: dict[str, Any], timeout: float) -> Any:
+        self._check(command, args)
         hub = _hub(self.rt)
         results = await asyncio.gather(
             *(hub.send_one(d, command, args, timeout) for d in self.device_ids), return_exceptions=True
@@ -309,6 +314,27 @@ class Controller:
         self, command: str, timeout: float = 5.0, *, args: dict[str, Any] | None = None, **kwargs: Any
     ) -> Any:
         return await self.rt.acall(self._send(command, {**(args or {}), **kwargs}, timeout))
+
+    def send_nowait(
+        self, command: str, timeout: float = 5.0, *, args: dict[str, Any] | None = None, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """A one-way command (ThingsBoard's one-way RPC): checked at once (CommandRefused before anything is
+        sent), then published without waiting for the acknowledgement. Returns a Future of what `send` would
+        return; `.result()` waits for it. A callback that commands a device for every reading then costs a
+        publish, not a round trip, so the next reading does not wait behind this one's acknowledgement.
+        Commands are published in the order given; a command that fails (refused, no acknowledgement within
+        `timeout`) is logged, whether or not anyone looks at its Future."""
+        merged = {**(args or {}), **kwargs}
+        self._check(command, merged)
+        self.rt.liveness.checkin()
+        future = self.rt.submit(self._send(command, merged, timeout))
+        future.add_done_callback(self._log_failure)
+        return future
+
+    def _log_failure(self, future: concurrent.futures.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is None:
+            return
+        _warn(f"one-way command to {self.alias!r} failed: {future.exception()}")  # stderr reaches the app's logs
 
 
 _sensors: dict[str, Sensor] = {}

@@ -60,6 +60,17 @@ def handle(cmd: dict[str, Any]) -> Any:
         return _reading(sensor(cmd["alias"]).read(timeout=cmd.get("timeout", 5.0)))
     if op == "send":
         return controller(cmd["alias"]).send(cmd["command"], timeout=cmd.get("cmd_timeout", 5.0), **cmd.get("args", {}))
+    if op == "send_nowait":  # several one-way commands; the answer is each one's outcome, waited for afterwards
+        ctrl, started = controller(cmd["alias"]), time.monotonic()
+        futures = [ctrl.send_nowait(cmd["command"], timeout=cmd.get("cmd_timeout", 5.0), **a) for a in cmd["each"]]
+        queued_in = time.monotonic() - started
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result(10.0))
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                outcomes.append(type(exc).__name__)
+        return {"queued_in": queued_in, "outcomes": outcomes}
     if op == "log":
         get_logger(cmd.get("logger")).warning(cmd["message"])
         return True

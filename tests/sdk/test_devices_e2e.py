@@ -97,6 +97,34 @@ def test_controller_refusals_and_timeouts(driver: Driver, platform: Platform) ->
     assert silent["error"] == "CommandTimeout" and time.monotonic() - started < 5
 
 
+def test_one_way_commands_are_sent_in_order_without_waiting_and_report_each_outcome(
+    driver: Driver, platform: Platform
+) -> None:
+    fan = platform.controllers["dev_fan01"]
+    sent = len(fan.received)
+    speeds = [{"speed": 1 + i % 3} for i in range(20)]
+    answer = driver.ask("send_nowait", alias="fan", command="set_speed", each=speeds)
+    assert answer["ok"], answer
+    assert [r["args"] for r in fan.received[sent:]] == speeds  # every one, in the order given
+    assert answer["result"]["outcomes"] == [{"power": True, "speed": s["speed"]} for s in speeds]
+    assert answer["result"]["queued_in"] < 0.5  # 20 round trips were not waited for one by one
+
+    fan.refuse["set_speed"] = "motor is jammed"
+    try:
+        refused = driver.ask("send_nowait", alias="fan", command="set_speed", each=[{"speed": 2}])
+    finally:
+        fan.refuse.clear()
+    assert refused["result"]["outcomes"] == ["CommandRefused"]
+    local = driver.ask("send_nowait", alias="fan", command="set_speed", each=[{"speed": 9}])
+    assert local["error"] == "CommandRefused" and "maximum" in local["message"]  # checked before queueing
+    silent = driver.ask("send_nowait", alias="dead", command="on", cmd_timeout=0.5, each=[{}])
+    assert silent["result"]["outcomes"] == ["CommandTimeout"]
+    deadline = time.monotonic() + 5  # logged by the SDK's thread when the failure is known (to stderr: the logs)
+    while "one-way command to 'dead' failed" not in driver.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "one-way command to 'dead' failed: " in driver.output()
+
+
 def test_logger_records_reach_the_log_subject(driver: Driver, platform: Platform) -> None:
     got = platform.run(platform.collect("aiot.logs.wl_driver"))
     assert driver.ask("log", message="door opened", logger="door")["ok"]
