@@ -268,6 +268,8 @@ class Controller:
         self.alias = alias
         self.bindings = bindings
         self.device_ids = [b.device_id for b in bindings]
+        self._failure_logged_at = -math.inf  # one-way commands' failures (see _log_failure)
+        self._failures_unlogged = 0
 
     def __repr__(self) -> str:
         return f"Controller({self.alias!r}, devices={self.device_ids})"
@@ -332,9 +334,19 @@ class Controller:
         return future
 
     def _log_failure(self, future: concurrent.futures.Future[Any]) -> None:
+        """Log a failed one-way command (to stderr: the app's log), at most one line a second: a controller that
+        is gone fails every command, and thousands of identical lines a second would bury the app's own logs."""
         if future.cancelled() or future.exception() is None:
             return
-        _warn(f"one-way command to {self.alias!r} failed: {future.exception()}")  # stderr reaches the app's logs
+        self._failures_unlogged += 1
+        now = time.monotonic()
+        if now - self._failure_logged_at < 1.0:
+            return
+        more = (
+            f" (and {self._failures_unlogged - 1} more since the last such line)" if self._failures_unlogged > 1 else ""
+        )
+        self._failure_logged_at, self._failures_unlogged = now, 0
+        _warn(f"one-way command to {self.alias!r} failed: {future.exception()}{more}")
 
 
 _sensors: dict[str, Sensor] = {}

@@ -42,7 +42,11 @@ _WILDCARD = {"0.0.0.0", "::", ""}
 
 
 def _warn(text: str) -> None:
-    print(f"platform_sdk: {text}", file=sys.stderr, flush=True)
+    """One line on stderr, written whole: print() writes the text and its newline apart, and the SDK's thread
+    warns while the app's thread prints, so a line of the app could land between them (seen in a test that
+    reads both from one pipe)."""
+    sys.stderr.write(f"platform_sdk: {text}\n")
+    sys.stderr.flush()
 
 
 _CLIENT_CLASS: Any = None

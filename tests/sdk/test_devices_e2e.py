@@ -124,6 +124,20 @@ def test_one_way_commands_are_sent_in_order_without_waiting_and_report_each_outc
         time.sleep(0.05)
     assert "one-way command to 'dead' failed: " in driver.output()
 
+    # A controller that is gone fails every command: one log line a second, counting the rest.
+    time.sleep(1.1)
+    logged_before = driver.output().count("one-way command to 'dead' failed")
+    burst = driver.ask("send_nowait", alias="dead", command="on", cmd_timeout=0.5, each=[{}] * 30)
+    assert burst["result"]["outcomes"] == ["CommandTimeout"] * 30
+    time.sleep(0.3)  # the SDK's thread logs as each failure becomes known, maybe just after the answer
+    assert driver.output().count("one-way command to 'dead' failed") - logged_before == 1
+    time.sleep(1.1)
+    driver.ask("send_nowait", alias="dead", command="on", cmd_timeout=0.5, each=[{}])
+    deadline = time.monotonic() + 5
+    while "(and 29 more since the last such line)" not in driver.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "(and 29 more since the last such line)" in driver.output()
+
 
 def test_logger_records_reach_the_log_subject(driver: Driver, platform: Platform) -> None:
     got = platform.run(platform.collect("aiot.logs.wl_driver"))
