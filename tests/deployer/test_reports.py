@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from aiot.deployer import nodes as node_rules
 from aiot.deployer.reports import PendingReport, RecordedReport, ReportWriter
@@ -72,3 +73,22 @@ async def test_a_refused_token_fails_only_its_own_report(db: Database) -> None:
     assert all(isinstance(r, RecordedReport) for r in results[:-1]), results
     assert isinstance(results[-1], Unauthorized)
     assert writer.batches <= 2  # the refusal did not make the batch be written again one by one
+
+
+def test_a_batch_reads_its_nodes_once_not_once_per_report(db: Database) -> None:
+    """The read-ahead's rows stay referenced for the batch: the identity map holds them only weakly, and when
+    they were collected every report's token check queried its node again (11 SELECTs for 10 reports)."""
+    tokens = _nodes(db, 10)
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, _params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        results = ReportWriter(db)._write([PendingReport(t, {"cpu_percent": 1.0}, []) for t in tokens])
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert all(isinstance(r, RecordedReport) for r in results)
+    node_reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM nodes" in s]
+    assert len(node_reads) == 1, node_reads

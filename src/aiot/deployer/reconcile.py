@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -41,9 +41,13 @@ class PassResult:
 
 def mark_lost_nodes(session: Session, secret: bytes, grace: float, result: PassResult) -> None:
     cutoff = utcnow() - timedelta(seconds=grace)
-    for node in session.scalars(select(Node).where(Node.status.in_([NodeStatus.ready, NodeStatus.draining]))):
-        if node.last_report_at is not None and node.last_report_at >= cutoff:
-            continue
+    # Only the silent nodes are read (the database filters): this runs every second, and reading every node to
+    # compare in Python cost a pass over all of them (1,000 ORM objects a second at 1,000 nodes).
+    silent = select(Node).where(
+        Node.status.in_([NodeStatus.ready, NodeStatus.draining]),
+        or_(Node.last_report_at.is_(None), Node.last_report_at < cutoff),
+    )
+    for node in session.scalars(silent):
         node.status, node.status_changed_at = NodeStatus.lost, utcnow()
         result.lost_nodes.append(node.id)
         log.warning("node %s (%s) silent for more than %.0fs: lost; moving its workloads", node.name, node.id, grace)

@@ -97,8 +97,8 @@ class ReportWriter:
         self.batches += 1
         try:
             with self.db.session() as session:
-                placed = _read_ahead(session, reports)
-                return [_record(session, report, placed) for report in reports]
+                ahead = _read_ahead(session, reports)
+                return [_record(session, report, ahead.placed) for report in reports]
         except Exception:  # noqa: BLE001 - retried one by one below, where each failure is that report's own
             if len(reports) == 1:
                 raise
@@ -106,27 +106,37 @@ class ReportWriter:
         for report in reports:
             try:
                 with self.db.session() as session:
-                    results.append(_record(session, report, _read_ahead(session, [report])))
+                    results.append(_record(session, report, _read_ahead(session, [report]).placed))
             except Exception as exc:  # noqa: BLE001 - handed to that report's caller
                 results.append(exc)
         return results
 
 
-def _read_ahead(session: Session, reports: list[PendingReport]) -> dict[str, list[Workload]]:
+@dataclass
+class _ReadAhead:
+    placed: dict[str, list[Workload]]
+    """The workloads placed on each reporting node."""
+    held: list[object]
+    """The nodes and status rows read ahead. The session's identity map holds unchanged objects only weakly: if
+    nothing referenced them they would be collected at once and each `session.get` would query again (it did:
+    one SELECT of the node per report, found by profiling `bench/heartbeats.py`)."""
+
+
+def _read_ahead(session: Session, reports: list[PendingReport]) -> _ReadAhead:
     """Read what the batch needs in three queries instead of three per report: the nodes (then `session.get` in
-    the token check finds them in the identity map), the workloads placed on them (returned, by node) and those
-    workloads' status rows (found by `session.get` in `record_report`)."""
+    the token check finds them in the identity map), the workloads placed on them (by node) and those workloads'
+    status rows (found by `session.get` in `record_report`)."""
     node_ids = list({parts[1] for r in reports if len(parts := r.node_token.split(".")) == 3})
     if not node_ids:
-        return {}
-    session.scalars(select(Node).where(Node.id.in_(node_ids))).all()
+        return _ReadAhead({}, [])
+    held: list[object] = list(session.scalars(select(Node).where(Node.id.in_(node_ids))))
     placed: dict[str, list[Workload]] = {node_id: [] for node_id in node_ids}
     for workload in session.scalars(select(Workload).where(Workload.node_id.in_(node_ids))):
         placed[workload.node_id or ""].append(workload)
     workload_ids = [w.id for ws in placed.values() for w in ws]
     if workload_ids:
-        session.scalars(select(WorkloadStatus).where(WorkloadStatus.workload_id.in_(workload_ids))).all()
-    return placed
+        held += session.scalars(select(WorkloadStatus).where(WorkloadStatus.workload_id.in_(workload_ids)))
+    return _ReadAhead(placed, held)
 
 
 def _record(
