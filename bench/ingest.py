@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Any
 
 import httpx
 import psutil
+from _common import machine, pct
 
 from aiot.bus.client import Bus
 from aiot.bus.embedded import EmbeddedNats
@@ -251,11 +251,6 @@ async def _until_history(bus: Bus, sent: int, timeout: float) -> int:
     return stored
 
 
-def _percentile(values: list[float], p: float) -> float | None:
-    data = sorted(values)
-    return round(data[min(len(data) - 1, int(p * len(data)))] * 1000, 1) if data else None
-
-
 async def run_flood(sensors: int, rate: float, duration: float, replicas: int) -> dict:
     """One `--flood` rate: the raw subscriber alone, then the ingest replicas alone (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="aiot-bench-") as tmp:
@@ -329,9 +324,9 @@ async def run_flood(sensors: int, rate: float, duration: float, replicas: int) -
                 "stored_in_history": stored,
                 "lost": sent - stored,
                 "latency_ms": {
-                    "p50": _percentile(latencies, 0.5),
-                    "p99": _percentile(latencies, 0.99),
-                    "max": _percentile(latencies, 1.0),
+                    "p50": pct(latencies, 0.5, digits=1),
+                    "p99": pct(latencies, 0.99, digits=1),
+                    "max": pct(latencies, 1.0, digits=1),
                     "samples": len(latencies),
                 },  # fmt: skip
                 "ingest_cpu_s": round(ingest_cpu, 2),
@@ -368,8 +363,6 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="ingest replicas in --flood runs")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-               "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
     if args.flood:
         floods = []
         for rate in args.flood.split(","):
@@ -378,7 +371,7 @@ def main() -> None:
         result = {
             "benchmark": "ingest_flood",
             "target": "80,000 readings/s for 60 s, 0 lost, p99 reading -> history < 250 ms (issue 18)",
-            "machine": machine,
+            "machine": machine(),
             "runs": floods,
             "ok": all(r["lost"] == 0 for r in floods),
         }
@@ -390,7 +383,7 @@ def main() -> None:
         result = {
             "benchmark": "ingest",
             "target": "no reading lost; report ingest CPU",
-            "machine": machine,
+            "machine": machine(),
             "runs": runs,
             "ok": all(r["lost"] == 0 for r in runs),
         }

@@ -29,6 +29,7 @@ import pytest
 
 from tests.cluster.conftest import Cluster
 from tests.conftest import free_port
+from tests.support.lan import free_subnet, ip
 from tests.support.processes import start_platform
 
 from .conftest import copies, serving_processes
@@ -46,19 +47,6 @@ class Namespace:
     ns_ip: str
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=20)
-
-
-def _free_subnet() -> int:
-    used = _ip("-4", "-o", "addr", "show").stdout
-    for _ in range(50):
-        third = random.randint(0, 255)
-        if f"10.231.{third}." not in used:
-            return third
-    raise AssertionError("no free 10.231.X.0/30 subnet for the veth pair")
-
-
 @contextmanager
 def partitionable_namespace() -> Iterator[Namespace]:
     """A network namespace with a veth pair to the host (10.231.X.1/30 here, .2 inside), removed afterwards."""
@@ -66,24 +54,24 @@ def partitionable_namespace() -> Iterator[Namespace]:
         pytest.skip("iproute2 (`ip`) is not installed")
     tag = f"{os.getpid() % 100000}{random.randint(0, 0xFFF):03x}"
     ns = Namespace(f"aiot-part-{tag}", f"vh{tag}", "", "")
-    made = _ip("netns", "add", ns.name, check=False)
+    made = ip("netns", "add", ns.name, check=False)
     if made.returncode != 0:
         pytest.skip(f"`ip netns add` is not permitted here ({made.stderr.strip()}): needs root or CAP_SYS_ADMIN")
     try:
-        third = _free_subnet()
+        third = free_subnet("10.231")
         ns.host_ip, ns.ns_ip = f"10.231.{third}.1", f"10.231.{third}.2"
         inner = f"vn{tag}"
-        _ip("link", "add", ns.host_veth, "type", "veth", "peer", "name", inner)
-        _ip("link", "set", inner, "netns", ns.name)
-        _ip("addr", "add", f"{ns.host_ip}/30", "dev", ns.host_veth)
-        _ip("link", "set", ns.host_veth, "up")
-        _ip("netns", "exec", ns.name, "ip", "addr", "add", f"{ns.ns_ip}/30", "dev", inner)
-        _ip("netns", "exec", ns.name, "ip", "link", "set", inner, "up")
-        _ip("netns", "exec", ns.name, "ip", "link", "set", "lo", "up")  # workloads listen on 127.0.0.1
+        ip("link", "add", ns.host_veth, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", ns.name)
+        ip("addr", "add", f"{ns.host_ip}/30", "dev", ns.host_veth)
+        ip("link", "set", ns.host_veth, "up")
+        ip("netns", "exec", ns.name, "ip", "addr", "add", f"{ns.ns_ip}/30", "dev", inner)
+        ip("netns", "exec", ns.name, "ip", "link", "set", inner, "up")
+        ip("netns", "exec", ns.name, "ip", "link", "set", "lo", "up")  # workloads listen on 127.0.0.1
         yield ns
     finally:
-        _ip("link", "del", ns.host_veth, check=False)  # takes its peer with it
-        _ip("netns", "del", ns.name, check=False)
+        ip("link", "del", ns.host_veth, check=False)  # takes its peer with it
+        ip("netns", "del", ns.name, check=False)
 
 
 def _placement(cluster: Cluster, stale: list[dict] | None = None) -> dict[str, str]:
@@ -185,7 +173,7 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
 
                 # ---- partition
                 started = time.monotonic()
-                _ip("link", "set", ns.host_veth, "down")
+                ip("link", "set", ns.host_veth, "down")
 
                 stale: list[dict] = []
 
@@ -208,7 +196,7 @@ def test_partitioned_node_work_moves_and_its_copy_stops_on_heal(tmp_path: Path) 
 
                 # ---- heal
                 healed = time.monotonic()
-                _ip("link", "set", ns.host_veth, "up")
+                ip("link", "set", ns.host_veth, "up")
                 cluster.wait(
                     "the partitioned agent to stop its stale copy",
                     lambda: copies(workload_ids)[moved] == 1,

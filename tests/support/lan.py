@@ -118,13 +118,15 @@ class Lan:
         ip("link", "del", self.bridge, check=False)
 
 
-def _free_subnet() -> int:
+def free_subnet(prefix: str) -> int:
+    """A random X with no address of this machine in `<prefix>.X.` (prefix like "10.232"): tests that run at once
+    each get their own subnet."""
     used = ip("-4", "-o", "addr", "show").stdout
     for _ in range(50):
         third = random.randint(0, 255)
-        if f"10.232.{third}." not in used:
+        if f"{prefix}.{third}." not in used:
             return third
-    raise AssertionError("no free 10.232.X.0/24 subnet for the bridge")
+    raise AssertionError(f"no free {prefix}.X.0 subnet")
 
 
 @contextmanager
@@ -137,7 +139,7 @@ def lan() -> Iterator[Lan]:
     made = ip("link", "add", bridge, "type", "bridge", check=False)
     if made.returncode != 0:
         pytest.skip(f"`ip link add` is not permitted here ({made.stderr.strip()}): needs root or CAP_NET_ADMIN")
-    network = Lan(tag, _free_subnet(), bridge)
+    network = Lan(tag, free_subnet("10.232"), bridge)
     try:
         ip("addr", "add", f"{network.gateway}/24", "dev", bridge)
         ip("link", "set", bridge, "up")
