@@ -19,6 +19,7 @@ import pytest
 
 from aiot.bus import Bus, EmbeddedNats, EmbeddedNatsError, find_nats_server
 from aiot.bus.embedded import running_nats_servers_using
+from tests.conftest import free_port
 
 from .conftest import wait_for
 
@@ -225,3 +226,16 @@ async def test_sigkill_of_parent_takes_nats_server_down(tmp_path: Path) -> None:
             parent.kill()
         for proc in running_nats_servers_using(tmp_path / "nats" / "nats.conf"):
             proc.kill()
+
+
+def test_a_port_the_platform_will_bind_is_never_chosen_for_nats(tmp_path: Path) -> None:
+    """The API binds its port after NATS has started; a NATS port chosen as "free" must not be that one (seen in
+    CI: NATS's monitor took the API's port, answered its /healthz, and the API then failed to bind). Even a port
+    NATS used before, and that is free now, is given up when the platform needs it."""
+    ports = [free_port() for _ in range(3)]
+    (tmp_path / "nats").mkdir()
+    state = {"client_port": ports[0], "mqtt_port": ports[1], "monitor_port": ports[2]}
+    (tmp_path / "nats" / "state.json").write_text(json.dumps(state))
+    chosen = EmbeddedNats(tmp_path, avoid_ports=frozenset({ports[2]}))._choose_ports()
+    assert chosen["client_port"] == ports[0] and chosen["mqtt_port"] == ports[1]  # kept, as before
+    assert chosen["monitor_port"] not in ports

@@ -134,11 +134,15 @@ class EmbeddedNats:
         binary: Path | None = None,
         client_port: int | None = None,
         mqtt_port: int | None = None,
+        avoid_ports: frozenset[int] = frozenset(),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         # Fixed ports (AIOT_NATS_PORT, AIOT_MQTT_PORT): used as given or start fails; None = chosen and kept.
         self.fixed_ports = {k: v for k, v in (("client_port", client_port), ("mqtt_port", mqtt_port)) if v}
+        # Ports the rest of the platform binds after NATS starts (the API's): free now, so without this a chosen
+        # port could be one of them, and the API would find its port taken by NATS's monitor (seen in CI).
+        self.avoid_ports = avoid_ports
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.reload_timeout = reload_timeout
@@ -427,10 +431,11 @@ class EmbeddedNats:
                 continue
             bind_host = "127.0.0.1" if key == "monitor_port" else self.host
             before = previous.get(key)
-            if before is None or before in ports.values() or not _port_free(bind_host, before):
+            taken = set(ports.values()) | self.avoid_ports
+            if before is None or before in taken or not _port_free(bind_host, before):
                 if before is not None:
                     log.info("NATS %s %s is taken; picking a new one", key, before)
-                before = _pick_free_port(bind_host, set(ports.values()))
+                before = _pick_free_port(bind_host, taken)
             ports[key] = before
         return ports
 

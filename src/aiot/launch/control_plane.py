@@ -210,7 +210,11 @@ class ControlPlane:
             user, password = shared.platform_user, shared.platform_password
         elif settings.embedded_nats:
             self.embedded = EmbeddedNats(
-                settings.data_dir, settings.nats_host, client_port=settings.nats_port, mqtt_port=settings.mqtt_port
+                settings.data_dir,
+                settings.nats_host,
+                client_port=settings.nats_port,
+                mqtt_port=settings.mqtt_port,
+                avoid_ports=frozenset({settings.port}),
             )
             await self.embedded.start()
             user, password = self.embedded.platform_user, self.embedded.platform_password
